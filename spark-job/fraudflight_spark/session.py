@@ -1,0 +1,26 @@
+"""The Spark session every job uses: UTC time zone (the features depend on
+it), loopback binding, and a local master when none was given."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+
+def spark_session(app: str) -> SparkSession:
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", os.environ.get("FRAUDFLIGHT_SPARK_DRIVER_MEMORY", "3g"))
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+    )
+    # spark-submit sets spark.master; plain `python train.py` runs locally.
+    if "spark.master" not in SparkSession.builder._options and not os.environ.get("PYSPARK_SUBMIT_ARGS"):
+        builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,221 @@
+//! The transaction record: one definition of its fields, from which the Rust
+//! struct, the Arrow schema, the column-name constants and the Arrow batch
+//! builder are all generated.
+//!
+//! Field names and order are those of the public Sparkov / Kaggle
+//! `fraudTrain.csv` layout (see DESIGN.md, "Transaction record"), so exported
+//! data replays unchanged and the CSV writer's header is the Kaggle header.
+//! Every source turns its input into Arrow batches of [`schema()`]; every sink
+//! consumes batches. Nothing else in the code base lists these fields again.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+/// How a field is stored: in Rust, in Arrow and in the CSV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// UTF-8 text (`String`, Arrow `Utf8`).
+    Str,
+    /// 64-bit float (`f64`, Arrow `Float64`).
+    F64,
+    /// 64-bit integer (`i64`, Arrow `Int64`).
+    I64,
+}
+
+impl Kind {
+    /// The canonical Arrow type of a column of this kind.
+    pub fn data_type(self) -> DataType {
+        match self {
+            Kind::Str => DataType::Utf8,
+            Kind::F64 => DataType::Float64,
+            Kind::I64 => DataType::Int64,
+        }
+    }
+}
+
+/// Whether a record must carry a field (DESIGN.md's "required" column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Required,
+    /// Optional in the record, but one of a group must be present
+    /// (`unix_time` or `trans_date_trans_time`).
+    OneOf,
+    Optional,
+}
+
+/// Static description of one record field.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub presence: Presence,
+}
+
+macro_rules! rust_type {
+    (Str, Required) => { String };
+    (F64, Required) => { f64 };
+    (I64, Required) => { i64 };
+    (Str, $p:ident) => { Option<String> };
+    (F64, $p:ident) => { Option<f64> };
+    (I64, $p:ident) => { Option<i64> };
+}
+
+macro_rules! builder_type {
+    (Str) => { StringBuilder };
+    (F64) => { Float64Builder };
+    (I64) => { Int64Builder };
+}
+
+macro_rules! new_builder {
+    (Str, $rows:expr) => { StringBuilder::with_capacity($rows, $rows * 16) };
+    ($k:ident, $rows:expr) => { <builder_type!($k)>::with_capacity($rows) };
+}
+
+macro_rules! append_value {
+    ($b:expr, $v:expr, Str, Required) => { $b.append_value(&$v) };
+    ($b:expr, $v:expr, F64, Required) => { $b.append_value($v) };
+    ($b:expr, $v:expr, I64, Required) => { $b.append_value($v) };
+    ($b:expr, $v:expr, Str, $p:ident) => { $b.append_option($v.as_deref()) };
+    ($b:expr, $v:expr, $k:ident, $p:ident) => { $b.append_option($v) };
+}
+
+macro_rules! define_transaction {
+    ($( $(#[$doc:meta])* $name:ident : $kind:ident, $presence:ident; )*) => {
+        /// One card transaction, as on the Kafka topic and in `fraudTrain.csv`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct Transaction {
+            $( $(#[$doc])* pub $name: rust_type!($kind, $presence), )*
+        }
+
+        /// Every field of [`Transaction`], in Kaggle column order.
+        pub const FIELDS: &[FieldSpec] = &[
+            $( FieldSpec { name: stringify!($name), kind: Kind::$kind, presence: Presence::$presence }, )*
+        ];
+
+        /// Column names as constants, so code that reads a column by name
+        /// cannot misspell it.
+        #[allow(non_upper_case_globals)]
+        pub mod column {
+            $( pub const $name: &str = stringify!($name); )*
+        }
+
+        /// Accumulates transactions into an Arrow batch of [`schema()`].
+        pub struct TransactionBatchBuilder {
+            $( $name: builder_type!($kind), )*
+            rows: usize,
+        }
+
+        impl TransactionBatchBuilder {
+            pub fn with_capacity(rows: usize) -> Self {
+                Self { $( $name: new_builder!($kind, rows), )* rows: 0 }
+            }
+
+            pub fn append(&mut self, t: &Transaction) {
+                $( append_value!(self.$name, t.$name, $kind, $presence); )*
+                self.rows += 1;
+            }
+
+            pub fn len(&self) -> usize {
+                self.rows
+            }
+
+            pub fn is_empty(&self) -> bool {
+                self.rows == 0
+            }
+
+            /// Builds the batch and resets the builder for reuse.
+            pub fn finish(&mut self) -> RecordBatch {
+                let columns: Vec<ArrayRef> = vec![ $( Arc::new(self.$name.finish()), )* ];
+                self.rows = 0;
+                RecordBatch::try_new(schema(), columns)
+                    .expect("builder columns follow the generated schema")
+            }
+        }
+    };
+}
+
+define_transaction! {
+    /// "YYYY-MM-DD HH:MM:SS", UTC.
+    trans_date_trans_time: Str, OneOf;
+    /// Card number, digits only.
+    cc_num: Str, Required;
+    merchant: Str, Optional;
+    /// Merchant category, e.g. grocery_pos, shopping_net.
+    category: Str, Required;
+    /// Amount in dollars, >= 0.
+    amt: F64, Required;
+    first: Str, Optional;
+    last: Str, Optional;
+    /// "M" or "F".
+    gender: Str, Optional;
+    street: Str, Optional;
+    city: Str, Optional;
+    state: Str, Optional;
+    /// Kept as text so leading zeros survive.
+    zip: Str, Optional;
+    /// Customer home latitude, degrees.
+    lat: F64, Required;
+    /// Customer home longitude, degrees.
+    long: F64, Required;
+    city_pop: I64, Optional;
+    job: Str, Optional;
+    /// Date of birth, "YYYY-MM-DD".
+    dob: Str, Required;
+    /// Unique transaction id; the key of every sink write.
+    trans_num: Str, Required;
+    /// Seconds since the Unix epoch, UTC.
+    unix_time: I64, OneOf;
+    merch_lat: F64, Required;
+    merch_long: F64, Required;
+    /// Ground truth when known: 0 or 1.
+    is_fraud: I64, Optional;
+}
+
+/// The Arrow schema of a batch of transactions: every field nullable except
+/// the required ones.
+pub fn schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(
+                FIELDS
+                    .iter()
+                    .map(|f| Field::new(f.name, f.kind.data_type(), f.presence != Presence::Required))
+                    .collect::<Vec<_>>(),
+            ))
+        })
+        .clone()
+}
+
+/// Looks a field up by name.
+pub fn field(name: &str) -> Option<&'static FieldSpec> {
+    FIELDS.iter().find(|f| f.name == name)
+}
+
+/// Builds one batch from a slice of transactions.
+pub fn to_batch(transactions: &[Transaction]) -> RecordBatch {
+    let mut builder = TransactionBatchBuilder::with_capacity(transactions.len());
+    for t in transactions {
+        builder.append(t);
+    }
+    builder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_follows_kaggle_column_order() {
+        let names: Vec<_> = schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names.first().map(String::as_str), Some("trans_date_trans_time"));
+        assert_eq!(names.last().map(String::as_str), Some("is_fraud"));
+        assert_eq!(names.len(), 22);
+        assert!(!schema().field_with_name(column::amt).unwrap().is_nullable());
+        assert!(schema().field_with_name(column::gender).unwrap().is_nullable());
+    }
+}

@@ -1,0 +1,76 @@
+//! The outcome of scoring one transaction, as every sink receives it: the
+//! input fields, the score and its verdict, the model version, the time of
+//! scoring and the derived features (DESIGN.md, "Outcome").
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{ArrayRef, BooleanArray, Float32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+use super::features::{name, Features};
+use crate::record;
+
+pub const FRAUD_SCORE: &str = "fraud_score";
+pub const IS_FRAUD_PREDICTED: &str = "is_fraud_predicted";
+pub const MODEL_VERSION: &str = "model_version";
+pub const SCORED_AT: &str = "scored_at";
+
+/// The columns scoring adds to the record, in order.
+fn added_fields() -> Vec<Field> {
+    vec![
+        Field::new(FRAUD_SCORE, DataType::Float32, false),
+        Field::new(IS_FRAUD_PREDICTED, DataType::Boolean, false),
+        Field::new(MODEL_VERSION, DataType::Utf8, false),
+        Field::new(SCORED_AT, DataType::Int64, false),
+        Field::new(name::DISTANCE_KM, DataType::Float64, false),
+        Field::new(name::AGE, DataType::Int64, false),
+        Field::new(name::HOUR, DataType::Int64, false),
+    ]
+}
+
+/// Record fields followed by the scoring columns.
+pub fn schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut fields: Vec<Field> = record::schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.extend(added_fields());
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
+/// What DoExchange returns for every input row.
+pub fn exchange_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let full = schema();
+            let columns = [record::column::trans_num, FRAUD_SCORE, IS_FRAUD_PREDICTED, MODEL_VERSION];
+            Arc::new(Schema::new(columns.iter().map(|c| full.field_with_name(c).expect("outcome column").clone()).collect::<Vec<_>>()))
+        })
+        .clone()
+}
+
+/// Assembles outcomes of a valid, conformed batch.
+pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold: f64, version: &str) -> RecordBatch {
+    let rows = batch.num_rows();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(Float32Array::from(scores.to_vec())));
+    columns.push(Arc::new(scores.iter().map(|&s| Some(s as f64 >= threshold)).collect::<BooleanArray>()));
+    columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(version, rows))));
+    columns.push(Arc::new(Int64Array::from_value(now_ms, rows)));
+    columns.push(features.distance_km.clone());
+    columns.push(features.age.clone());
+    columns.push(features.hour.clone());
+    RecordBatch::try_new(schema(), columns).expect("outcome columns follow the outcome schema")
+}
+
+/// Projects outcomes onto the DoExchange answer columns.
+pub fn for_exchange(outcomes: &RecordBatch) -> RecordBatch {
+    let full = schema();
+    let indices: Vec<usize> = exchange_schema().fields().iter().map(|f| full.index_of(f.name()).expect("outcome column")).collect();
+    outcomes.project(&indices).expect("projection of own schema")
+}

@@ -1,0 +1,282 @@
+//! The transaction simulator: a deterministic, Sparkov-like stream of card
+//! transactions with fraud episodes injected on compromised cards.
+//!
+//! How it works: a fixed population of customers (home town, age, gender, job)
+//! spends day by day. Each simulated day every customer makes a Poisson number
+//! of genuine purchases whose category, hour and amount depend on the
+//! category and on the customer's age group; the day's purchases are sorted by
+//! time and handed out one by one. Now and then a card is compromised: the
+//! fraudster first tests it with a few tiny online amounts, then runs a
+//! night-time burst of large purchases in online, grocery and misc categories
+//! far from the customer's home. About 0.5 to 1 % of transactions are fraud.
+//!
+//! Everything is drawn from one seeded xoshiro generator, so a seed always
+//! gives the same stream (and the same CSV bytes).
+
+pub mod category;
+pub mod geography;
+pub mod output;
+mod population;
+
+use chrono::{DateTime, NaiveDate};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::record::Transaction;
+use category::CATEGORIES;
+use population::{Customer, Population};
+
+/// Settings of a simulation run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Number of customers (cards) in the population.
+    pub customers: usize,
+    /// First simulated day, as Unix seconds at 00:00 UTC.
+    pub start_unix: i64,
+    /// Probability that a given card is compromised on a given day.
+    pub compromise_rate: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            customers: 2_000,
+            // 2025-01-01 00:00:00 UTC
+            start_unix: 1_735_689_600,
+            compromise_rate: 0.0032,
+        }
+    }
+}
+
+const SECONDS_PER_DAY: i64 = 86_400;
+/// Categories fraudsters test cards in, and burst categories with their
+/// median fraud amounts (Sparkov: online shopping and misc, grocery at night).
+const TESTING_CATEGORIES: &[&str] = &["misc_net", "shopping_net", "gas_transport"];
+const BURST_CATEGORIES: &[(&str, f64)] = &[
+    ("shopping_net", 850.0),
+    ("misc_net", 700.0),
+    ("grocery_pos", 310.0),
+    ("shopping_pos", 650.0),
+    ("misc_pos", 250.0),
+];
+/// Night hours of fraud bursts.
+const FRAUD_HOURS: &[u32] = &[22, 23, 0, 1, 2, 3];
+
+/// An infinite, time-ordered iterator of simulated transactions.
+pub struct Simulator {
+    config: SimConfig,
+    rng: Xoshiro256PlusPlus,
+    population: Population,
+    day: i64,
+    /// Today's transactions, sorted by time, reversed so `pop` hands out the
+    /// earliest.
+    today: Vec<Transaction>,
+    /// Fraud bursts that run past midnight, handed out the next day.
+    carry: Vec<Transaction>,
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let population = Population::generate(&mut rng, config.customers.max(1), config.start_unix);
+        Self { config, rng, population, day: 0, today: Vec::new(), carry: Vec::new() }
+    }
+
+    /// The customers of this run (for tests and statistics).
+    pub fn customers(&self) -> &[Customer] {
+        &self.population.customers
+    }
+
+    fn simulate_day(&mut self) {
+        let day_start = self.config.start_unix + self.day * SECONDS_PER_DAY;
+        let day_end = day_start + SECONDS_PER_DAY;
+        let mut txns = std::mem::take(&mut self.carry);
+        for c in 0..self.population.customers.len() {
+            let rate = self.population.customers[c].daily_rate;
+            for _ in 0..poisson(&mut self.rng, rate) {
+                txns.push(self.genuine(c, day_start));
+            }
+            if self.rng.random::<f64>() < self.config.compromise_rate {
+                self.fraud_episode(c, day_start, &mut txns);
+            }
+        }
+        let (later, mut txns): (Vec<_>, Vec<_>) = txns.into_iter().partition(|t| t.unix_time >= Some(day_end));
+        self.carry = later;
+        // Newest first so that `pop` yields in time order.
+        txns.sort_unstable_by(|a, b| b.unix_time.cmp(&a.unix_time).then_with(|| b.trans_num.cmp(&a.trans_num)));
+        self.today = txns;
+        self.day += 1;
+    }
+
+    fn genuine(&mut self, c: usize, day_start: i64) -> Transaction {
+        let customer = &self.population.customers[c];
+        let cat = self.population.category_sampler[customer.age_group].sample(&mut self.rng);
+        let category = &CATEGORIES[cat];
+        let hour = self.population.hour_sampler[cat].sample(&mut self.rng) as i64;
+        let time = day_start + hour * 3600 + self.rng.random_range(0..3600);
+        let amt = log_normal(&mut self.rng, category.median_amt * customer.spend_factor, category.sigma);
+        // Travel and online purchases are sometimes far from home; everything
+        // else happens within about a degree of it, as in Sparkov.
+        let far = category.online && self.rng.random::<f64>() < 0.03;
+        let merchant = self.population.merchant(&mut self.rng, cat);
+        self.population.transaction(&mut self.rng, c, merchant, cat, amt.max(1.0), time, far, false)
+    }
+
+    fn fraud_episode(&mut self, c: usize, day_start: i64, txns: &mut Vec<Transaction>) {
+        let night_start = self.rng.random_range(0..FRAUD_HOURS.len() - 2);
+        let mut clock = day_start + FRAUD_HOURS[night_start] as i64 * 3600 + self.rng.random_range(0..1800);
+        // Card testing: one to three tiny online amounts.
+        for _ in 0..self.rng.random_range(1..=3) {
+            let cat = category::index_of(TESTING_CATEGORIES[self.rng.random_range(0..TESTING_CATEGORIES.len())])
+                .expect("testing categories exist");
+            let amt = 1.0 + self.rng.random::<f64>() * 9.0;
+            let merchant = self.population.merchant(&mut self.rng, cat);
+            txns.push(self.population.transaction(&mut self.rng, c, merchant, cat, amt, clock, true, true));
+            clock += self.rng.random_range(60..900);
+        }
+        // The burst: large amounts, far from home, minutes apart.
+        for _ in 0..self.rng.random_range(2..=7) {
+            let (name, median) = BURST_CATEGORIES[self.rng.random_range(0..BURST_CATEGORIES.len())];
+            let cat = category::index_of(name).expect("burst categories exist");
+            let amt = log_normal(&mut self.rng, median, 0.45);
+            let merchant = self.population.merchant(&mut self.rng, cat);
+            txns.push(self.population.transaction(&mut self.rng, c, merchant, cat, amt, clock, true, true));
+            clock += self.rng.random_range(120..2400);
+        }
+    }
+}
+
+impl Iterator for Simulator {
+    type Item = Transaction;
+
+    fn next(&mut self) -> Option<Transaction> {
+        while self.today.is_empty() {
+            self.simulate_day();
+        }
+        self.today.pop()
+    }
+}
+
+/// Formats Unix seconds as the Kaggle `trans_date_trans_time` text.
+pub fn format_time(unix: i64) -> String {
+    DateTime::from_timestamp(unix, 0)
+        .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// Formats a date as "YYYY-MM-DD".
+pub fn format_date(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// Poisson sample by inversion (Knuth); rates here are small (< 10).
+fn poisson(rng: &mut impl Rng, lambda: f64) -> u32 {
+    let limit = (-lambda).exp();
+    let mut k = 0;
+    let mut p = rng.random::<f64>();
+    while p > limit {
+        k += 1;
+        p *= rng.random::<f64>();
+    }
+    k
+}
+
+/// Log-normal sample with the given median, rounded to cents.
+fn log_normal(rng: &mut impl Rng, median: f64, sigma: f64) -> f64 {
+    // Box-Muller; one of the pair is enough here.
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    ((median * (sigma * z).exp()) * 100.0).round() / 100.0
+}
+
+/// Weighted choice over a fixed table, by binary search on cumulative weights.
+#[derive(Debug, Clone)]
+struct WeightedIndex {
+    cumulative: Vec<f64>,
+}
+
+impl WeightedIndex {
+    fn new(weights: impl IntoIterator<Item = f64>) -> Self {
+        let mut total = 0.0;
+        let cumulative = weights
+            .into_iter()
+            .map(|w| {
+                total += w;
+                total
+            })
+            .collect();
+        Self { cumulative }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> usize {
+        let total = *self.cumulative.last().expect("non-empty weights");
+        let x = rng.random::<f64>() * total;
+        self.cumulative.partition_point(|&c| c <= x).min(self.cumulative.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(seed: u64, n: usize) -> Vec<Transaction> {
+        Simulator::new(SimConfig { seed, ..SimConfig::default() }).take(n).collect()
+    }
+
+    #[test]
+    fn same_seed_same_stream_other_seed_other_stream() {
+        assert_eq!(take(7, 2_000), take(7, 2_000));
+        assert_ne!(take(7, 200), take(8, 200));
+    }
+
+    #[test]
+    fn fraud_rate_is_between_half_and_one_percent() {
+        let txns = take(42, 200_000);
+        let frauds = txns.iter().filter(|t| t.is_fraud == Some(1)).count();
+        let rate = frauds as f64 / txns.len() as f64;
+        assert!((0.005..=0.01).contains(&rate), "fraud rate {rate}");
+    }
+
+    #[test]
+    fn stream_is_time_ordered_with_unique_ids() {
+        let txns = take(3, 50_000);
+        assert!(txns.windows(2).all(|w| w[0].unix_time <= w[1].unix_time));
+        let ids: std::collections::HashSet<_> = txns.iter().map(|t| &t.trans_num).collect();
+        assert_eq!(ids.len(), txns.len());
+    }
+
+    #[test]
+    fn fraud_is_larger_later_and_farther_than_genuine() {
+        let txns = take(11, 200_000);
+        let (fraud, genuine): (Vec<_>, Vec<_>) = txns.iter().partition(|t| t.is_fraud == Some(1));
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let burst_amt = median(&mut fraud.iter().map(|t| t.amt).filter(|a| *a > 20.0).collect());
+        let genuine_amt = median(&mut genuine.iter().map(|t| t.amt).collect());
+        assert!(burst_amt > 4.0 * genuine_amt, "fraud burst {burst_amt} vs genuine {genuine_amt}");
+        let night = |v: &[&Transaction]| {
+            v.iter().filter(|t| matches!((t.unix_time.unwrap() % 86_400) / 3600, 22 | 23 | 0..=3)).count() as f64
+                / v.len() as f64
+        };
+        assert!(night(&fraud) > 0.9 && night(&genuine) < 0.2);
+        let dist = |t: &&Transaction| crate::score::features::haversine_km(t.lat, t.long, t.merch_lat, t.merch_long);
+        let far = |v: &[&Transaction]| v.iter().filter(|t| dist(t) > 300.0).count() as f64 / v.len() as f64;
+        assert!(far(&fraud) > 0.5 && far(&genuine) < 0.05, "far: fraud {} genuine {}", far(&fraud), far(&genuine));
+    }
+
+    #[test]
+    fn records_are_complete_and_consistent() {
+        for t in take(5, 5_000) {
+            assert_eq!(t.cc_num.len(), 16);
+            assert!(t.cc_num.bytes().all(|b| b.is_ascii_digit()));
+            assert_eq!(t.trans_date_trans_time.as_deref(), Some(format_time(t.unix_time.unwrap()).as_str()));
+            assert!(t.amt > 0.0 && (-90.0..=90.0).contains(&t.merch_lat));
+            assert!(category::index_of(&t.category).is_some());
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Every model shipped under `models/` agrees with Spark: the Rust features
+//! equal Spark's on its parity vectors, and the ONNX probabilities are within
+//! 1e-5 of Spark's.
+
+use std::path::Path;
+
+use fraudflight::score::model::{Model, PARITY_TOLERANCE};
+
+#[test]
+fn every_shipped_model_matches_spark_on_its_parity_vectors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).expect("models/ exists") {
+        let dir = entry.unwrap().path();
+        if !dir.join("model.json").exists() {
+            continue;
+        }
+        assert!(dir.join("parity.jsonl").exists(), "{} ships no parity.jsonl", dir.display());
+        let (model, report) = Model::load_dir(&dir, 1).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(report.rows >= 100, "{}: only {} parity vectors", dir.display(), report.rows);
+        assert!(report.max_probability_diff <= PARITY_TOLERANCE);
+        println!("{}: {} vectors, max |p - spark| = {:.2e}, max |distance - spark| = {:.2e} km",
+            model.version(), report.rows, report.max_probability_diff, report.max_distance_diff);
+        checked += 1;
+    }
+    assert!(checked >= 1, "no model found under {}", root.display());
+}
