@@ -29,3 +29,8 @@ pub mod score;
 pub mod simulate;
 
 pub mod logging;
+pub mod proto;
+pub mod store;
+pub mod app; pub mod flight;
+pub mod http; pub mod shutdown;
+pub mod demo; pub mod query;

@@ -1,0 +1,138 @@
+//! The application core that every front end calls: Flight, HTTP and the
+//! demo's simulator loop. It owns the scorer, the outcome store and the live
+//! counters, and knows nothing of tonic or axum.
+
+use std::path::PathBuf;
+
+use arrow::record_batch::RecordBatch;
+use serde::Serialize;
+
+use crate::score::features::RowError;
+use crate::score::model::{ModelError, ModelFiles, ParityReport};
+use crate::score::{outcome, ScoreError, ScoreOptions, Scored, Scorer};
+use crate::store::memory::MemoryStore;
+use crate::store::stats::Stats;
+use crate::store::Query;
+
+/// Shared state of a running fraudflight.
+pub struct App {
+    pub scorer: Scorer,
+    pub store: MemoryStore,
+    pub stats: Stats,
+}
+
+/// A batch had rows that are not valid transactions.
+#[derive(Debug, thiserror::Error)]
+#[error("{} invalid row(s); first: {}", .0.len(), .0[0])]
+pub struct InvalidRows(pub Vec<RowError>);
+
+/// Why scoring a client's batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidRows),
+}
+
+/// Where a new model comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    Dir(PathBuf),
+    Files(ModelFiles),
+}
+
+/// What `load-model` reports.
+#[derive(Debug, Serialize)]
+pub struct Loaded {
+    pub version: String,
+    pub previous: String,
+    pub parity: ParityReport,
+}
+
+/// What an ingest call reports.
+#[derive(Debug, Serialize)]
+pub struct Ingested {
+    pub accepted: usize,
+    pub alerts: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub row: usize,
+    pub error: String,
+}
+
+impl App {
+    pub fn new(scorer: Scorer, store: MemoryStore) -> Self {
+        Self { scorer, store, stats: Stats::default() }
+    }
+
+    /// Scores a client's batch for DoExchange: every row must be valid, and
+    /// the answer has the same rows in the same order. Scored rows are not
+    /// stored: exchange is a pure function.
+    pub fn score_exchange(&self, batch: &RecordBatch, options: &ScoreOptions) -> Result<RecordBatch, ExchangeError> {
+        let Scored { outcomes, invalid } = self.scorer.score(batch, options)?;
+        if !invalid.is_empty() {
+            return Err(InvalidRows(invalid).into());
+        }
+        Ok(outcome::for_exchange(&outcomes))
+    }
+
+    /// Scores and stores a batch (simulator, DoPut). Invalid rows are
+    /// reported back, never dropped silently.
+    pub fn ingest(&self, batch: &RecordBatch) -> Result<Ingested, ScoreError> {
+        let Scored { outcomes, invalid } = self.scorer.score(batch, &ScoreOptions::default())?;
+        let alerts = count_alerts(&outcomes);
+        self.stats.record(batch.num_rows(), outcomes.num_rows(), invalid.len(), alerts);
+        self.store.insert(&outcomes);
+        for e in &invalid {
+            tracing::warn!(row = e.row, error = %e.error, "rejected record");
+        }
+        Ok(Ingested {
+            accepted: outcomes.num_rows(),
+            alerts,
+            rejected: invalid.into_iter().map(|e| Rejected { row: e.row, error: e.error.to_string() }).collect(),
+        })
+    }
+
+    pub fn query(&self, query: &Query) -> Vec<RecordBatch> {
+        self.store.query(query)
+    }
+
+    /// The model in service, as JSON.
+    pub fn model_info(&self) -> serde_json::Value {
+        let model = self.scorer.registry().current();
+        let meta = &model.meta;
+        let mut info = serde_json::json!({
+            "version": meta.version,
+            "created_at": meta.created_at,
+            "threshold": meta.threshold,
+            "metrics": meta.metrics,
+            "features": meta.inputs.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+            "inputs": meta.inputs,
+            "output": meta.output,
+        });
+        for (k, v) in &meta.extra {
+            info[k] = v.clone();
+        }
+        info
+    }
+
+    /// Verifies and swaps in a new model; the old one keeps serving on error.
+    pub fn load_model(&self, source: ModelSource) -> Result<Loaded, ModelError> {
+        let previous = self.scorer.registry().current().version().to_string();
+        let files = match source {
+            ModelSource::Dir(dir) => ModelFiles::read_dir(&dir)?,
+            ModelSource::Files(files) => files,
+        };
+        let (model, parity) = self.scorer.registry().load(&files)?;
+        Ok(Loaded { version: model.version().to_string(), previous, parity })
+    }
+}
+
+fn count_alerts(outcomes: &RecordBatch) -> usize {
+    use arrow::array::AsArray;
+    outcomes.column_by_name(outcome::IS_FRAUD_PREDICTED).map_or(0, |c| c.as_boolean().true_count())
+}

@@ -1,0 +1,145 @@
+//! The embedded default: built-in simulator -> scorer -> in-memory store,
+//! with Flight and HTTP in front. No Kafka, Cassandra or OpenSearch needed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::record::TransactionBatchBuilder;
+use crate::score::registry::{self, Registry};
+use crate::score::Scorer;
+use crate::shutdown::Shutdown;
+use crate::simulate::{SimConfig, Simulator};
+use crate::store::memory::MemoryStore;
+
+/// Settings of a demo run.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub model_dir: PathBuf,
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// Simulated transactions per second; 0 = no simulator.
+    pub rate: f64,
+    pub seed: u64,
+    /// ONNX Runtime sessions (scoring threads) per model.
+    pub sessions: usize,
+}
+
+/// A running demo: where it listens, and how to stop it.
+pub struct Running {
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub app: Arc<App>,
+    pub shutdown: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Waits until the shutdown signal, then for the tasks to finish.
+    pub async fn wait(self) {
+        self.shutdown.wait().await;
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// The model directory to use: the given one, else the newest under
+/// `models/` of the working directory or of the project the binary is in.
+pub fn default_model_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    let mut roots: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(PathBuf::from));
+    }
+    roots
+        .iter()
+        .find_map(|r| registry::newest_model_dir(&r.join("models")))
+        .ok_or_else(|| anyhow::anyhow!("no model found: pass --model DIR or set FRAUDFLIGHT_MODEL (looked for models/*/model.json)"))
+}
+
+/// Loads the model, binds both ports and starts every task.
+pub async fn start(config: DemoConfig) -> anyhow::Result<Running> {
+    let dir = config.model_dir.clone();
+    let sessions = config.sessions;
+    let registry = tokio::task::spawn_blocking(move || Registry::open(&dir, sessions)).await??;
+    let app = Arc::new(App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(200_000, 20_000)));
+    let shutdown = Shutdown::default();
+
+    let flight_listener = crate::flight::bind(config.flight_addr).await?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
+    let flight_addr = flight_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let mut tasks = Vec::new();
+    let (a, s) = (app.clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        let stop = s.clone();
+        if let Err(e) = crate::flight::serve(a, flight_listener, async move { stop.wait().await }).await {
+            tracing::error!(error = %e, "Flight server failed");
+            s.trigger();
+        }
+    }));
+    let (a, s) = (app.clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        let stop = s.clone();
+        if let Err(e) = crate::http::serve(a, http_listener, async move { stop.wait().await }).await {
+            tracing::error!(error = %e, "HTTP server failed");
+            s.trigger();
+        }
+    }));
+    if config.rate > 0.0 {
+        let sim = Simulator::new(SimConfig { seed: config.seed, ..SimConfig::default() });
+        tasks.push(tokio::spawn(simulate(app.clone(), sim, config.rate, shutdown.clone())));
+    }
+    tracing::info!(flight = %flight_addr, http = %http_addr, rate = config.rate, "fraudflight demo running");
+    Ok(Running { flight_addr, http_addr, app, shutdown, tasks })
+}
+
+/// Feeds simulated transactions at `rate` per second, in small batches.
+async fn simulate(app: Arc<App>, mut sim: Simulator, rate: f64, shutdown: Shutdown) {
+    const TICK: Duration = Duration::from_millis(100);
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut owed = 0.0;
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let now = tokio::time::Instant::now();
+        owed += rate * now.duration_since(last).as_secs_f64();
+        last = now;
+        let n = owed.floor() as usize;
+        if n == 0 {
+            continue;
+        }
+        owed -= n as f64;
+        let mut builder = TransactionBatchBuilder::with_capacity(n);
+        for t in sim.by_ref().take(n) {
+            builder.append(&t);
+        }
+        let batch = builder.finish();
+        let app = app.clone();
+        match tokio::task::spawn_blocking(move || app.ingest(&batch)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "scoring simulated batch failed"),
+            Err(e) => tracing::error!(error = %e, "scoring task panicked"),
+        }
+    }
+}

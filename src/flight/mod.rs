@@ -1,0 +1,238 @@
+//! The Arrow Flight service (DESIGN.md, "Arrow Flight API"): a thin adapter.
+//! Each method decodes its request ([`request`]), calls the [`App`], and
+//! encodes the answer; no domain logic lives here.
+//!
+//! - `GetSchema(["score"])`: the transaction input schema.
+//! - `DoExchange(["score"] or cmd ScoreCommand)`: one scored batch per input
+//!   batch, same rows, same order.
+//! - `DoPut(["transactions"])`: ingest through the scorer into the store.
+//! - `ListFlights` / `GetFlightInfo` / `DoGet`: `alerts`, `recent`, card history.
+//! - `ListActions` / `DoAction`: `model-info`, `load-model`, `health`.
+
+pub mod request;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::app::{App, ExchangeError};
+use crate::record;
+use crate::score::outcome;
+use crate::score::ScoreError;
+use crate::store::Query;
+use request::Action as FfAction;
+
+/// The Flight service over an [`App`].
+#[derive(Clone)]
+pub struct FraudFlight {
+    app: Arc<App>,
+}
+
+impl FraudFlight {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        // Batches of 64k rows with all record columns are a few MB.
+        FlightServiceServer::new(self).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+    }
+}
+
+/// Serves Flight on `listener` until `shutdown` resolves.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(FraudFlight::new(app).into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// Binds the Flight address, with a clear error when it is taken.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for Flight on {addr}: {e}")))
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn exchange_status(e: ExchangeError) -> Status {
+    match e {
+        ExchangeError::Invalid(rows) => Status::invalid_argument(rows.to_string()),
+        ExchangeError::Score(e) => score_status(e),
+    }
+}
+
+fn score_status(e: ScoreError) -> Status {
+    match e {
+        ScoreError::Schema(e) => Status::invalid_argument(e.to_string()),
+        ScoreError::BadThreshold(_) => Status::invalid_argument(e.to_string()),
+        ScoreError::UnknownVersion(_) => Status::not_found(e.to_string()),
+        ScoreError::Model(e) => Status::internal(e.to_string()),
+    }
+}
+
+fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(status) => *status,
+        other => Status::invalid_argument(format!("cannot decode Arrow data: {other}")),
+    }
+}
+
+/// Encodes batches as a Flight stream (schema first, even when empty).
+fn encode(schema: SchemaRef, batches: BoxStream<'static, Result<RecordBatch, FlightError>>) -> Stream<FlightData> {
+    FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(flight_status).boxed()
+}
+
+fn flight_info(query: &Query, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    let ticket = Ticket::new(request::ticket_for(query));
+    FlightInfo::new()
+        .try_with_schema(&outcome::schema())
+        .map_err(|e| Status::internal(e.to_string()))
+        .map(|info| info.with_descriptor(descriptor).with_endpoint(FlightEndpoint::new().with_ticket(ticket)))
+}
+
+/// Runs CPU-heavy work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("scoring task failed: {e}")))
+}
+
+fn json_result(value: &impl serde::Serialize) -> Result<arrow_flight::Result, Status> {
+    let body = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(arrow_flight::Result { body: Bytes::from(body) })
+}
+
+#[tonic::async_trait]
+impl FlightService for FraudFlight {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+    type DoExchangeStream = Stream<FlightData>;
+
+    async fn handshake(&self, _: Request<Streaming<HandshakeRequest>>) -> Result<Response<Self::HandshakeStream>, Status> {
+        // No handshake needed: authentication (when configured) is a bearer
+        // token on every call.
+        Ok(Response::new(stream::empty().boxed()))
+    }
+
+    async fn list_flights(&self, _: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let limit = crate::store::DEFAULT_LIMIT;
+        let infos = [("alerts", Query::Alerts { limit }), ("recent", Query::Recent { limit })]
+            .into_iter()
+            .map(|(name, query)| flight_info(&query, FlightDescriptor::new_path(vec![name.to_string()])))
+            .collect::<Vec<_>>();
+        Ok(Response::new(stream::iter(infos).boxed()))
+    }
+
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        let query = request::query_of(&descriptor)?;
+        Ok(Response::new(flight_info(&query, descriptor)?))
+    }
+
+    async fn poll_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info: queries complete at once; use GetFlightInfo"))
+    }
+
+    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        let descriptor = request.into_inner();
+        let schema = match request::descriptor_path(&descriptor).as_deref() {
+            Some(["score"]) | Some(["transactions"]) => record::schema(),
+            Some(["alerts"]) | Some(["recent"]) => outcome::schema(),
+            _ => return Err(Status::not_found(format!("no schema for {}", request::describe(&descriptor)))),
+        };
+        let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let query = request::parse_ticket(&request.into_inner().ticket)?;
+        let app = self.app.clone();
+        let batches = blocking(move || app.query(&query)).await?;
+        let batches = stream::iter(batches.into_iter().map(Ok)).boxed();
+        Ok(Response::new(encode(outcome::schema(), batches)))
+    }
+
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
+        match request::descriptor_path(&descriptor).as_deref() {
+            Some(["transactions"]) => {}
+            _ => return Err(Status::invalid_argument(format!("DoPut goes to path [\"transactions\"], not {}", request::describe(&descriptor)))),
+        }
+        let app = self.app.clone();
+        let results = batches.map_err(flight_status).and_then(move |batch| {
+            let app = app.clone();
+            async move {
+                let report = blocking(move || app.ingest(&batch)).await?.map_err(score_status)?;
+                let body = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(PutResult { app_metadata: Bytes::from(body) })
+            }
+        });
+        Ok(Response::new(results.boxed()))
+    }
+
+    async fn do_exchange(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
+        let options = request::score_options(&descriptor)?;
+        let app = self.app.clone();
+        let scored = batches.map_err(flight_status).and_then(move |batch| {
+            let (app, options) = (app.clone(), options.clone());
+            async move { blocking(move || app.score_exchange(&batch, &options)).await?.map_err(exchange_status) }
+        });
+        // Errors travel as Status; the encoder wants FlightError.
+        let scored = scored.map_err(|s| FlightError::Tonic(Box::new(s))).boxed();
+        Ok(Response::new(encode(outcome::exchange_schema(), scored)))
+    }
+
+    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request::parse_action(request.into_inner())?;
+        let result = match action {
+            FfAction::ModelInfo => json_result(&self.app.model_info())?,
+            FfAction::Health => json_result(&serde_json::json!({
+                "status": "ok",
+                "model_version": self.app.scorer.registry().current().version(),
+            }))?,
+            FfAction::LoadModel(source) => {
+                let app = self.app.clone();
+                let loaded = blocking(move || app.load_model(source))
+                    .await?
+                    .map_err(|e| Status::invalid_argument(format!("model refused, the old model keeps serving: {e}")))?;
+                json_result(&loaded)?
+            }
+        };
+        Ok(Response::new(stream::iter([Ok(result)]).boxed()))
+    }
+
+    async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = request::ACTIONS
+            .iter()
+            .map(|(name, description)| Ok(ActionType { r#type: name.to_string(), description: description.to_string() }))
+            .collect::<Vec<_>>();
+        Ok(Response::new(stream::iter(actions).boxed()))
+    }
+}
