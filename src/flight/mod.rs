@@ -99,9 +99,19 @@ fn flight_status(e: FlightError) -> Status {
     }
 }
 
+/// Largest single Flight message the server sends. The encoder would
+/// otherwise split a batch over 2 MB into several, and DoExchange promises
+/// one answer batch per input batch.
+const MAX_MESSAGE: usize = 48 << 20;
+
 /// Encodes batches as a Flight stream (schema first, even when empty).
 fn encode(schema: SchemaRef, batches: BoxStream<'static, Result<RecordBatch, FlightError>>) -> Stream<FlightData> {
-    FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(flight_status).boxed()
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(MAX_MESSAGE)
+        .build(batches)
+        .map_err(flight_status)
+        .boxed()
 }
 
 fn flight_info(query: &Query, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {

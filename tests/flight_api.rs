@@ -1,0 +1,281 @@
+//! The Flight API through a real client (arrow-flight's FlightServiceClient
+//! over TCP) against a running embedded server: scoring, ingest, queries,
+//! model management, and bad input that must be refused without harming the
+//! server.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::datatypes::{Float32Type, Schema};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, Criteria, Empty, FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::transport::Channel;
+
+use fraudflight::demo::{self, DemoConfig, Running};
+use fraudflight::proto;
+use fraudflight::record::{self, column};
+use fraudflight::simulate::{SimConfig, Simulator};
+
+fn shipped_model() -> PathBuf {
+    demo::default_model_dir(None).expect("a model is shipped under models/")
+}
+
+async fn start(model_dir: PathBuf) -> (Running, FlightServiceClient<Channel>) {
+    let running = demo::start(DemoConfig {
+        model_dir,
+        flight_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        rate: 0.0,
+        seed: 1,
+        sessions: 1,
+    })
+    .await
+    .expect("server starts");
+    let channel = Channel::from_shared(format!("http://{}", running.flight_addr)).unwrap().connect().await.unwrap();
+    let client = FlightServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    (running, client)
+}
+
+fn simulated(seed: u64, n: usize) -> RecordBatch {
+    let txns: Vec<_> = Simulator::new(SimConfig { seed, ..SimConfig::default() }).take(n).collect();
+    record::to_batch(&txns)
+}
+
+fn descriptor_path(name: &str) -> FlightDescriptor {
+    FlightDescriptor::new_path(vec![name.to_string()])
+}
+
+/// DoExchange: sends `batches`, returns the answers (or the first error).
+async fn exchange(
+    client: &mut FlightServiceClient<Channel>,
+    descriptor: FlightDescriptor,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let input = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        // Slices would otherwise be split by the size of their parent buffers.
+        .with_max_flight_data_size(usize::MAX)
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .map(|d| d.expect("encodes"));
+    let response = client.do_exchange(input).await?.into_inner();
+    FlightRecordBatchStream::new_from_flight_data(response.map_err(Into::into))
+        .try_collect()
+        .await
+        .map_err(|e| match e {
+            arrow_flight::error::FlightError::Tonic(s) => *s,
+            other => tonic::Status::internal(other.to_string()),
+        })
+}
+
+async fn do_get(client: &mut FlightServiceClient<Channel>, ticket: Vec<u8>) -> Vec<RecordBatch> {
+    let stream = client.do_get(Ticket::new(ticket)).await.expect("do_get").into_inner();
+    FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into)).try_collect().await.expect("batches")
+}
+
+async fn action(client: &mut FlightServiceClient<Channel>, name: &str, body: Vec<u8>) -> Result<serde_json::Value, tonic::Status> {
+    let mut results = client.do_action(Action { r#type: name.into(), body: body.into() }).await?.into_inner();
+    let first = results.message().await?.expect("one result");
+    Ok(serde_json::from_slice(&first.body).expect("JSON result"))
+}
+
+fn without(batch: &RecordBatch, name: &str) -> RecordBatch {
+    let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| batch.schema().field(i).name() != name).collect();
+    batch.project(&keep).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_scores_every_row_in_order_and_matches_in_process_scoring() {
+    let (running, mut client) = start(shipped_model()).await;
+    let input = simulated(11, 10_000);
+    let batches: Vec<_> = (0..10).map(|i| input.slice(i * 1_000, 1_000)).collect();
+    let answers = exchange(&mut client, descriptor_path("score"), batches).await.unwrap();
+    assert_eq!(answers.len(), 10, "one answer per input batch");
+    assert!(answers.iter().all(|b| b.num_rows() == 1_000));
+    let answer = arrow::compute::concat_batches(&answers[0].schema(), &answers).unwrap();
+    assert_eq!(answer.num_rows(), 10_000);
+    let names: Vec<_> = answer.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["trans_num", "fraud_score", "is_fraud_predicted", "model_version"]);
+    assert_eq!(answer.column(0).as_string::<i32>(), input.column_by_name(column::trans_num).unwrap().as_string::<i32>());
+
+    let local = running.app.scorer.score(&input, &Default::default()).unwrap().outcomes;
+    let remote_scores = answer.column(1).as_primitive::<Float32Type>();
+    let local_scores = local.column_by_name("fraud_score").unwrap().as_primitive::<Float32Type>();
+    assert_eq!(remote_scores, local_scores);
+    let flagged = answer.column(2).as_boolean().true_count();
+    assert!(flagged > 10 && flagged < 500, "{flagged} of 10000 predicted fraud");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_status_and_the_server_keeps_serving() {
+    let (running, mut client) = start(shipped_model()).await;
+    let good = simulated(3, 100);
+
+    let err = exchange(&mut client, descriptor_path("score"), vec![without(&good, "amt")]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("`amt`"), "{}", err.message());
+
+    let mut columns = good.columns().to_vec();
+    let lat_index = good.schema().index_of(column::lat).unwrap();
+    let mut lats: Vec<f64> = good.column(lat_index).as_primitive::<arrow::datatypes::Float64Type>().values().to_vec();
+    lats[7] = 123.0;
+    columns[lat_index] = Arc::new(Float64Array::from(lats));
+    let bad_row = RecordBatch::try_new(good.schema(), columns).unwrap();
+    let err = exchange(&mut client, descriptor_path("score"), vec![bad_row]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("row 7") && err.message().contains("`lat`"), "{}", err.message());
+
+    let text_amt = {
+        let schema = Schema::new(vec![arrow::datatypes::Field::new("amt", arrow::datatypes::DataType::Boolean, true)]);
+        let amt = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(BooleanArray::from(vec![true; 100]))]).unwrap();
+        let mut fields: Vec<_> = without(&good, "amt").schema().fields().iter().cloned().collect();
+        fields.push(amt.schema().field(0).clone().into());
+        let mut cols = without(&good, "amt").columns().to_vec();
+        cols.push(amt.column(0).clone());
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+    };
+    let err = exchange(&mut client, descriptor_path("score"), vec![text_amt]).await.unwrap_err();
+    assert!(err.message().contains("`amt` has type Boolean"), "{}", err.message());
+
+    let err = exchange(&mut client, descriptor_path("nowhere"), vec![good.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let err = client.do_get(Ticket::new(b"\xde\xad\xbe\xef\x00".to_vec())).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = action(&mut client, "load-model", b"\x01\x02garbage".to_vec()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Still serving, with the same model.
+    let answers = exchange(&mut client, descriptor_path("score"), vec![good]).await.unwrap();
+    assert_eq!(answers[0].num_rows(), 100);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
+    let (running, mut client) = start(shipped_model()).await;
+    let input = simulated(5, 20_000);
+    let put = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor_path("transactions")))
+        .with_max_flight_data_size(usize::MAX)
+        .build(futures::stream::iter((0..4).map(|i| Ok(input.slice(i * 5_000, 5_000))).collect::<Vec<_>>()))
+        .map(|d| d.unwrap());
+    let results: Vec<_> = client.do_put(put).await.unwrap().into_inner().try_collect().await.unwrap();
+    let accepted: u64 = results
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.app_metadata).unwrap()["accepted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(accepted, 20_000);
+
+    let flights: Vec<_> = client.list_flights(Criteria::default()).await.unwrap().into_inner().try_collect().await.unwrap();
+    let names: Vec<_> = flights.iter().map(|f| f.flight_descriptor.as_ref().unwrap().path.join("/")).collect();
+    assert_eq!(names, ["alerts", "recent"]);
+    let alerts_ticket = flights[0].endpoint[0].ticket.as_ref().unwrap().ticket.to_vec();
+
+    let alerts = do_get(&mut client, alerts_ticket).await;
+    let alert_rows: usize = alerts.iter().map(RecordBatch::num_rows).sum();
+    assert!(alert_rows > 0);
+    for b in &alerts {
+        assert_eq!(b.column_by_name("is_fraud_predicted").unwrap().as_boolean().true_count(), b.num_rows());
+    }
+    let expected_alerts = running.app.stats.snapshot().alerts as usize;
+    assert_eq!(alert_rows, expected_alerts.min(fraudflight::store::DEFAULT_LIMIT));
+
+    let recent = do_get(&mut client, b"recent".to_vec()).await;
+    let times: Vec<i64> = recent
+        .iter()
+        .flat_map(|b| b.column_by_name("unix_time").unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(times.len(), fraudflight::store::DEFAULT_LIMIT);
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "recent is newest first");
+
+    let card = input.column_by_name(column::cc_num).unwrap().as_string::<i32>().value(0).to_string();
+    let query = proto::Query { target: Some(proto::query::Target::Card(card.clone())), limit: 0 };
+    let info = client.get_flight_info(FlightDescriptor::new_cmd(query.encode_to_vec())).await.unwrap().into_inner();
+    let history = do_get(&mut client, info.endpoint[0].ticket.as_ref().unwrap().ticket.to_vec()).await;
+    let cards: Vec<String> =
+        history.iter().flat_map(|b| b.column_by_name("cc_num").unwrap().as_string::<i32>().iter().map(|c| c.unwrap().to_string()).collect::<Vec<_>>()).collect();
+    let expected = input.column_by_name(column::cc_num).unwrap().as_string::<i32>().iter().filter(|c| *c == Some(card.as_str())).count();
+    assert_eq!(cards.len(), expected);
+    assert!(cards.iter().all(|c| c == &card));
+    running.stop().await;
+}
+
+fn copy_model(from: &Path, to: &Path, version: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["model.onnx", "parity.jsonl"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(from.join("model.json")).unwrap()).unwrap();
+    meta["version"] = version.into();
+    std::fs::write(to.join("model.json"), serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_model_swaps_the_version_and_refuses_a_corrupt_model() {
+    let (running, mut client) = start(shipped_model()).await;
+    let before = action(&mut client, "model-info", vec![]).await.unwrap();
+    assert!(before["metrics"]["roc_auc"].as_f64().unwrap() > 0.9);
+    assert!(before["features"].as_array().unwrap().iter().any(|f| f == "distance_km"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let next = tmp.path().join("next");
+    copy_model(&shipped_model(), &next, "swapped-v2");
+    let body = serde_json::json!({ "path": next }).to_string().into_bytes();
+    let loaded = action(&mut client, "load-model", body).await.unwrap();
+    assert_eq!(loaded["version"], "swapped-v2");
+    assert!(loaded["parity"]["rows"].as_u64().unwrap() >= 100);
+    assert_eq!(action(&mut client, "model-info", vec![]).await.unwrap()["version"], "swapped-v2");
+    let answers = exchange(&mut client, descriptor_path("score"), vec![simulated(2, 10)]).await.unwrap();
+    assert_eq!(answers[0].column(3).as_string::<i32>().value(0), "swapped-v2");
+
+    // The previous version stays addressable through ScoreCommand.
+    let cmd = proto::ScoreCommand { model_version: before["version"].as_str().unwrap().into(), threshold: Some(0.0) };
+    let answers = exchange(&mut client, FlightDescriptor::new_cmd(cmd.encode_to_vec()), vec![simulated(2, 10)]).await.unwrap();
+    assert_eq!(answers[0].column(3).as_string::<i32>().value(0), before["version"].as_str().unwrap());
+    assert_eq!(answers[0].column(2).as_boolean().true_count(), 10, "threshold 0 flags everything");
+
+    // A corrupt ONNX file, sent as bytes, is refused; the old model serves on.
+    let corrupt = proto::LoadModel {
+        path: String::new(),
+        model_onnx: b"not an onnx graph".to_vec().into(),
+        model_json: std::fs::read(next.join("model.json")).unwrap().into(),
+        parity_jsonl: Default::default(),
+    };
+    let err = action(&mut client, "load-model", corrupt.encode_to_vec()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("old model keeps serving"), "{}", err.message());
+    // A model whose parity vectors disagree is refused too.
+    let drifted = tmp.path().join("drifted");
+    copy_model(&shipped_model(), &drifted, "drifted-v3");
+    let parity = std::fs::read_to_string(drifted.join("parity.jsonl")).unwrap();
+    let mut first: serde_json::Value = serde_json::from_str(parity.lines().next().unwrap()).unwrap();
+    first["probability"] = (first["probability"].as_f64().unwrap() * 0.5 + 0.01).into();
+    let rest: Vec<&str> = parity.lines().skip(1).collect();
+    std::fs::write(drifted.join("parity.jsonl"), format!("{first}\n{}\n", rest.join("\n"))).unwrap();
+    let err = action(&mut client, "load-model", serde_json::json!({ "path": drifted }).to_string().into_bytes()).await.unwrap_err();
+    assert!(err.message().contains("parity"), "{}", err.message());
+    assert_eq!(action(&mut client, "model-info", vec![]).await.unwrap()["version"], "swapped-v2");
+
+    let actions: Vec<_> = client.list_actions(Empty {}).await.unwrap().into_inner().try_collect().await.unwrap();
+    let names: Vec<_> = actions.iter().map(|a| a.r#type.as_str()).collect();
+    assert_eq!(names, ["model-info", "load-model", "health"]);
+    assert_eq!(action(&mut client, "health", vec![]).await.unwrap()["status"], "ok");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_schema_of_score_is_the_record_schema() {
+    let (running, mut client) = start(shipped_model()).await;
+    let result = client.get_schema(descriptor_path("score")).await.unwrap().into_inner();
+    let schema = Schema::try_from(&result).unwrap();
+    assert_eq!(&schema, record::schema().as_ref());
+    let err = client.get_schema(descriptor_path("elsewhere")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    running.stop().await;
+}
