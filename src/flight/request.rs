@@ -123,7 +123,10 @@ pub async fn split_descriptor(
         .flight_descriptor
         .clone()
         .ok_or_else(|| Status::invalid_argument("the first message carries no FlightDescriptor"))?;
-    let rest = futures::stream::once(async { Ok(first) }).chain(stream).map_err(|s| FlightError::Tonic(Box::new(s)));
+    // pyarrow sends the descriptor alone in the first message, then the
+    // schema; other clients put the schema in the same message.
+    let head = (!first.data_header.is_empty()).then_some(Ok(first));
+    let rest = futures::stream::iter(head).chain(stream).map_err(|s| FlightError::Tonic(Box::new(s)));
     Ok((descriptor, FlightRecordBatchStream::new_from_flight_data(rest)))
 }
 

@@ -18,13 +18,13 @@ pub mod geography;
 pub mod output;
 mod population;
 
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::record::Transaction;
 use category::CATEGORIES;
-use population::{Customer, Population};
+use population::{Customer, Draft, Population};
 
 /// Settings of a simulation run.
 #[derive(Debug, Clone)]
@@ -72,9 +72,9 @@ pub struct Simulator {
     day: i64,
     /// Today's transactions, sorted by time, reversed so `pop` hands out the
     /// earliest.
-    today: Vec<Transaction>,
+    today: Vec<Draft>,
     /// Fraud bursts that run past midnight, handed out the next day.
-    carry: Vec<Transaction>,
+    carry: Vec<Draft>,
 }
 
 impl Simulator {
@@ -102,15 +102,15 @@ impl Simulator {
                 self.fraud_episode(c, day_start, &mut txns);
             }
         }
-        let (later, mut txns): (Vec<_>, Vec<_>) = txns.into_iter().partition(|t| t.unix_time >= Some(day_end));
+        let (later, mut txns): (Vec<_>, Vec<_>) = txns.into_iter().partition(|t| t.unix_time >= day_end);
         self.carry = later;
         // Newest first so that `pop` yields in time order.
-        txns.sort_unstable_by(|a, b| b.unix_time.cmp(&a.unix_time).then_with(|| b.trans_num.cmp(&a.trans_num)));
+        txns.sort_unstable_by(|a, b| b.unix_time.cmp(&a.unix_time).then_with(|| b.id.cmp(&a.id)));
         self.today = txns;
         self.day += 1;
     }
 
-    fn genuine(&mut self, c: usize, day_start: i64) -> Transaction {
+    fn genuine(&mut self, c: usize, day_start: i64) -> Draft {
         let customer = &self.population.customers[c];
         let cat = self.population.category_sampler[customer.age_group].sample(&mut self.rng);
         let category = &CATEGORIES[cat];
@@ -121,10 +121,10 @@ impl Simulator {
         // else happens within about a degree of it, as in Sparkov.
         let far = category.online && self.rng.random::<f64>() < 0.03;
         let merchant = self.population.merchant(&mut self.rng, cat);
-        self.population.transaction(&mut self.rng, c, merchant, cat, amt.max(1.0), time, far, false)
+        self.population.draft(&mut self.rng, c, merchant, cat, amt.max(1.0), time, far, false)
     }
 
-    fn fraud_episode(&mut self, c: usize, day_start: i64, txns: &mut Vec<Transaction>) {
+    fn fraud_episode(&mut self, c: usize, day_start: i64, txns: &mut Vec<Draft>) {
         let night_start = self.rng.random_range(0..FRAUD_HOURS.len() - 2);
         let mut clock = day_start + FRAUD_HOURS[night_start] as i64 * 3600 + self.rng.random_range(0..1800);
         // Card testing: one to three tiny online amounts.
@@ -133,7 +133,7 @@ impl Simulator {
                 .expect("testing categories exist");
             let amt = 1.0 + self.rng.random::<f64>() * 9.0;
             let merchant = self.population.merchant(&mut self.rng, cat);
-            txns.push(self.population.transaction(&mut self.rng, c, merchant, cat, amt, clock, true, true));
+            txns.push(self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, true, true));
             clock += self.rng.random_range(60..900);
         }
         // The burst: large amounts, far from home, minutes apart.
@@ -142,7 +142,7 @@ impl Simulator {
             let cat = category::index_of(name).expect("burst categories exist");
             let amt = log_normal(&mut self.rng, median, 0.45);
             let merchant = self.population.merchant(&mut self.rng, cat);
-            txns.push(self.population.transaction(&mut self.rng, c, merchant, cat, amt, clock, true, true));
+            txns.push(self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, true, true));
             clock += self.rng.random_range(120..2400);
         }
     }
@@ -155,15 +155,35 @@ impl Iterator for Simulator {
         while self.today.is_empty() {
             self.simulate_day();
         }
-        self.today.pop()
+        self.today.pop().map(|d| self.population.transaction(&d))
     }
 }
 
-/// Formats Unix seconds as the Kaggle `trans_date_trans_time` text.
+/// Formats Unix seconds as the Kaggle `trans_date_trans_time` text,
+/// "YYYY-MM-DD HH:MM:SS" (UTC). Written digit by digit: chrono's `format`
+/// parses its pattern on every call and was a tenth of the simulator's time.
 pub fn format_time(unix: i64) -> String {
-    DateTime::from_timestamp(unix, 0)
-        .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
+    let Some(t) = DateTime::from_timestamp(unix, 0) else { return String::new() };
+    let (date, secs) = (t.date_naive(), unix.rem_euclid(86_400) as u32);
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        return t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string();
+    }
+    let mut buf = *b"0000-00-00 00:00:00";
+    let mut put = |at: usize, value: u32, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, date.month(), 2);
+    put(8, date.day(), 2);
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
+    put(17, secs % 60, 2);
+    String::from_utf8(buf.to_vec()).expect("ASCII digits")
 }
 
 /// Formats a date as "YYYY-MM-DD".
@@ -267,6 +287,14 @@ mod tests {
         let dist = |t: &&Transaction| crate::score::features::haversine_km(t.lat, t.long, t.merch_lat, t.merch_long);
         let far = |v: &[&Transaction]| v.iter().filter(|t| dist(t) > 300.0).count() as f64 / v.len() as f64;
         assert!(far(&fraud) > 0.5 && far(&genuine) < 0.05, "far: fraud {} genuine {}", far(&fraud), far(&genuine));
+    }
+
+    #[test]
+    fn time_text_matches_chrono() {
+        for unix in [0, 1, 59, 3_599, 86_399, 951_782_400, 1_735_689_600, 4_102_444_799, -86_401] {
+            let chrono = DateTime::from_timestamp(unix, 0).unwrap().naive_utc().format("%Y-%m-%d %H:%M:%S").to_string();
+            assert_eq!(format_time(unix), chrono, "{unix}");
+        }
     }
 
     #[test]

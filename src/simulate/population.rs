@@ -68,10 +68,11 @@ impl Population {
         rng.random_range(0..self.merchants[category].len())
     }
 
-    /// Builds the record of one purchase. `far` puts the merchant in another
-    /// town, hundreds of kilometres from home.
+    /// Draws the details of one purchase (merchant location, id) without
+    /// building its record yet: drafts are small, so sorting a day of them is
+    /// cheap. `far` puts the merchant in another town, hundreds of km away.
     #[allow(clippy::too_many_arguments)]
-    pub fn transaction(
+    pub fn draft(
         &self,
         rng: &mut impl Rng,
         customer: usize,
@@ -81,22 +82,38 @@ impl Population {
         unix_time: i64,
         far: bool,
         fraud: bool,
-    ) -> Transaction {
+    ) -> Draft {
         let c = &self.customers[customer];
-        let city = &CITIES[c.city];
         let (merch_lat, merch_long) = if far {
             let other = &CITIES[rng.random_range(0..CITIES.len())];
             (other.lat + rng.random_range(-0.5..0.5), other.long + rng.random_range(-0.5..0.5))
         } else {
             (c.lat + rng.random_range(-1.0..1.0), c.long + rng.random_range(-1.0..1.0))
         };
-        let id: u128 = rng.random();
-        Transaction {
-            trans_date_trans_time: Some(format_time(unix_time)),
-            cc_num: c.cc_num.clone(),
-            merchant: Some(self.merchants[category][merchant].clone()),
-            category: CATEGORIES[category].name.to_string(),
+        Draft {
+            unix_time,
+            id: rng.random(),
             amt: (amt * 100.0).round() / 100.0,
+            merch_lat: round6(merch_lat.clamp(-90.0, 90.0)),
+            merch_long: round6(merch_long),
+            customer: customer as u32,
+            merchant: merchant as u16,
+            category: category as u8,
+            fraud,
+        }
+    }
+
+    /// Builds the record of a drafted purchase.
+    pub fn transaction(&self, d: &Draft) -> Transaction {
+        let c = &self.customers[d.customer as usize];
+        let city = &CITIES[c.city];
+        let category = d.category as usize;
+        Transaction {
+            trans_date_trans_time: Some(format_time(d.unix_time)),
+            cc_num: c.cc_num.clone(),
+            merchant: Some(self.merchants[category][d.merchant as usize].clone()),
+            category: CATEGORIES[category].name.to_string(),
+            amt: d.amt,
             first: Some(c.first.clone()),
             last: Some(c.last.clone()),
             gender: Some(c.gender.to_string()),
@@ -109,13 +126,27 @@ impl Population {
             city_pop: Some(city.population),
             job: Some(c.job.to_string()),
             dob: c.dob.clone(),
-            trans_num: format!("{id:032x}"),
-            unix_time: Some(unix_time),
-            merch_lat: round6(merch_lat.clamp(-90.0, 90.0)),
-            merch_long: round6(merch_long),
-            is_fraud: Some(fraud as i64),
+            trans_num: hex32(d.id),
+            unix_time: Some(d.unix_time),
+            merch_lat: d.merch_lat,
+            merch_long: d.merch_long,
+            is_fraud: Some(d.fraud as i64),
         }
     }
+}
+
+/// A purchase decided but not yet written out as a [`Transaction`].
+#[derive(Debug, Clone, Copy)]
+pub struct Draft {
+    pub unix_time: i64,
+    pub id: u128,
+    pub amt: f64,
+    pub merch_lat: f64,
+    pub merch_long: f64,
+    pub customer: u32,
+    pub merchant: u16,
+    pub category: u8,
+    pub fraud: bool,
 }
 
 fn customer(rng: &mut impl Rng, start: NaiveDate, city_weights: &WeightedIndex) -> Customer {
@@ -169,6 +200,14 @@ fn card_number(rng: &mut impl Rng) -> String {
     digits.iter().map(|d| char::from(b'0' + d)).collect()
 }
 
+/// 32 lower-case hex digits (the Kaggle `trans_num` shape), without the
+/// formatting machinery.
+fn hex32(id: u128) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bytes: Vec<u8> = (0..32).rev().map(|i| DIGITS[((id >> (i * 4)) & 0xf) as usize]).collect();
+    String::from_utf8(bytes).expect("hex digits are ASCII")
+}
+
 fn pick<T: Copy>(rng: &mut impl Rng, items: &[T]) -> T {
     items[rng.random_range(0..items.len())]
 }
@@ -185,6 +224,13 @@ fn round6(x: f64) -> f64 {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn hex32_matches_format() {
+        for id in [0u128, 1, u128::MAX, 0x0123_4567_89ab_cdef_0011_2233_4455_6677] {
+            assert_eq!(hex32(id), format!("{id:032x}"));
+        }
+    }
 
     #[test]
     fn card_numbers_pass_luhn() {

@@ -1,0 +1,44 @@
+# fraudflight — every entry point. `make demo` and `make test` work from a
+# fresh clone: they install what they need (Rust crates through cargo, the
+# Python environment with PySpark and onnxruntime through pip).
+
+CARGO ?= cargo
+PY := .venv/bin/python
+BIN := target/release/fraudflight
+
+.PHONY: setup build demo test test-unit test-rust test-python bench model clean-data
+
+## Python environment (.venv): PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
+setup:
+	@scripts/setup-python.sh
+
+build:
+	$(CARGO) build --release
+
+## The embedded default: simulator -> scorer -> memory; Flight on :50051, status page on http://127.0.0.1:8080.
+demo: setup build
+	$(BIN) demo $(DEMO_ARGS)
+
+## Every test: Rust unit and integration tests, then the Python (Spark, pyarrow.flight) tests.
+test: setup test-rust test-python
+
+## Quick loop: Rust unit tests only (no server, no Spark).
+test-unit:
+	$(CARGO) test --lib
+
+test-rust:
+	$(CARGO) test
+
+test-python:
+	$(CARGO) build
+	$(PY) -m pytest -q spark-job/tests
+
+## Benchmarks (never part of `make test`).
+bench: setup
+	$(CARGO) bench --bench simulate --bench scoring
+
+## Retrain the shipped model from 500,000 simulated transactions.
+model: setup build
+	mkdir -p target/data
+	$(BIN) simulate --count 500000 --seed 1 --csv target/data/train.csv
+	cd spark-job && ../$(PY) train.py --input ../target/data/train.csv --output ../models/$(or $(VERSION),gbt-sim-v1)

@@ -1,0 +1,71 @@
+"""Shared fixtures: the fraudflight binary, simulated data, a running server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPARK_JOB = ROOT / "spark-job"
+sys.path.insert(0, str(SPARK_JOB))
+
+
+def binary() -> Path:
+    """The fraudflight binary: $FRAUDFLIGHT_BIN, else the debug build."""
+    path = Path(os.environ.get("FRAUDFLIGHT_BIN", ROOT / "target" / "debug" / "fraudflight"))
+    if not path.exists():
+        pytest.fail(f"{path} not found: run `cargo build` first (make test does)")
+    return path
+
+
+def shipped_model() -> Path:
+    models = sorted(p for p in (ROOT / "models").iterdir() if (p / "model.json").exists())
+    assert models, "no model shipped under models/"
+    return models[-1]
+
+
+def simulate(tmp: Path, count: int, seed: int, kind: str = "parquet") -> Path:
+    out = tmp / f"sim-{seed}-{count}.{kind}"
+    subprocess.run([binary(), "simulate", "--count", str(count), "--seed", str(seed), f"--{kind}", out], check=True)
+    return out
+
+
+class Server:
+    """A `fraudflight demo` process on free ports."""
+
+    def __init__(self, rate: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [binary(), "demo", "--rate", str(rate), "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()}")
+        fields = dict(part.split("=", 1) for part in line.split()[1:])
+        self.flight = fields["flight"]
+        self.http = fields["http"]
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.stop()
