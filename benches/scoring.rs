@@ -10,6 +10,9 @@ use fraudflight::score::registry::Registry;
 use fraudflight::score::{ScoreOptions, Scorer};
 use fraudflight::simulate::{SimConfig, Simulator};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bench(c: &mut Criterion) {
     let dir = fraudflight::demo::default_model_dir(None).expect("shipped model");
     let scorer = Scorer::new(Arc::new(Registry::open(&dir, 1).expect("model loads")));
