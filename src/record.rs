@@ -141,7 +141,8 @@ macro_rules! define_transaction {
 define_transaction! {
     /// "YYYY-MM-DD HH:MM:SS", UTC.
     trans_date_trans_time: Str, OneOf;
-    /// Card number, digits only.
+    /// Card number, digits only (a JSON number is accepted).
+    #[serde(deserialize_with = "text_or_integer")]
     cc_num: Str, Required;
     merchant: Str, Optional;
     /// Merchant category, e.g. grocery_pos, shopping_net.
@@ -155,7 +156,8 @@ define_transaction! {
     street: Str, Optional;
     city: Str, Optional;
     state: Str, Optional;
-    /// Kept as text so leading zeros survive.
+    /// Kept as text so leading zeros survive (a JSON number is accepted).
+    #[serde(default, deserialize_with = "optional_text_or_integer")]
     zip: Str, Optional;
     /// Customer home latitude, degrees.
     lat: F64, Required;
@@ -173,6 +175,41 @@ define_transaction! {
     merch_long: F64, Required;
     /// Ground truth when known: 0 or 1.
     is_fraud: I64, Optional;
+}
+
+/// Why a JSON record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid transaction JSON: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+/// Decodes one JSON transaction (a Kafka record value). Field validation
+/// (ranges, formats) happens on the Arrow batch, in `score::features`.
+pub fn decode_json(bytes: &[u8]) -> Result<Transaction, DecodeError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextOrInteger {
+    Text(String),
+    Integer(u64),
+}
+
+impl From<TextOrInteger> for String {
+    fn from(v: TextOrInteger) -> String {
+        match v {
+            TextOrInteger::Text(s) => s,
+            TextOrInteger::Integer(n) => n.to_string(),
+        }
+    }
+}
+
+fn text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    TextOrInteger::deserialize(d).map(String::from)
+}
+
+fn optional_text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<TextOrInteger>::deserialize(d).map(|v| v.map(String::from))
 }
 
 /// The Arrow schema of a batch of transactions: every field nullable except
@@ -217,5 +254,38 @@ mod tests {
         assert_eq!(names.len(), 22);
         assert!(!schema().field_with_name(column::amt).unwrap().is_nullable());
         assert!(schema().field_with_name(column::gender).unwrap().is_nullable());
+    }
+
+    const JSON: &str = r#"{"trans_num":"abc","cc_num":4111111111111111,"unix_time":1700000000,
+        "category":"misc_net","amt":12.5,"lat":40.1,"long":-74.2,"merch_lat":40.5,"merch_long":-74.0,
+        "dob":"1980-02-03","zip":1234,"city_pop":5000,"is_fraud":0}"#;
+
+    #[test]
+    fn decodes_kafka_json_with_numeric_card_numbers() {
+        let t = decode_json(JSON.as_bytes()).unwrap();
+        assert_eq!(t.cc_num, "4111111111111111");
+        assert_eq!(t.zip.as_deref(), Some("1234"));
+        assert_eq!(t.gender, None);
+        assert_eq!(t.unix_time, Some(1_700_000_000));
+        let text_card = JSON.replace("4111111111111111", "\"4111111111111111\"");
+        assert_eq!(decode_json(text_card.as_bytes()).unwrap().cc_num, "4111111111111111");
+    }
+
+    #[test]
+    fn decode_errors_name_the_problem() {
+        let err = decode_json(b"not json").unwrap_err().to_string();
+        assert!(err.starts_with("invalid transaction JSON"), "{err}");
+        let no_amt = JSON.replace(r#""amt":12.5,"#, "");
+        assert!(decode_json(no_amt.as_bytes()).unwrap_err().to_string().contains("missing field `amt`"));
+        let text_amt = JSON.replace("12.5", "\"lots\"");
+        assert!(decode_json(text_amt.as_bytes()).unwrap_err().to_string().contains("invalid type"));
+    }
+
+    #[test]
+    fn batches_round_trip_through_the_builder() {
+        let t = decode_json(JSON.as_bytes()).unwrap();
+        let batch = to_batch(&[t.clone(), t]);
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.schema(), schema());
     }
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -88,6 +89,17 @@ def test_alerts_hold_only_predicted_frauds(tmp_path: Path) -> None:
         recent = client.do_get(flight.Ticket(b"recent")).read_all()
         assert recent.num_rows > alerts.num_rows
         assert not all(recent["is_fraud_predicted"].to_pylist())
+
+        # The HTTP side sees the same stream.
+        summary = json.loads(urllib.request.urlopen(f"{server.http}/api/summary").read())
+        assert summary["counters"]["scored"] >= recent.num_rows
+        assert summary["counters"]["alerts"] >= alerts.num_rows
+        assert 0.0 < summary["counters"]["fraud_rate"] < 0.05
+        assert summary["model"]["version"] == action(client, "model-info")["version"]
+        http_alerts = json.loads(urllib.request.urlopen(f"{server.http}/api/alerts?limit=3").read())
+        assert len(http_alerts) == 3 and all(a["is_fraud_predicted"] for a in http_alerts)
+        page = urllib.request.urlopen(f"{server.http}/").read().decode()
+        assert "/api/summary" in page
     finally:
         server.stop()
 

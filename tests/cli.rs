@@ -1,0 +1,65 @@
+//! The `fraudflight` binary as a user runs it: deterministic simulator files
+//! in the Kaggle layout, and clear errors (never a panic) when the ONNX
+//! Runtime library or the model is missing.
+
+use std::process::Command;
+
+fn fraudflight() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+}
+
+#[test]
+fn simulate_writes_the_same_kaggle_csv_for_the_same_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, seed: &str| {
+        let path = dir.path().join(name);
+        let status = fraudflight().args(["simulate", "--count", "2000", "--seed", seed, "--csv"]).arg(&path).status().unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(path).unwrap()
+    };
+    let (a, b, c) = (run("a.csv", "9"), run("b.csv", "9"), run("c.csv", "10"));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let mut lines = a.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        ",trans_date_trans_time,cc_num,merchant,category,amt,first,last,gender,street,city,state,zip,lat,long,\
+         city_pop,job,dob,trans_num,unix_time,merch_lat,merch_long,is_fraud"
+    );
+    assert!(lines.next().unwrap().starts_with("0,"));
+    assert_eq!(a.lines().count(), 2001);
+}
+
+#[test]
+fn simulate_without_an_output_says_what_is_missing() {
+    let out = fraudflight().args(["simulate", "--count", "10"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--csv FILE and/or --parquet FILE"), "{err}");
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_a_clear_error_not_a_panic() {
+    let out = fraudflight()
+        .args(["demo", "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env("FRAUDFLIGHT_ORT_DYLIB", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ONNX Runtime library /nonexistent/libonnxruntime.so is not a file"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_model_directory_without_a_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fraudflight()
+        .args(["demo", "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--model"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.onnx"), "{err}");
+}
