@@ -6,7 +6,7 @@ CARGO ?= cargo
 PY := .venv/bin/python
 BIN := target/release/fraudflight
 
-.PHONY: setup build demo test test-unit test-rust test-python bench model clean-data
+.PHONY: setup build demo test test-unit test-rust test-python test-services services-up services-down bench model
 
 ## Python environment (.venv): PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
 setup:
@@ -19,8 +19,9 @@ build:
 demo: setup build
 	$(BIN) demo $(DEMO_ARGS)
 
-## Every test: Rust unit and integration tests, then the Python (Spark, pyarrow.flight) tests.
-test: setup test-rust test-python
+## Every test: Rust unit and integration tests, the Python (Spark, pyarrow.flight) tests, and the
+## smoke tests of real Kafka, Cassandra and OpenSearch (started here, stopped after).
+test: setup test-rust test-python test-services
 
 ## Quick loop: Rust unit tests only (no server, no Spark).
 test-unit:
@@ -29,9 +30,23 @@ test-unit:
 test-rust:
 	$(CARGO) test
 
+# `cargo test --no-run` builds target/debug/fraudflight with the same features
+# as the Rust tests, so nothing is compiled twice.
 test-python:
-	$(CARGO) build
+	$(CARGO) test --no-run
 	$(PY) -m pytest -q spark-job/tests
+
+## Tests against the real services: brings them up (scripts/services.sh), stops what it started.
+SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real
+test-services:
+	$(CARGO) test --no-run $(SERVICE_TESTS)
+	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored
+
+services-up:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
 
 ## Benchmarks (never part of `make test`).
 bench: setup

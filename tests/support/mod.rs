@@ -1,0 +1,30 @@
+//! Helpers shared by the integration tests that talk to real services
+//! (started by `scripts/services.sh up`; found through the same environment
+//! variables the server reads, with the local defaults).
+
+#![allow(dead_code)]
+
+/// Kafka bootstrap servers.
+pub fn kafka_brokers() -> String {
+    env_or("FRAUDFLIGHT_KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+/// Cassandra contact point.
+pub fn cassandra_node() -> String {
+    env_or("FRAUDFLIGHT_CASSANDRA_NODES", "127.0.0.1:9042").split(',').next().unwrap_or_default().trim().to_string()
+}
+
+/// OpenSearch / Elasticsearch URL.
+pub fn opensearch_url() -> String {
+    env_or("FRAUDFLIGHT_OPENSEARCH_URL", "http://127.0.0.1:9200")
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+/// A name no earlier run used, so reruns never see old data.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
