@@ -37,7 +37,7 @@ test-python:
 	$(PY) -m pytest -q spark-job/tests
 
 ## Tests against the real services: brings them up (scripts/services.sh), stops what it started.
-SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real
+SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real --test simulate_and_replay_to_kafka
 test-services:
 	$(CARGO) test --no-run $(SERVICE_TESTS)
 	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored

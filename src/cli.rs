@@ -21,8 +21,10 @@ pub enum Command {
     /// The embedded default: simulator -> scorer -> in-memory store, with
     /// Flight and HTTP. No external services needed.
     Demo(DemoArgs),
-    /// Generate simulated transactions to CSV (Kaggle layout) and/or Parquet.
+    /// Generate simulated transactions to Kafka, CSV (Kaggle layout) and/or Parquet.
     Simulate(SimulateArgs),
+    /// Stream a CSV file in the Kaggle fraudTrain.csv layout into Kafka.
+    Replay(ReplayArgs),
     /// Query a running server over Flight.
     Query(crate::query::QueryArgs),
 }
@@ -69,6 +71,34 @@ pub struct SimulateArgs {
     /// Write a Parquet file in the record schema.
     #[arg(long)]
     pub parquet: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaOut,
+}
+
+/// Where and how fast to write transactions to Kafka.
+#[derive(Debug, Args)]
+pub struct KafkaOut {
+    /// Kafka bootstrap servers; set = write to Kafka (key cc_num, JSON value).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Topic to write to.
+    #[arg(long, env = "FRAUDFLIGHT_KAFKA_TOPIC", default_value = "transactions")]
+    pub topic: String,
+    /// Records per second (0 = as fast as Kafka takes them).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Extra librdkafka producer property, key=value (repeatable), e.g.
+    /// security.protocol=SASL_SSL.
+    #[arg(long = "kafka-property", value_parser = crate::kafka::parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// CSV file in the Kaggle / Sparkov fraudTrain.csv layout.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaOut,
 }
 
 impl SimulateArgs {
@@ -90,8 +120,41 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => runtime()?.block_on(demo(args)),
         Command::Simulate(args) => simulate(args),
+        Command::Replay(args) => runtime()?.block_on(replay(args)),
         Command::Query(args) => runtime()?.block_on(crate::query::run(args)),
     }
+}
+
+async fn send_to_kafka(
+    brokers: &str,
+    out: &KafkaOut,
+    records: impl Iterator<Item = crate::record::Transaction>,
+) -> anyhow::Result<()> {
+    let producer = crate::kafka::producer::TransactionProducer::new(brokers, &out.topic, &out.properties)?;
+    let started = std::time::Instant::now();
+    let report = producer.send_all(records, Some(out.rate)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(delivered = report.delivered, topic = %out.topic, seconds = secs,
+        rate = report.delivered as f64 / secs, "transactions written to Kafka");
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let brokers = args.kafka.brokers.clone().ok_or_else(|| anyhow::anyhow!("replay needs --brokers HOST:PORT"))?;
+    let mut rejected = Vec::new();
+    let rows = crate::replay::KaggleCsv::open(&args.file)?.filter_map(|row| match row {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "row not replayed");
+            rejected.push(e.to_string());
+            None
+        }
+    });
+    send_to_kafka(&brokers, &args.kafka, rows).await?;
+    if let Some(first) = rejected.first() {
+        anyhow::bail!("{} row(s) of {} could not be read and were not sent; first: {first}", rejected.len(), args.file.display());
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -117,6 +180,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if let Some(brokers) = &args.kafka.brokers {
+        if args.csv.is_some() || args.parquet.is_some() {
+            anyhow::bail!("simulate writes to Kafka or to files, not both in one run");
+        }
+        let source = Simulator::new(args.sim_config()?).take(args.count);
+        return runtime()?.block_on(send_to_kafka(brokers, &args.kafka, source));
+    }
     let mut writers: Vec<Box<dyn TransactionWriter>> = Vec::new();
     if let Some(path) = &args.csv {
         writers.push(Box::new(CsvWriter::create(path)?));
@@ -125,7 +195,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         writers.push(Box::new(ParquetWriter::create(path)?));
     }
     if writers.is_empty() {
-        anyhow::bail!("simulate needs an output: --csv FILE and/or --parquet FILE");
+        anyhow::bail!("simulate needs an output: --brokers HOST:PORT, or --csv FILE and/or --parquet FILE");
     }
     let started = std::time::Instant::now();
     output::write_all(Simulator::new(args.sim_config()?), args.count, writers)?;

@@ -3,34 +3,40 @@
 //! The map (DESIGN.md has the contracts):
 //!
 //! - [`record`]: the one definition of a transaction's fields, its Rust struct
-//!   and its Arrow schema.
+//!   and its Arrow schema; JSON decoding of a record.
 //! - [`conform`]: makes any client's Arrow batch fit that schema, or says
 //!   which column does not.
+//! - [`score`]: validation and derived features, the ONNX model and the
+//!   registry that hot-swaps it; turns a batch of transactions into a batch of
+//!   outcomes.
+//! - [`store`]: the in-memory store of recent outcomes and alerts, and the
+//!   live counters.
+//! - [`app`]: the core every front end calls (scoring, ingest, queries, model
+//!   management).
+//! - [`flight`]: the Arrow Flight service, a thin adapter over [`app`].
+//! - [`http`]: status page and JSON API.
+//! - [`demo`]: the embedded default, simulator -> scorer -> store, with
+//!   Flight and HTTP.
 //! - [`simulate`]: the deterministic Sparkov-like transaction generator and
-//!   its CSV / Parquet outputs.
-//! - [`score`]: derived features, the ONNX model and the registry that
-//!   hot-swaps it; turns a batch of transactions into a batch of outcomes.
-//! - [`store`]: the in-memory store of recent outcomes and alerts that the
-//!   embedded demo and the Flight queries read.
-//! - [`flight`]: the Arrow Flight service, a thin adapter over the above.
-//! - [`http`]: status page and JSON summary.
-//! - [`demo`]: wires simulator -> scorer -> store, with Flight and HTTP.
-//! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
+//!   its CSV / Parquet outputs; [`replay`] reads Kaggle-layout CSV files;
+//!   [`kafka`] writes transactions to a topic.
+//! - [`query`]: a small Flight client for the terminal.
+//! - [`cli`], [`logging`], [`shutdown`]: the command line and process
+//!   plumbing; `main.rs` only calls [`cli::run`].
 
+pub mod app;
 pub mod cli;
 pub mod conform;
-
-
-
-
-pub mod record;
-pub mod score;
-
-pub mod simulate;
-
+pub mod demo;
+pub mod flight;
+pub mod http;
+pub mod kafka;
 pub mod logging;
 pub mod proto;
+pub mod query;
+pub mod record;
+pub mod replay;
+pub mod score;
+pub mod shutdown;
+pub mod simulate;
 pub mod store;
-pub mod app; pub mod flight;
-pub mod http; pub mod shutdown;
-pub mod demo; pub mod query;

@@ -83,12 +83,30 @@ macro_rules! append_value {
     ($b:expr, $v:expr, $k:ident, $p:ident) => { $b.append_option($v) };
 }
 
+macro_rules! from_text {
+    (Str, Required, $v:expr, $n:expr) => { $v.ok_or(TextError::Missing($n))?.to_string() };
+    (F64, Required, $v:expr, $n:expr) => { parse_number::<f64>($v.ok_or(TextError::Missing($n))?, $n)? };
+    (I64, Required, $v:expr, $n:expr) => { parse_number::<i64>($v.ok_or(TextError::Missing($n))?, $n)? };
+    (Str, $p:ident, $v:expr, $n:expr) => { $v.filter(|s| !s.is_empty()).map(str::to_string) };
+    (F64, $p:ident, $v:expr, $n:expr) => { $v.filter(|s| !s.is_empty()).map(|s| parse_number::<f64>(s, $n)).transpose()? };
+    (I64, $p:ident, $v:expr, $n:expr) => { $v.filter(|s| !s.is_empty()).map(|s| parse_number::<i64>(s, $n)).transpose()? };
+}
+
 macro_rules! define_transaction {
     ($( $(#[$doc:meta])* $name:ident : $kind:ident, $presence:ident; )*) => {
         /// One card transaction, as on the Kafka topic and in `fraudTrain.csv`.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub struct Transaction {
             $( $(#[$doc])* pub $name: rust_type!($kind, $presence), )*
+        }
+
+        impl Transaction {
+            /// Builds a record from text fields looked up by name (a CSV row).
+            /// Text stays text: a zip code "02108" keeps its leading zero,
+            /// which type-guessing deserializers lose.
+            pub fn from_text<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, TextError> {
+                Ok(Self { $( $name: from_text!($kind, $presence, get(stringify!($name)), stringify!($name)), )* })
+            }
         }
 
         /// Every field of [`Transaction`], in Kaggle column order.
@@ -175,6 +193,19 @@ define_transaction! {
     merch_long: F64, Required;
     /// Ground truth when known: 0 or 1.
     is_fraud: I64, Optional;
+}
+
+/// Why a text row could not be turned into a record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TextError {
+    #[error("missing column `{0}`")]
+    Missing(&'static str),
+    #[error("column `{field}` is {value:?}, not a number")]
+    NotANumber { field: &'static str, value: String },
+}
+
+fn parse_number<T: std::str::FromStr>(text: &str, field: &'static str) -> Result<T, TextError> {
+    text.trim().parse().map_err(|_| TextError::NotANumber { field, value: text.chars().take(40).collect() })
 }
 
 /// Why a JSON record could not be decoded.
