@@ -152,7 +152,11 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     });
     send_to_kafka(&brokers, &args.kafka, rows).await?;
     if let Some(first) = rejected.first() {
-        anyhow::bail!("{} row(s) of {} could not be read and were not sent; first: {first}", rejected.len(), args.file.display());
+        anyhow::bail!(
+            "{} row(s) of {} could not be read and were not sent; first: {first}",
+            rejected.len(),
+            args.file.display()
+        );
     }
     Ok(())
 }

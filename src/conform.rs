@@ -39,9 +39,13 @@ pub fn conform(batch: &RecordBatch) -> Result<RecordBatch, SchemaError> {
             None if spec.presence == Presence::Required => return Err(SchemaError::MissingColumn(spec.name)),
             None => new_null_array(&expected, batch.num_rows()),
             Some(array) if array.data_type() == &expected => array.clone(),
-            Some(array) if castable(array.data_type(), spec.kind) => cast(array, &expected).map_err(|_| {
-                SchemaError::WrongType { column: spec.name, found: array.data_type().clone(), expected: expected.clone() }
-            })?,
+            Some(array) if castable(array.data_type(), spec.kind) => {
+                cast(array, &expected).map_err(|_| SchemaError::WrongType {
+                    column: spec.name,
+                    found: array.data_type().clone(),
+                    expected: expected.clone(),
+                })?
+            }
             Some(array) => {
                 return Err(SchemaError::WrongType { column: spec.name, found: array.data_type().clone(), expected })
             }

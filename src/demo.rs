@@ -64,10 +64,9 @@ pub fn default_model_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Ok(exe) = std::env::current_exe() {
         roots.extend(exe.ancestors().skip(1).map(PathBuf::from));
     }
-    roots
-        .iter()
-        .find_map(|r| registry::newest_model_dir(&r.join("models")))
-        .ok_or_else(|| anyhow::anyhow!("no model found: pass --model DIR or set FRAUDFLIGHT_MODEL (looked for models/*/model.json)"))
+    roots.iter().find_map(|r| registry::newest_model_dir(&r.join("models"))).ok_or_else(|| {
+        anyhow::anyhow!("no model found: pass --model DIR or set FRAUDFLIGHT_MODEL (looked for models/*/model.json)")
+    })
 }
 
 /// Loads the model, binds both ports and starts every task.
@@ -85,29 +84,31 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Running> {
     let flight_addr = flight_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let mut tasks = Vec::new();
-    let (a, s) = (app.clone(), shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        let stop = s.clone();
-        if let Err(e) = crate::flight::serve(a, flight_listener, async move { stop.wait().await }).await {
-            tracing::error!(error = %e, "Flight server failed");
-            s.trigger();
-        }
-    }));
-    let (a, s) = (app.clone(), shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        let stop = s.clone();
-        if let Err(e) = crate::http::serve(a, http_listener, async move { stop.wait().await }).await {
-            tracing::error!(error = %e, "HTTP server failed");
-            s.trigger();
-        }
-    }));
+    let mut tasks = vec![
+        supervise("Flight", &shutdown, crate::flight::serve(app.clone(), flight_listener, shutdown.signalled())),
+        supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.signalled())),
+    ];
     if config.rate > 0.0 {
         let sim = Simulator::new(SimConfig { seed: config.seed, ..SimConfig::default() });
         tasks.push(tokio::spawn(simulate(app.clone(), sim, config.rate, shutdown.clone())));
     }
     tracing::info!(flight = %flight_addr, http = %http_addr, rate = config.rate, "fraudflight demo running");
     Ok(Running { flight_addr, http_addr, app, shutdown, tasks })
+}
+
+/// Runs a server until shutdown; if it fails, logs why and stops everything.
+fn supervise<E: std::fmt::Display>(
+    name: &'static str,
+    shutdown: &Shutdown,
+    server: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "{name} server failed");
+            shutdown.trigger();
+        }
+    })
 }
 
 /// Feeds simulated transactions at `rate` per second, in small batches.

@@ -51,7 +51,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         What::Card { cc_num } => Query::Card { cc_num, limit },
         What::ModelInfo | What::Health => {
             let name = if matches!(args.what, What::Health) { "health" } else { "model-info" };
-            let mut results = client.do_action(Action { r#type: name.into(), body: Default::default() }).await?.into_inner();
+            let mut results =
+                client.do_action(Action { r#type: name.into(), body: Default::default() }).await?.into_inner();
             while let Some(r) = results.message().await? {
                 let value: serde_json::Value = serde_json::from_slice(&r.body)?;
                 println!("{}", serde_json::to_string_pretty(&value)?);
@@ -60,7 +61,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         }
     };
     let stream = client.do_get(Ticket::new(ticket_for(&query))).await?.into_inner();
-    let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into)).try_collect().await?;
+    let batches: Vec<_> =
+        FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into)).try_collect().await?;
     let mut writer = arrow::json::LineDelimitedWriter::new(std::io::stdout().lock());
     for b in &batches {
         writer.write(b)?;

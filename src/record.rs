@@ -65,31 +65,63 @@ macro_rules! rust_type {
 }
 
 macro_rules! builder_type {
-    (Str) => { StringBuilder };
-    (F64) => { Float64Builder };
-    (I64) => { Int64Builder };
+    (Str) => {
+        StringBuilder
+    };
+    (F64) => {
+        Float64Builder
+    };
+    (I64) => {
+        Int64Builder
+    };
 }
 
 macro_rules! new_builder {
-    (Str, $rows:expr) => { StringBuilder::with_capacity($rows, $rows * 16) };
-    ($k:ident, $rows:expr) => { <builder_type!($k)>::with_capacity($rows) };
+    (Str, $rows:expr) => {
+        StringBuilder::with_capacity($rows, $rows * 16)
+    };
+    ($k:ident, $rows:expr) => {
+        <builder_type!($k)>::with_capacity($rows)
+    };
 }
 
 macro_rules! append_value {
-    ($b:expr, $v:expr, Str, Required) => { $b.append_value(&$v) };
-    ($b:expr, $v:expr, F64, Required) => { $b.append_value($v) };
-    ($b:expr, $v:expr, I64, Required) => { $b.append_value($v) };
-    ($b:expr, $v:expr, Str, $p:ident) => { $b.append_option($v.as_deref()) };
-    ($b:expr, $v:expr, $k:ident, $p:ident) => { $b.append_option($v) };
+    ($b:expr, $v:expr, Str, Required) => {
+        $b.append_value(&$v)
+    };
+    ($b:expr, $v:expr, F64, Required) => {
+        $b.append_value($v)
+    };
+    ($b:expr, $v:expr, I64, Required) => {
+        $b.append_value($v)
+    };
+    ($b:expr, $v:expr, Str, $p:ident) => {
+        $b.append_option($v.as_deref())
+    };
+    ($b:expr, $v:expr, $k:ident, $p:ident) => {
+        $b.append_option($v)
+    };
 }
 
 macro_rules! from_text {
-    (Str, Required, $v:expr, $n:expr) => { $v.ok_or(TextError::Missing($n))?.to_string() };
-    (F64, Required, $v:expr, $n:expr) => { parse_number::<f64>($v.ok_or(TextError::Missing($n))?, $n)? };
-    (I64, Required, $v:expr, $n:expr) => { parse_number::<i64>($v.ok_or(TextError::Missing($n))?, $n)? };
-    (Str, $p:ident, $v:expr, $n:expr) => { $v.filter(|s| !s.is_empty()).map(str::to_string) };
-    (F64, $p:ident, $v:expr, $n:expr) => { $v.filter(|s| !s.is_empty()).map(|s| parse_number::<f64>(s, $n)).transpose()? };
-    (I64, $p:ident, $v:expr, $n:expr) => { $v.filter(|s| !s.is_empty()).map(|s| parse_number::<i64>(s, $n)).transpose()? };
+    (Str, Required, $v:expr, $n:expr) => {
+        $v.ok_or(TextError::Missing($n))?.to_string()
+    };
+    (F64, Required, $v:expr, $n:expr) => {
+        parse_number::<f64>($v.ok_or(TextError::Missing($n))?, $n)?
+    };
+    (I64, Required, $v:expr, $n:expr) => {
+        parse_number::<i64>($v.ok_or(TextError::Missing($n))?, $n)?
+    };
+    (Str, $p:ident, $v:expr, $n:expr) => {
+        $v.filter(|s| !s.is_empty()).map(str::to_string)
+    };
+    (F64, $p:ident, $v:expr, $n:expr) => {
+        $v.filter(|s| !s.is_empty()).map(|s| parse_number::<f64>(s, $n)).transpose()?
+    };
+    (I64, $p:ident, $v:expr, $n:expr) => {
+        $v.filter(|s| !s.is_empty()).map(|s| parse_number::<i64>(s, $n)).transpose()?
+    };
 }
 
 macro_rules! define_transaction {

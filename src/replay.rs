@@ -59,9 +59,10 @@ impl<R: std::io::Read> Iterator for KaggleCsv<R> {
             Ok(true) => {
                 let (row, columns) = (&self.row, &self.columns);
                 let line = row.position().map_or(line, |p| p.line());
-                Some(Transaction::from_text(|name| columns.get(name).and_then(|&i| row.get(i))).map_err(|e| {
-                    ReplayError::Row { path: self.path.clone(), line, message: e.to_string() }
-                }))
+                Some(
+                    Transaction::from_text(|name| columns.get(name).and_then(|&i| row.get(i)))
+                        .map_err(|e| ReplayError::Row { path: self.path.clone(), line, message: e.to_string() }),
+                )
             }
             Err(e) => Some(Err(ReplayError::Row {
                 path: self.path.clone(),
@@ -87,7 +88,8 @@ mod tests {
 
     #[test]
     fn reads_the_kaggle_layout_as_published() {
-        let rows: Vec<_> = KaggleCsv::from_reader(KAGGLE.as_bytes(), "kaggle".into()).collect::<Result<_, _>>().unwrap();
+        let rows: Vec<_> =
+            KaggleCsv::from_reader(KAGGLE.as_bytes(), "kaggle".into()).collect::<Result<_, _>>().unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].cc_num, "2703186189652095");
         assert_eq!(rows[0].merchant.as_deref(), Some("fraud_Rippin, Kub and Mann"));

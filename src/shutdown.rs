@@ -33,6 +33,12 @@ impl Shutdown {
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
+    /// An owned future that resolves on shutdown, for servers that take one.
+    pub fn signalled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move { this.wait().await }
+    }
+
     /// Triggers on Ctrl-C or SIGTERM.
     pub fn on_signals(&self) {
         let this = self.clone();

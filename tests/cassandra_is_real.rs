@@ -23,7 +23,8 @@ async fn round_trip_a_thousand_rows() {
         .query_unpaged(format!("CREATE TABLE {ks}.rows (card text, n int, amt double, PRIMARY KEY ((card), n))"), &[])
         .await
         .expect("create table");
-    let insert = session.prepare(format!("INSERT INTO {ks}.rows (card, n, amt) VALUES (?, ?, ?)")).await.expect("prepare");
+    let insert =
+        session.prepare(format!("INSERT INTO {ks}.rows (card, n, amt) VALUES (?, ?, ?)")).await.expect("prepare");
     for n in 0..1_000i32 {
         let card = format!("card-{}", n % 10);
         session.execute_unpaged(&insert, (card, n, n as f64 * 1.5)).await.expect("insert");

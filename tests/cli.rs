@@ -13,7 +13,8 @@ fn simulate_writes_the_same_kaggle_csv_for_the_same_seed() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, seed: &str| {
         let path = dir.path().join(name);
-        let status = fraudflight().args(["simulate", "--count", "2000", "--seed", seed, "--csv"]).arg(&path).status().unwrap();
+        let status =
+            fraudflight().args(["simulate", "--count", "2000", "--seed", seed, "--csv"]).arg(&path).status().unwrap();
         assert!(status.success());
         std::fs::read_to_string(path).unwrap()
     };

@@ -63,13 +63,11 @@ async fn exchange(
         .build(futures::stream::iter(batches.into_iter().map(Ok)))
         .map(|d| d.expect("encodes"));
     let response = client.do_exchange(input).await?.into_inner();
-    FlightRecordBatchStream::new_from_flight_data(response.map_err(Into::into))
-        .try_collect()
-        .await
-        .map_err(|e| match e {
-            arrow_flight::error::FlightError::Tonic(s) => *s,
-            other => tonic::Status::internal(other.to_string()),
-        })
+    FlightRecordBatchStream::new_from_flight_data(response.map_err(Into::into)).try_collect().await.map_err(|e| match e
+    {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::internal(other.to_string()),
+    })
 }
 
 async fn do_get(client: &mut FlightServiceClient<Channel>, ticket: Vec<u8>) -> Vec<RecordBatch> {
@@ -77,7 +75,11 @@ async fn do_get(client: &mut FlightServiceClient<Channel>, ticket: Vec<u8>) -> V
     FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into)).try_collect().await.expect("batches")
 }
 
-async fn action(client: &mut FlightServiceClient<Channel>, name: &str, body: Vec<u8>) -> Result<serde_json::Value, tonic::Status> {
+async fn action(
+    client: &mut FlightServiceClient<Channel>,
+    name: &str,
+    body: Vec<u8>,
+) -> Result<serde_json::Value, tonic::Status> {
     let mut results = client.do_action(Action { r#type: name.into(), body: body.into() }).await?.into_inner();
     let first = results.message().await?.expect("one result");
     Ok(serde_json::from_slice(&first.body).expect("JSON result"))
@@ -100,7 +102,10 @@ async fn exchange_scores_every_row_in_order_and_matches_in_process_scoring() {
     assert_eq!(answer.num_rows(), 10_000);
     let names: Vec<_> = answer.schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["trans_num", "fraud_score", "is_fraud_predicted", "model_version"]);
-    assert_eq!(answer.column(0).as_string::<i32>(), input.column_by_name(column::trans_num).unwrap().as_string::<i32>());
+    assert_eq!(
+        answer.column(0).as_string::<i32>(),
+        input.column_by_name(column::trans_num).unwrap().as_string::<i32>()
+    );
 
     let local = running.app.scorer.score(&input, &Default::default()).unwrap().outcomes;
     let remote_scores = answer.column(1).as_primitive::<Float32Type>();
@@ -172,7 +177,8 @@ async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
         .sum();
     assert_eq!(accepted, 20_000);
 
-    let flights: Vec<_> = client.list_flights(Criteria::default()).await.unwrap().into_inner().try_collect().await.unwrap();
+    let flights: Vec<_> =
+        client.list_flights(Criteria::default()).await.unwrap().into_inner().try_collect().await.unwrap();
     let names: Vec<_> = flights.iter().map(|f| f.flight_descriptor.as_ref().unwrap().path.join("/")).collect();
     assert_eq!(names, ["alerts", "recent"]);
     let alerts_ticket = flights[0].endpoint[0].ticket.as_ref().unwrap().ticket.to_vec();
@@ -189,7 +195,9 @@ async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
     let recent = do_get(&mut client, b"recent".to_vec()).await;
     let times: Vec<i64> = recent
         .iter()
-        .flat_map(|b| b.column_by_name("unix_time").unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().to_vec())
+        .flat_map(|b| {
+            b.column_by_name("unix_time").unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().to_vec()
+        })
         .collect();
     assert_eq!(times.len(), fraudflight::store::DEFAULT_LIMIT);
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "recent is newest first");
@@ -198,9 +206,24 @@ async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
     let query = proto::Query { target: Some(proto::query::Target::Card(card.clone())), limit: 0 };
     let info = client.get_flight_info(FlightDescriptor::new_cmd(query.encode_to_vec())).await.unwrap().into_inner();
     let history = do_get(&mut client, info.endpoint[0].ticket.as_ref().unwrap().ticket.to_vec()).await;
-    let cards: Vec<String> =
-        history.iter().flat_map(|b| b.column_by_name("cc_num").unwrap().as_string::<i32>().iter().map(|c| c.unwrap().to_string()).collect::<Vec<_>>()).collect();
-    let expected = input.column_by_name(column::cc_num).unwrap().as_string::<i32>().iter().filter(|c| *c == Some(card.as_str())).count();
+    let cards: Vec<String> = history
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("cc_num")
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .map(|c| c.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let expected = input
+        .column_by_name(column::cc_num)
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .filter(|c| *c == Some(card.as_str()))
+        .count();
     assert_eq!(cards.len(), expected);
     assert!(cards.iter().all(|c| c == &card));
     running.stop().await;
@@ -236,15 +259,16 @@ async fn load_model_swaps_the_version_and_refuses_a_corrupt_model() {
 
     // The previous version stays addressable through ScoreCommand.
     let cmd = proto::ScoreCommand { model_version: before["version"].as_str().unwrap().into(), threshold: Some(0.0) };
-    let answers = exchange(&mut client, FlightDescriptor::new_cmd(cmd.encode_to_vec()), vec![simulated(2, 10)]).await.unwrap();
+    let answers =
+        exchange(&mut client, FlightDescriptor::new_cmd(cmd.encode_to_vec()), vec![simulated(2, 10)]).await.unwrap();
     assert_eq!(answers[0].column(3).as_string::<i32>().value(0), before["version"].as_str().unwrap());
     assert_eq!(answers[0].column(2).as_boolean().true_count(), 10, "threshold 0 flags everything");
 
     // A corrupt ONNX file, sent as bytes, is refused; the old model serves on.
     let corrupt = proto::LoadModel {
         path: String::new(),
-        model_onnx: b"not an onnx graph".to_vec().into(),
-        model_json: std::fs::read(next.join("model.json")).unwrap().into(),
+        model_onnx: b"not an onnx graph".to_vec(),
+        model_json: std::fs::read(next.join("model.json")).unwrap(),
         parity_jsonl: Default::default(),
     };
     let err = action(&mut client, "load-model", corrupt.encode_to_vec()).await.unwrap_err();
@@ -258,7 +282,9 @@ async fn load_model_swaps_the_version_and_refuses_a_corrupt_model() {
     first["probability"] = (first["probability"].as_f64().unwrap() * 0.5 + 0.01).into();
     let rest: Vec<&str> = parity.lines().skip(1).collect();
     std::fs::write(drifted.join("parity.jsonl"), format!("{first}\n{}\n", rest.join("\n"))).unwrap();
-    let err = action(&mut client, "load-model", serde_json::json!({ "path": drifted }).to_string().into_bytes()).await.unwrap_err();
+    let err = action(&mut client, "load-model", serde_json::json!({ "path": drifted }).to_string().into_bytes())
+        .await
+        .unwrap_err();
     assert!(err.message().contains("parity"), "{}", err.message());
     assert_eq!(action(&mut client, "model-info", vec![]).await.unwrap()["version"], "swapped-v2");
 

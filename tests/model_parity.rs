@@ -19,8 +19,13 @@ fn every_shipped_model_matches_spark_on_its_parity_vectors() {
         let (model, report) = Model::load_dir(&dir, 1).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert!(report.rows >= 100, "{}: only {} parity vectors", dir.display(), report.rows);
         assert!(report.max_probability_diff <= PARITY_TOLERANCE);
-        println!("{}: {} vectors, max |p - spark| = {:.2e}, max |distance - spark| = {:.2e} km",
-            model.version(), report.rows, report.max_probability_diff, report.max_distance_diff);
+        println!(
+            "{}: {} vectors, max |p - spark| = {:.2e}, max |distance - spark| = {:.2e} km",
+            model.version(),
+            report.rows,
+            report.max_probability_diff,
+            report.max_distance_diff
+        );
         checked += 1;
     }
     assert!(checked >= 1, "no model found under {}", root.display());

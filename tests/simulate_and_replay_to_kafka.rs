@@ -85,7 +85,12 @@ async fn replay_streams_a_kaggle_csv_and_names_bad_rows() {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     let bad_fields: Vec<String> = lines[10].split(',').map(String::from).collect();
     let amt_index = 5;
-    lines[10] = bad_fields.iter().enumerate().map(|(i, f)| if i == amt_index { "lots".to_string() } else { f.clone() }).collect::<Vec<_>>().join(",");
+    lines[10] = bad_fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| if i == amt_index { "lots".to_string() } else { f.clone() })
+        .collect::<Vec<_>>()
+        .join(",");
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
 
     let topic = topic(2).await;

@@ -142,7 +142,10 @@ impl FlightService for FraudFlight {
     type ListActionsStream = Stream<ActionType>;
     type DoExchangeStream = Stream<FlightData>;
 
-    async fn handshake(&self, _: Request<Streaming<HandshakeRequest>>) -> Result<Response<Self::HandshakeStream>, Status> {
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
         // No handshake needed: authentication (when configured) is a bearer
         // token on every call.
         Ok(Response::new(stream::empty().boxed()))
@@ -192,7 +195,12 @@ impl FlightService for FraudFlight {
         let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
         match request::descriptor_path(&descriptor).as_deref() {
             Some(["transactions"]) => {}
-            _ => return Err(Status::invalid_argument(format!("DoPut goes to path [\"transactions\"], not {}", request::describe(&descriptor)))),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "DoPut goes to path [\"transactions\"], not {}",
+                    request::describe(&descriptor)
+                )))
+            }
         }
         let app = self.app.clone();
         let results = batches.map_err(flight_status).and_then(move |batch| {
@@ -206,7 +214,10 @@ impl FlightService for FraudFlight {
         Ok(Response::new(results.boxed()))
     }
 
-    async fn do_exchange(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
         let options = request::score_options(&descriptor)?;
         let app = self.app.clone();
@@ -229,9 +240,9 @@ impl FlightService for FraudFlight {
             }))?,
             FfAction::LoadModel(source) => {
                 let app = self.app.clone();
-                let loaded = blocking(move || app.load_model(source))
-                    .await?
-                    .map_err(|e| Status::invalid_argument(format!("model refused, the old model keeps serving: {e}")))?;
+                let loaded = blocking(move || app.load_model(source)).await?.map_err(|e| {
+                    Status::invalid_argument(format!("model refused, the old model keeps serving: {e}"))
+                })?;
                 json_result(&loaded)?
             }
         };
@@ -241,7 +252,9 @@ impl FlightService for FraudFlight {
     async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
         let actions = request::ACTIONS
             .iter()
-            .map(|(name, description)| Ok(ActionType { r#type: name.to_string(), description: description.to_string() }))
+            .map(|(name, description)| {
+                Ok(ActionType { r#type: name.to_string(), description: description.to_string() })
+            })
             .collect::<Vec<_>>();
         Ok(Response::new(stream::iter(actions).boxed()))
     }

@@ -88,7 +88,9 @@ fn decode_query(bytes: &[u8]) -> Result<Query, Status> {
         Some(proto::query::Target::Card(card)) if !card.is_empty() && card.bytes().all(|b| b.is_ascii_digit()) => {
             Ok(Query::Card { cc_num: card, limit })
         }
-        Some(proto::query::Target::Card(_)) => Err(Status::invalid_argument("Query.card must be a card number (digits only)")),
+        Some(proto::query::Target::Card(_)) => {
+            Err(Status::invalid_argument("Query.card must be a card number (digits only)"))
+        }
         None => Err(Status::invalid_argument("Query has no target: set alerts, recent or card")),
     }
 }
@@ -154,8 +156,9 @@ fn load_model_source(body: &[u8]) -> Result<ModelSource, Status> {
             .map_err(|e| Status::invalid_argument(format!("load-model body is not {{\"path\": DIR}}: {e}")))?;
         return Ok(ModelSource::Dir(parsed.path.into()));
     }
-    let msg = proto::LoadModel::decode(body)
-        .map_err(|e| Status::invalid_argument(format!("load-model body is neither JSON nor a LoadModel protobuf: {e}")))?;
+    let msg = proto::LoadModel::decode(body).map_err(|e| {
+        Status::invalid_argument(format!("load-model body is neither JSON nor a LoadModel protobuf: {e}"))
+    })?;
     if !msg.path.is_empty() {
         return Ok(ModelSource::Dir(msg.path.into()));
     }
@@ -191,9 +194,11 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         let no_target = proto::Query { target: None, limit: 1 }.encode_to_vec();
         assert!(parse_ticket(&no_target).unwrap_err().message().contains("no target"));
-        let bad_card = proto::Query { target: Some(proto::query::Target::Card("x'; drop".into())), limit: 1 }.encode_to_vec();
+        let bad_card =
+            proto::Query { target: Some(proto::query::Target::Card("x'; drop".into())), limit: 1 }.encode_to_vec();
         assert_eq!(parse_ticket(&bad_card).unwrap_err().code(), tonic::Code::InvalidArgument);
-        let err = parse_action(arrow_flight::Action { r#type: "load-model".into(), body: "{\"dir\": 1}".into() }).unwrap_err();
+        let err = parse_action(arrow_flight::Action { r#type: "load-model".into(), body: "{\"dir\": 1}".into() })
+            .unwrap_err();
         assert!(err.message().contains("path"), "{}", err.message());
         let err = parse_action(arrow_flight::Action { r#type: "reboot".into(), body: Default::default() }).unwrap_err();
         assert!(err.message().contains("model-info"));

@@ -47,7 +47,8 @@ impl TransactionProducer {
         for (k, v) in properties {
             config.set(k, v);
         }
-        let producer = config.create().map_err(|source| ProduceError::Create { brokers: brokers.to_string(), source })?;
+        let producer =
+            config.create().map_err(|source| ProduceError::Create { brokers: brokers.to_string(), source })?;
         Ok(Self { producer, topic: topic.to_string() })
     }
 
@@ -116,7 +117,10 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn add(&mut self, result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>) {
+    fn add(
+        &mut self,
+        result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    ) {
         match result {
             Ok(Ok(_)) => self.delivered += 1,
             Ok(Err((e, _))) => self.fail(e.to_string()),

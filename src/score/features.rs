@@ -122,13 +122,16 @@ pub fn parse_datetime(text: &str) -> Option<i64> {
 /// Validates every row of a conformed batch and derives its features.
 pub fn derive(batch: &RecordBatch) -> Features {
     let rows = batch.num_rows();
-    let f64_col = |name: &str| batch.column_by_name(name).expect("conformed batch").as_primitive::<Float64Type>().clone();
+    let f64_col =
+        |name: &str| batch.column_by_name(name).expect("conformed batch").as_primitive::<Float64Type>().clone();
     let i64_col = |name: &str| batch.column_by_name(name).expect("conformed batch").as_primitive::<Int64Type>().clone();
     let str_col = |name: &str| batch.column_by_name(name).expect("conformed batch").as_string::<i32>().clone();
     let (amt, lat, long) = (f64_col(column::amt), f64_col(column::lat), f64_col(column::long));
     let (merch_lat, merch_long) = (f64_col(column::merch_lat), f64_col(column::merch_long));
-    let (unix, text_time, dob) = (i64_col(column::unix_time), str_col(column::trans_date_trans_time), str_col(column::dob));
-    let (trans_num, cc_num, category) = (str_col(column::trans_num), str_col(column::cc_num), str_col(column::category));
+    let (unix, text_time, dob) =
+        (i64_col(column::unix_time), str_col(column::trans_date_trans_time), str_col(column::dob));
+    let (trans_num, cc_num, category) =
+        (str_col(column::trans_num), str_col(column::cc_num), str_col(column::category));
 
     let mut time_b = Int64Builder::with_capacity(rows);
     let mut dist_b = Float64Builder::with_capacity(rows);
@@ -224,7 +227,11 @@ fn card_number(col: &arrow::array::StringArray, row: usize) -> Result<(), Record
     }
     let text = col.value(row);
     if text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RecordError::BadFormat { field: column::cc_num, value: "<redacted>".into(), expected: "up to 19 digits" });
+        return Err(RecordError::BadFormat {
+            field: column::cc_num,
+            value: "<redacted>".into(),
+            expected: "up to 19 digits",
+        });
     }
     Ok(())
 }
@@ -291,17 +298,30 @@ mod tests {
     fn valid_rows_get_features_invalid_rows_name_their_problem() {
         let ok = sample();
         assert_eq!(error_of(ok.clone()), None);
-        assert_eq!(error_of(Transaction { lat: 123.0, ..ok.clone() }), Some(RecordError::OutOfRange {
-            field: "lat",
-            value: 123.0,
-            min: -90.0,
-            max: 90.0
-        }));
-        assert_eq!(error_of(Transaction { amt: f64::NAN, ..ok.clone() }), Some(RecordError::NotFinite { field: "amt" }));
-        assert!(matches!(error_of(Transaction { amt: -1.0, ..ok.clone() }), Some(RecordError::OutOfRange { field: "amt", .. })));
-        assert_eq!(error_of(Transaction { trans_num: String::new(), ..ok.clone() }), Some(RecordError::Missing("trans_num")));
-        assert!(matches!(error_of(Transaction { dob: "1990-13-01".into(), ..ok.clone() }), Some(RecordError::BadFormat { field: "dob", .. })));
-        assert!(matches!(error_of(Transaction { cc_num: "4111-1111".into(), ..ok.clone() }), Some(RecordError::BadFormat { field: "cc_num", .. })));
+        assert_eq!(
+            error_of(Transaction { lat: 123.0, ..ok.clone() }),
+            Some(RecordError::OutOfRange { field: "lat", value: 123.0, min: -90.0, max: 90.0 })
+        );
+        assert_eq!(
+            error_of(Transaction { amt: f64::NAN, ..ok.clone() }),
+            Some(RecordError::NotFinite { field: "amt" })
+        );
+        assert!(matches!(
+            error_of(Transaction { amt: -1.0, ..ok.clone() }),
+            Some(RecordError::OutOfRange { field: "amt", .. })
+        ));
+        assert_eq!(
+            error_of(Transaction { trans_num: String::new(), ..ok.clone() }),
+            Some(RecordError::Missing("trans_num"))
+        );
+        assert!(matches!(
+            error_of(Transaction { dob: "1990-13-01".into(), ..ok.clone() }),
+            Some(RecordError::BadFormat { field: "dob", .. })
+        ));
+        assert!(matches!(
+            error_of(Transaction { cc_num: "4111-1111".into(), ..ok.clone() }),
+            Some(RecordError::BadFormat { field: "cc_num", .. })
+        ));
         let untimed = Transaction { unix_time: None, trans_date_trans_time: None, ..ok.clone() };
         assert_eq!(error_of(untimed), Some(RecordError::NoTime));
     }

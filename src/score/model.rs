@@ -190,9 +190,8 @@ impl Model {
     pub fn from_files(files: &ModelFiles, sessions: usize) -> Result<(Self, ParityReport), ModelError> {
         let meta = ModelMeta::parse(&files.json)?;
         runtime::ensure()?;
-        let sessions = (0..sessions.max(1))
-            .map(|_| build_session(&files.onnx).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sessions =
+            (0..sessions.max(1)).map(|_| build_session(&files.onnx).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         check_inputs(&meta, &sessions[0].lock().expect("fresh mutex"))?;
         let model = Self { meta, sessions, next: AtomicUsize::new(0) };
         let report = match &files.parity {
@@ -284,7 +283,10 @@ impl Model {
             let p = (scores[row] as f64 - v.probability).abs();
             report.max_probability_diff = report.max_probability_diff.max(p);
             if p > PARITY_TOLERANCE {
-                return Err(fail(format!("probability {} vs Spark {} (tolerance {PARITY_TOLERANCE})", scores[row], v.probability)));
+                return Err(fail(format!(
+                    "probability {} vs Spark {} (tolerance {PARITY_TOLERANCE})",
+                    scores[row], v.probability
+                )));
             }
         }
         Ok(report)
@@ -332,7 +334,10 @@ fn check_inputs(meta: &ModelMeta, session: &Session) -> Result<(), ModelError> {
         match graph.iter().find(|(n, _)| n == &input.name) {
             None => return Err(ModelError::Inputs(format!("graph has no input `{}`", input.name))),
             Some((_, ty)) if *ty != Some(expected) => {
-                return Err(ModelError::Inputs(format!("graph input `{}` is {ty:?}, model.json says {:?}", input.name, input.kind)))
+                return Err(ModelError::Inputs(format!(
+                    "graph input `{}` is {ty:?}, model.json says {:?}",
+                    input.name, input.kind
+                )))
             }
             Some(_) => {}
         }
@@ -356,8 +361,9 @@ fn tensor(column: &ArrayRef, kind: InputType, rows: usize) -> Result<DynValue, M
             // A null category scores like a category never seen in training.
             // ONNX Runtime copies every string anyway; owned values keep `ort`'s
             // 'static bound simple.
-            let values: Vec<String> =
-                (0..rows).map(|i| if strings.is_null(i) { String::new() } else { strings.value(i).to_owned() }).collect();
+            let values: Vec<String> = (0..rows)
+                .map(|i| if strings.is_null(i) { String::new() } else { strings.value(i).to_owned() })
+                .collect();
             Ok(Tensor::from_string_array((shape, &values[..])).map_err(run)?.into_dyn())
         }
         (InputType::Double, DataType::Float64) => {

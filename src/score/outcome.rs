@@ -48,7 +48,9 @@ pub fn exchange_schema() -> SchemaRef {
         .get_or_init(|| {
             let full = schema();
             let columns = [record::column::trans_num, FRAUD_SCORE, IS_FRAUD_PREDICTED, MODEL_VERSION];
-            Arc::new(Schema::new(columns.iter().map(|c| full.field_with_name(c).expect("outcome column").clone()).collect::<Vec<_>>()))
+            Arc::new(Schema::new(
+                columns.iter().map(|c| full.field_with_name(c).expect("outcome column").clone()).collect::<Vec<_>>(),
+            ))
         })
         .clone()
 }
@@ -71,6 +73,7 @@ pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold
 /// Projects outcomes onto the DoExchange answer columns.
 pub fn for_exchange(outcomes: &RecordBatch) -> RecordBatch {
     let full = schema();
-    let indices: Vec<usize> = exchange_schema().fields().iter().map(|f| full.index_of(f.name()).expect("outcome column")).collect();
+    let indices: Vec<usize> =
+        exchange_schema().fields().iter().map(|f| full.index_of(f.name()).expect("outcome column")).collect();
     outcomes.project(&indices).expect("projection of own schema")
 }

@@ -49,7 +49,8 @@ fn load() -> Result<Runtime, RuntimeError> {
     if !path.is_file() {
         return Err(RuntimeError::NotAFile { path: shown });
     }
-    let builder = ort::init_from(&path).map_err(|e| RuntimeError::Load { path: shown.clone(), reason: e.to_string() })?;
+    let builder =
+        ort::init_from(&path).map_err(|e| RuntimeError::Load { path: shown.clone(), reason: e.to_string() })?;
     let env = builder
         .with_name("fraudflight")
         .build()

@@ -190,7 +190,11 @@ fn card_number(rng: &mut impl Rng) -> String {
             let d = d as u32;
             if i % 2 == 0 {
                 let x = d * 2;
-                if x > 9 { x - 9 } else { x }
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
             } else {
                 d
             }
@@ -243,7 +247,15 @@ mod tests {
                 .enumerate()
                 .map(|(i, b)| {
                     let d = (b - b'0') as u32;
-                    if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+                    if i % 2 == 1 {
+                        if d * 2 > 9 {
+                            d * 2 - 9
+                        } else {
+                            d * 2
+                        }
+                    } else {
+                        d
+                    }
                 })
                 .sum();
             assert_eq!(sum % 10, 0, "{n}");
