@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -208,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "inputs": [i.to_json() for i in inputs],
         "output": OUTPUT,
         "training": {
-            "input": os.path.abspath(args.input),
+            "input": args.input,
             "rows": {"train": train.count(), "validation": validation.count(), "test": test_metrics["rows"]},
             "seconds": (dt.datetime.now(dt.timezone.utc) - started).total_seconds(),
             "parity_max_abs_diff": worst,
