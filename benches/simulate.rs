@@ -3,7 +3,7 @@
 //! measured). Target: 500,000 transactions/s to a file on one core.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fraudflight::simulate::output::{CsvWriter, ParquetWriter, TransactionWriter};
+use fraudflight::simulate::output::{write_all, CsvWriter, ParquetWriter, TransactionWriter};
 use fraudflight::simulate::{SimConfig, Simulator};
 
 const N: usize = 200_000;
@@ -22,20 +22,15 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     group.bench_function(BenchmarkId::new("csv_file", N), |b| {
         b.iter(|| {
-            let mut w = Box::new(CsvWriter::create(&dir.path().join("bench.csv")).unwrap());
-            for t in Simulator::new(SimConfig::default()).take(N) {
-                w.write(&t).unwrap();
-            }
-            w.finish().unwrap();
+            let w: Box<dyn TransactionWriter> = Box::new(CsvWriter::create(&dir.path().join("bench.csv")).unwrap());
+            write_all(Simulator::new(SimConfig::default()), N, vec![w]).unwrap()
         })
     });
     group.bench_function(BenchmarkId::new("parquet_file", N), |b| {
         b.iter(|| {
-            let mut w = Box::new(ParquetWriter::create(&dir.path().join("bench.parquet")).unwrap());
-            for t in Simulator::new(SimConfig::default()).take(N) {
-                w.write(&t).unwrap();
-            }
-            w.finish().unwrap();
+            let w: Box<dyn TransactionWriter> =
+                Box::new(ParquetWriter::create(&dir.path().join("bench.parquet")).unwrap());
+            write_all(Simulator::new(SimConfig::default()), N, vec![w]).unwrap()
         })
     });
     group.finish();

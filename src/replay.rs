@@ -76,7 +76,7 @@ impl<R: std::io::Read> Iterator for KaggleCsv<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::output::{CsvWriter, TransactionWriter};
+    use crate::simulate::output::{write_all, CsvWriter, TransactionWriter};
     use crate::simulate::{SimConfig, Simulator};
 
     /// Two rows of the public Kaggle fraudTrain.csv, verbatim.
@@ -105,11 +105,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sim.csv");
         let txns: Vec<_> = Simulator::new(SimConfig::default()).take(500).collect();
-        let mut w = Box::new(CsvWriter::create(&path).unwrap());
-        for t in &txns {
-            w.write(t).unwrap();
-        }
-        w.finish().unwrap();
+        let w: Box<dyn TransactionWriter> = Box::new(CsvWriter::create(&path).unwrap());
+        write_all(txns.iter().cloned(), txns.len(), vec![w]).unwrap();
         let back: Vec<_> = KaggleCsv::open(&path).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(back, txns);
     }
