@@ -3,6 +3,7 @@
 //! counters, and knows nothing of tonic or axum.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
@@ -11,14 +12,41 @@ use crate::score::features::RowError;
 use crate::score::model::{ModelError, ModelFiles, ParityReport};
 use crate::score::{outcome, ScoreError, ScoreOptions, Scored, Scorer};
 use crate::store::memory::MemoryStore;
+use crate::pipeline::sinks::Sinks;
 use crate::store::stats::Stats;
 use crate::store::Query;
 
 /// Shared state of a running fraudflight.
 pub struct App {
     pub scorer: Scorer,
+    /// Recent outcomes of this process (the answer to queries when no
+    /// store is configured, and the live view's source).
     pub store: MemoryStore,
     pub stats: Stats,
+    /// Where ingested outcomes go (`serve`); empty in the demo.
+    pub sinks: Sinks,
+    /// Fires when writes still retrying at shutdown must give up.
+    pub abandon: tokio_util::sync::CancellationToken,
+}
+
+/// Why a query could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Cassandra(#[from] crate::cassandra::CassandraError),
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchError),
+}
+
+/// Why a DoPut batch was not ingested.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    #[error("not stored: {0}")]
+    Abandoned(#[from] crate::retry::Abandoned),
+    #[error("scoring task failed: {0}")]
+    Task(String),
 }
 
 /// A batch had rows that are not valid transactions.
@@ -66,7 +94,20 @@ pub struct Rejected {
 
 impl App {
     pub fn new(scorer: Scorer, store: MemoryStore) -> Self {
-        Self { scorer, store, stats: Stats::default() }
+        Self {
+            scorer,
+            store,
+            stats: Stats::default(),
+            sinks: Sinks::default(),
+            abandon: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// The same app writing to `sinks`.
+    pub fn with_sinks(mut self, sinks: Sinks, abandon: tokio_util::sync::CancellationToken) -> Self {
+        self.sinks = sinks;
+        self.abandon = abandon;
+        self
     }
 
     /// Scores a client's batch for DoExchange: every row must be valid, and
@@ -97,8 +138,44 @@ impl App {
         })
     }
 
-    pub fn query(&self, query: &Query) -> Vec<RecordBatch> {
-        self.store.query(query)
+    /// DoPut: scores a batch and writes it through the same sinks as Kafka
+    /// records; answers once every sink has it. Invalid rows are reported.
+    pub async fn put(self: &Arc<Self>, batch: RecordBatch) -> Result<Ingested, PutError> {
+        let app = self.clone();
+        let scored = tokio::task::spawn_blocking(move || app.scorer.score(&batch, &ScoreOptions::default()))
+            .await
+            .map_err(|e| PutError::Task(e.to_string()))??;
+        let Scored { outcomes, invalid } = scored;
+        self.store.insert(&outcomes);
+        self.sinks.write(&outcomes, Vec::new(), &self.abandon).await?;
+        let alerts = count_alerts(&outcomes);
+        self.stats.record(outcomes.num_rows() + invalid.len(), outcomes.num_rows(), invalid.len(), alerts);
+        Ok(Ingested {
+            accepted: outcomes.num_rows(),
+            alerts,
+            rejected: invalid.into_iter().map(|e| Rejected { row: e.row, error: e.error.to_string() }).collect(),
+        })
+    }
+
+    /// Answers a query, newest first: `alerts` and card history from
+    /// Cassandra and `recent` from the search engine when they are
+    /// configured, from this process's memory otherwise.
+    pub async fn query(&self, query: &Query) -> Result<Vec<RecordBatch>, QueryError> {
+        match (query, &self.sinks.cassandra, &self.sinks.search) {
+            (Query::Alerts { .. } | Query::Card { .. }, Some(cassandra), _) => Ok(cassandra.query(query).await?),
+            (Query::Recent { limit }, _, Some(search)) => Ok(search.recent(*limit).await?),
+            _ => Ok(self.store.query(query)),
+        }
+    }
+
+    /// Records the model in service in Cassandra's `models` table.
+    pub async fn record_model(&self) {
+        if let Some(cassandra) = &self.sinks.cassandra {
+            let model = self.scorer.registry().current();
+            if let Err(e) = cassandra.record_model(&model.meta).await {
+                tracing::warn!(error = %e, version = model.version(), "cannot record the model in Cassandra");
+            }
+        }
     }
 
     /// The model in service, as JSON.
@@ -132,7 +209,7 @@ impl App {
     }
 }
 
-fn count_alerts(outcomes: &RecordBatch) -> usize {
+pub fn count_alerts(outcomes: &RecordBatch) -> usize {
     use arrow::array::AsArray;
     outcomes.column_by_name(outcome::IS_FRAUD_PREDICTED).map_or(0, |c| c.as_boolean().true_count())
 }

@@ -21,6 +21,9 @@ pub enum Command {
     /// The embedded default: simulator -> scorer -> in-memory store, with
     /// Flight and HTTP. No external services needed.
     Demo(DemoArgs),
+    /// The production path: Kafka in, score, Cassandra + OpenSearch out,
+    /// Flight and HTTP (configuration: a TOML file and FRAUDFLIGHT_* variables).
+    Serve(ServeArgs),
     /// Generate simulated transactions to Kafka, CSV (Kaggle layout) and/or Parquet.
     Simulate(SimulateArgs),
     /// Stream a CSV file in the Kaggle fraudTrain.csv layout into Kafka.
@@ -49,6 +52,16 @@ pub struct DemoArgs {
     /// ONNX Runtime sessions per model (parallel scoring of concurrent batches).
     #[arg(long, default_value_t = 2)]
     pub sessions: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see fraudflight.toml for every key).
+    #[arg(long, env = "FRAUDFLIGHT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration (file and environment), print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +132,7 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => runtime()?.block_on(demo(args)),
+        Command::Serve(args) => serve(args),
         Command::Simulate(args) => simulate(args),
         Command::Replay(args) => runtime()?.block_on(replay(args)),
         Command::Query(args) => runtime()?.block_on(crate::query::run(args)),
@@ -181,6 +195,27 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("READY flight=grpc://{} http=http://{}", running.flight_addr, running.http_addr);
     running.wait().await;
     Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
+    if args.check_config {
+        let mut shown = config.clone();
+        // librdkafka properties may hold passwords.
+        for v in shown.kafka.properties.values_mut() {
+            *v = "(set)".into();
+        }
+        println!("{}", toml::to_string_pretty(&shown)?);
+        return Ok(());
+    }
+    runtime()?.block_on(async {
+        let shutdown = crate::shutdown::Shutdown::default();
+        shutdown.on_signals();
+        let running = crate::serve::start(config, shutdown).await?;
+        println!("READY flight=grpc://{} http=http://{}", running.flight_addr, running.http_addr);
+        running.wait().await;
+        Ok(())
+    })
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

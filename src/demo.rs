@@ -97,7 +97,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Running> {
 }
 
 /// Runs a server until shutdown; if it fails, logs why and stops everything.
-fn supervise<E: std::fmt::Display>(
+pub(crate) fn supervise<E: std::fmt::Display>(
     name: &'static str,
     shutdown: &Shutdown,
     server: impl std::future::Future<Output = Result<(), E>> + Send + 'static,

@@ -20,23 +20,34 @@
 //! - [`simulate`]: the deterministic Sparkov-like transaction generator and
 //!   its CSV / Parquet outputs; [`replay`] reads Kaggle-layout CSV files;
 //!   [`kafka`] writes transactions to a topic.
+//! - [`serve`]: the production path, configured by [`config`]: the Kafka
+//!   [`pipeline`] (source -> scoring -> sinks, offsets committed after every
+//!   sink acknowledged) writing to [`cassandra`], [`search`] (OpenSearch /
+//!   Elasticsearch) and back to Kafka (DLQ, outcome topic); [`retry`] is the
+//!   sinks' backoff.
 //! - [`query`]: a small Flight client for the terminal.
 //! - [`cli`], [`logging`], [`shutdown`]: the command line and process
 //!   plumbing; `main.rs` only calls [`cli::run`].
 
 pub mod app;
+pub mod cassandra;
 pub mod cli;
+pub mod config;
 pub mod conform;
 pub mod demo;
 pub mod flight;
 pub mod http;
 pub mod kafka;
 pub mod logging;
+pub mod pipeline;
 pub mod proto;
 pub mod query;
 pub mod record;
 pub mod replay;
+pub mod retry;
 pub mod score;
+pub mod search;
+pub mod serve;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;

@@ -30,7 +30,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::app::{App, ExchangeError};
+use crate::app::{App, ExchangeError, PutError};
 use crate::record;
 use crate::score::outcome;
 use crate::score::ScoreError;
@@ -89,6 +89,14 @@ fn score_status(e: ScoreError) -> Status {
         ScoreError::BadThreshold(_) => Status::invalid_argument(e.to_string()),
         ScoreError::UnknownVersion(_) => Status::not_found(e.to_string()),
         ScoreError::Model(e) => Status::internal(e.to_string()),
+    }
+}
+
+fn put_status(e: PutError) -> Status {
+    match e {
+        PutError::Score(e) => score_status(e),
+        PutError::Abandoned(e) => Status::unavailable(e.to_string()),
+        PutError::Task(e) => Status::internal(e),
     }
 }
 
@@ -185,8 +193,8 @@ impl FlightService for FraudFlight {
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let query = request::parse_ticket(&request.into_inner().ticket)?;
-        let app = self.app.clone();
-        let batches = blocking(move || app.query(&query)).await?;
+        let batches =
+            self.app.query(&query).await.map_err(|e| Status::unavailable(format!("query failed: {e}")))?;
         let batches = stream::iter(batches.into_iter().map(Ok)).boxed();
         Ok(Response::new(encode(outcome::schema(), batches)))
     }
@@ -206,7 +214,7 @@ impl FlightService for FraudFlight {
         let results = batches.map_err(flight_status).and_then(move |batch| {
             let app = app.clone();
             async move {
-                let report = blocking(move || app.ingest(&batch)).await?.map_err(score_status)?;
+                let report = app.put(batch).await.map_err(put_status)?;
                 let body = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
                 Ok(PutResult { app_metadata: Bytes::from(body) })
             }
@@ -243,6 +251,7 @@ impl FlightService for FraudFlight {
                 let loaded = blocking(move || app.load_model(source)).await?.map_err(|e| {
                     Status::invalid_argument(format!("model refused, the old model keeps serving: {e}"))
                 })?;
+                self.app.record_model().await;
                 json_result(&loaded)?
             }
         };

@@ -65,7 +65,10 @@ struct Limit {
 
 async fn alerts(State(ctx): State<Ctx>, UrlQuery(q): UrlQuery<Limit>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
-    let batches = ctx.app.query(&Query::Alerts { limit });
+    let batches = match ctx.app.query(&Query::Alerts { limit }).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
     match to_json_rows(&batches) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

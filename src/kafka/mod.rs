@@ -2,6 +2,7 @@
 //! (`simulate --brokers`, `replay`) and, later, the streaming source.
 
 pub mod producer;
+pub mod sink;
 
 /// Builds an rdkafka client configuration from bootstrap servers plus any
 /// librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, ...).
@@ -19,5 +20,36 @@ pub fn parse_property(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("{text:?} is not a librdkafka property of the form key=value")),
+    }
+}
+
+/// Creates topics that do not exist yet, with the broker's default
+/// partitions and replication. A topic that exists is left alone; any other
+/// failure (no permission, say) is logged, and the first write will say more.
+pub async fn ensure_topics(brokers: &str, properties: &[(String, String)], topics: &[String]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> = match client_config(brokers, properties).create() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create a Kafka admin client; topics not checked");
+            return;
+        }
+    };
+    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, -1, TopicReplication::Fixed(-1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    match admin.create_topics(&new, &options).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(topic) => tracing::info!(topic, "topic created"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => tracing::warn!(topic, error = %code, "cannot create topic"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot create topics"),
     }
 }

@@ -15,6 +15,8 @@ pub const FRAUD_SCORE: &str = "fraud_score";
 pub const IS_FRAUD_PREDICTED: &str = "is_fraud_predicted";
 pub const MODEL_VERSION: &str = "model_version";
 pub const SCORED_AT: &str = "scored_at";
+pub const KAFKA_PARTITION: &str = "kafka_partition";
+pub const KAFKA_OFFSET: &str = "kafka_offset";
 
 /// The columns scoring adds to the record, in order.
 fn added_fields() -> Vec<Field> {
@@ -26,6 +28,9 @@ fn added_fields() -> Vec<Field> {
         Field::new(name::DISTANCE_KM, DataType::Float64, false),
         Field::new(name::AGE, DataType::Int64, false),
         Field::new(name::HOUR, DataType::Int64, false),
+        // Where the record came from, when it came from Kafka.
+        Field::new(KAFKA_PARTITION, DataType::Int32, true),
+        Field::new(KAFKA_OFFSET, DataType::Int64, true),
     ]
 }
 
@@ -55,11 +60,15 @@ pub fn exchange_schema() -> SchemaRef {
         .clone()
 }
 
-/// Assembles outcomes of a valid, conformed batch.
+/// Assembles outcomes of a valid, conformed batch. `unix_time` is always
+/// set in an outcome (parsed from `trans_date_trans_time` when the record
+/// had only that), so sinks can key by transaction time.
 pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold: f64, version: &str) -> RecordBatch {
     let rows = batch.num_rows();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let unix_time = batch.schema().index_of(record::column::unix_time).expect("record column");
+    columns[unix_time] = features.unix_time.clone();
     columns.push(Arc::new(Float32Array::from(scores.to_vec())));
     columns.push(Arc::new(scores.iter().map(|&s| Some(s as f64 >= threshold)).collect::<BooleanArray>()));
     columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(version, rows))));
@@ -67,6 +76,8 @@ pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold
     columns.push(features.distance_km.clone());
     columns.push(features.age.clone());
     columns.push(features.hour.clone());
+    columns.push(arrow::array::new_null_array(&DataType::Int32, rows));
+    columns.push(arrow::array::new_null_array(&DataType::Int64, rows));
     RecordBatch::try_new(schema(), columns).expect("outcome columns follow the outcome schema")
 }
 
@@ -76,4 +87,15 @@ pub fn for_exchange(outcomes: &RecordBatch) -> RecordBatch {
     let indices: Vec<usize> =
         exchange_schema().fields().iter().map(|f| full.index_of(f.name()).expect("outcome column")).collect();
     outcomes.project(&indices).expect("projection of own schema")
+}
+
+/// Sets where each outcome came from in Kafka (one entry per row).
+pub fn with_kafka_positions(outcomes: &RecordBatch, positions: &[(i32, i64)]) -> RecordBatch {
+    let mut columns = outcomes.columns().to_vec();
+    let schema = outcomes.schema();
+    let partition = schema.index_of(KAFKA_PARTITION).expect("outcome column");
+    let offset = schema.index_of(KAFKA_OFFSET).expect("outcome column");
+    columns[partition] = Arc::new(arrow::array::Int32Array::from_iter_values(positions.iter().map(|p| p.0)));
+    columns[offset] = Arc::new(Int64Array::from_iter_values(positions.iter().map(|p| p.1)));
+    RecordBatch::try_new(schema, columns).expect("same schema, same row count")
 }

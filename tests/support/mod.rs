@@ -28,3 +28,4 @@ pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
+pub mod stack;

@@ -1,0 +1,241 @@
+//! Cassandra: the durable store of every outcome (`transactions`, a card's
+//! history in one partition), of predicted frauds by day (`alerts`) and of
+//! deployed models (`models`). DESIGN.md, "Cassandra".
+//!
+//! Writes are idempotent upserts keyed by `trans_num` (redelivery never
+//! duplicates), prepared once, at most `concurrency` in flight over all
+//! batches, each retried with backoff until it succeeds or the pipeline
+//! abandons it at shutdown.
+
+pub mod rows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use arrow::record_batch::RecordBatch;
+use futures::{StreamExt, TryStreamExt};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlTimestamp, CqlValue, Row};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CassandraConfig;
+use crate::retry::{Abandoned, Backoff};
+use crate::score::model::ModelMeta;
+use crate::score::outcome::IS_FRAUD_PREDICTED;
+use crate::store::Query;
+
+/// Why Cassandra could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CassandraError {
+    #[error("Cassandra at {nodes}: {message}")]
+    Connect { nodes: String, message: String },
+    #[error("Cassandra {what}: {message}")]
+    Request { what: &'static str, message: String },
+    #[error(transparent)]
+    Rows(#[from] rows::RowTypeError),
+}
+
+/// A connected Cassandra with the schema in place and statements prepared.
+pub struct Cassandra {
+    session: Session,
+    keyspace: String,
+    insert_transaction: PreparedStatement,
+    insert_alert: PreparedStatement,
+    insert_model: PreparedStatement,
+    select_card: PreparedStatement,
+    select_alert_day: PreparedStatement,
+    in_flight: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+fn request(what: &'static str) -> impl Fn(String) -> CassandraError {
+    move |message| CassandraError::Request { what, message }
+}
+
+impl Cassandra {
+    /// Connects, retrying while Cassandra is unreachable (until `abandon`),
+    /// then creates the keyspace and tables if missing and prepares.
+    pub async fn connect(config: &CassandraConfig, abandon: &CancellationToken) -> Result<Self, CassandraError> {
+        let nodes = config.node_list();
+        let mut backoff = Backoff::default();
+        let session = loop {
+            let built = SessionBuilder::new()
+                .known_nodes(&nodes)
+                .connection_timeout(Duration::from_secs(5))
+                .build()
+                .await
+                .map_err(|e| CassandraError::Connect { nodes: config.nodes.clone(), message: e.to_string() });
+            match built {
+                Ok(session) => break session,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cassandra not reachable yet; retrying");
+                    if !backoff.wait(abandon).await {
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let ks = &config.keyspace;
+        for statement in rows::create_statements(ks, &config.replication) {
+            session.query_unpaged(statement, &[]).await.map_err(|e| request("schema")(e.to_string()))?;
+        }
+        session.await_schema_agreement().await.map_err(|e| request("schema agreement")(e.to_string()))?;
+
+        let timeout = Some(Duration::from_millis(config.request_timeout_ms));
+        let prepare = |cql: String| {
+            let session = &session;
+            async move {
+                let mut p = session.prepare(cql).await.map_err(|e| request("prepare")(e.to_string()))?;
+                p.set_is_idempotent(true);
+                p.set_request_timeout(timeout);
+                Ok::<_, CassandraError>(p)
+            }
+        };
+        let cols = rows::column_list();
+        let marks = vec!["?"; rows::columns().len()].join(", ");
+        Ok(Self {
+            insert_transaction: prepare(format!("INSERT INTO {ks}.transactions ({cols}) VALUES ({marks})")).await?,
+            insert_alert: prepare(format!("INSERT INTO {ks}.alerts (day, {cols}) VALUES (?, {marks})")).await?,
+            insert_model: prepare(format!(
+                "INSERT INTO {ks}.models (version, created_at, deployed_at, threshold, metrics, meta) VALUES (?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
+            select_alert_day: prepare(format!("SELECT {cols} FROM {ks}.alerts WHERE day = ? LIMIT ?")).await?,
+            in_flight: Arc::new(Semaphore::new(config.concurrency)),
+            concurrency: config.concurrency,
+            keyspace: ks.clone(),
+            session,
+        })
+    }
+
+    /// Writes every outcome (and the predicted frauds to `alerts`); returns
+    /// once Cassandra accepted all of them.
+    pub async fn write(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<(), Abandoned> {
+        let predicted = outcomes.column_by_name(IS_FRAUD_PREDICTED).expect("outcome column").as_boolean().clone();
+        let rows = rows::to_rows(outcomes);
+        let mut writes = futures::stream::iter(rows.into_iter().enumerate())
+            .map(|(i, (values, day))| {
+                let alert = predicted.value(i);
+                async move {
+                    if alert {
+                        let mut with_day = Vec::with_capacity(values.len() + 1);
+                        with_day.push(Some(CqlValue::Date(day)));
+                        with_day.extend(values.iter().cloned());
+                        self.execute(&self.insert_alert, with_day, abandon).await?;
+                    }
+                    self.execute(&self.insert_transaction, values, abandon).await
+                }
+            })
+            .buffer_unordered(self.concurrency);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        statement: &PreparedStatement,
+        values: rows::Values,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let mut backoff = Backoff::default();
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let result = {
+                let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
+                self.session.execute_unpaged(statement, &values).await
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    if attempts == 1 || attempts.is_multiple_of(20) {
+                        tracing::warn!(error = %e, attempts, "Cassandra write failed; retrying");
+                    }
+                    if !backoff.wait(abandon).await {
+                        return Err(Abandoned { sink: "cassandra", attempts, last: e.to_string() });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a model deployment in `models`.
+    pub async fn record_model(&self, meta: &ModelMeta) -> Result<(), CassandraError> {
+        let values = (
+            meta.version.clone(),
+            meta.created_at.clone(),
+            CqlTimestamp(chrono::Utc::now().timestamp_millis()),
+            meta.threshold,
+            serde_json::to_string(&meta.metrics).unwrap_or_default(),
+            serde_json::to_string(meta).unwrap_or_default(),
+        );
+        self.session.execute_unpaged(&self.insert_model, values).await.map_err(|e| request("models")(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Answers `alerts` (newest days first) and card history.
+    pub async fn query(&self, query: &Query) -> Result<Vec<RecordBatch>, CassandraError> {
+        match query {
+            Query::Card { cc_num, limit } => {
+                let rows = self.select(&self.select_card, (cc_num.as_str(), *limit as i32), *limit).await?;
+                Ok(vec![rows::from_rows(&rows)?])
+            }
+            Query::Alerts { limit } => {
+                let mut days: Vec<scylla::value::CqlDate> = self
+                    .session
+                    .query_iter(format!("SELECT DISTINCT day FROM {}.alerts", self.keyspace), &[])
+                    .await
+                    .map_err(|e| request("alerts days")(e.to_string()))?
+                    .rows_stream::<(scylla::value::CqlDate,)>()
+                    .map_err(|e| request("alerts days")(e.to_string()))?
+                    .map_ok(|(d,)| d)
+                    .try_collect()
+                    .await
+                    .map_err(|e| request("alerts days")(e.to_string()))?;
+                days.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
+                let mut out = Vec::new();
+                let mut left = *limit;
+                for day in days {
+                    if left == 0 {
+                        break;
+                    }
+                    let rows = self.select(&self.select_alert_day, (day, left as i32), left).await?;
+                    left -= rows.len();
+                    out.push(rows::from_rows(&rows)?);
+                }
+                Ok(out)
+            }
+            Query::Recent { .. } => unreachable!("`recent` is not a Cassandra query: see App::query"),
+        }
+    }
+
+    async fn select(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        limit: usize,
+    ) -> Result<Vec<Row>, CassandraError> {
+        self.session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|e| request("select")(e.to_string()))?
+            .rows_stream::<Row>()
+            .map_err(|e| request("select")(e.to_string()))?
+            .take(limit)
+            .try_collect()
+            .await
+            .map_err(|e| request("select")(e.to_string()))
+    }
+
+    /// True if Cassandra answers a trivial query.
+    pub async fn healthy(&self) -> bool {
+        self.session.query_unpaged("SELECT release_version FROM system.local", &[]).await.is_ok()
+    }
+}

@@ -1,0 +1,253 @@
+//! Outcomes as Cassandra rows and back. The stored columns are derived from
+//! the outcome schema ([`crate::score::outcome::schema`]), so a field added
+//! to the record reaches Cassandra without a second list to keep in step.
+//!
+//! The transaction time is stored once, as `trans_time` (a timestamp, part of
+//! the key); `unix_time` and `trans_date_trans_time` are rebuilt from it on
+//! the way back.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder,
+};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type};
+use arrow::record_batch::RecordBatch;
+use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row};
+
+use crate::record::column;
+use crate::score::outcome::{self, SCORED_AT};
+
+/// The time column every table is clustered by.
+pub const TRANS_TIME: &str = "trans_time";
+/// The partition key of `alerts`.
+pub const DAY: &str = "day";
+
+/// One stored column.
+#[derive(Debug, Clone)]
+pub struct StoredColumn {
+    pub name: String,
+    pub cql_type: &'static str,
+    /// Index in the outcome schema; None for `trans_time`.
+    source: Option<usize>,
+}
+
+/// Stored columns in order: the key columns first (`cc_num`, `trans_time`,
+/// `trans_num`), then every other outcome column.
+pub fn columns() -> &'static [StoredColumn] {
+    static COLUMNS: OnceLock<Vec<StoredColumn>> = OnceLock::new();
+    COLUMNS.get_or_init(|| {
+        let schema = outcome::schema();
+        let mut out = vec![
+            StoredColumn { name: column::cc_num.into(), cql_type: "text", source: schema.index_of(column::cc_num).ok() },
+            StoredColumn { name: TRANS_TIME.into(), cql_type: "timestamp", source: None },
+            StoredColumn {
+                name: column::trans_num.into(),
+                cql_type: "text",
+                source: schema.index_of(column::trans_num).ok(),
+            },
+        ];
+        for (i, f) in schema.fields().iter().enumerate() {
+            let name = f.name().as_str();
+            if [column::cc_num, column::trans_num, column::unix_time, column::trans_date_trans_time].contains(&name) {
+                continue;
+            }
+            let cql_type = match (name, f.data_type()) {
+                (SCORED_AT, _) => "timestamp",
+                (_, DataType::Utf8) => "text",
+                (_, DataType::Float64) => "double",
+                (_, DataType::Float32) => "float",
+                (_, DataType::Int64) => "bigint",
+                (_, DataType::Int32) => "int",
+                (_, DataType::Boolean) => "boolean",
+                (_, other) => unreachable!("outcome column {name} has type {other}, which has no CQL mapping"),
+            };
+            out.push(StoredColumn { name: name.into(), cql_type, source: Some(i) });
+        }
+        out
+    })
+}
+
+/// Comma-separated column names, for SELECT and INSERT.
+pub fn column_list() -> String {
+    columns().iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`.
+pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
+    let defs = columns().iter().map(|c| format!("  \"{}\" {}", c.name, c.cql_type)).collect::<Vec<_>>().join(",\n");
+    let order = "WITH CLUSTERING ORDER BY (trans_time DESC, trans_num DESC)";
+    vec![
+        format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.transactions (\n{defs},\n  PRIMARY KEY ((cc_num), trans_time, trans_num)\n) {order}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.alerts (\n  day date,\n{defs},\n  PRIMARY KEY ((day), trans_time, trans_num)\n) {order}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.models (\n  version text PRIMARY KEY,\n  created_at text,\n  deployed_at timestamp,\n  threshold double,\n  metrics text,\n  meta text\n)"
+        ),
+    ]
+}
+
+/// One row to bind, in [`columns`] order.
+pub type Values = Vec<Option<CqlValue>>;
+
+/// Converts outcomes to rows; `day` also returns each row's UTC day (for `alerts`).
+pub fn to_rows(outcomes: &RecordBatch) -> Vec<(Values, CqlDate)> {
+    let unix_time = outcomes.column_by_name(column::unix_time).expect("outcome column").as_primitive::<Int64Type>();
+    (0..outcomes.num_rows())
+        .map(|row| {
+            let seconds = unix_time.value(row);
+            let values = columns()
+                .iter()
+                .map(|c| match c.source {
+                    None => Some(CqlValue::Timestamp(CqlTimestamp(seconds * 1000))),
+                    Some(i) => cql_value(outcomes.column(i).as_ref(), row, c.cql_type),
+                })
+                .collect();
+            (values, day_of(seconds))
+        })
+        .collect()
+}
+
+/// The CQL `date` of a Unix time (days since the epoch, offset by 2^31).
+pub fn day_of(unix_seconds: i64) -> CqlDate {
+    CqlDate(((1i64 << 31) + unix_seconds.div_euclid(86_400)) as u32)
+}
+
+fn cql_value(array: &dyn Array, row: usize, cql_type: &str) -> Option<CqlValue> {
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Utf8 => CqlValue::Text(array.as_string::<i32>().value(row).to_string()),
+        DataType::Float64 => CqlValue::Double(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Float32 => CqlValue::Float(array.as_primitive::<Float32Type>().value(row)),
+        DataType::Int64 if cql_type == "timestamp" => {
+            CqlValue::Timestamp(CqlTimestamp(array.as_primitive::<Int64Type>().value(row)))
+        }
+        DataType::Int64 => CqlValue::BigInt(array.as_primitive::<Int64Type>().value(row)),
+        DataType::Int32 => CqlValue::Int(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Boolean => CqlValue::Boolean(array.as_boolean().value(row)),
+        other => unreachable!("no CQL mapping for {other}"),
+    })
+}
+
+/// Why stored rows could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("stored column `{column}` holds {found}, expected {expected}")]
+pub struct RowTypeError {
+    column: String,
+    found: String,
+    expected: &'static str,
+}
+
+/// Rebuilds outcomes from rows selected with [`column_list`].
+pub fn from_rows(rows: &[Row]) -> Result<RecordBatch, RowTypeError> {
+    let schema = outcome::schema();
+    let stored = columns();
+    let time_at = stored.iter().position(|c| c.source.is_none()).expect("trans_time column");
+    let times: Vec<Option<i64>> = rows
+        .iter()
+        .map(|r| match r.columns.get(time_at) {
+            Some(Some(CqlValue::Timestamp(t))) => Some(t.0),
+            _ => None,
+        })
+        .collect();
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let name = field.name().as_str();
+        let array: ArrayRef = if name == column::unix_time {
+            Arc::new(times.iter().map(|t| t.map(|ms| ms.div_euclid(1000))).collect::<arrow::array::Int64Array>())
+        } else if name == column::trans_date_trans_time {
+            let mut b = StringBuilder::new();
+            for t in &times {
+                b.append_option(t.and_then(chrono::DateTime::from_timestamp_millis).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()));
+            }
+            Arc::new(b.finish())
+        } else {
+            let at = stored.iter().position(|c| c.source == Some(i)).expect("every other column is stored");
+            build_column(field.data_type(), name, rows.iter().map(|r| r.columns.get(at).and_then(Option::as_ref)))?
+        };
+        arrays.push(array);
+    }
+    Ok(RecordBatch::try_new(schema, arrays).expect("columns follow the outcome schema"))
+}
+
+fn build_column<'a>(
+    data_type: &DataType,
+    name: &str,
+    values: impl Iterator<Item = Option<&'a CqlValue>>,
+) -> Result<ArrayRef, RowTypeError> {
+    let wrong = |found: &CqlValue, expected: &'static str| RowTypeError {
+        column: name.to_string(),
+        found: format!("{found:?}").chars().take(60).collect(),
+        expected,
+    };
+    macro_rules! build {
+        ($builder:expr, $expected:literal, $($pat:pat => $v:expr),+) => {{
+            let mut b = $builder;
+            for value in values {
+                match value {
+                    None => b.append_null(),
+                    $( Some($pat) => b.append_value($v), )+
+                    Some(other) => return Err(wrong(other, $expected)),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    Ok(match data_type {
+        DataType::Utf8 => build!(StringBuilder::new(), "text", CqlValue::Text(s) => s),
+        DataType::Float64 => build!(Float64Builder::new(), "double", CqlValue::Double(v) => *v),
+        DataType::Float32 => build!(Float32Builder::new(), "float", CqlValue::Float(v) => *v),
+        DataType::Int64 => build!(Int64Builder::new(), "bigint or timestamp",
+            CqlValue::BigInt(v) => *v, CqlValue::Timestamp(t) => t.0),
+        DataType::Int32 => build!(Int32Builder::new(), "int", CqlValue::Int(v) => *v),
+        DataType::Boolean => build!(BooleanBuilder::new(), "boolean", CqlValue::Boolean(v) => *v),
+        other => unreachable!("no CQL mapping for {other}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_columns_come_first_and_time_is_stored_once() {
+        let names: Vec<_> = columns().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(&names[..3], &["cc_num", "trans_time", "trans_num"]);
+        assert!(!names.contains(&"unix_time") && !names.contains(&"trans_date_trans_time"));
+        assert!(names.contains(&"fraud_score") && names.contains(&"kafka_offset"));
+    }
+
+    #[test]
+    fn the_shipped_cql_file_matches_the_code_cql_file() {
+        let generated = create_statements("fraudflight", "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+            .into_iter()
+            .map(|s| format!("{s};\n"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/schema/cassandra.cql");
+        if std::env::var_os("FRAUDFLIGHT_REGENERATE_SCHEMA").is_some() {
+            let header = "-- fraudflight's Cassandra schema (DESIGN.md, \"Cassandra\"), generated from the outcome\n\
+                -- schema by src/cassandra/rows.rs: the service creates the same tables itself (with its\n\
+                -- configured keyspace and replication); compose's init job runs this file.\n\
+                -- Regenerate: FRAUDFLIGHT_REGENERATE_SCHEMA=1 cargo test --lib cql_file\n";
+            std::fs::write(path, format!("{header}{generated}")).unwrap();
+        }
+        let file = std::fs::read_to_string(path).unwrap();
+        let body: String = file.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n");
+        assert_eq!(body.trim(), generated.trim(), "regenerate scripts/schema/cassandra.cql (see its header)");
+    }
+
+    #[test]
+    fn days_count_from_the_cql_epoch() {
+        assert_eq!(day_of(0).0, 1 << 31);
+        assert_eq!(day_of(86_399).0, 1 << 31);
+        assert_eq!(day_of(-1).0, (1 << 31) - 1);
+    }
+}

@@ -1,0 +1,370 @@
+//! Configuration of `fraudflight serve`: one TOML file (every key optional,
+//! unknown keys refused by name) and `FRAUDFLIGHT_*` environment variables
+//! that win over it. `fraudflight.toml` at the project root lists
+//! every key with its default and meaning; a unit test keeps the two in step.
+//!
+//! Environment names follow the key path: `kafka.batch_max_records` is
+//! `FRAUDFLIGHT_KAFKA_BATCH_MAX_RECORDS`, top-level `flight_addr` is
+//! `FRAUDFLIGHT_FLIGHT_ADDR`. An empty `kafka.brokers`, `cassandra.nodes` or
+//! `opensearch.url` switches that part off.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "FRAUDFLIGHT_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Model directory; empty = the newest under `models/`.
+    pub model: String,
+    /// ONNX Runtime sessions per model.
+    pub sessions: usize,
+    pub flight_addr: String,
+    pub http_addr: String,
+    /// How long shutdown may take to drain in-flight batches, ms.
+    pub shutdown_timeout_ms: u64,
+    pub kafka: KafkaConfig,
+    pub cassandra: CassandraConfig,
+    pub opensearch: OpenSearchConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; empty = no Kafka source.
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// A batch closes at this many records...
+    pub batch_max_records: usize,
+    /// ...or this many milliseconds after its first record.
+    pub batch_max_ms: u64,
+    /// Batches scored or being written at once; beyond it the consumer pauses.
+    pub max_in_flight_batches: usize,
+    /// Larger record values go to the DLQ unread.
+    pub max_record_bytes: usize,
+    /// Also write every outcome, as JSON, to `<topic>.scored`.
+    pub outcome_topic: bool,
+    /// Any librdkafka property for the consumer and producers
+    /// (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CassandraConfig {
+    /// Contact points, comma-separated host:port; empty = sink off.
+    pub nodes: String,
+    pub keyspace: String,
+    /// CQL replication map used when the keyspace is created.
+    pub replication: String,
+    /// Writes in flight at once (all batches together).
+    pub concurrency: usize,
+    /// Per-request timeout, ms.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenSearchConfig {
+    /// OpenSearch or Elasticsearch URL; empty = sink off.
+    pub url: String,
+    /// Daily indices are `<prefix>-YYYY.MM.DD`; the template matches `<prefix>-*`.
+    pub index_prefix: String,
+    /// Documents per bulk request.
+    pub bulk_max_docs: usize,
+    /// Bulk requests in flight at once.
+    pub bulk_concurrency: usize,
+    /// Per-request timeout, ms.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            sessions: 2,
+            flight_addr: "127.0.0.1:50051".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            shutdown_timeout_ms: 15_000,
+            kafka: KafkaConfig::default(),
+            cassandra: CassandraConfig::default(),
+            opensearch: OpenSearchConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "transactions".into(),
+            group: "fraudflight".into(),
+            // Measured (README, "Performance"): scoring reaches its plateau by
+            // 1-4k rows, and at 10 ms a quiet stream still sees low latency.
+            batch_max_records: 4_096,
+            batch_max_ms: 10,
+            max_in_flight_batches: 8,
+            max_record_bytes: 64 << 10,
+            outcome_topic: false,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for CassandraConfig {
+    fn default() -> Self {
+        Self {
+            nodes: "127.0.0.1:9042".into(),
+            keyspace: "fraudflight".into(),
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            concurrency: 256,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for OpenSearchConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9200".into(),
+            index_prefix: "fraudflight-transactions".into(),
+            bulk_max_docs: 5_000,
+            bulk_concurrency: 2,
+            request_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    Env { name: String, value: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// The file's settings (defaults if `path` is None), then the
+    /// environment's overrides, validated.
+    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?
+            }
+            None => Self::default(),
+        };
+        let config = config.with_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; unknown keys are errors that name the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Applies `FRAUDFLIGHT_<SECTION>_<KEY>` overrides to every scalar key.
+    fn with_env(self, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut tree = toml::Value::try_from(&self).expect("config serializes");
+        let table = tree.as_table_mut().expect("config is a table");
+        apply_env(table, ENV_PREFIX, &env)?;
+        tree.try_into().map_err(|e: toml::de::Error| ConfigError::Env {
+            name: ENV_PREFIX.into(),
+            value: String::new(),
+            message: e.to_string(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("sessions", self.sessions),
+            ("kafka.batch_max_records", self.kafka.batch_max_records),
+            ("kafka.max_in_flight_batches", self.kafka.max_in_flight_batches),
+            ("kafka.max_record_bytes", self.kafka.max_record_bytes),
+            ("cassandra.concurrency", self.cassandra.concurrency),
+            ("opensearch.bulk_max_docs", self.opensearch.bulk_max_docs),
+            ("opensearch.bulk_concurrency", self.opensearch.bulk_concurrency),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid { key, message: "must be at least 1".into() });
+            }
+        }
+        for (key, addr) in [("flight_addr", &self.flight_addr), ("http_addr", &self.http_addr)] {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| ConfigError::Invalid { key, message: format!("{addr:?} is not host:port ({e})") })?;
+        }
+        if self.kafka.brokers.is_empty() {
+            return Ok(());
+        }
+        if self.kafka.topic.is_empty() {
+            return Err(ConfigError::Invalid { key: "kafka.topic", message: "must not be empty".into() });
+        }
+        if self.kafka.group.is_empty() {
+            return Err(ConfigError::Invalid { key: "kafka.group", message: "must not be empty".into() });
+        }
+        if !self.cassandra.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::Invalid {
+                key: "cassandra.keyspace",
+                message: format!("{:?}: letters, digits and _ only", self.cassandra.keyspace),
+            });
+        }
+        Ok(())
+    }
+
+    /// The model directory, or None for "the newest under models/".
+    pub fn model_dir(&self) -> Option<PathBuf> {
+        (!self.model.is_empty()).then(|| PathBuf::from(&self.model))
+    }
+}
+
+impl KafkaConfig {
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+
+    pub fn scored_topic(&self) -> String {
+        format!("{}.scored", self.topic)
+    }
+
+    pub fn properties(&self) -> Vec<(String, String)> {
+        self.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl CassandraConfig {
+    pub fn enabled(&self) -> bool {
+        !self.nodes.trim().is_empty()
+    }
+
+    pub fn node_list(&self) -> Vec<String> {
+        self.nodes.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect()
+    }
+}
+
+impl OpenSearchConfig {
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    prefix: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (key, value) in table.iter_mut() {
+        let name = format!("{prefix}{}", key.to_ascii_uppercase());
+        match value {
+            toml::Value::Table(inner) if key == "properties" => {
+                // librdkafka properties: FRAUDFLIGHT_KAFKA_PROPERTIES="k=v;k2=v2".
+                if let Some(text) = env(&name) {
+                    for pair in text.split(';').filter(|p| !p.trim().is_empty()) {
+                        let (k, v) = crate::kafka::parse_property(pair).map_err(|message| ConfigError::Env {
+                            name: name.clone(),
+                            value: "(not shown: may hold secrets)".into(),
+                            message,
+                        })?;
+                        inner.insert(k, toml::Value::String(v));
+                    }
+                }
+            }
+            toml::Value::Table(inner) => apply_env(inner, &format!("{name}_"), env)?,
+            scalar => {
+                if let Some(text) = env(&name) {
+                    *scalar = parse_like(scalar, &text).map_err(|message| ConfigError::Env {
+                        name: name.clone(),
+                        value: text.clone(),
+                        message,
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses an environment value as the type the key already has.
+fn parse_like(current: &toml::Value, text: &str) -> Result<toml::Value, String> {
+    Ok(match current {
+        toml::Value::String(_) => toml::Value::String(text.to_string()),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(text.trim().parse().map_err(|_| format!("{text:?} is not an integer"))?)
+        }
+        toml::Value::Boolean(_) => toml::Value::Boolean(match text.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(format!("{text:?} is not true/false")),
+        }),
+        toml::Value::Float(_) => toml::Value::Float(text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?),
+        other => return Err(format!("cannot be set from the environment (a {})", other.type_str())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = include_str!("../fraudflight.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[kafka]\nbatch_max_recrods = 5\n").unwrap_err();
+        assert!(err.contains("batch_max_recrods"), "{err}");
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, "[kafka]\ntopic = \"from-file\"\nbatch_max_ms = 5\n").unwrap();
+        let env = |name: &str| match name {
+            "FRAUDFLIGHT_KAFKA_TOPIC" => Some("from-env".to_string()),
+            "FRAUDFLIGHT_OPENSEARCH_URL" => Some(String::new()),
+            "FRAUDFLIGHT_KAFKA_OUTCOME_TOPIC" => Some("true".to_string()),
+            "FRAUDFLIGHT_KAFKA_PROPERTIES" => Some("security.protocol=SASL_PLAINTEXT;sasl.mechanism=PLAIN".into()),
+            _ => None,
+        };
+        let config = Config::load(Some(&path), env).unwrap();
+        assert_eq!(config.kafka.topic, "from-env");
+        assert_eq!(config.kafka.batch_max_ms, 5);
+        assert!(config.kafka.outcome_topic);
+        assert!(!config.opensearch.enabled());
+        assert_eq!(config.kafka.properties["sasl.mechanism"], "PLAIN");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_or_key() {
+        let env = |name: &str| (name == "FRAUDFLIGHT_KAFKA_BATCH_MAX_MS").then(|| "soon".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("FRAUDFLIGHT_KAFKA_BATCH_MAX_MS") && err.contains("not an integer"), "{err}");
+        let env = |name: &str| (name == "FRAUDFLIGHT_KAFKA_BATCH_MAX_RECORDS").then(|| "0".to_string());
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("kafka.batch_max_records"), "{err}");
+        assert!(Config::load(None, no_env).is_ok());
+    }
+}

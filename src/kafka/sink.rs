@@ -1,0 +1,138 @@
+//! What the pipeline writes back to Kafka: dead letters to `<topic>.dlq`
+//! (the original bytes and key, a header `error` naming the problem, and the
+//! source position) and, optionally, every outcome as JSON to
+//! `<topic>.scored`. Every delivery is awaited; an undelivered record is
+//! retried with backoff, so a bad record is never lost on its way to the DLQ.
+
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use arrow::record_batch::RecordBatch;
+use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::record::column;
+use crate::retry::{Abandoned, Backoff};
+
+/// A record that could not be scored (or stored), on its way to the DLQ.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub error: String,
+    /// (partition, offset) in the input topic, when it came from Kafka.
+    pub source: Option<(i32, i64)>,
+}
+
+/// Largest value the DLQ producer sends whole; a larger one is cut and
+/// marked (`truncated`, `original_bytes` headers), as the broker would refuse it.
+const MAX_DLQ_VALUE: usize = 900 * 1024;
+
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: FutureProducer,
+    input_topic: String,
+    dlq_topic: String,
+    scored_topic: Option<String>,
+}
+
+impl KafkaSink {
+    pub fn new(
+        brokers: &str,
+        properties: &[(String, String)],
+        input_topic: &str,
+        dlq_topic: String,
+        scored_topic: Option<String>,
+    ) -> Result<Self, KafkaError> {
+        let mut config = super::client_config(brokers, &[]);
+        config
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", "2000000")
+            // librdkafka gives up on a message after this; we then retry it ourselves.
+            .set("message.timeout.ms", "30000");
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        Ok(Self { producer: config.create()?, input_topic: input_topic.to_string(), dlq_topic, scored_topic })
+    }
+
+    pub fn dlq_topic(&self) -> &str {
+        &self.dlq_topic
+    }
+
+    /// Sends dead letters and waits until Kafka has every one.
+    pub async fn dead_letters(&self, letters: &[DeadLetter], abandon: &CancellationToken) -> Result<(), Abandoned> {
+        let sends = letters.iter().map(|letter| async move {
+            let (value, cut) = if letter.value.len() > MAX_DLQ_VALUE {
+                (&letter.value[..MAX_DLQ_VALUE], true)
+            } else {
+                (&letter.value[..], false)
+            };
+            let mut headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(letter.error.as_bytes()) });
+            headers = headers.insert(Header { key: "source_topic", value: Some(self.input_topic.as_bytes()) });
+            if let Some((partition, offset)) = letter.source {
+                headers = headers
+                    .insert(Header { key: "source_partition", value: Some(partition.to_string().as_bytes()) })
+                    .insert(Header { key: "source_offset", value: Some(offset.to_string().as_bytes()) });
+            }
+            if cut {
+                headers = headers
+                    .insert(Header { key: "truncated", value: Some(b"true".as_slice()) })
+                    .insert(Header { key: "original_bytes", value: Some(letter.value.len().to_string().as_bytes()) });
+            }
+            self.send(&self.dlq_topic, letter.key.as_deref(), value, headers, abandon).await
+        });
+        join_all(sends).await.into_iter().collect()
+    }
+
+    /// Sends every outcome as a JSON object to `<topic>.scored` (if enabled).
+    pub async fn outcomes(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<(), Abandoned> {
+        let Some(topic) = &self.scored_topic else { return Ok(()) };
+        let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+        writer.write(outcomes).expect("outcomes are JSON-encodable");
+        writer.finish().expect("in-memory writer");
+        let lines = writer.into_inner();
+        let cards = outcomes.column_by_name(column::cc_num).expect("outcome column").as_string::<i32>();
+        let sends = lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate().map(|(row, line)| {
+            self.send(topic, Some(cards.value(row).as_bytes()), line, OwnedHeaders::new(), abandon)
+        });
+        join_all(sends).await.into_iter().collect()
+    }
+
+    async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: OwnedHeaders,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let mut backoff = Backoff::default();
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let mut record = FutureRecord::to(topic).payload(value).headers(headers.clone());
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            let error = match self.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => return Ok(()),
+                Err((e, _)) => e,
+            };
+            if attempts == 1 || attempts.is_multiple_of(20) {
+                tracing::warn!(error = %error, topic, attempts, "Kafka write failed; retrying");
+            }
+            if matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) {
+                tracing::error!(topic, bytes = value.len(), "record too large for the broker even after truncation");
+            }
+            if !backoff.wait(abandon).await {
+                return Err(Abandoned { sink: "kafka", attempts, last: error.to_string() });
+            }
+        }
+    }
+}

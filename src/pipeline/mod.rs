@@ -1,0 +1,114 @@
+//! The streaming pipeline of `fraudflight serve` (DESIGN.md, "Shape"):
+//!
+//! ```text
+//! source thread (Kafka, batches) -> scoring stage (in order) -> sink tasks (concurrent)
+//!        ^                                                          |
+//!        +------------- acknowledgement: offsets committable -------+
+//! ```
+//!
+//! [`source`] polls and batches; [`decode`] turns records into outcomes and
+//! dead letters; [`sinks`] writes them everywhere; [`offsets`] decides what
+//! may be committed. At most `max_in_flight_batches` batches exist at once,
+//! which bounds memory whatever the sinks do.
+
+pub mod decode;
+pub mod offsets;
+pub mod sinks;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::KafkaConfig;
+use crate::retry::Backoff;
+use crate::shutdown::Shutdown;
+use source::{Dispatched, Shared, SourceSettings};
+
+/// A running pipeline.
+pub struct Pipeline {
+    source: std::thread::JoinHandle<()>,
+    scoring: tokio::task::JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Starts consuming. Stops when `shutdown` fires: drains in-flight
+    /// batches for at most `drain`, then abandons what is left (through
+    /// `abandon`) and commits what was stored.
+    pub fn start(
+        app: Arc<App>,
+        kafka: &KafkaConfig,
+        drain: Duration,
+        shutdown: Shutdown,
+        abandon: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let permits = Arc::new(Semaphore::new(kafka.max_in_flight_batches));
+        let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
+        let settings = SourceSettings { kafka: kafka.clone(), drain };
+        let source = source::start(settings, tx, permits, shutdown, abandon.clone())?;
+        let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));
+        Ok(Self { source: source.thread, scoring })
+    }
+
+    /// Waits for the source thread (it returns after its final commit) and
+    /// the scoring stage.
+    pub async fn join(self) {
+        let source = self.source;
+        let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        let _ = self.scoring.await;
+    }
+}
+
+/// Scores batches one after another, in dispatch order (the stage that will
+/// own per-card state), and hands each to its own sink task.
+async fn scoring_stage(
+    app: Arc<App>,
+    mut batches: mpsc::Receiver<Dispatched>,
+    shared: Arc<Shared>,
+    max_record_bytes: usize,
+    abandon: CancellationToken,
+) {
+    let mut writers = tokio::task::JoinSet::new();
+    while let Some(batch) = batches.recv().await {
+        let records = Arc::new(batch.records);
+        let mut backoff = Backoff::default();
+        let scored = loop {
+            let (app, records) = (app.clone(), records.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                decode::score_records(&records, &app.scorer, max_record_bytes)
+            })
+            .await;
+            match result {
+                Ok(Ok(scored)) => break Some(scored),
+                Ok(Err(e)) => tracing::error!(error = %e, "scoring a batch failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "scoring task panicked; retrying"),
+            }
+            if !backoff.wait(&abandon).await {
+                break None;
+            }
+        };
+        let Some(scored) = scored else { continue };
+        let (app, shared, abandon, spans, id, permit) =
+            (app.clone(), shared.clone(), abandon.clone(), batch.spans, batch.id, batch.permit);
+        let ingested = records.len();
+        writers.spawn(async move {
+            let outcomes = scored.outcomes;
+            let invalid = scored.dead.len();
+            app.store.insert(&outcomes);
+            match app.sinks.write(&outcomes, scored.dead, &abandon).await {
+                Ok(_) => {
+                    app.stats.record(ingested, outcomes.num_rows(), invalid, crate::app::count_alerts(&outcomes));
+                    shared.ack(id, &spans);
+                }
+                Err(e) => tracing::warn!(error = %e, batch = id, "batch not stored; it will be re-read"),
+            }
+            drop(permit);
+        });
+        // Reap finished writers so the set does not grow.
+        while writers.try_join_next().is_some() {}
+    }
+    while writers.join_next().await.is_some() {}
+}

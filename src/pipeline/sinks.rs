@@ -1,0 +1,97 @@
+//! Fan-out to every enabled sink: Cassandra, OpenSearch, the dead-letter
+//! topic and the optional outcome topic, written concurrently. `write`
+//! returns only when every sink has accepted every record of the batch, which
+//! is what lets the source commit its offsets (end-to-end acknowledgement).
+
+use std::sync::Arc;
+
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
+use arrow::record_batch::RecordBatch;
+use tokio_util::sync::CancellationToken;
+
+use crate::cassandra::Cassandra;
+use crate::kafka::sink::{DeadLetter, KafkaSink};
+use crate::retry::Abandoned;
+use crate::search::Search;
+
+#[derive(Default, Clone)]
+pub struct Sinks {
+    pub cassandra: Option<Arc<Cassandra>>,
+    pub search: Option<Arc<Search>>,
+    pub kafka: Option<KafkaSink>,
+}
+
+/// What a batch's write did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Records sent to the dead-letter topic (bad input or refused by a sink).
+    pub dead_letters: usize,
+}
+
+impl Sinks {
+    pub fn is_empty(&self) -> bool {
+        self.cassandra.is_none() && self.search.is_none() && self.kafka.is_none()
+    }
+
+    /// Writes outcomes and dead letters; Ok once all are stored.
+    pub async fn write(
+        &self,
+        outcomes: &RecordBatch,
+        mut dead: Vec<DeadLetter>,
+        abandon: &CancellationToken,
+    ) -> Result<Written, Abandoned> {
+        let cassandra = async {
+            match &self.cassandra {
+                Some(c) if outcomes.num_rows() > 0 => c.write(outcomes, abandon).await,
+                _ => Ok(()),
+            }
+        };
+        let search = async {
+            match &self.search {
+                Some(s) if outcomes.num_rows() > 0 => s.write(outcomes, abandon).await,
+                _ => Ok(Vec::new()),
+            }
+        };
+        let scored = async {
+            match &self.kafka {
+                Some(k) if outcomes.num_rows() > 0 => k.outcomes(outcomes, abandon).await,
+                _ => Ok(()),
+            }
+        };
+        let (cassandra, refused, scored) = tokio::join!(cassandra, search, scored);
+        cassandra?;
+        scored?;
+        let refused = refused?;
+        if !refused.is_empty() {
+            // A document the search engine refuses for good still reaches the
+            // DLQ, as the outcome it was, with the reason.
+            let rows = UInt32Array::from_iter_values(refused.iter().map(|r| r.row as u32));
+            let docs = take_record_batch(outcomes, &rows).expect("rows in range");
+            let json = crate::http::to_json_rows(&[docs]).unwrap_or_default();
+            let values: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap_or_default();
+            for (r, value) in refused.iter().zip(values) {
+                tracing::error!(error = %r.error, "search engine refused an outcome; sent to the DLQ");
+                dead.push(DeadLetter {
+                    key: None,
+                    value: serde_json::to_vec(&value).unwrap_or_default(),
+                    error: r.error.clone(),
+                    source: None,
+                });
+            }
+        }
+        if dead.is_empty() {
+            return Ok(Written::default());
+        }
+        match &self.kafka {
+            Some(k) => k.dead_letters(&dead, abandon).await?,
+            None => {
+                // No Kafka (a pure Flight server): say so loudly, record by record.
+                for d in &dead {
+                    tracing::error!(error = %d.error, "record not stored and no dead-letter topic configured");
+                }
+            }
+        }
+        Ok(Written { dead_letters: dead.len() })
+    }
+}

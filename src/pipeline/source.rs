@@ -1,0 +1,349 @@
+//! The Kafka source: one consumer in a consumer group, polled by a dedicated
+//! thread. It groups records into batches (closed at `batch_max_records` or
+//! `batch_max_ms` after the first record), hands each batch to the scoring
+//! stage with an in-flight permit, and commits offsets only as far as the
+//! [`OffsetTracker`] allows (every sink acknowledged every record up to it).
+//!
+//! Backpressure: when every permit is taken (a sink is slow or down) the
+//! thread pauses its partitions and keeps polling, which serves rebalances
+//! and keeps the group membership alive, without fetching. On revocation it
+//! waits (bounded) for the revoked partitions' batches, commits what they
+//! stored, and forgets them; records not yet dispatched are dropped and
+//! redelivered to the partition's next owner.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::decode::RawRecord;
+use super::offsets::{BatchId, OffsetTracker, Span};
+use crate::config::KafkaConfig;
+use crate::shutdown::Shutdown;
+
+/// A batch on its way to scoring and the sinks.
+pub struct Dispatched {
+    pub id: BatchId,
+    pub spans: Vec<Span>,
+    pub records: Vec<RawRecord>,
+    /// Returned when the batch is acknowledged (or abandoned).
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// State shared by the source thread, its rebalance callbacks and the tasks
+/// that acknowledge batches.
+pub struct Shared {
+    tracker: Mutex<OffsetTracker>,
+    acked: Condvar,
+    /// Set at shutdown: revocation no longer waits for batches.
+    closing: AtomicBool,
+}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { tracker: Mutex::default(), acked: Condvar::new(), closing: AtomicBool::new(false) })
+    }
+
+    /// Every sink stored the batch.
+    pub fn ack(&self, id: BatchId, spans: &[Span]) {
+        let known = self.tracker.lock().expect("tracker lock").ack(id, spans);
+        if !known {
+            tracing::debug!(batch = id, "acknowledgement for revoked partitions ignored");
+        }
+        self.acked.notify_all();
+    }
+
+    /// Waits until no batch of `partitions` (all if None) is in flight, or
+    /// the deadline passes; returns how many are still pending.
+    fn wait_idle(&self, partitions: Option<&[i32]>, deadline: Instant) -> usize {
+        let mut tracker = self.tracker.lock().expect("tracker lock");
+        loop {
+            let pending = tracker.pending(partitions);
+            let now = Instant::now();
+            if pending == 0 || now >= deadline {
+                return pending;
+            }
+            tracker = self.acked.wait_timeout(tracker, deadline - now).expect("tracker lock").0;
+        }
+    }
+}
+
+/// Rebalance handling (runs inside `poll`, on the source thread).
+pub struct SourceContext {
+    shared: Arc<Shared>,
+    topic: String,
+    drain: Duration,
+    revoked: Mutex<Vec<i32>>,
+    assignment_changed: AtomicBool,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let partitions = self.partitions_of(list);
+        if !self.shared.closing.load(Ordering::SeqCst) {
+            let left = self.shared.wait_idle(Some(&partitions), Instant::now() + self.drain);
+            if left > 0 {
+                tracing::warn!(batches = left, "partitions revoked with batches unfinished; the new owner re-reads them");
+            }
+        }
+        let offsets = {
+            let mut tracker = self.shared.tracker.lock().expect("tracker lock");
+            let offsets = tracker.take_committable(Some(&partitions));
+            tracker.forget(&partitions);
+            offsets
+        };
+        commit(consumer, &self.topic, &offsets, CommitMode::Sync);
+        tracing::info!(?partitions, "partitions revoked");
+        self.revoked.lock().expect("revoked lock").extend(partitions);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions = self.partitions_of(list);
+                tracing::info!(?partitions, "partitions assigned");
+                self.shared.tracker.lock().expect("tracker lock").assign(partitions);
+                self.assignment_changed.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+impl SourceContext {
+    fn partitions_of(&self, list: &TopicPartitionList) -> Vec<i32> {
+        list.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
+    }
+}
+
+fn commit(consumer: &BaseConsumer<SourceContext>, topic: &str, offsets: &std::collections::BTreeMap<i32, i64>, mode: CommitMode) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for (&partition, &next) in offsets {
+        if let Err(e) = list.add_partition_offset(topic, partition, Offset::Offset(next)) {
+            tracing::error!(error = %e, partition, "cannot build commit list");
+        }
+    }
+    match consumer.commit(&list, mode) {
+        Ok(()) => tracing::debug!(?offsets, "offsets committed"),
+        Err(e) => tracing::warn!(error = %e, ?offsets, "offset commit failed; will be retried with the next one"),
+    }
+}
+
+/// Settings of the source thread.
+pub struct SourceSettings {
+    pub kafka: KafkaConfig,
+    /// Bounded wait for in-flight batches at revocation and shutdown.
+    pub drain: Duration,
+}
+
+/// A started source: the thread and the shared acknowledgement state.
+pub struct Source {
+    pub shared: Arc<Shared>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Creates the consumer, subscribes and starts the polling thread.
+pub fn start(
+    settings: SourceSettings,
+    batches: mpsc::Sender<Dispatched>,
+    permits: Arc<Semaphore>,
+    shutdown: Shutdown,
+    abandon: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Source> {
+    let kafka = &settings.kafka;
+    let shared = Shared::new();
+    let context = SourceContext {
+        shared: shared.clone(),
+        topic: kafka.topic.clone(),
+        drain: settings.drain,
+        revoked: Mutex::default(),
+        assignment_changed: AtomicBool::new(false),
+    };
+    let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
+    config
+        .set("group.id", &kafka.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // Bounds what librdkafka prefetches; our own in-flight permits bound the rest.
+        .set("queued.max.messages.kbytes", "32768");
+    for (k, v) in &kafka.properties {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer<SourceContext> = config
+        .create_with_context(context)
+        .map_err(|e| anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
+    consumer
+        .subscribe(&[&kafka.topic])
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to topic {}: {e}", kafka.topic))?;
+    let thread_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("kafka-source".into())
+        .spawn(move || poll_loop(consumer, settings, thread_shared, batches, permits, shutdown, abandon))?;
+    Ok(Source { shared, thread })
+}
+
+fn poll_loop(
+    consumer: BaseConsumer<SourceContext>,
+    settings: SourceSettings,
+    shared: Arc<Shared>,
+    batches: mpsc::Sender<Dispatched>,
+    permits: Arc<Semaphore>,
+    shutdown: Shutdown,
+    abandon: tokio_util::sync::CancellationToken,
+) {
+    let max_records = settings.kafka.batch_max_records;
+    let max_wait = Duration::from_millis(settings.kafka.batch_max_ms);
+    let topic = settings.kafka.topic.clone();
+    let mut batch: Vec<RawRecord> = Vec::with_capacity(max_records);
+    let mut started: Option<Instant> = None;
+    let mut paused = false;
+    let mut next_id: BatchId = 1;
+    let mut last_commit = Instant::now();
+    let mut last_error: Option<Instant> = None;
+
+    while !shutdown.is_triggered() {
+        let timeout = match started {
+            _ if paused => Duration::from_millis(50),
+            Some(t) => (t + max_wait).saturating_duration_since(Instant::now()),
+            None => Duration::from_millis(100),
+        };
+        let polled = consumer.poll(timeout).map(|r| r.map(|m| raw(&m)));
+
+        let context = consumer.context();
+        let revoked = std::mem::take(&mut *context.revoked.lock().expect("revoked lock"));
+        if !revoked.is_empty() {
+            batch.retain(|r| !revoked.contains(&r.partition));
+        }
+        if context.assignment_changed.swap(false, Ordering::SeqCst) && paused {
+            set_paused(&consumer, true);
+        }
+        match polled {
+            Some(Ok(record)) => {
+                batch.push(record);
+                started.get_or_insert_with(Instant::now);
+            }
+            // Broker down, topic missing, ...: librdkafka reconnects itself.
+            Some(Err(e)) if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                last_error = Some(Instant::now());
+            }
+            Some(Err(_)) => {}
+            None => {}
+        }
+        if batch.is_empty() {
+            started = None;
+        }
+        let due = started.is_some_and(|t| t.elapsed() >= max_wait);
+        if !batch.is_empty() && (batch.len() >= max_records || due) {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let records = std::mem::replace(&mut batch, Vec::with_capacity(max_records));
+                    started = None;
+                    if let Some(dispatched) = register(&shared, next_id, records, permit) {
+                        next_id += 1;
+                        if batches.blocking_send(dispatched).is_err() {
+                            tracing::error!("scoring stage stopped; source stops");
+                            break;
+                        }
+                    }
+                    if paused {
+                        set_paused(&consumer, false);
+                        paused = false;
+                    }
+                }
+                Err(_) if !paused => {
+                    tracing::debug!("all batches in flight; pausing consumption");
+                    set_paused(&consumer, true);
+                    paused = true;
+                }
+                Err(_) => {}
+            }
+        }
+        if last_commit.elapsed() >= Duration::from_millis(200) {
+            let offsets = shared.tracker.lock().expect("tracker lock").take_committable(None);
+            commit(&consumer, &topic, &offsets, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+
+    // Shutdown: records not dispatched are simply not committed (the next
+    // owner reads them); dispatched ones get a bounded time to be stored.
+    let left = shared.wait_idle(None, Instant::now() + settings.drain);
+    if left > 0 {
+        tracing::warn!(batches = left, "shutdown deadline passed; unfinished batches will be re-read on restart");
+    }
+    abandon.cancel();
+    shared.closing.store(true, Ordering::SeqCst);
+    let offsets = shared.tracker.lock().expect("tracker lock").take_committable(None);
+    commit(&consumer, &topic, &offsets, CommitMode::Sync);
+    tracing::info!(?offsets, "source stopped; final offsets committed");
+    drop(consumer);
+}
+
+/// Registers a batch with the tracker; records of partitions no longer owned
+/// are dropped (their next owner reads them).
+fn register(
+    shared: &Shared,
+    id: BatchId,
+    mut records: Vec<RawRecord>,
+    permit: OwnedSemaphorePermit,
+) -> Option<Dispatched> {
+    let mut tracker = shared.tracker.lock().expect("tracker lock");
+    records.retain(|r| tracker.is_assigned(r.partition));
+    if records.is_empty() {
+        return None;
+    }
+    let spans = spans_of(&records);
+    if !tracker.dispatch(id, &spans) {
+        return None;
+    }
+    Some(Dispatched { id, spans, records, permit })
+}
+
+/// Per partition, the first and last offset in a batch.
+pub fn spans_of(records: &[RawRecord]) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    for r in records {
+        match spans.iter_mut().find(|s| s.partition == r.partition) {
+            Some(s) => {
+                s.first = s.first.min(r.offset);
+                s.last = s.last.max(r.offset);
+            }
+            None => spans.push(Span { partition: r.partition, first: r.offset, last: r.offset }),
+        }
+    }
+    spans
+}
+
+fn set_paused(consumer: &BaseConsumer<SourceContext>, pause: bool) {
+    let Ok(assignment) = consumer.assignment() else { return };
+    let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
+    }
+}
+
+fn raw<M: Message>(m: &M) -> RawRecord {
+    RawRecord {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: match m.timestamp() {
+            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+            Timestamp::NotAvailable => None,
+        },
+    }
+}

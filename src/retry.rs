@@ -1,0 +1,73 @@
+//! Retrying a sink write: exponential backoff with jitter, forever, until the
+//! write succeeds or the pipeline abandons it (shutdown deadline passed). A
+//! sink that is down therefore stalls its batches rather than losing them.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+/// Delays between attempts: 100 ms doubling to 5 s, each with +-20% jitter so
+/// many writers do not retry in lock step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Duration::from_millis(100), max: Duration::from_secs(5) }
+    }
+}
+
+impl Backoff {
+    /// The next delay; grows until `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0.8..1.2);
+        base.mul_f64(jitter)
+    }
+
+    /// Sleeps the next delay; false if `abandon` fired first.
+    pub async fn wait(&mut self, abandon: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(self.next_delay()) => true,
+            _ = abandon.cancelled() => false,
+        }
+    }
+}
+
+/// A write given up at shutdown; its records are not acknowledged, so Kafka
+/// redelivers them to the next consumer.
+#[derive(Debug, thiserror::Error)]
+#[error("{sink}: write abandoned at shutdown after {attempts} attempt(s); last error: {last}")]
+pub struct Abandoned {
+    pub sink: &'static str,
+    pub attempts: u32,
+    pub last: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_to_the_cap() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120), "{first:?}");
+        let later: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(later.iter().all(|d| *d <= Duration::from_secs(6)));
+        assert!(later.last().unwrap() >= &Duration::from_secs(4));
+    }
+
+    #[tokio::test]
+    async fn waiting_stops_when_abandoned() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let mut b = Backoff { next: Duration::from_secs(60), max: Duration::from_secs(60) };
+        assert!(!b.wait(&token).await);
+    }
+}

@@ -1,0 +1,80 @@
+//! Outcomes as OpenSearch / Elasticsearch documents (DESIGN.md, "OpenSearch /
+//! Elasticsearch"): every outcome field as written by Arrow's JSON writer,
+//! plus `@timestamp` (transaction time, ms), `location` (merchant) and `home`
+//! (customer) as geo points. Each document goes to the daily index of its
+//! transaction time, with `_id` = `trans_num`, so a redelivered record
+//! overwrites itself instead of duplicating.
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+use crate::record::column;
+
+/// One document with its bulk action line.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// `{"index":{"_index":...,"_id":...}}`
+    pub action: Bytes,
+    pub source: Bytes,
+}
+
+/// The daily index of a transaction time.
+pub fn index_name(prefix: &str, unix_seconds: i64) -> String {
+    let day = chrono::DateTime::from_timestamp(unix_seconds, 0).unwrap_or_default();
+    format!("{prefix}-{}", day.format("%Y.%m.%d"))
+}
+
+/// Documents for every outcome row, in row order.
+pub fn build(outcomes: &RecordBatch, prefix: &str) -> Vec<Doc> {
+    let mut writer = arrow::json::LineDelimitedWriter::new(Vec::with_capacity(outcomes.num_rows() * 700));
+    writer.write(outcomes).expect("outcome columns are JSON-encodable");
+    writer.finish().expect("in-memory writer");
+    let lines = writer.into_inner();
+    let f64s = |name| outcomes.column_by_name(name).expect("outcome column").as_primitive::<Float64Type>();
+    let (lat, long, merch_lat, merch_long) =
+        (f64s(column::lat), f64s(column::long), f64s(column::merch_lat), f64s(column::merch_long));
+    let unix_time = outcomes.column_by_name(column::unix_time).expect("outcome column").as_primitive::<Int64Type>();
+    let trans_num = outcomes.column_by_name(column::trans_num).expect("outcome column").as_string::<i32>();
+
+    lines
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(row, line)| {
+            let seconds = unix_time.value(row);
+            let action = serde_json::json!({"index": {
+                "_index": index_name(prefix, seconds),
+                "_id": trans_num.value(row),
+            }});
+            // The writer's object ends with '}': splice the extra fields in.
+            let mut source = Vec::with_capacity(line.len() + 120);
+            source.extend_from_slice(&line[..line.len() - 1]);
+            source.extend_from_slice(
+                format!(
+                    r#","@timestamp":{},"location":{{"lat":{},"lon":{}}},"home":{{"lat":{},"lon":{}}}}}"#,
+                    seconds * 1000,
+                    merch_lat.value(row),
+                    merch_long.value(row),
+                    lat.value(row),
+                    long.value(row),
+                )
+                .as_bytes(),
+            );
+            Doc { action: Bytes::from(serde_json::to_vec(&action).expect("JSON")), source: Bytes::from(source) }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daily_indices_follow_utc_transaction_time() {
+        assert_eq!(index_name("fraudflight-transactions", 0), "fraudflight-transactions-1970.01.01");
+        assert_eq!(index_name("p", 1_735_775_999), "p-2025.01.01");
+        assert_eq!(index_name("p", 1_735_776_000), "p-2025.01.02");
+    }
+}

@@ -1,0 +1,300 @@
+//! The search sink: OpenSearch 2 or Elasticsearch 8 (both speak the same
+//! `_bulk`, `_index_template` and `_search` APIs used here). Installs the
+//! index template on start, bulk-indexes outcomes into daily indices with
+//! `_id` = `trans_num`, checks every item of every bulk response, retries
+//! only the items that failed for a transient reason (429, 5xx) and backs off
+//! while the cluster is busy or down. It also answers the `recent` query
+//! (newest outcomes over all cards), which is a search, not a key lookup.
+
+pub mod docs;
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use ::opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use ::opensearch::http::StatusCode;
+use ::opensearch::indices::IndicesPutIndexTemplateParts;
+use ::opensearch::{BulkParts, OpenSearch, SearchParts};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OpenSearchConfig;
+use crate::retry::{Abandoned, Backoff};
+use crate::score::outcome;
+
+/// The index template shipped in scripts/schema (also used by compose).
+const TEMPLATE: &str = include_str!("../../scripts/schema/opensearch-template.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("OpenSearch URL {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("OpenSearch {what}: {message}")]
+    Request { what: &'static str, message: String },
+}
+
+/// A document the cluster refused for good (a mapping conflict, say): it is
+/// reported, and goes to the dead-letter topic, rather than retried forever.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Row of the outcome batch.
+    pub row: usize,
+    pub error: String,
+}
+
+pub struct Search {
+    client: OpenSearch,
+    /// Bulk requests in flight at once, over all batches: more than the
+    /// cluster has cores only makes each one slower.
+    bulk_slots: tokio::sync::Semaphore,
+    prefix: String,
+    bulk_max_docs: usize,
+    timeout: Duration,
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    errors: bool,
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+impl Search {
+    /// Connects and installs the index template, retrying while the cluster
+    /// is unreachable (until `abandon`).
+    pub async fn connect(config: &OpenSearchConfig, abandon: &CancellationToken) -> Result<Self, SearchError> {
+        let url: ::opensearch::http::Url = config.url.parse().map_err(|e| SearchError::Url {
+            url: config.url.clone(),
+            message: format!("{e}"),
+        })?;
+        let timeout = Duration::from_millis(config.request_timeout_ms);
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SearchError::Url { url: config.url.clone(), message: e.to_string() })?;
+        let search = Self {
+            client: OpenSearch::new(transport),
+            bulk_slots: tokio::sync::Semaphore::new(config.bulk_concurrency),
+            prefix: config.index_prefix.clone(),
+            bulk_max_docs: config.bulk_max_docs,
+            timeout,
+        };
+        let mut backoff = Backoff::default();
+        loop {
+            match search.install_template().await {
+                Ok(()) => return Ok(search),
+                Err(e) => {
+                    tracing::warn!(error = %e, "OpenSearch not ready yet; retrying");
+                    if !backoff.wait(abandon).await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn request_error(what: &'static str) -> impl Fn(String) -> SearchError {
+        move |message| SearchError::Request { what, message }
+    }
+
+    async fn install_template(&self) -> Result<(), SearchError> {
+        let mut template: Value = serde_json::from_str(TEMPLATE).expect("shipped template is JSON");
+        template["index_patterns"] = json!([format!("{}-*", self.prefix)]);
+        let response = self
+            .client
+            .indices()
+            .put_index_template(IndicesPutIndexTemplateParts::Name(&self.prefix))
+            .body(template)
+            .send()
+            .await
+            .map_err(|e| Self::request_error("index template")(e.to_string()))?;
+        if !response.status_code().is_success() {
+            let status = response.status_code();
+            let body = response.text().await.unwrap_or_default();
+            return Err(Self::request_error("index template")(format!("{status}: {body}")));
+        }
+        Ok(())
+    }
+
+    /// Indexes every outcome; returns once each document is stored or
+    /// refused for good.
+    pub async fn write(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<Vec<Refused>, Abandoned> {
+        let docs = docs::build(outcomes, &self.prefix);
+        let mut refused = Vec::new();
+        for (chunk_no, chunk) in docs.chunks(self.bulk_max_docs).enumerate() {
+            let base = chunk_no * self.bulk_max_docs;
+            for r in self.bulk(chunk, abandon).await? {
+                refused.push(Refused { row: base + r.row, error: r.error });
+            }
+        }
+        Ok(refused)
+    }
+
+    async fn bulk(&self, docs: &[docs::Doc], abandon: &CancellationToken) -> Result<Vec<Refused>, Abandoned> {
+        let mut pending: Vec<usize> = (0..docs.len()).collect();
+        let mut refused = Vec::new();
+        let mut backoff = Backoff::default();
+        let mut attempts: u32 = 0;
+        let mut last = String::new();
+        while !pending.is_empty() {
+            if attempts > 0 && !backoff.wait(abandon).await {
+                return Err(Abandoned { sink: "opensearch", attempts, last });
+            }
+            attempts += 1;
+            let body: Vec<Bytes> =
+                pending.iter().flat_map(|&i| [docs[i].action.clone(), docs[i].source.clone()]).collect();
+            let sent = {
+                let _slot = self.bulk_slots.acquire().await.expect("semaphore never closed");
+                self.client.bulk(BulkParts::None).body(body).request_timeout(self.timeout).send().await
+            };
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    last = e.to_string();
+                    log_retry(attempts, &last);
+                    continue;
+                }
+            };
+            let status = response.status_code();
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                last = format!("bulk request answered {status}");
+                log_retry(attempts, &last);
+                continue;
+            }
+            if !status.is_success() {
+                // The whole request was refused (not transient): report every
+                // document rather than retrying something that cannot succeed.
+                let body = response.text().await.unwrap_or_default();
+                let error = format!("bulk request refused with {status}: {}", truncate(&body, 300));
+                refused.extend(pending.drain(..).map(|row| Refused { row, error: error.clone() }));
+                break;
+            }
+            let parsed: BulkResponse = match response.json().await {
+                Ok(p) => p,
+                Err(e) => {
+                    last = format!("unreadable bulk response: {e}");
+                    log_retry(attempts, &last);
+                    continue;
+                }
+            };
+            if parsed.items.len() != pending.len() {
+                last = format!("bulk response has {} items for {} documents", parsed.items.len(), pending.len());
+                log_retry(attempts, &last);
+                continue;
+            }
+            if !parsed.errors {
+                pending.clear();
+                break;
+            }
+            let mut retry = Vec::new();
+            for (&doc, item) in pending.iter().zip(&parsed.items) {
+                let Some(item) = item.values().next() else {
+                    retry.push(doc);
+                    continue;
+                };
+                match item.status {
+                    200..=299 => {}
+                    429 | 500..=599 => {
+                        last = format!("item status {}: {}", item.status, describe(&item.error));
+                        retry.push(doc);
+                    }
+                    status => refused.push(Refused {
+                        row: doc,
+                        error: format!("OpenSearch refused the document ({status}): {}", describe(&item.error)),
+                    }),
+                }
+            }
+            if !retry.is_empty() {
+                log_retry(attempts, &last);
+            }
+            pending = retry;
+        }
+        Ok(refused)
+    }
+
+    /// The newest outcomes over all cards (by transaction time).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<RecordBatch>, SearchError> {
+        const PAGE: usize = 10_000;
+        let index = format!("{}-*", self.prefix);
+        let mut out = Vec::new();
+        let mut after: Option<Value> = None;
+        let mut left = limit;
+        while left > 0 {
+            let mut body = json!({
+                "size": left.min(PAGE),
+                "sort": [{"@timestamp": "desc"}, {"trans_num": "desc"}],
+                "track_total_hits": false,
+            });
+            if let Some(after) = &after {
+                body["search_after"] = after.clone();
+            }
+            let response = self
+                .client
+                .search(SearchParts::Index(&[&index]))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| Self::request_error("search")(e.to_string()))?;
+            if !response.status_code().is_success() {
+                let status = response.status_code();
+                let text = response.text().await.unwrap_or_default();
+                return Err(Self::request_error("search")(format!("{status}: {}", truncate(&text, 300))));
+            }
+            let result: Value = response.json().await.map_err(|e| Self::request_error("search")(e.to_string()))?;
+            let hits = result["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            if hits.is_empty() {
+                break;
+            }
+            after = hits.last().map(|h| h["sort"].clone());
+            left = left.saturating_sub(hits.len());
+            let mut lines = Vec::new();
+            for hit in &hits {
+                serde_json::to_writer(&mut lines, &hit["_source"]).expect("JSON");
+                lines.push(b'\n');
+            }
+            let reader = arrow::json::ReaderBuilder::new(outcome::schema())
+                .with_batch_size(PAGE)
+                .build(Cursor::new(lines))
+                .map_err(|e| Self::request_error("search results")(e.to_string()))?;
+            for batch in reader {
+                out.push(batch.map_err(|e| Self::request_error("search results")(e.to_string()))?);
+            }
+            if hits.len() < PAGE {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if the cluster answers.
+    pub async fn healthy(&self) -> bool {
+        matches!(self.client.ping().send().await, Ok(r) if r.status_code().is_success())
+    }
+}
+
+fn log_retry(attempts: u32, error: &str) {
+    if attempts == 1 || attempts.is_multiple_of(20) {
+        tracing::warn!(error, attempts, "OpenSearch bulk write failed; retrying");
+    }
+}
+
+fn describe(error: &Option<Value>) -> String {
+    match error {
+        Some(e) => truncate(&e.to_string(), 300),
+        None => "no reason given".into(),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}

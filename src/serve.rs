@@ -1,0 +1,132 @@
+//! `fraudflight serve`: the production path. Loads the model, connects the
+//! sinks (Cassandra, OpenSearch / Elasticsearch, Kafka's DLQ and outcome
+//! topics), serves Flight and HTTP, and runs the Kafka [`Pipeline`]. Every
+//! part can be switched off in the [`Config`]; with all off it is a pure
+//! Flight scoring server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::cassandra::Cassandra;
+use crate::config::Config;
+use crate::kafka::sink::KafkaSink;
+use crate::pipeline::sinks::Sinks;
+use crate::pipeline::Pipeline;
+use crate::score::registry::Registry;
+use crate::score::Scorer;
+use crate::search::Search;
+use crate::shutdown::Shutdown;
+use crate::store::memory::MemoryStore;
+
+/// A running server.
+pub struct Running {
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: Shutdown,
+    pipeline: Option<Pipeline>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    drain: Duration,
+}
+
+impl Running {
+    /// Waits for shutdown, then for the pipeline to drain and commit, then
+    /// for the servers.
+    pub async fn wait(self) {
+        self.shutdown.wait().await;
+        if let Some(pipeline) = self.pipeline {
+            pipeline.join().await;
+        }
+        for s in self.servers {
+            let _ = tokio::time::timeout(self.drain, s).await;
+        }
+        tracing::info!("fraudflight stopped");
+    }
+}
+
+/// Starts everything the configuration enables.
+pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let drain = Duration::from_millis(config.shutdown_timeout_ms);
+    // Writes still retrying give up once shutdown has waited `drain` for them.
+    let abandon = CancellationToken::new();
+    {
+        let (shutdown, abandon) = (shutdown.clone(), abandon.clone());
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            tokio::time::sleep(drain).await;
+            abandon.cancel();
+        });
+    }
+
+    let model_dir = crate::demo::default_model_dir(config.model_dir())?;
+    let sessions = config.sessions;
+    let registry = tokio::task::spawn_blocking(move || Registry::open(&model_dir, sessions)).await??;
+
+    let sinks = connect_sinks(&config, &abandon).await?;
+    let app = Arc::new(
+        App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(200_000, 20_000)).with_sinks(sinks, abandon.clone()),
+    );
+    app.record_model().await;
+
+    let flight_listener = crate::flight::bind(config.flight_addr.parse()?).await?;
+    let http_addr: SocketAddr = config.http_addr.parse()?;
+    let http_listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http_addr}: {e}"))?;
+    let flight_addr = flight_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let servers = vec![
+        crate::demo::supervise("Flight", &shutdown, crate::flight::serve(app.clone(), flight_listener, shutdown.signalled())),
+        crate::demo::supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.signalled())),
+    ];
+
+    let pipeline = if config.kafka.enabled() {
+        Some(Pipeline::start(app.clone(), &config.kafka, drain, shutdown.clone(), abandon)?)
+    } else {
+        None
+    };
+    tracing::info!(
+        flight = %flight_addr,
+        http = %http_addr,
+        kafka = config.kafka.enabled(),
+        cassandra = config.cassandra.enabled(),
+        opensearch = config.opensearch.enabled(),
+        "fraudflight serve running"
+    );
+    Ok(Running { flight_addr, http_addr, app, shutdown, pipeline, servers, drain })
+}
+
+async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> anyhow::Result<Sinks> {
+    let cassandra = async {
+        if !config.cassandra.enabled() {
+            return Ok(None);
+        }
+        let c = Cassandra::connect(&config.cassandra, abandon).await?;
+        tracing::info!(nodes = %config.cassandra.nodes, keyspace = %config.cassandra.keyspace, "Cassandra ready");
+        anyhow::Ok(Some(Arc::new(c)))
+    };
+    let search = async {
+        if !config.opensearch.enabled() {
+            return Ok(None);
+        }
+        let s = Search::connect(&config.opensearch, abandon).await?;
+        tracing::info!(url = %config.opensearch.url, prefix = %config.opensearch.index_prefix, "search engine ready");
+        anyhow::Ok(Some(Arc::new(s)))
+    };
+    let (cassandra, search) = tokio::try_join!(cassandra, search)?;
+    let kafka = if config.kafka.enabled() {
+        let k = &config.kafka;
+        let scored = k.outcome_topic.then(|| k.scored_topic());
+        let mut topics = vec![k.dlq_topic()];
+        topics.extend(scored.clone());
+        crate::kafka::ensure_topics(&k.brokers, &k.properties(), &topics).await;
+        Some(KafkaSink::new(&k.brokers, &k.properties(), &k.topic, k.dlq_topic(), scored)?)
+    } else {
+        None
+    };
+    Ok(Sinks { cassandra, search, kafka })
+}

@@ -1,0 +1,283 @@
+//! `fraudflight serve` end to end against the real Kafka, Cassandra and
+//! OpenSearch from `scripts/services.sh`: every record stored exactly once in
+//! both stores with the score DoExchange gives, bad input in the DLQ, Flight
+//! queries answered from the stores, DoPut through the sinks, two processes
+//! sharing a consumer group. Run by `make test-services` (one at a time).
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
+
+use support::stack::{self, Names, Serve};
+
+const N: usize = 100_000;
+
+async fn do_get(serve: &Serve, ticket: Vec<u8>) -> Vec<RecordBatch> {
+    let mut client = serve.client().await;
+    let stream = client.do_get(Ticket::new(ticket)).await.expect("do_get").into_inner();
+    FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into)).try_collect().await.expect("batches")
+}
+
+fn ids(batches: &[RecordBatch]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name("trans_num").unwrap().as_string::<i32>();
+            (0..b.num_rows()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
+async fn every_record_is_stored_once_in_both_stores_with_the_exchange_score() {
+    let names = Names::new("e2e");
+    stack::create_topic(&names.topic, 4).await;
+    let records = stack::simulated(7, N);
+    stack::produce(&names.topic, &records).await;
+    let serve = Serve::start(&names.env());
+    let (os, cs) = (stack::opensearch(), stack::cassandra().await);
+
+    stack::wait_until(Duration::from_secs(600), "100,000 documents in OpenSearch", || {
+        let os = &os;
+        let prefix = &names.index_prefix;
+        async move { stack::opensearch_count(os, prefix).await >= N }
+    })
+    .await;
+    stack::wait_until(Duration::from_secs(120), "100,000 rows in Cassandra", || {
+        let (cs, ks) = (&cs, &names.keyspace);
+        async move { stack::cassandra_count(cs, ks, "transactions").await >= N }
+    })
+    .await;
+
+    let rows = stack::cassandra_rows(&cs, &names.keyspace, "transactions").await;
+    assert_eq!(rows.len(), N, "one row per record, none twice");
+    let stored: HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let sent: HashSet<&str> = records.iter().map(|r| r.trans_num.as_str()).collect();
+    assert_eq!(stored, sent);
+
+    let alerts = stack::cassandra_rows(&cs, &names.keyspace, "alerts").await;
+    let predicted: HashSet<&str> = rows.iter().filter(|r| r.2).map(|r| r.0.as_str()).collect();
+    let alert_ids: HashSet<&str> = alerts.iter().map(|r| r.0.as_str()).collect();
+    assert!(!predicted.is_empty());
+    assert_eq!(alerts.len(), alert_ids.len());
+    assert_eq!(alert_ids, predicted, "alerts holds exactly the predicted frauds");
+
+    let exchanged = stack::exchange_scores(&serve, &records).await;
+    assert_eq!(exchanged.len(), N);
+    for (id, score, _) in &rows {
+        assert_eq!(exchanged[id], *score, "Cassandra score of {id} differs from DoExchange");
+    }
+    let indexed = stack::opensearch_scores(&os, &names.index_prefix).await;
+    assert_eq!(indexed.len(), N);
+    for (id, score) in &indexed {
+        assert_eq!(exchanged[id], *score, "OpenSearch score of {id} differs from DoExchange");
+    }
+
+    // Flight queries answer from the stores.
+    let alerts_answer = do_get(&serve, b"alerts".to_vec()).await;
+    let answered = ids(&alerts_answer);
+    assert_eq!(answered.len(), predicted.len().min(fraudflight::store::DEFAULT_LIMIT));
+    assert!(answered.iter().all(|id| predicted.contains(id.as_str())));
+    let times: Vec<i64> = alerts_answer
+        .iter()
+        .flat_map(|b| b.column_by_name("unix_time").unwrap().as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "alerts come newest first");
+
+    let card = records[0].cc_num.clone();
+    let card_txns: HashSet<&str> =
+        records.iter().filter(|r| r.cc_num == card).map(|r| r.trans_num.as_str()).collect();
+    let query = fraudflight::proto::Query {
+        target: Some(fraudflight::proto::query::Target::Card(card.clone())),
+        limit: 10_000,
+    };
+    let mut client = serve.client().await;
+    let info = client
+        .get_flight_info(FlightDescriptor::new_cmd(query.encode_to_vec()))
+        .await
+        .expect("card flight info")
+        .into_inner();
+    let ticket = info.endpoint[0].ticket.as_ref().unwrap().ticket.to_vec();
+    let history = ids(&do_get(&serve, ticket).await);
+    assert_eq!(history.iter().map(String::as_str).collect::<HashSet<_>>(), card_txns);
+
+    let recent = do_get(&serve, b"recent".to_vec()).await;
+    assert_eq!(ids(&recent).len(), fraudflight::store::DEFAULT_LIMIT);
+
+    // DoPut goes through the same scorer and sinks.
+    let extra = stack::simulated(8, 1_000);
+    let put = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["transactions".into()])))
+        .build(futures::stream::iter([Ok(fraudflight::record::to_batch(&extra))]))
+        .map(|d| d.unwrap());
+    let results: Vec<_> = client.do_put(put).await.unwrap().into_inner().try_collect().await.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&results[0].app_metadata).unwrap();
+    assert_eq!(report["accepted"], 1_000);
+    assert_eq!(stack::cassandra_count(&cs, &names.keyspace, "transactions").await, N + 1_000);
+    assert_eq!(stack::opensearch_count(&os, &names.index_prefix).await, N + 1_000);
+
+    assert!(serve.terminate().success());
+}
+
+/// A record value that is not a valid transaction, and why.
+fn garbage() -> Vec<(&'static str, Option<Vec<u8>>)> {
+    let valid = serde_json::to_value(&stack::simulated(99, 1)[0]).unwrap();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = valid.clone();
+        f(&mut v);
+        Some(serde_json::to_vec(&v).unwrap())
+    };
+    vec![
+        ("not JSON", Some(b"this is not json {".to_vec())),
+        ("missing field", with(&|v| drop(v.as_object_mut().unwrap().remove("amt")))),
+        // JSON has no NaN; a producer writing one sends this text.
+        ("NaN amount", Some(String::from_utf8(with(&|v| v["amt"] = 1.0.into()).unwrap()).unwrap().replace("\"amt\":1.0", "\"amt\":NaN").into_bytes())),
+        ("latitude 123", with(&|v| v["lat"] = 123.0.into())),
+        ("negative amount", with(&|v| v["amt"] = (-5.0).into())),
+        ("1 MB value", Some(vec![b'x'; 1_000_000])),
+        ("empty value", Some(Vec::new())),
+        ("no value", None),
+    ]
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
+async fn bad_records_go_to_the_dlq_with_a_reason_and_valid_ones_are_stored() {
+    let names = Names::new("bad");
+    stack::create_topic(&names.topic, 4).await;
+    let valid = stack::simulated(11, 2_000);
+    let serve = Serve::start(&names.env());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", support::kafka_brokers())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let bad = garbage();
+    // Interleave: valid, bad, valid, bad, ...
+    let mut expected_bad = 0;
+    for (i, t) in valid.iter().enumerate() {
+        let json = serde_json::to_vec(t).unwrap();
+        producer.send(FutureRecord::to(&names.topic).key(&t.cc_num).payload(&json), Duration::from_secs(10)).await.unwrap();
+        if i % 100 == 0 {
+            let (what, value) = &bad[(i / 100) % bad.len()];
+            let key = format!("bad-{i}-{what}");
+            let mut record = FutureRecord::to(&names.topic).key(&key);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            producer.send(record, Duration::from_secs(10)).await.unwrap();
+            expected_bad += 1;
+        }
+    }
+    let (os, cs) = (stack::opensearch(), stack::cassandra().await);
+    let n = valid.len();
+    stack::wait_until(Duration::from_secs(300), "valid records stored", || {
+        let (cs, ks) = (&cs, &names.keyspace);
+        async move { stack::cassandra_count(cs, ks, "transactions").await >= n }
+    })
+    .await;
+    stack::wait_until(Duration::from_secs(120), "valid records indexed", || {
+        let (os, p) = (&os, &names.index_prefix);
+        async move { stack::opensearch_count(os, p).await >= n }
+    })
+    .await;
+    assert_eq!(stack::cassandra_count(&cs, &names.keyspace, "transactions").await, valid.len());
+
+    // Every bad record is in the DLQ, with its original bytes and a reason.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", support::kafka_brokers())
+        .set("group.id", support::unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&format!("{}.dlq", names.topic)]).unwrap();
+    let originals: HashMap<String, Option<Vec<u8>>> = (0..valid.len())
+        .step_by(100)
+        .map(|i| {
+            let (what, value) = &bad[(i / 100) % bad.len()];
+            (format!("bad-{i}-{what}"), value.clone())
+        })
+        .collect();
+    let mut seen = HashMap::new();
+    while seen.len() < expected_bad {
+        let msg = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {expected_bad} dead letters arrived", seen.len()))
+            .unwrap();
+        let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
+        let headers = msg.headers().expect("dead letters carry headers");
+        let error = headers
+            .iter()
+            .find(|h| h.key == "error")
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).to_string())
+            .expect("an error header");
+        let original = originals.get(&key).unwrap_or_else(|| panic!("unexpected dead letter {key}"));
+        assert_eq!(msg.payload().unwrap_or_default(), original.as_deref().unwrap_or_default(), "{key}: original bytes");
+        seen.insert(key, error);
+    }
+    for (key, error) in &seen {
+        let expect = match key.rsplit('-').next().unwrap() {
+            "not JSON" | "NaN amount" => "invalid transaction JSON",
+            "missing field" => "missing field `amt`",
+            "latitude 123" => "field `lat` is 123",
+            "negative amount" => "field `amt`",
+            "1 MB value" => "more than kafka.max_record_bytes",
+            "empty value" | "no value" => "empty record value",
+            other => panic!("unknown case {other}"),
+        };
+        assert!(error.contains(expect), "{key}: error {error:?} should mention {expect:?}");
+    }
+    let mut serve = serve;
+    assert!(serve.running(), "bad input must not stop the server");
+    assert!(serve.terminate().success());
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
+async fn two_processes_in_one_group_split_the_partitions_and_store_everything() {
+    let names = Names::new("pair");
+    stack::create_topic(&names.topic, 4).await;
+    let first = Serve::start(&names.env());
+    let second = Serve::start(&names.env());
+    let records = stack::simulated(13, 50_000);
+    // Let the group settle on both members before the data arrives.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stack::produce(&names.topic, &records).await;
+    let (os, cs) = (stack::opensearch(), stack::cassandra().await);
+    let n = records.len();
+    stack::wait_until(Duration::from_secs(300), "every record stored", || {
+        let (cs, ks) = (&cs, &names.keyspace);
+        async move { stack::cassandra_count(cs, ks, "transactions").await >= n }
+    })
+    .await;
+    stack::wait_until(Duration::from_secs(120), "every record indexed", || {
+        let (os, p) = (&os, &names.index_prefix);
+        async move { stack::opensearch_count(os, p).await >= n }
+    })
+    .await;
+    assert_eq!(stack::cassandra_count(&cs, &names.keyspace, "transactions").await, records.len());
+    let assigned = |log: &str| {
+        log.lines().filter(|l| l.contains("partitions assigned")).last().unwrap_or_default().to_string()
+    };
+    let (a, b) = (assigned(&first.log_text()), assigned(&second.log_text()));
+    let count = |line: &str| line.matches(|c: char| c.is_ascii_digit()).count();
+    assert!(!a.is_empty() && !b.is_empty(), "both processes were assigned partitions:\n{a}\n{b}");
+    assert!(count(&a) > 0 && count(&b) > 0);
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+}

@@ -1,0 +1,280 @@
+//! Running `fraudflight serve` against the real services in tests: unique
+//! topic / group / keyspace / index names per test, a 4-partition topic fed
+//! by the simulator, the server as a child process (so it can be killed),
+//! and readers of what ended up in Cassandra and OpenSearch.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Float32Type;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::FlightDescriptor;
+use futures::{StreamExt, TryStreamExt};
+use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use opensearch::{OpenSearch, SearchParts};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use fraudflight::kafka::producer::TransactionProducer;
+use fraudflight::record::Transaction;
+use fraudflight::simulate::{SimConfig, Simulator};
+
+/// Names one test uses everywhere.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub topic: String,
+    pub group: String,
+    pub keyspace: String,
+    pub index_prefix: String,
+}
+
+impl Names {
+    pub fn new(test: &str) -> Self {
+        let base = super::unique(test).to_lowercase();
+        Self {
+            topic: format!("{base}_in"),
+            group: format!("{base}_group"),
+            keyspace: base.clone(),
+            index_prefix: format!("{base}-tx").replace('_', "-"),
+        }
+    }
+
+    /// The environment that points `serve` at these names.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("FRAUDFLIGHT_KAFKA_BROKERS", super::kafka_brokers()),
+            ("FRAUDFLIGHT_KAFKA_TOPIC", self.topic.clone()),
+            ("FRAUDFLIGHT_KAFKA_GROUP", self.group.clone()),
+            ("FRAUDFLIGHT_CASSANDRA_NODES", super::cassandra_node()),
+            ("FRAUDFLIGHT_CASSANDRA_KEYSPACE", self.keyspace.clone()),
+            ("FRAUDFLIGHT_OPENSEARCH_URL", super::opensearch_url()),
+            ("FRAUDFLIGHT_OPENSEARCH_INDEX_PREFIX", self.index_prefix.clone()),
+            ("FRAUDFLIGHT_FLIGHT_ADDR", "127.0.0.1:0".into()),
+            ("FRAUDFLIGHT_HTTP_ADDR", "127.0.0.1:0".into()),
+            // A killed member must leave the group quickly for the restart test.
+            ("FRAUDFLIGHT_KAFKA_PROPERTIES", "session.timeout.ms=6000;heartbeat.interval.ms=1000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", super::kafka_brokers()).create().unwrap();
+    let created = admin
+        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+/// Simulated transactions (deterministic per seed).
+pub fn simulated(seed: u64, n: usize) -> Vec<Transaction> {
+    Simulator::new(SimConfig { seed, ..SimConfig::default() }).take(n).collect()
+}
+
+/// Writes records to the topic (key cc_num, JSON value), every one acknowledged.
+pub async fn produce(topic: &str, records: &[Transaction]) {
+    let producer = TransactionProducer::new(&super::kafka_brokers(), topic, &[]).unwrap();
+    let report = producer.send_all(records.iter().cloned(), None).await.unwrap();
+    assert_eq!(report.delivered as usize, records.len());
+}
+
+/// A `fraudflight serve` child process.
+pub struct Serve {
+    child: Child,
+    pub flight: String,
+    pub log: PathBuf,
+}
+
+impl Serve {
+    pub fn start(env: &[(String, String)]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", super::unique("serve")));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("fraudflight starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("READY ") {
+                    let _ = tx.send(rest.to_string());
+                }
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("serve did not become ready; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let flight = ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("flight=grpc://"))
+            .map(|a| format!("http://{a}"))
+            .expect("READY line names the Flight address");
+        Self { child, flight, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM; waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: no draining, no commit.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub async fn client(&self) -> FlightServiceClient<Channel> {
+        let channel = Channel::from_shared(self.flight.clone()).unwrap().connect().await.unwrap();
+        FlightServiceClient::new(channel).max_decoding_message_size(64 << 20)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// DoExchange scores of `records`, by trans_num.
+pub async fn exchange_scores(serve: &Serve, records: &[Transaction]) -> HashMap<String, f32> {
+    let mut client = serve.client().await;
+    let batches: Vec<RecordBatch> = records.chunks(65_536).map(fraudflight::record::to_batch).collect();
+    let input = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["score".into()])))
+        .with_max_flight_data_size(usize::MAX)
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .map(|d| d.expect("encodes"));
+    let response = client.do_exchange(input).await.expect("exchange").into_inner();
+    let answers: Vec<RecordBatch> =
+        FlightRecordBatchStream::new_from_flight_data(response.map_err(Into::into)).try_collect().await.unwrap();
+    let mut out = HashMap::new();
+    for b in &answers {
+        let ids = b.column_by_name("trans_num").unwrap().as_string::<i32>();
+        let scores = b.column_by_name("fraud_score").unwrap().as_primitive::<Float32Type>();
+        for i in 0..b.num_rows() {
+            out.insert(ids.value(i).to_string(), scores.value(i));
+        }
+    }
+    out
+}
+
+pub async fn cassandra() -> Session {
+    SessionBuilder::new().known_node(super::cassandra_node()).build().await.expect("connect to Cassandra")
+}
+
+/// Every (trans_num, fraud_score, is_fraud_predicted) row of a table; a row
+/// stored twice would appear twice.
+pub async fn cassandra_rows(session: &Session, keyspace: &str, table: &str) -> Vec<(String, f32, bool)> {
+    let pager = session
+        .query_iter(format!("SELECT trans_num, fraud_score, is_fraud_predicted FROM {keyspace}.{table}"), &[])
+        .await
+        .expect("select");
+    pager.rows_stream::<(String, f32, bool)>().unwrap().try_collect().await.expect("rows")
+}
+
+/// Number of rows of a table (0 if it does not exist yet).
+pub async fn cassandra_count(session: &Session, keyspace: &str, table: &str) -> usize {
+    match session.query_iter(format!("SELECT trans_num FROM {keyspace}.{table}"), &[]).await {
+        Ok(pager) => match pager.rows_stream::<(String,)>() {
+            Ok(rows) => rows.try_collect::<Vec<_>>().await.map(|r| r.len()).unwrap_or(0),
+            Err(_) => 0,
+        },
+        Err(_) => 0,
+    }
+}
+
+pub fn opensearch() -> OpenSearch {
+    let url = super::opensearch_url().parse().unwrap();
+    OpenSearch::new(TransportBuilder::new(SingleNodeConnectionPool::new(url)).build().unwrap())
+}
+
+/// Documents in the test's indices (after a refresh).
+pub async fn opensearch_count(client: &OpenSearch, prefix: &str) -> usize {
+    let index = format!("{prefix}-*");
+    let _ = client.indices().refresh(opensearch::indices::IndicesRefreshParts::Index(&[&index])).send().await;
+    let count: Value = match client.count(opensearch::CountParts::Index(&[&index])).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => return 0,
+    };
+    count["count"].as_u64().unwrap_or(0) as usize
+}
+
+/// Every document's (trans_num -> fraud_score), paging with search_after.
+pub async fn opensearch_scores(client: &OpenSearch, prefix: &str) -> HashMap<String, f32> {
+    let index = format!("{prefix}-*");
+    let mut out = HashMap::new();
+    let mut after: Option<Value> = None;
+    loop {
+        let mut body = json!({"size": 10000, "sort": [{"trans_num": "asc"}], "_source": ["trans_num", "fraud_score"]});
+        if let Some(a) = &after {
+            body["search_after"] = a.clone();
+        }
+        let page: Value =
+            client.search(SearchParts::Index(&[&index])).body(body).send().await.unwrap().json().await.unwrap();
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            return out;
+        }
+        for h in &hits {
+            let id = h["_id"].as_str().unwrap().to_string();
+            assert_eq!(h["_source"]["trans_num"].as_str(), Some(id.as_str()), "_id is trans_num");
+            out.insert(id, h["_source"]["fraud_score"].as_f64().unwrap() as f32);
+        }
+        after = hits.last().map(|h| h["sort"].clone());
+    }
+}
+
+/// Polls `check` every second until it returns true or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
