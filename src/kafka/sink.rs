@@ -27,9 +27,9 @@ pub struct DeadLetter {
     pub source: Option<(i32, i64)>,
 }
 
-/// Largest value the DLQ producer sends whole; a larger one is cut and
-/// marked (`truncated`, `original_bytes` headers), as the broker would refuse it.
-const MAX_DLQ_VALUE: usize = 900 * 1024;
+/// What is kept of a value the broker refuses as too large for the DLQ: the
+/// start of it, marked with `truncated` and `original_bytes` headers.
+const TRUNCATED_DLQ_VALUE: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct KafkaSink {
@@ -68,11 +68,6 @@ impl KafkaSink {
     /// Sends dead letters and waits until Kafka has every one.
     pub async fn dead_letters(&self, letters: &[DeadLetter], abandon: &CancellationToken) -> Result<(), Abandoned> {
         let sends = letters.iter().map(|letter| async move {
-            let (value, cut) = if letter.value.len() > MAX_DLQ_VALUE {
-                (&letter.value[..MAX_DLQ_VALUE], true)
-            } else {
-                (&letter.value[..], false)
-            };
             let mut headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(letter.error.as_bytes()) });
             headers = headers.insert(Header { key: "source_topic", value: Some(self.input_topic.as_bytes()) });
             if let Some((partition, offset)) = letter.source {
@@ -80,12 +75,18 @@ impl KafkaSink {
                     .insert(Header { key: "source_partition", value: Some(partition.to_string().as_bytes()) })
                     .insert(Header { key: "source_offset", value: Some(offset.to_string().as_bytes()) });
             }
-            if cut {
-                headers = headers
-                    .insert(Header { key: "truncated", value: Some(b"true".as_slice()) })
-                    .insert(Header { key: "original_bytes", value: Some(letter.value.len().to_string().as_bytes()) });
+            let key = letter.key.as_deref();
+            match self.send(&self.dlq_topic, key, &letter.value, headers.clone(), abandon).await {
+                Err(SendError::TooLarge) => {
+                    tracing::warn!(bytes = letter.value.len(), "dead letter too large for the DLQ topic; truncated");
+                    let cut = &letter.value[..letter.value.len().min(TRUNCATED_DLQ_VALUE)];
+                    let headers = headers
+                        .insert(Header { key: "truncated", value: Some(b"true".as_slice()) })
+                        .insert(Header { key: "original_bytes", value: Some(letter.value.len().to_string().as_bytes()) });
+                    self.send(&self.dlq_topic, key, cut, headers, abandon).await.map_err(SendError::into_abandoned)
+                }
+                other => other.map_err(SendError::into_abandoned),
             }
-            self.send(&self.dlq_topic, letter.key.as_deref(), value, headers, abandon).await
         });
         join_all(sends).await.into_iter().collect()
     }
@@ -98,8 +99,10 @@ impl KafkaSink {
         writer.finish().expect("in-memory writer");
         let lines = writer.into_inner();
         let cards = outcomes.column_by_name(column::cc_num).expect("outcome column").as_string::<i32>();
-        let sends = lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate().map(|(row, line)| {
+        let sends = lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate().map(|(row, line)| async move {
             self.send(topic, Some(cards.value(row).as_bytes()), line, OwnedHeaders::new(), abandon)
+                .await
+                .map_err(SendError::into_abandoned)
         });
         join_all(sends).await.into_iter().collect()
     }
@@ -111,7 +114,7 @@ impl KafkaSink {
         value: &[u8],
         headers: OwnedHeaders,
         abandon: &CancellationToken,
-    ) -> Result<(), Abandoned> {
+    ) -> Result<(), SendError> {
         let mut backoff = Backoff::default();
         let mut attempts: u32 = 0;
         loop {
@@ -128,11 +131,29 @@ impl KafkaSink {
                 tracing::warn!(error = %error, topic, attempts, "Kafka write failed; retrying");
             }
             if matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) {
-                tracing::error!(topic, bytes = value.len(), "record too large for the broker even after truncation");
+                return Err(SendError::TooLarge);
             }
             if !backoff.wait(abandon).await {
-                return Err(Abandoned { sink: "kafka", attempts, last: error.to_string() });
+                return Err(SendError::Abandoned(Abandoned { sink: "kafka", attempts, last: error.to_string() }));
             }
+        }
+    }
+}
+
+enum SendError {
+    TooLarge,
+    Abandoned(Abandoned),
+}
+
+impl SendError {
+    fn into_abandoned(self) -> Abandoned {
+        match self {
+            SendError::Abandoned(a) => a,
+            SendError::TooLarge => Abandoned {
+                sink: "kafka",
+                attempts: 1,
+                last: "record too large for the broker even when truncated".into(),
+            },
         }
     }
 }
