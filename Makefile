@@ -6,7 +6,7 @@ CARGO ?= cargo
 PY := .venv/bin/python
 BIN := target/release/fraudflight
 
-.PHONY: setup build demo test test-unit test-rust test-python test-services services-up services-down bench model
+.PHONY: setup build demo test test-unit test-rust test-python test-services test-pipeline services-up services-down bench model
 
 ## Python environment (.venv): PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
 setup:
@@ -37,10 +37,17 @@ test-python:
 	$(PY) -m pytest -q spark-job/tests
 
 ## Tests against the real services: brings them up (scripts/services.sh), stops what it started.
-SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real --test simulate_and_replay_to_kafka
+## One test at a time: the fault tests stop and restart Cassandra and OpenSearch.
+SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real \
+	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults
 test-services:
 	$(CARGO) test --no-run $(SERVICE_TESTS)
-	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored
+	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1
+
+## Only the `serve` pipeline tests (end to end, bad input, faults), for a quicker loop.
+test-pipeline:
+	$(CARGO) test --no-run --test serve_pipeline --test serve_faults
+	scripts/with-services.sh $(CARGO) test --test serve_pipeline --test serve_faults -- --include-ignored --test-threads=1
 
 services-up:
 	scripts/services.sh up

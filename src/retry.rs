@@ -39,6 +39,42 @@ impl Backoff {
     }
 }
 
+/// Whether a sink's writes are failing. Logs each change once (not once per
+/// failed write), with how long the sink was unavailable; the dashboard
+/// and `/ready` read it.
+pub struct Health {
+    sink: &'static str,
+    failing: std::sync::atomic::AtomicBool,
+    since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Health {
+    pub fn new(sink: &'static str) -> Self {
+        Self { sink, failing: Default::default(), since: Default::default() }
+    }
+
+    pub fn failed(&self, error: &str) {
+        use std::sync::atomic::Ordering;
+        if !self.failing.swap(true, Ordering::SeqCst) {
+            *self.since.lock().expect("health lock") = Some(std::time::Instant::now());
+            tracing::warn!(sink = self.sink, error, "sink writes failing; retrying with backoff until it returns");
+        }
+    }
+
+    pub fn succeeded(&self) {
+        use std::sync::atomic::Ordering;
+        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::SeqCst) {
+            let since = self.since.lock().expect("health lock").take();
+            let seconds = since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            tracing::info!(sink = self.sink, unavailable_seconds = seconds, "sink writes succeed again");
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        !self.failing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A write given up at shutdown; its records are not acknowledged, so Kafka
 /// redelivers them to the next consumer.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +97,17 @@ mod tests {
         let later: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
         assert!(later.iter().all(|d| *d <= Duration::from_secs(6)));
         assert!(later.last().unwrap() >= &Duration::from_secs(4));
+    }
+
+    #[test]
+    fn health_follows_the_last_write() {
+        let h = Health::new("test");
+        assert!(h.is_healthy());
+        h.failed("down");
+        h.failed("still down");
+        assert!(!h.is_healthy());
+        h.succeeded();
+        assert!(h.is_healthy());
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::stack::{self, Names, Serve};
 
@@ -72,16 +72,9 @@ async fn a_cassandra_outage_stalls_then_resumes_without_loss() {
     let mut serve = serve;
     assert!(serve.running(), "the server survives the outage");
     services("up", "cassandra");
-    let back = Instant::now();
-    let cs = stack::cassandra().await;
-    let before = stack::cassandra_count(&cs, &names.keyspace, "transactions").await;
-    stack::wait_until(Duration::from_secs(120), "writes to resume", || {
-        let (cs, ks) = (&cs, &names.keyspace);
-        async move { stack::cassandra_count(cs, ks, "transactions").await > before }
-    })
-    .await;
-    eprintln!("writes resumed {:.1} s after Cassandra answered again", back.elapsed().as_secs_f64());
     assert_all_stored_once(&names, &records).await;
+    let log = serve.log_text();
+    assert!(log.contains("sink writes failing") && log.contains("sink writes succeed again"), "outage and recovery are logged");
     assert!(serve.terminate().success());
 }
 
@@ -97,6 +90,8 @@ async fn an_opensearch_outage_stalls_then_resumes_without_loss() {
     assert!(serve.running(), "the server survives the outage");
     services("up", "opensearch");
     assert_all_stored_once(&names, &records).await;
+    let log = serve.log_text();
+    assert!(log.contains("sink writes failing") && log.contains("sink writes succeed again"), "outage and recovery are logged");
     assert!(serve.terminate().success());
 }
 

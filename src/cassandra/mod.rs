@@ -50,6 +50,7 @@ pub struct Cassandra {
     select_alert_day: PreparedStatement,
     in_flight: Arc<Semaphore>,
     concurrency: usize,
+    pub health: crate::retry::Health,
 }
 
 fn request(what: &'static str) -> impl Fn(String) -> CassandraError {
@@ -108,6 +109,7 @@ impl Cassandra {
             select_alert_day: prepare(format!("SELECT {cols} FROM {ks}.alerts WHERE day = ? LIMIT ?")).await?,
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
+            health: crate::retry::Health::new("cassandra"),
             keyspace: ks.clone(),
             session,
         })
@@ -153,10 +155,14 @@ impl Cassandra {
                 self.session.execute_unpaged(statement, &values).await
             };
             match result {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.health.succeeded();
+                    return Ok(());
+                }
                 Err(e) => {
-                    if attempts == 1 || attempts.is_multiple_of(20) {
-                        tracing::warn!(error = %e, attempts, "Cassandra write failed; retrying");
+                    self.health.failed(&e.to_string());
+                    if attempts.is_multiple_of(50) {
+                        tracing::warn!(error = %e, attempts, "Cassandra write still failing; retrying");
                     }
                     if !backoff.wait(abandon).await {
                         return Err(Abandoned { sink: "cassandra", attempts, last: e.to_string() });

@@ -47,6 +47,7 @@ pub struct Refused {
 
 pub struct Search {
     client: OpenSearch,
+    pub health: crate::retry::Health,
     /// Bulk requests in flight at once, over all batches: more than the
     /// cluster has cores only makes each one slower.
     bulk_slots: tokio::sync::Semaphore,
@@ -84,6 +85,7 @@ impl Search {
             .map_err(|e| SearchError::Url { url: config.url.clone(), message: e.to_string() })?;
         let search = Self {
             client: OpenSearch::new(transport),
+            health: crate::retry::Health::new("opensearch"),
             bulk_slots: tokio::sync::Semaphore::new(config.bulk_concurrency),
             prefix: config.index_prefix.clone(),
             bulk_max_docs: config.bulk_max_docs,
@@ -161,6 +163,7 @@ impl Search {
                 Ok(r) => r,
                 Err(e) => {
                     last = e.to_string();
+                    self.health.failed(&last);
                     log_retry(attempts, &last);
                     continue;
                 }
@@ -168,9 +171,11 @@ impl Search {
             let status = response.status_code();
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 last = format!("bulk request answered {status}");
+                self.health.failed(&last);
                 log_retry(attempts, &last);
                 continue;
             }
+            self.health.succeeded();
             if !status.is_success() {
                 // The whole request was refused (not transient): report every
                 // document rather than retrying something that cannot succeed.
@@ -283,8 +288,8 @@ impl Search {
 }
 
 fn log_retry(attempts: u32, error: &str) {
-    if attempts == 1 || attempts.is_multiple_of(20) {
-        tracing::warn!(error, attempts, "OpenSearch bulk write failed; retrying");
+    if attempts.is_multiple_of(20) {
+        tracing::warn!(error, attempts, "OpenSearch bulk write still failing; retrying");
     }
 }
 

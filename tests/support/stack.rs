@@ -107,7 +107,7 @@ impl Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fraudflight"))
             .arg("serve")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
