@@ -97,6 +97,10 @@ pub struct KafkaOut {
     /// Topic to write to.
     #[arg(long, env = "FRAUDFLIGHT_KAFKA_TOPIC", default_value = "transactions")]
     pub topic: String,
+    /// Create the topic with this many partitions if it does not exist
+    /// (default: the broker's auto-creation settings).
+    #[arg(long)]
+    pub partitions: Option<i32>,
     /// Records per second (0 = as fast as Kafka takes them).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
@@ -144,6 +148,9 @@ async fn send_to_kafka(
     out: &KafkaOut,
     records: impl Iterator<Item = crate::record::Transaction>,
 ) -> anyhow::Result<()> {
+    if let Some(partitions) = out.partitions {
+        crate::kafka::ensure_topics(brokers, &out.properties, std::slice::from_ref(&out.topic), partitions).await;
+    }
     let producer = crate::kafka::producer::TransactionProducer::new(brokers, &out.topic, &out.properties)?;
     let started = std::time::Instant::now();
     let report = producer.send_all(records, Some(out.rate)).await?;

@@ -71,6 +71,9 @@ async fn a_cassandra_outage_stalls_then_resumes_without_loss() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     let mut serve = serve;
     assert!(serve.running(), "the server survives the outage");
+    // Backpressure: the consumer paused, it did not buffer the topic.
+    let rss = serve.rss_mb();
+    assert!(rss < 1_024, "memory stays bounded while a sink is down ({rss} MB)");
     services("up", "cassandra");
     assert_all_stored_once(&names, &records).await;
     let log = serve.log_text();

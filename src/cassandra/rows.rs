@@ -245,6 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_survive_the_round_trip_through_rows() {
+        use crate::simulate::{SimConfig, Simulator};
+        let txns: Vec<_> = Simulator::new(SimConfig::default()).take(50).collect();
+        let batch = crate::record::to_batch(&txns);
+        let features = crate::score::features::derive(&batch);
+        let scores: Vec<f32> = (0..50).map(|i| i as f32 / 50.0).collect();
+        let outcomes = outcome::build(&batch, &features, &scores, 0.5, "v1");
+        let positions: Vec<(i32, i64)> = (0..50).map(|i| (i % 3, i as i64 * 7)).collect();
+        let outcomes = outcome::with_kafka_positions(&outcomes, &positions);
+        let rows: Vec<Row> = to_rows(&outcomes).into_iter().map(|(columns, _)| Row { columns }).collect();
+        assert_eq!(from_rows(&rows).unwrap(), outcomes);
+    }
+
+    #[test]
     fn days_count_from_the_cql_epoch() {
         assert_eq!(day_of(0).0, 1 << 31);
         assert_eq!(day_of(86_399).0, 1 << 31);

@@ -23,10 +23,10 @@ pub fn parse_property(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Creates topics that do not exist yet, with the broker's default
-/// partitions and replication. A topic that exists is left alone; any other
+/// Creates topics that do not exist yet, with `partitions` partitions (-1:
+/// the broker's default) and the broker's default replication. A topic that exists is left alone; any other
 /// failure (no permission, say) is logged, and the first write will say more.
-pub async fn ensure_topics(brokers: &str, properties: &[(String, String)], topics: &[String]) {
+pub async fn ensure_topics(brokers: &str, properties: &[(String, String)], topics: &[String], partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
@@ -38,7 +38,7 @@ pub async fn ensure_topics(brokers: &str, properties: &[(String, String)], topic
             return;
         }
     };
-    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, -1, TopicReplication::Fixed(-1))).collect();
+    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
     match admin.create_topics(&new, &options).await {
         Ok(results) => {

@@ -72,6 +72,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn documents_carry_the_outcome_plus_time_and_geo_points() {
+        use crate::score::outcome;
+        use crate::simulate::{SimConfig, Simulator};
+        let txns: Vec<_> = Simulator::new(SimConfig::default()).take(20).collect();
+        let batch = crate::record::to_batch(&txns);
+        let features = crate::score::features::derive(&batch);
+        let outcomes = outcome::build(&batch, &features, &[0.25; 20], 0.5, "v1");
+        let docs = build(&outcomes, "p");
+        assert_eq!(docs.len(), 20);
+        for (doc, t) in docs.iter().zip(&txns) {
+            let action: serde_json::Value = serde_json::from_slice(&doc.action).unwrap();
+            assert_eq!(action["index"]["_id"], t.trans_num.as_str());
+            assert_eq!(action["index"]["_index"], index_name("p", t.unix_time.unwrap()).as_str());
+            let source: serde_json::Value = serde_json::from_slice(&doc.source).unwrap();
+            assert_eq!(source["@timestamp"], t.unix_time.unwrap() * 1000);
+            assert_eq!(source["location"]["lat"], t.merch_lat);
+            assert_eq!(source["home"]["lon"], t.long);
+            assert_eq!(source["fraud_score"], 0.25);
+            assert_eq!(source["cc_num"], t.cc_num.as_str());
+        }
+    }
+
+    #[test]
     fn daily_indices_follow_utc_transaction_time() {
         assert_eq!(index_name("fraudflight-transactions", 0), "fraudflight-transactions-1970.01.01");
         assert_eq!(index_name("p", 1_735_775_999), "p-2025.01.01");

@@ -145,6 +145,16 @@ impl Serve {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Resident memory of the process, MB (Linux).
+    pub fn rss_mb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    }
+
     /// SIGTERM; waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
