@@ -21,7 +21,7 @@ FRAUDFLIGHT_KAFKA_TOPIC=$run FRAUDFLIGHT_KAFKA_GROUP=$run FRAUDFLIGHT_CASSANDRA_
   FRAUDFLIGHT_OPENSEARCH_INDEX_PREFIX=$run FRAUDFLIGHT_FLIGHT_ADDR=127.0.0.1:0 FRAUDFLIGHT_HTTP_ADDR=$HTTP \
   "$BIN" serve >/dev/null 2>"target/$run.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 until curl -fs "http://$HTTP/health" >/dev/null 2>&1; do sleep 0.2; done
 start=$(date +%s.%N)
 while true; do

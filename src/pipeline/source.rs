@@ -188,13 +188,20 @@ pub fn start(
         .subscribe(&[&kafka.topic])
         .map_err(|e| anyhow::anyhow!("cannot subscribe to topic {}: {e}", kafka.topic))?;
     let thread_shared = shared.clone();
+    let runtime = tokio::runtime::Handle::current();
     let thread = std::thread::Builder::new()
         .name("kafka-source".into())
-        .spawn(move || poll_loop(consumer, settings, thread_shared, batches, permits, shutdown, abandon))?;
+        .spawn(move || poll_loop(runtime, consumer, settings, thread_shared, batches, permits, shutdown, abandon))?;
     Ok(Source { shared, thread })
 }
 
+/// How long the source waits for an in-flight permit before it pauses its
+/// partitions (and keeps polling, to stay in the group).
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+#[allow(clippy::too_many_arguments)]
 fn poll_loop(
+    runtime: tokio::runtime::Handle,
     consumer: BaseConsumer<SourceContext>,
     settings: SourceSettings,
     shared: Arc<Shared>,
@@ -247,8 +254,17 @@ fn poll_loop(
         }
         let due = started.is_some_and(|t| t.elapsed() >= max_wait);
         if !batch.is_empty() && (batch.len() >= max_records || due) {
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
+            // A permit frees up quickly unless a sink is down: wait for one
+            // briefly without polling. Only a longer wait pauses the
+            // partitions (pausing drops librdkafka's prefetched records, so
+            // doing it on every momentary shortage would thrash).
+            let permit = permits.clone().try_acquire_owned().ok().or_else(|| {
+                runtime.block_on(async {
+                    tokio::time::timeout(PAUSE_AFTER, permits.clone().acquire_owned()).await.ok()?.ok()
+                })
+            });
+            match permit {
+                Some(permit) => {
                     let records = std::mem::replace(&mut batch, Vec::with_capacity(max_records));
                     started = None;
                     if let Some(dispatched) = register(&shared, next_id, records, permit) {
@@ -259,16 +275,17 @@ fn poll_loop(
                         }
                     }
                     if paused {
+                        tracing::info!("batches complete again; resuming consumption");
                         set_paused(&consumer, false);
                         paused = false;
                     }
                 }
-                Err(_) if !paused => {
-                    tracing::debug!("all batches in flight; pausing consumption");
+                None if !paused => {
+                    tracing::info!("every in-flight batch is waiting on a sink; pausing consumption");
                     set_paused(&consumer, true);
                     paused = true;
                 }
-                Err(_) => {}
+                None => {}
             }
         }
         if last_commit.elapsed() >= Duration::from_millis(200) {
