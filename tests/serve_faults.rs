@@ -109,3 +109,18 @@ async fn a_killed_server_loses_and_duplicates_nothing() {
     assert_all_stored_once(&names, &records).await;
     assert!(successor.terminate().success());
 }
+
+#[tokio::test]
+#[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
+async fn sigterm_drains_commits_and_exits_and_the_successor_finishes() {
+    let names = Names::new("sigterm");
+    let (serve, records) = started_run(&names, 24).await;
+    wait_for_progress(&names, 10_000).await;
+    let asked = std::time::Instant::now();
+    assert!(serve.terminate().success(), "a clean exit on SIGTERM");
+    // shutdown_timeout_ms (15 s) bounds the drain; allow for process teardown.
+    assert!(asked.elapsed() < Duration::from_secs(25), "exited {:?} after SIGTERM", asked.elapsed());
+    let successor = Serve::start(&names.env());
+    assert_all_stored_once(&names, &records).await;
+    assert!(successor.terminate().success());
+}

@@ -160,7 +160,9 @@ async fn bad_records_go_to_the_dlq_with_a_reason_and_valid_ones_are_stored() {
     let names = Names::new("bad");
     stack::create_topic(&names.topic, 4).await;
     let valid = stack::simulated(11, 2_000);
-    let serve = Serve::start(&names.env());
+    let mut env = names.env();
+    env.push(("FRAUDFLIGHT_KAFKA_OUTCOME_TOPIC".into(), "true".into()));
+    let serve = Serve::start(&env);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", support::kafka_brokers())
         .set("message.max.bytes", "2000000")
@@ -243,6 +245,28 @@ async fn bad_records_go_to_the_dlq_with_a_reason_and_valid_ones_are_stored() {
         };
         assert!(error.contains(expect), "{key}: error {error:?} should mention {expect:?}");
     }
+
+    // With outcome_topic on, every valid record's outcome is on <topic>.scored.
+    let scored: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", support::kafka_brokers())
+        .set("group.id", support::unique("scored-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    scored.subscribe(&[&format!("{}.scored", names.topic)]).unwrap();
+    let mut outcomes = HashSet::new();
+    while outcomes.len() < valid.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(60), scored.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} outcomes arrived", outcomes.len(), valid.len()))
+            .unwrap();
+        let outcome: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
+        assert!(outcome["fraud_score"].is_f64() && outcome["is_fraud_predicted"].is_boolean(), "{outcome}");
+        assert_eq!(msg.key().unwrap(), outcome["cc_num"].as_str().unwrap().as_bytes(), "keyed by card");
+        outcomes.insert(outcome["trans_num"].as_str().unwrap().to_string());
+    }
+    assert_eq!(outcomes, valid.iter().map(|t| t.trans_num.clone()).collect::<HashSet<_>>());
+
     let mut serve = serve;
     assert!(serve.running(), "bad input must not stop the server");
     assert!(serve.terminate().success());
