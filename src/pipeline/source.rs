@@ -233,8 +233,10 @@ fn poll_loop(
         if !revoked.is_empty() {
             batch.retain(|r| !revoked.contains(&r.partition));
         }
-        if context.assignment_changed.swap(false, Ordering::SeqCst) && paused {
-            set_paused(&consumer, true);
+        if context.assignment_changed.swap(false, Ordering::SeqCst) {
+            // librdkafka may keep a partition's pause flag across a
+            // rebalance: state it explicitly for the new assignment.
+            set_paused(&consumer, paused);
         }
         match polled {
             Some(Ok(record)) => {
@@ -251,6 +253,13 @@ fn poll_loop(
         }
         if batch.is_empty() {
             started = None;
+        }
+        // Resume as soon as a batch can go out again, whether or not one is
+        // waiting (a rebalance may have emptied the pending batch).
+        if paused && permits.available_permits() > 0 {
+            tracing::info!("batches complete again; resuming consumption");
+            set_paused(&consumer, false);
+            paused = false;
         }
         let due = started.is_some_and(|t| t.elapsed() >= max_wait);
         if !batch.is_empty() && (batch.len() >= max_records || due) {
@@ -273,11 +282,6 @@ fn poll_loop(
                             tracing::error!("scoring stage stopped; source stops");
                             break;
                         }
-                    }
-                    if paused {
-                        tracing::info!("batches complete again; resuming consumption");
-                        set_paused(&consumer, false);
-                        paused = false;
                     }
                 }
                 None if !paused => {
