@@ -170,9 +170,16 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text; unknown keys are errors that name the key.
+    /// Parses TOML text; unknown keys are errors that name the key and
+    /// suggest the closest known one.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        toml::from_str(text).map_err(|e| {
+            let message = e.to_string().trim_end().to_string();
+            match suggestion(&message) {
+                Some(known) => format!("{message}\ndid you mean `{known}`?"),
+                None => message,
+            }
+        })
     }
 
     /// Applies `FRAUDFLIGHT_<SECTION>_<KEY>` overrides to every scalar key.
@@ -264,6 +271,21 @@ impl OpenSearchConfig {
     }
 }
 
+/// For serde's "unknown field `x`, expected one of `a`, `b`" message, the
+/// expected name closest to `x` (if close enough to be a likely typo).
+fn suggestion(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, expected) = rest.split_once('`')?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|known| (strsim::damerau_levenshtein(unknown, known), known))
+        .filter(|(distance, known)| *distance <= 3.max(known.len() / 3))
+        .min()
+        .map(|(_, known)| known.to_string())
+}
+
 fn apply_env(
     table: &mut toml::Table,
     prefix: &str,
@@ -335,6 +357,11 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = Config::parse("[kafka]\nbatch_max_recrods = 5\n").unwrap_err();
         assert!(err.contains("batch_max_recrods"), "{err}");
+        assert!(err.ends_with("did you mean `batch_max_records`?"), "{err}");
+        let err = Config::parse("[cassandra]\nnodez = \"x\"\n").unwrap_err();
+        assert!(err.ends_with("did you mean `nodes`?"), "{err}");
+        let err = Config::parse("[opensearch]\ncompletely_different = 1\n").unwrap_err();
+        assert!(!err.contains("did you mean"), "no suggestion for a key unlike any: {err}");
     }
 
     #[test]

@@ -74,8 +74,13 @@ async fn a_cassandra_outage_stalls_then_resumes_without_loss() {
     // Backpressure: the consumer paused, it did not buffer the topic.
     let rss = serve.rss_mb();
     assert!(rss < 1_024, "memory stays bounded while a sink is down ({rss} MB)");
+    let (status, body) = serve.http_get("/ready");
+    assert_eq!(status, 503, "not ready while Cassandra is down: {body}");
+    assert!(body.contains(r#""cassandra":"failing""#), "{body}");
     services("up", "cassandra");
     assert_all_stored_once(&names, &records).await;
+    let (status, body) = serve.http_get("/ready");
+    assert_eq!(status, 200, "ready again: {body}");
     let log = serve.log_text();
     assert!(log.contains("sink writes failing") && log.contains("sink writes succeed again"), "outage and recovery are logged");
     assert!(serve.terminate().success());

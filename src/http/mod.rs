@@ -5,6 +5,7 @@
 //! - `GET /api/summary` : counters, throughput, fraud rate, model
 //! - `GET /api/alerts?limit=N` : latest predicted frauds, newest first
 //! - `GET /health` : liveness
+//! - `GET /ready` : readiness (model loaded, no enabled sink failing); 503 otherwise
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/summary", get(summary))
         .route("/api/alerts", get(alerts))
         .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
         .with_state(Ctx { app, started: Instant::now() })
 }
 
@@ -55,7 +57,17 @@ async fn summary(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
         "counters": ctx.app.stats.snapshot(),
         "store": { "recent_rows": recent_rows, "alert_rows": alert_rows },
         "model": ctx.app.model_info(),
+        "sinks": ctx.app.sinks.health(),
     }))
+}
+
+async fn ready(State(ctx): State<Ctx>) -> Response {
+    let body = serde_json::json!({
+        "model_version": ctx.app.scorer.registry().current().version(),
+        "sinks": ctx.app.sinks.health(),
+    });
+    let status = if ctx.app.sinks.ready().await { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,41 @@ pub struct Written {
 }
 
 impl Sinks {
+    /// Each sink: "off", "ok" or "failing" (its writes are being retried).
+    pub fn health(&self) -> serde_json::Value {
+        let state = |enabled: bool, healthy: bool| match (enabled, healthy) {
+            (false, _) => "off",
+            (true, true) => "ok",
+            (true, false) => "failing",
+        };
+        serde_json::json!({
+            "cassandra": state(self.cassandra.is_some(), self.cassandra.as_ref().is_none_or(|c| c.health.is_healthy())),
+            "opensearch": state(self.search.is_some(), self.search.as_ref().is_none_or(|s| s.health.is_healthy())),
+            "kafka": state(self.kafka.is_some(), true),
+        })
+    }
+
+    /// True when no enabled sink is failing its writes and each answers a
+    /// trivial request now (within 2 s), so an idle pipeline reports an
+    /// outage too.
+    pub async fn ready(&self) -> bool {
+        let limit = std::time::Duration::from_secs(2);
+        let cassandra = async {
+            match &self.cassandra {
+                Some(c) => c.health.is_healthy() && tokio::time::timeout(limit, c.healthy()).await.unwrap_or(false),
+                None => true,
+            }
+        };
+        let search = async {
+            match &self.search {
+                Some(s) => s.health.is_healthy() && tokio::time::timeout(limit, s.healthy()).await.unwrap_or(false),
+                None => true,
+            }
+        };
+        let (c, s) = tokio::join!(cassandra, search);
+        c && s
+    }
+
     pub fn is_empty(&self) -> bool {
         self.cassandra.is_none() && self.search.is_none() && self.kafka.is_none()
     }

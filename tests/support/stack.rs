@@ -97,6 +97,8 @@ pub async fn produce(topic: &str, records: &[Transaction]) {
 pub struct Serve {
     child: Child,
     pub flight: String,
+    /// host:port of the HTTP API.
+    pub http: String,
     pub log: PathBuf,
 }
 
@@ -133,7 +135,12 @@ impl Serve {
             .find_map(|w| w.strip_prefix("flight=grpc://"))
             .map(|a| format!("http://{a}"))
             .expect("READY line names the Flight address");
-        Self { child, flight, log }
+        let http = ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http=http://"))
+            .expect("READY line names the HTTP address")
+            .to_string();
+        Self { child, flight, http, log }
     }
 
     pub fn log_text(&self) -> String {
@@ -143,6 +150,19 @@ impl Serve {
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// GET `path` on the HTTP API: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.http).expect("HTTP port answers");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
     }
 
     /// Resident memory of the process, MB (Linux).
