@@ -8,11 +8,11 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
+use crate::pipeline::sinks::Sinks;
 use crate::score::features::RowError;
 use crate::score::model::{ModelError, ModelFiles, ParityReport};
 use crate::score::{outcome, ScoreError, ScoreOptions, Scored, Scorer};
 use crate::store::memory::MemoryStore;
-use crate::pipeline::sinks::Sinks;
 use crate::store::stats::Stats;
 use crate::store::Query;
 

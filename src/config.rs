@@ -286,11 +286,7 @@ fn suggestion(message: &str) -> Option<String> {
         .map(|(_, known)| known.to_string())
 }
 
-fn apply_env(
-    table: &mut toml::Table,
-    prefix: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+fn apply_env(table: &mut toml::Table, prefix: &str, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     for (key, value) in table.iter_mut() {
         let name = format!("{prefix}{}", key.to_ascii_uppercase());
         match value {
@@ -334,7 +330,9 @@ fn parse_like(current: &toml::Value, text: &str) -> Result<toml::Value, String> 
             "0" | "false" | "no" | "off" => false,
             _ => return Err(format!("{text:?} is not true/false")),
         }),
-        toml::Value::Float(_) => toml::Value::Float(text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?),
+        toml::Value::Float(_) => {
+            toml::Value::Float(text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?)
+        }
         other => return Err(format!("cannot be set from the environment (a {})", other.type_str())),
     })
 }

@@ -80,7 +80,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let flight_addr = flight_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let servers = vec![
-        crate::demo::supervise("Flight", &shutdown, crate::flight::serve(app.clone(), flight_listener, shutdown.signalled())),
+        crate::demo::supervise(
+            "Flight",
+            &shutdown,
+            crate::flight::serve(app.clone(), flight_listener, shutdown.signalled()),
+        ),
         crate::demo::supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.signalled())),
     ];
 

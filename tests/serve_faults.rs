@@ -32,26 +32,14 @@ async fn started_run(names: &Names, seed: u64) -> (Serve, Vec<fraudflight::recor
 
 async fn wait_for_progress(names: &Names, rows: usize) {
     let cs = stack::cassandra().await;
-    stack::wait_until(Duration::from_secs(300), "the run to get going", || {
-        let (cs, ks) = (&cs, &names.keyspace);
-        async move { stack::cassandra_count(cs, ks, "transactions").await >= rows }
-    })
-    .await;
+    stack::wait_for_rows(&cs, names, rows, Duration::from_secs(300), "the run to get going").await;
 }
 
 /// Waits until both stores hold N records, then checks each exactly once.
 async fn assert_all_stored_once(names: &Names, records: &[fraudflight::record::Transaction]) {
     let (os, cs) = (stack::opensearch(), stack::cassandra().await);
-    stack::wait_until(Duration::from_secs(600), "every record in Cassandra", || {
-        let (cs, ks) = (&cs, &names.keyspace);
-        async move { stack::cassandra_count(cs, ks, "transactions").await >= N }
-    })
-    .await;
-    stack::wait_until(Duration::from_secs(300), "every record in OpenSearch", || {
-        let (os, p) = (&os, &names.index_prefix);
-        async move { stack::opensearch_count(os, p).await >= N }
-    })
-    .await;
+    stack::wait_for_rows(&cs, names, N, Duration::from_secs(600), "every record in Cassandra").await;
+    stack::wait_for_documents(&os, names, N, Duration::from_secs(300), "every record in OpenSearch").await;
     let rows = stack::cassandra_rows(&cs, &names.keyspace, "transactions").await;
     assert_eq!(rows.len(), N, "Cassandra holds each record exactly once");
     let stored: HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
@@ -61,46 +49,57 @@ async fn assert_all_stored_once(names: &Names, records: &[fraudflight::record::T
     assert_eq!(stack::cassandra_rows(&cs, &names.keyspace, "alerts").await.len(), predicted);
 }
 
+/// Stops `service` for 20 s in the middle of a run, then brings it back:
+/// the server survives, everything ends up stored exactly once, and the
+/// outage and the recovery are logged. `while_down` and `after` add the
+/// sink-specific checks.
+async fn sink_outage(
+    test: &str,
+    seed: u64,
+    service: &str,
+    while_down: impl FnOnce(&mut Serve),
+    after: impl FnOnce(&mut Serve),
+) {
+    let names = Names::new(test);
+    let (mut serve, records) = started_run(&names, seed).await;
+    wait_for_progress(&names, 10_000).await;
+    services("down", service);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(serve.running(), "the server survives the outage");
+    while_down(&mut serve);
+    services("up", service);
+    assert_all_stored_once(&names, &records).await;
+    after(&mut serve);
+    let log = serve.log_text();
+    assert!(
+        log.contains("sink writes failing") && log.contains("sink writes succeed again"),
+        "outage and recovery are logged"
+    );
+    assert!(serve.terminate().success());
+}
+
 #[tokio::test]
 #[ignore = "stops and restarts Cassandra (make test-services runs it)"]
 async fn a_cassandra_outage_stalls_then_resumes_without_loss() {
-    let names = Names::new("cassdown");
-    let (serve, records) = started_run(&names, 21).await;
-    wait_for_progress(&names, 10_000).await;
-    services("down", "cassandra");
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let mut serve = serve;
-    assert!(serve.running(), "the server survives the outage");
-    // Backpressure: the consumer paused, it did not buffer the topic.
-    let rss = serve.rss_mb();
-    assert!(rss < 1_024, "memory stays bounded while a sink is down ({rss} MB)");
-    let (status, body) = serve.http_get("/ready");
-    assert_eq!(status, 503, "not ready while Cassandra is down: {body}");
-    assert!(body.contains(r#""cassandra":"failing""#), "{body}");
-    services("up", "cassandra");
-    assert_all_stored_once(&names, &records).await;
-    let (status, body) = serve.http_get("/ready");
-    assert_eq!(status, 200, "ready again: {body}");
-    let log = serve.log_text();
-    assert!(log.contains("sink writes failing") && log.contains("sink writes succeed again"), "outage and recovery are logged");
-    assert!(serve.terminate().success());
+    let while_down = |serve: &mut Serve| {
+        // Backpressure: the consumer paused, it did not buffer the topic.
+        let rss = serve.rss_mb();
+        assert!(rss < 1_024, "memory stays bounded while a sink is down ({rss} MB)");
+        let (status, body) = serve.http_get("/ready");
+        assert_eq!(status, 503, "not ready while Cassandra is down: {body}");
+        assert!(body.contains(r#""cassandra":"failing""#), "{body}");
+    };
+    let after = |serve: &mut Serve| {
+        let (status, body) = serve.http_get("/ready");
+        assert_eq!(status, 200, "ready again: {body}");
+    };
+    sink_outage("cassdown", 21, "cassandra", while_down, after).await;
 }
 
 #[tokio::test]
 #[ignore = "stops and restarts OpenSearch (make test-services runs it)"]
 async fn an_opensearch_outage_stalls_then_resumes_without_loss() {
-    let names = Names::new("osdown");
-    let (serve, records) = started_run(&names, 22).await;
-    wait_for_progress(&names, 10_000).await;
-    services("down", "opensearch");
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let mut serve = serve;
-    assert!(serve.running(), "the server survives the outage");
-    services("up", "opensearch");
-    assert_all_stored_once(&names, &records).await;
-    let log = serve.log_text();
-    assert!(log.contains("sink writes failing") && log.contains("sink writes succeed again"), "outage and recovery are logged");
-    assert!(serve.terminate().success());
+    sink_outage("osdown", 22, "opensearch", |_| {}, |_| {}).await;
 }
 
 #[tokio::test]

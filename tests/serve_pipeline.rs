@@ -51,17 +51,8 @@ async fn every_record_is_stored_once_in_both_stores_with_the_exchange_score() {
     let serve = Serve::start(&names.env());
     let (os, cs) = (stack::opensearch(), stack::cassandra().await);
 
-    stack::wait_until(Duration::from_secs(600), "100,000 documents in OpenSearch", || {
-        let os = &os;
-        let prefix = &names.index_prefix;
-        async move { stack::opensearch_count(os, prefix).await >= N }
-    })
-    .await;
-    stack::wait_until(Duration::from_secs(120), "100,000 rows in Cassandra", || {
-        let (cs, ks) = (&cs, &names.keyspace);
-        async move { stack::cassandra_count(cs, ks, "transactions").await >= N }
-    })
-    .await;
+    stack::wait_for_documents(&os, &names, N, Duration::from_secs(600), "100,000 documents in OpenSearch").await;
+    stack::wait_for_rows(&cs, &names, N, Duration::from_secs(120), "100,000 rows in Cassandra").await;
 
     let rows = stack::cassandra_rows(&cs, &names.keyspace, "transactions").await;
     assert_eq!(rows.len(), N, "one row per record, none twice");
@@ -99,8 +90,7 @@ async fn every_record_is_stored_once_in_both_stores_with_the_exchange_score() {
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "alerts come newest first");
 
     let card = records[0].cc_num.clone();
-    let card_txns: HashSet<&str> =
-        records.iter().filter(|r| r.cc_num == card).map(|r| r.trans_num.as_str()).collect();
+    let card_txns: HashSet<&str> = records.iter().filter(|r| r.cc_num == card).map(|r| r.trans_num.as_str()).collect();
     let query = fraudflight::proto::Query {
         target: Some(fraudflight::proto::query::Target::Card(card.clone())),
         limit: 10_000,
@@ -145,7 +135,15 @@ fn garbage() -> Vec<(&'static str, Option<Vec<u8>>)> {
         ("not JSON", Some(b"this is not json {".to_vec())),
         ("missing field", with(&|v| drop(v.as_object_mut().unwrap().remove("amt")))),
         // JSON has no NaN; a producer writing one sends this text.
-        ("NaN amount", Some(String::from_utf8(with(&|v| v["amt"] = 1.0.into()).unwrap()).unwrap().replace("\"amt\":1.0", "\"amt\":NaN").into_bytes())),
+        (
+            "NaN amount",
+            Some(
+                String::from_utf8(with(&|v| v["amt"] = 1.0.into()).unwrap())
+                    .unwrap()
+                    .replace("\"amt\":1.0", "\"amt\":NaN")
+                    .into_bytes(),
+            ),
+        ),
         ("latitude 123", with(&|v| v["lat"] = 123.0.into())),
         ("negative amount", with(&|v| v["amt"] = (-5.0).into())),
         ("1 MB value", Some(vec![b'x'; 1_000_000])),
@@ -173,7 +171,10 @@ async fn bad_records_go_to_the_dlq_with_a_reason_and_valid_ones_are_stored() {
     let mut expected_bad = 0;
     for (i, t) in valid.iter().enumerate() {
         let json = serde_json::to_vec(t).unwrap();
-        producer.send(FutureRecord::to(&names.topic).key(&t.cc_num).payload(&json), Duration::from_secs(10)).await.unwrap();
+        producer
+            .send(FutureRecord::to(&names.topic).key(&t.cc_num).payload(&json), Duration::from_secs(10))
+            .await
+            .unwrap();
         if i % 100 == 0 {
             let (what, value) = &bad[(i / 100) % bad.len()];
             let key = format!("bad-{i}-{what}");
@@ -187,26 +188,12 @@ async fn bad_records_go_to_the_dlq_with_a_reason_and_valid_ones_are_stored() {
     }
     let (os, cs) = (stack::opensearch(), stack::cassandra().await);
     let n = valid.len();
-    stack::wait_until(Duration::from_secs(300), "valid records stored", || {
-        let (cs, ks) = (&cs, &names.keyspace);
-        async move { stack::cassandra_count(cs, ks, "transactions").await >= n }
-    })
-    .await;
-    stack::wait_until(Duration::from_secs(120), "valid records indexed", || {
-        let (os, p) = (&os, &names.index_prefix);
-        async move { stack::opensearch_count(os, p).await >= n }
-    })
-    .await;
+    stack::wait_for_rows(&cs, &names, n, Duration::from_secs(300), "valid records stored").await;
+    stack::wait_for_documents(&os, &names, n, Duration::from_secs(120), "valid records indexed").await;
     assert_eq!(stack::cassandra_count(&cs, &names.keyspace, "transactions").await, valid.len());
 
     // Every bad record is in the DLQ, with its original bytes and a reason.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", support::kafka_brokers())
-        .set("group.id", support::unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&format!("{}.dlq", names.topic)]).unwrap();
+    let consumer = stack::reader(&format!("{}.dlq", names.topic));
     let originals: HashMap<String, Option<Vec<u8>>> = (0..valid.len())
         .step_by(100)
         .map(|i| {
@@ -230,7 +217,11 @@ async fn bad_records_go_to_the_dlq_with_a_reason_and_valid_ones_are_stored() {
             .expect("an error header");
         let original = originals.get(&key).unwrap_or_else(|| panic!("unexpected dead letter {key}"));
         let payload = msg.payload().unwrap_or_default();
-        assert!(payload == original.as_deref().unwrap_or_default(), "{key}: not the original bytes ({} bytes)", payload.len());
+        assert!(
+            payload == original.as_deref().unwrap_or_default(),
+            "{key}: not the original bytes ({} bytes)",
+            payload.len()
+        );
         seen.insert(key, error);
     }
     for (key, error) in &seen {
@@ -247,13 +238,7 @@ async fn bad_records_go_to_the_dlq_with_a_reason_and_valid_ones_are_stored() {
     }
 
     // With outcome_topic on, every valid record's outcome is on <topic>.scored.
-    let scored: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", support::kafka_brokers())
-        .set("group.id", support::unique("scored-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    scored.subscribe(&[&format!("{}.scored", names.topic)]).unwrap();
+    let scored = stack::reader(&format!("{}.scored", names.topic));
     let mut outcomes = HashSet::new();
     while outcomes.len() < valid.len() {
         let msg = tokio::time::timeout(Duration::from_secs(60), scored.recv())
@@ -285,16 +270,8 @@ async fn two_processes_in_one_group_split_the_partitions_and_store_everything() 
     let second = Serve::start(&names.env());
     let (os, cs) = (stack::opensearch(), stack::cassandra().await);
     let n = records.len();
-    stack::wait_until(Duration::from_secs(300), "every record stored", || {
-        let (cs, ks) = (&cs, &names.keyspace);
-        async move { stack::cassandra_count(cs, ks, "transactions").await >= n }
-    })
-    .await;
-    stack::wait_until(Duration::from_secs(120), "every record indexed", || {
-        let (os, p) = (&os, &names.index_prefix);
-        async move { stack::opensearch_count(os, p).await >= n }
-    })
-    .await;
+    stack::wait_for_rows(&cs, &names, n, Duration::from_secs(300), "every record stored").await;
+    stack::wait_for_documents(&os, &names, n, Duration::from_secs(120), "every record indexed").await;
     assert_eq!(stack::cassandra_count(&cs, &names.keyspace, "transactions").await, n);
 
     let assigned = |log: &str| -> Vec<String> {

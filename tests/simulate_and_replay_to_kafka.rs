@@ -11,32 +11,17 @@ use std::time::Duration;
 use fraudflight::record::{decode_json, Transaction};
 use fraudflight::replay::KaggleCsv;
 use fraudflight::simulate::{SimConfig, Simulator};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 
 async fn topic(partitions: i32) -> String {
     let name = support::unique("fraudflight_test");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", support::kafka_brokers()).create().unwrap();
-    let created = admin
-        .create_topics(&[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .unwrap();
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    support::stack::create_topic(&name, partitions).await;
     name
 }
 
 /// Consumes `n` records; returns trans_num -> (key, record).
 async fn consume(topic: &str, n: usize) -> HashMap<String, (String, Transaction)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", support::kafka_brokers())
-        .set("group.id", support::unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = support::stack::reader(topic);
     let mut seen = HashMap::new();
     let mut total = 0;
     while total < n {

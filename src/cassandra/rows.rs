@@ -9,8 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
-    StringBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
 };
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type};
 use arrow::record_batch::RecordBatch;
@@ -40,7 +39,11 @@ pub fn columns() -> &'static [StoredColumn] {
     COLUMNS.get_or_init(|| {
         let schema = outcome::schema();
         let mut out = vec![
-            StoredColumn { name: column::cc_num.into(), cql_type: "text", source: schema.index_of(column::cc_num).ok() },
+            StoredColumn {
+                name: column::cc_num.into(),
+                cql_type: "text",
+                source: schema.index_of(column::cc_num).ok(),
+            },
             StoredColumn { name: TRANS_TIME.into(), cql_type: "timestamp", source: None },
             StoredColumn {
                 name: column::trans_num.into(),
@@ -165,7 +168,10 @@ pub fn from_rows(rows: &[Row]) -> Result<RecordBatch, RowTypeError> {
         } else if name == column::trans_date_trans_time {
             let mut b = StringBuilder::new();
             for t in &times {
-                b.append_option(t.and_then(chrono::DateTime::from_timestamp_millis).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()));
+                b.append_option(
+                    t.and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()),
+                );
             }
             Arc::new(b.finish())
         } else {

@@ -193,8 +193,7 @@ impl FlightService for FraudFlight {
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let query = request::parse_ticket(&request.into_inner().ticket)?;
-        let batches =
-            self.app.query(&query).await.map_err(|e| Status::unavailable(format!("query failed: {e}")))?;
+        let batches = self.app.query(&query).await.map_err(|e| Status::unavailable(format!("query failed: {e}")))?;
         let batches = stream::iter(batches.into_iter().map(Ok)).boxed();
         Ok(Response::new(encode(outcome::schema(), batches)))
     }

@@ -15,6 +15,25 @@ pub fn client_config(brokers: &str, properties: &[(String, String)]) -> rdkafka:
     config
 }
 
+/// The settings every fraudflight producer shares (idempotent, so a retried
+/// send never writes a record twice; lz4; a short linger to fill batches),
+/// then `extra` settings of the caller, then the user's properties, which win.
+pub fn producer_config(
+    brokers: &str,
+    extra: &[(&str, &str)],
+    properties: &[(String, String)],
+) -> rdkafka::ClientConfig {
+    let mut config = client_config(brokers, &[]);
+    config.set("enable.idempotence", "true").set("linger.ms", "5").set("compression.type", "lz4");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    for (k, v) in properties {
+        config.set(k, v);
+    }
+    config
+}
+
 /// Parses `key=value` command-line properties.
 pub fn parse_property(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {

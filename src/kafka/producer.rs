@@ -37,16 +37,7 @@ pub struct TransactionProducer {
 
 impl TransactionProducer {
     pub fn new(brokers: &str, topic: &str, properties: &[(String, String)]) -> Result<Self, ProduceError> {
-        let mut config = super::client_config(brokers, &[]);
-        // Idempotence: a retried send never writes a record twice.
-        config
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "500000");
-        for (k, v) in properties {
-            config.set(k, v);
-        }
+        let config = super::producer_config(brokers, &[("queue.buffering.max.messages", "500000")], properties);
         let producer =
             config.create().map_err(|source| ProduceError::Create { brokers: brokers.to_string(), source })?;
         Ok(Self { producer, topic: topic.to_string() })

@@ -47,17 +47,12 @@ impl KafkaSink {
         dlq_topic: String,
         scored_topic: Option<String>,
     ) -> Result<Self, KafkaError> {
-        let mut config = super::client_config(brokers, &[]);
-        config
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.max.bytes", "2000000")
+        let extra = [
+            ("message.max.bytes", "2000000"),
             // librdkafka gives up on a message after this; we then retry it ourselves.
-            .set("message.timeout.ms", "30000");
-        for (k, v) in properties {
-            config.set(k, v);
-        }
+            ("message.timeout.ms", "30000"),
+        ];
+        let config = super::producer_config(brokers, &extra, properties);
         Ok(Self { producer: config.create()?, input_topic: input_topic.to_string(), dlq_topic, scored_topic })
     }
 
@@ -80,9 +75,11 @@ impl KafkaSink {
                 Err(SendError::TooLarge) => {
                     tracing::warn!(bytes = letter.value.len(), "dead letter too large for the DLQ topic; truncated");
                     let cut = &letter.value[..letter.value.len().min(TRUNCATED_DLQ_VALUE)];
-                    let headers = headers
-                        .insert(Header { key: "truncated", value: Some(b"true".as_slice()) })
-                        .insert(Header { key: "original_bytes", value: Some(letter.value.len().to_string().as_bytes()) });
+                    let headers =
+                        headers.insert(Header { key: "truncated", value: Some(b"true".as_slice()) }).insert(Header {
+                            key: "original_bytes",
+                            value: Some(letter.value.len().to_string().as_bytes()),
+                        });
                     self.send(&self.dlq_topic, key, cut, headers, abandon).await.map_err(SendError::into_abandoned)
                 }
                 other => other.map_err(SendError::into_abandoned),

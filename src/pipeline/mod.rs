@@ -77,10 +77,9 @@ async fn scoring_stage(
         let mut backoff = Backoff::default();
         let scored = loop {
             let (app, records) = (app.clone(), records.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                decode::score_records(&records, &app.scorer, max_record_bytes)
-            })
-            .await;
+            let result =
+                tokio::task::spawn_blocking(move || decode::score_records(&records, &app.scorer, max_record_bytes))
+                    .await;
             match result {
                 Ok(Ok(scored)) => break Some(scored),
                 Ok(Err(e)) => tracing::error!(error = %e, "scoring a batch failed; retrying"),

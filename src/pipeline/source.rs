@@ -90,7 +90,10 @@ impl ConsumerContext for SourceContext {
         if !self.shared.closing.load(Ordering::SeqCst) {
             let left = self.shared.wait_idle(Some(&partitions), Instant::now() + self.drain);
             if left > 0 {
-                tracing::warn!(batches = left, "partitions revoked with batches unfinished; the new owner re-reads them");
+                tracing::warn!(
+                    batches = left,
+                    "partitions revoked with batches unfinished; the new owner re-reads them"
+                );
             }
         }
         let offsets = {
@@ -124,7 +127,12 @@ impl SourceContext {
     }
 }
 
-fn commit(consumer: &BaseConsumer<SourceContext>, topic: &str, offsets: &std::collections::BTreeMap<i32, i64>, mode: CommitMode) {
+fn commit(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    offsets: &std::collections::BTreeMap<i32, i64>,
+    mode: CommitMode,
+) {
     if offsets.is_empty() {
         return;
     }

@@ -53,7 +53,6 @@ pub struct Search {
     bulk_slots: tokio::sync::Semaphore,
     prefix: String,
     bulk_max_docs: usize,
-    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -74,10 +73,8 @@ impl Search {
     /// Connects and installs the index template, retrying while the cluster
     /// is unreachable (until `abandon`).
     pub async fn connect(config: &OpenSearchConfig, abandon: &CancellationToken) -> Result<Self, SearchError> {
-        let url: ::opensearch::http::Url = config.url.parse().map_err(|e| SearchError::Url {
-            url: config.url.clone(),
-            message: format!("{e}"),
-        })?;
+        let url: ::opensearch::http::Url =
+            config.url.parse().map_err(|e| SearchError::Url { url: config.url.clone(), message: format!("{e}") })?;
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(timeout)
@@ -89,7 +86,6 @@ impl Search {
             bulk_slots: tokio::sync::Semaphore::new(config.bulk_concurrency),
             prefix: config.index_prefix.clone(),
             bulk_max_docs: config.bulk_max_docs,
-            timeout,
         };
         let mut backoff = Backoff::default();
         loop {
@@ -112,20 +108,14 @@ impl Search {
     async fn install_template(&self) -> Result<(), SearchError> {
         let mut template: Value = serde_json::from_str(TEMPLATE).expect("shipped template is JSON");
         template["index_patterns"] = json!([format!("{}-*", self.prefix)]);
-        let response = self
+        let sent = self
             .client
             .indices()
             .put_index_template(IndicesPutIndexTemplateParts::Name(&self.prefix))
             .body(template)
             .send()
-            .await
-            .map_err(|e| Self::request_error("index template")(e.to_string()))?;
-        if !response.status_code().is_success() {
-            let status = response.status_code();
-            let body = response.text().await.unwrap_or_default();
-            return Err(Self::request_error("index template")(format!("{status}: {body}")));
-        }
-        Ok(())
+            .await;
+        checked("index template", sent).await.map(drop)
     }
 
     /// Indexes every outcome; returns once each document is stored or
@@ -157,7 +147,7 @@ impl Search {
                 pending.iter().flat_map(|&i| [docs[i].action.clone(), docs[i].source.clone()]).collect();
             let sent = {
                 let _slot = self.bulk_slots.acquire().await.expect("semaphore never closed");
-                self.client.bulk(BulkParts::None).body(body).request_timeout(self.timeout).send().await
+                self.client.bulk(BulkParts::None).body(body).send().await
             };
             let response = match sent {
                 Ok(r) => r,
@@ -243,18 +233,8 @@ impl Search {
             if let Some(after) = &after {
                 body["search_after"] = after.clone();
             }
-            let response = self
-                .client
-                .search(SearchParts::Index(&[&index]))
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| Self::request_error("search")(e.to_string()))?;
-            if !response.status_code().is_success() {
-                let status = response.status_code();
-                let text = response.text().await.unwrap_or_default();
-                return Err(Self::request_error("search")(format!("{status}: {}", truncate(&text, 300))));
-            }
+            let response =
+                checked("search", self.client.search(SearchParts::Index(&[&index])).body(body).send().await).await?;
             let result: Value = response.json().await.map_err(|e| Self::request_error("search")(e.to_string()))?;
             let hits = result["hits"]["hits"].as_array().cloned().unwrap_or_default();
             if hits.is_empty() {
@@ -285,6 +265,20 @@ impl Search {
     pub async fn healthy(&self) -> bool {
         matches!(self.client.ping().send().await, Ok(r) if r.status_code().is_success())
     }
+}
+
+/// A response that arrived and says success, or the error naming `what` failed.
+async fn checked(
+    what: &'static str,
+    sent: Result<::opensearch::http::response::Response, ::opensearch::Error>,
+) -> Result<::opensearch::http::response::Response, SearchError> {
+    let response = sent.map_err(|e| Search::request_error(what)(e.to_string()))?;
+    if response.status_code().is_success() {
+        return Ok(response);
+    }
+    let status = response.status_code();
+    let text = response.text().await.unwrap_or_default();
+    Err(Search::request_error(what)(format!("{status}: {}", truncate(&text, 300))))
 }
 
 fn log_retry(attempts: u32, error: &str) {

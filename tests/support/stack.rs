@@ -296,6 +296,29 @@ pub async fn opensearch_scores(client: &OpenSearch, prefix: &str) -> HashMap<Str
     }
 }
 
+/// Waits (up to `limit`) until the test's `transactions` table has `n` rows.
+pub async fn wait_for_rows(session: &Session, names: &Names, n: usize, limit: Duration, what: &str) {
+    wait_until(limit, what, || async move { cassandra_count(session, &names.keyspace, "transactions").await >= n }).await;
+}
+
+/// Waits (up to `limit`) until the test's indices hold `n` documents.
+pub async fn wait_for_documents(client: &OpenSearch, names: &Names, n: usize, limit: Duration, what: &str) {
+    wait_until(limit, what, || async move { opensearch_count(client, &names.index_prefix).await >= n }).await;
+}
+
+/// A consumer of `topic` from its start, in a group of its own.
+pub fn reader(topic: &str) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", super::kafka_brokers())
+        .set("group.id", super::unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
 /// Polls `check` every second until it returns true or `limit` passes.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
