@@ -6,7 +6,7 @@ CARGO ?= cargo
 PY := .venv/bin/python
 BIN := target/release/fraudflight
 
-.PHONY: setup build demo test test-unit test-rust test-python test-services test-pipeline services-up services-down bench model
+.PHONY: setup setup-browser build demo test test-unit test-rust test-python test-browser test-services test-pipeline services-up services-down bench model dashboards
 
 ## Python environment (.venv): PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
 setup:
@@ -19,9 +19,10 @@ build:
 demo: setup build
 	$(BIN) demo $(DEMO_ARGS)
 
-## Every test: Rust unit and integration tests, the Python (Spark, pyarrow.flight) tests, and the
-## smoke tests of real Kafka, Cassandra and OpenSearch (started here, stopped after).
-test: setup test-rust test-python test-services
+## Every test: Rust unit and integration tests, the Python (Spark, pyarrow.flight, HTTP API, saved
+## objects) tests, the live dashboard in headless Chromium, and the tests against real Kafka,
+## Cassandra and OpenSearch (started here, stopped after).
+test: setup test-rust test-python test-browser test-services
 
 ## Quick loop: Rust unit tests only (no server, no Spark).
 test-unit:
@@ -34,12 +35,21 @@ test-rust:
 # as the Rust tests, so nothing is compiled twice.
 test-python:
 	$(CARGO) test --no-run
-	$(PY) -m pytest -q spark-job/tests
+	$(PY) -m pytest -q spark-job/tests dashboards/tests
+
+## Debian's Chromium and web/'s pinned npm packages (playwright-core) for the browser test.
+setup-browser:
+	@scripts/setup-browser.sh
+
+## The live dashboard of `fraudflight demo` in headless Chromium; screenshot in target/artifacts/.
+test-browser: setup-browser
+	$(CARGO) test --no-run
+	cd web && npm test
 
 ## Tests against the real services: brings them up (scripts/services.sh), stops what it started.
 ## One test at a time: the fault tests stop and restart Cassandra and OpenSearch.
 SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real \
-	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults
+	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults --test dashboards_field_caps
 test-services:
 	$(CARGO) test --no-run $(SERVICE_TESTS)
 	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1
@@ -58,6 +68,11 @@ services-down:
 ## Benchmarks (never part of `make test`).
 bench: setup
 	$(CARGO) bench --bench simulate --bench scoring
+
+## Rewrite the Kibana / OpenSearch Dashboards saved objects (dashboards/build.py) and check them.
+dashboards:
+	python3 dashboards/build.py
+	python3 dashboards/check.py
 
 ## Retrain the shipped model from 500,000 simulated transactions.
 model: setup build

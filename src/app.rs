@@ -8,12 +8,12 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::pipeline::sinks::Sinks;
 use crate::score::features::RowError;
 use crate::score::model::{ModelError, ModelFiles, ParityReport};
 use crate::score::{outcome, ScoreError, ScoreOptions, Scored, Scorer};
 use crate::store::memory::MemoryStore;
-use crate::store::stats::Stats;
 use crate::store::Query;
 
 /// Shared state of a running fraudflight.
@@ -22,7 +22,8 @@ pub struct App {
     /// Recent outcomes of this process (the answer to queries when no
     /// store is configured, and the live view's source).
     pub store: MemoryStore,
-    pub stats: Stats,
+    /// Counters and histograms: the summary, the live view, `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Where ingested outcomes go (`serve`); empty in the demo.
     pub sinks: Sinks,
     /// Fires when writes still retrying at shutdown must give up.
@@ -97,7 +98,7 @@ impl App {
         Self {
             scorer,
             store,
-            stats: Stats::default(),
+            metrics: Arc::new(Metrics::new()),
             sinks: Sinks::default(),
             abandon: tokio_util::sync::CancellationToken::new(),
         }
@@ -121,13 +122,16 @@ impl App {
         Ok(outcome::for_exchange(&outcomes))
     }
 
-    /// Scores and stores a batch (simulator, DoPut). Invalid rows are
-    /// reported back, never dropped silently.
-    pub fn ingest(&self, batch: &RecordBatch) -> Result<Ingested, ScoreError> {
+    /// Scores and keeps a batch in memory (the demo's simulator). Invalid
+    /// rows are reported back, never dropped silently. `created_ms` is when
+    /// the batch's transactions came to be (Unix ms), for the latency measure.
+    pub fn ingest(&self, batch: &RecordBatch, created_ms: i64) -> Result<Ingested, ScoreError> {
+        let started = std::time::Instant::now();
         let Scored { outcomes, invalid } = self.scorer.score(batch, &ScoreOptions::default())?;
         let alerts = count_alerts(&outcomes);
-        self.stats.record(batch.num_rows(), outcomes.num_rows(), invalid.len(), alerts);
+        self.metrics.scored(batch.num_rows(), &outcomes, invalid.len(), started.elapsed());
         self.store.insert(&outcomes);
+        self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(created_ms, outcomes.num_rows()));
         for e in &invalid {
             tracing::warn!(row = e.row, error = %e.error, "rejected record");
         }
@@ -141,15 +145,22 @@ impl App {
     /// DoPut: scores a batch and writes it through the same sinks as Kafka
     /// records; answers once every sink has it. Invalid rows are reported.
     pub async fn put(self: &Arc<Self>, batch: RecordBatch) -> Result<Ingested, PutError> {
+        let arrived = crate::metrics::unix_ms();
         let app = self.clone();
-        let scored = tokio::task::spawn_blocking(move || app.scorer.score(&batch, &ScoreOptions::default()))
-            .await
-            .map_err(|e| PutError::Task(e.to_string()))??;
+        let scored = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let scored = app.scorer.score(&batch, &ScoreOptions::default())?;
+            app.metrics.scored(batch.num_rows(), &scored.outcomes, scored.invalid.len(), started.elapsed());
+            Ok::<_, ScoreError>(scored)
+        })
+        .await
+        .map_err(|e| PutError::Task(e.to_string()))??;
         let Scored { outcomes, invalid } = scored;
         self.store.insert(&outcomes);
         self.sinks.write(&outcomes, Vec::new(), &self.abandon).await?;
+        // DoPut rows have no creation time of their own: time them from arrival.
+        self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(arrived, outcomes.num_rows()));
         let alerts = count_alerts(&outcomes);
-        self.stats.record(outcomes.num_rows() + invalid.len(), outcomes.num_rows(), invalid.len(), alerts);
         Ok(Ingested {
             accepted: outcomes.num_rows(),
             alerts,

@@ -86,7 +86,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Running> {
 
     let mut tasks = vec![
         supervise("Flight", &shutdown, crate::flight::serve(app.clone(), flight_listener, shutdown.signalled())),
-        supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.signalled())),
+        supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.clone())),
     ];
     if config.rate > 0.0 {
         let sim = Simulator::new(SimConfig { seed: config.seed, ..SimConfig::default() });
@@ -138,8 +138,9 @@ async fn simulate(app: Arc<App>, mut sim: Simulator, rate: f64, shutdown: Shutdo
             builder.append(&t);
         }
         let batch = builder.finish();
+        let created = crate::metrics::unix_ms();
         let app = app.clone();
-        match tokio::task::spawn_blocking(move || app.ingest(&batch)).await {
+        match tokio::task::spawn_blocking(move || app.ingest(&batch, created)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "scoring simulated batch failed"),
             Err(e) => tracing::error!(error = %e, "scoring task panicked"),

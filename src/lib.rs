@@ -9,8 +9,9 @@
 //! - [`score`]: validation and derived features, the ONNX model and the
 //!   registry that hot-swaps it; turns a batch of transactions into a batch of
 //!   outcomes.
-//! - [`store`]: the in-memory store of recent outcomes and alerts, and the
-//!   live counters.
+//! - [`store`]: the in-memory store of recent outcomes and alerts.
+//! - [`metrics`]: the live counters and histograms (summary, live view,
+//!   Prometheus).
 //! - [`app`]: the core every front end calls (scoring, ingest, queries, model
 //!   management).
 //! - [`flight`]: the Arrow Flight service, a thin adapter over [`app`].
@@ -39,6 +40,7 @@ pub mod flight;
 pub mod http;
 pub mod kafka;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod proto;
 pub mod query;

@@ -46,15 +46,18 @@ pub struct Health {
     sink: &'static str,
     failing: std::sync::atomic::AtomicBool,
     since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Failed attempts since start, for `/metrics`.
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
     pub fn new(sink: &'static str) -> Self {
-        Self { sink, failing: Default::default(), since: Default::default() }
+        Self { sink, failing: Default::default(), since: Default::default(), errors: Default::default() }
     }
 
     pub fn failed(&self, error: &str) {
         use std::sync::atomic::Ordering;
+        self.errors.fetch_add(1, Ordering::Relaxed);
         if !self.failing.swap(true, Ordering::SeqCst) {
             *self.since.lock().expect("health lock") = Some(std::time::Instant::now());
             tracing::warn!(sink = self.sink, error, "sink writes failing; retrying with backoff until it returns");
@@ -68,6 +71,11 @@ impl Health {
             let seconds = since.map_or(0.0, |t| t.elapsed().as_secs_f64());
             tracing::info!(sink = self.sink, unavailable_seconds = seconds, "sink writes succeed again");
         }
+    }
+
+    /// Failed write attempts so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_healthy(&self) -> bool {

@@ -85,7 +85,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             &shutdown,
             crate::flight::serve(app.clone(), flight_listener, shutdown.signalled()),
         ),
-        crate::demo::supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.signalled())),
+        crate::demo::supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.clone())),
     ];
 
     let pipeline = if config.kafka.enabled() {

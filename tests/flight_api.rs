@@ -189,7 +189,7 @@ async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
     for b in &alerts {
         assert_eq!(b.column_by_name("is_fraud_predicted").unwrap().as_boolean().true_count(), b.num_rows());
     }
-    let expected_alerts = running.app.stats.snapshot().alerts as usize;
+    let expected_alerts = running.app.metrics.snapshot().alerts as usize;
     assert_eq!(alert_rows, expected_alerts.min(fraudflight::store::DEFAULT_LIMIT));
 
     let recent = do_get(&mut client, b"recent".to_vec()).await;

@@ -108,6 +108,29 @@ async fn every_record_is_stored_once_in_both_stores_with_the_exchange_score() {
     let recent = do_get(&serve, b"recent".to_vec()).await;
     assert_eq!(ids(&recent).len(), fraudflight::store::DEFAULT_LIMIT);
 
+    // /metrics counts every record once, both stores up, and the consumer
+    // lag of every partition drops to 0 once offsets are committed.
+    stack::wait_until(Duration::from_secs(30), "consumer lag 0 on all 4 partitions", || async {
+        let m = serve.metrics();
+        ["0", "1", "2", "3"].iter().all(|p| m.value("fraudflight_consumer_lag", &[("partition", p)]) == Some(0.0))
+    })
+    .await;
+    let m = serve.metrics();
+    for counter in
+        ["fraudflight_records_in_total", "fraudflight_records_scored_total", "fraudflight_records_stored_total"]
+    {
+        assert_eq!(m.value(counter, &[]), Some(N as f64), "{counter}");
+    }
+    assert_eq!(m.value("fraudflight_alerts_total", &[]), Some(predicted.len() as f64));
+    assert_eq!(m.value("fraudflight_dead_letters_total", &[]), Some(0.0));
+    for sink in ["cassandra", "opensearch"] {
+        assert_eq!(m.value("fraudflight_sink_up", &[("sink", sink)]), Some(1.0), "{sink} up");
+    }
+    let (_, summary) = serve.http_get("/api/summary");
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["consumer_lag"].as_array().map(Vec::len), Some(4), "{summary}");
+    assert_eq!(summary["sinks"]["cassandra"], "ok");
+
     // DoPut goes through the same scorer and sinks.
     let extra = stack::simulated(8, 1_000);
     let put = FlightDataEncoderBuilder::new()

@@ -21,7 +21,7 @@ DOCUMENTED_PORTS = {
     "spark-master": {7077},
     "fraudflight": {50051, 8080},
 }
-ONE_SHOT = {"init-kafka", "init-cassandra", "init-search"}
+ONE_SHOT = {"init-kafka", "init-cassandra", "init-search", "import-kibana", "import-opensearch-dashboards"}
 
 
 def load() -> dict:
@@ -73,3 +73,16 @@ def test_init_files_exist() -> None:
     for mount in ("cassandra.cql", "opensearch-template.json"):
         assert (ROOT / "scripts" / "schema" / mount).is_file()
     assert (ROOT / "Dockerfile").is_file()
+
+
+def test_the_dashboards_are_imported_once_each_ui_is_healthy() -> None:
+    services = load()["services"]
+    for ui, importer in (("kibana", "import-kibana"), ("opensearch-dashboards", "import-opensearch-dashboards")):
+        service = services[importer]
+        assert service["depends_on"][ui]["condition"] == "service_healthy"
+        assert service["profiles"] == services[ui]["profiles"]
+        mounts = {m.split(":")[0] for m in service["volumes"]}
+        assert mounts == {"./dashboards", "./scripts"}
+        assert service["command"][1] == "/fraudflight/scripts/import-dashboards.sh"
+        assert service["command"][-1] == ui
+        assert (ROOT / "dashboards" / ui).is_dir()

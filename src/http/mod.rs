@@ -1,64 +1,79 @@
-//! The HTTP side: a status page, a JSON summary, recent alerts as JSON, and a
-//! health check. (The full live dashboard comes later; this is its API.)
+//! The HTTP side: the live dashboard, its JSON API and event stream,
+//! Prometheus metrics and health checks.
 //!
-//! - `GET /` : status page (plain HTML, refreshes its numbers from the API)
-//! - `GET /api/summary` : counters, throughput, fraud rate, model
+//! - `GET /` and `/assets/*` : the live dashboard (files built into the binary)
+//! - `GET /api/summary` : counters, rates, latency, model, sinks, consumer lag
 //! - `GET /api/alerts?limit=N` : latest predicted frauds, newest first
+//! - `GET /api/events` : Server-Sent Events, `hello` then a `tick` a second ([`live`])
+//! - `GET /metrics` : Prometheus text exposition format
 //! - `GET /health` : liveness
 //! - `GET /ready` : readiness (model loaded, no enabled sink failing); 503 otherwise
 
+mod assets;
+pub mod live;
+
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 use axum::extract::{Query as UrlQuery, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::shutdown::Shutdown;
 use crate::store::{Query, MAX_LIMIT};
+use live::Live;
 
 #[derive(Clone)]
 struct Ctx {
     app: Arc<App>,
-    started: Instant,
+    live: Arc<Live>,
+    shutdown: Shutdown,
 }
 
-pub fn router(app: Arc<App>) -> Router {
+fn router(ctx: Ctx) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
         .route("/api/summary", get(summary))
         .route("/api/alerts", get(alerts))
+        .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
-        .with_state(Ctx { app, started: Instant::now() })
+        .with_state(ctx)
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves.
-pub async fn serve(
-    app: Arc<App>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("status.html"))
+/// Serves HTTP on `listener` until `shutdown`, with the live view's sampler.
+pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
+    let live = Live::new(app.clone());
+    let sampler = tokio::spawn(live.clone().run(shutdown.clone()));
+    let ctx = Ctx { app, live, shutdown: shutdown.clone() };
+    let served = axum::serve(listener, router(ctx)).with_graceful_shutdown(shutdown.signalled()).await;
+    let _ = sampler.await;
+    served
 }
 
 async fn summary(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
-    let (recent_rows, alert_rows) = ctx.app.store.len();
-    Json(serde_json::json!({
-        "uptime_seconds": ctx.started.elapsed().as_secs_f64(),
-        "counters": ctx.app.stats.snapshot(),
-        "store": { "recent_rows": recent_rows, "alert_rows": alert_rows },
-        "model": ctx.app.model_info(),
-        "sinks": ctx.app.sinks.health(),
-    }))
+    Json(ctx.live.status())
+}
+
+async fn events(State(ctx): State<Ctx>) -> Response {
+    ctx.live.events(ctx.shutdown.clone()).into_response()
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let scrape = crate::metrics::Scrape {
+        model_version: ctx.app.scorer.registry().current().version().to_string(),
+        sinks: ctx.app.sinks.states(),
+    };
+    match ctx.app.metrics.render(&scrape) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),
+    }
 }
 
 async fn ready(State(ctx): State<Ctx>) -> Response {
@@ -77,13 +92,9 @@ struct Limit {
 
 async fn alerts(State(ctx): State<Ctx>, UrlQuery(q): UrlQuery<Limit>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
-    let batches = match ctx.app.query(&Query::Alerts { limit }).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    };
-    match to_json_rows(&batches) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    match ctx.app.query(&Query::Alerts { limit }).await {
+        Ok(batches) => Json(live::alert_rows(&batches)).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("cannot read alerts: {e}\n")).into_response(),
     }
 }
 

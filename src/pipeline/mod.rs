@@ -47,7 +47,7 @@ impl Pipeline {
     ) -> anyhow::Result<Self> {
         let permits = Arc::new(Semaphore::new(kafka.max_in_flight_batches));
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
-        let settings = SourceSettings { kafka: kafka.clone(), drain };
+        let settings = SourceSettings { kafka: kafka.clone(), drain, metrics: app.metrics.clone() };
         let source = source::start(settings, tx, permits, shutdown, abandon.clone())?;
         let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));
         Ok(Self { source: source.thread, scoring })
@@ -77,9 +77,13 @@ async fn scoring_stage(
         let mut backoff = Backoff::default();
         let scored = loop {
             let (app, records) = (app.clone(), records.clone());
-            let result =
-                tokio::task::spawn_blocking(move || decode::score_records(&records, &app.scorer, max_record_bytes))
-                    .await;
+            let result = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let scored = decode::score_records(&records, &app.scorer, max_record_bytes)?;
+                app.metrics.scored(records.len(), &scored.outcomes, scored.dead.len(), started.elapsed());
+                Ok::<_, crate::score::ScoreError>(scored)
+            })
+            .await;
             match result {
                 Ok(Ok(scored)) => break Some(scored),
                 Ok(Err(e)) => tracing::error!(error = %e, "scoring a batch failed; retrying"),
@@ -92,15 +96,15 @@ async fn scoring_stage(
         let Some(scored) = scored else { continue };
         let (app, shared, abandon, spans, id, permit) =
             (app.clone(), shared.clone(), abandon.clone(), batch.spans, batch.id, batch.permit);
-        let ingested = records.len();
         writers.spawn(async move {
             let outcomes = scored.outcomes;
-            let invalid = scored.dead.len();
             app.store.insert(&outcomes);
             match app.sinks.write(&outcomes, scored.dead, &abandon).await {
-                Ok(_) => {
-                    app.stats.record(ingested, outcomes.num_rows(), invalid, crate::app::count_alerts(&outcomes));
+                Ok(written) => {
                     shared.ack(id, &spans);
+                    // Every record of the batch is done now, stored or dead-lettered.
+                    let created = records.iter().filter_map(|r| r.timestamp_ms);
+                    app.metrics.stored(outcomes.num_rows(), written.dead_letters, created);
                 }
                 Err(e) => tracing::warn!(error = %e, batch = id, "batch not stored; it will be re-read"),
             }

@@ -44,6 +44,26 @@ impl Sinks {
         })
     }
 
+    /// The enabled stores' health and error counts, for `/metrics`.
+    pub fn states(&self) -> Vec<crate::metrics::SinkState> {
+        let mut states = Vec::new();
+        if let Some(c) = &self.cassandra {
+            states.push(crate::metrics::SinkState {
+                name: "cassandra",
+                up: c.health.is_healthy(),
+                errors: c.health.errors(),
+            });
+        }
+        if let Some(s) = &self.search {
+            states.push(crate::metrics::SinkState {
+                name: "opensearch",
+                up: s.health.is_healthy(),
+                errors: s.health.errors(),
+            });
+        }
+        states
+    }
+
     /// True when no enabled sink is failing its writes and each answers a
     /// trivial request now (within 2 s), so an idle pipeline reports an
     /// outage too.

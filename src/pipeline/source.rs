@@ -79,9 +79,30 @@ pub struct SourceContext {
     drain: Duration,
     revoked: Mutex<Vec<i32>>,
     assignment_changed: AtomicBool,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka's periodic statistics: the consumer lag of each partition
+    /// we own (`statistics.interval.ms`).
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            self.metrics.set_lag(&self.topic, []);
+            return;
+        };
+        let lags = topic.partitions.values().filter(|p| p.partition >= 0 && p.desired).filter_map(|p| {
+            // consumer_lag counts from the committed offset; before the first
+            // commit it is unknown (-1), so count from the fetch position.
+            let lag = match p.consumer_lag {
+                l if l >= 0 => l,
+                _ if p.hi_offset >= 0 && p.app_offset >= 0 => (p.hi_offset - p.app_offset).max(0),
+                _ => return None,
+            };
+            Some((p.partition, lag))
+        });
+        self.metrics.set_lag(&self.topic, lags);
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -153,6 +174,8 @@ pub struct SourceSettings {
     pub kafka: KafkaConfig,
     /// Bounded wait for in-flight batches at revocation and shutdown.
     pub drain: Duration,
+    /// Where consumer lag is reported.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A started source: the thread and the shared acknowledgement state.
@@ -177,6 +200,7 @@ pub fn start(
         drain: settings.drain,
         revoked: Mutex::default(),
         assignment_changed: AtomicBool::new(false),
+        metrics: settings.metrics.clone(),
     };
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
     config
@@ -185,7 +209,9 @@ pub fn start(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         // Bounds what librdkafka prefetches; our own in-flight permits bound the rest.
-        .set("queued.max.messages.kbytes", "32768");
+        .set("queued.max.messages.kbytes", "32768")
+        // Consumer lag per partition for /metrics and the live view.
+        .set("statistics.interval.ms", "1000");
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }

@@ -29,6 +29,8 @@ struct Inner {
 struct Rows {
     batches: VecDeque<RecordBatch>,
     rows: usize,
+    /// Rows ever pushed: the sequence number of the newest row.
+    pushed: u64,
 }
 
 impl Rows {
@@ -37,6 +39,7 @@ impl Rows {
             return;
         }
         self.rows += batch.num_rows();
+        self.pushed += batch.num_rows() as u64;
         self.batches.push_back(batch);
         while self.rows - self.batches.front().map_or(0, RecordBatch::num_rows) >= max {
             let old = self.batches.pop_front().expect("non-empty");
@@ -93,6 +96,16 @@ impl MemoryStore {
         }
     }
 
+    /// Alerts kept after sequence number `seq` (at most `limit`, newest
+    /// first), and the sequence number to ask from next time. A follower
+    /// that passes back the returned number sees every alert once.
+    pub fn alerts_since(&self, seq: u64, limit: usize) -> (Vec<RecordBatch>, u64) {
+        let inner = self.inner.read().expect("store lock");
+        let new = inner.alerts.pushed.saturating_sub(seq);
+        let limit = limit.min(usize::try_from(new).unwrap_or(usize::MAX));
+        (inner.alerts.newest(limit, Clone::clone), inner.alerts.pushed)
+    }
+
     /// Rows currently held (recent, alerts).
     pub fn len(&self) -> (usize, usize) {
         let inner = self.inner.read().expect("store lock");
@@ -106,4 +119,47 @@ impl MemoryStore {
 
 fn predicted(outcomes: &RecordBatch) -> &BooleanArray {
     outcomes.column_by_name(IS_FRAUD_PREDICTED).expect("outcome column").as_boolean()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{BooleanArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(ids: std::ops::Range<i64>, fraud: impl Fn(i64) -> bool) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(IS_FRAUD_PREDICTED, DataType::Boolean, false),
+        ]);
+        let predicted: BooleanArray = ids.clone().map(|i| Some(fraud(i))).collect();
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(predicted)])
+            .unwrap()
+    }
+
+    fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_follower_sees_every_alert_once_newest_first() {
+        let store = MemoryStore::new(1000, 1000);
+        store.insert(&batch(0..10, |i| i % 3 == 0)); // alerts 0, 3, 6, 9
+        let (first, seq) = store.alerts_since(0, 100);
+        assert_eq!(ids(&first), vec![9, 6, 3, 0]);
+        store.insert(&batch(10..20, |i| i % 5 == 0)); // alerts 10, 15
+        let (next, seq) = store.alerts_since(seq, 100);
+        assert_eq!(ids(&next), vec![15, 10]);
+        let (none, _) = store.alerts_since(seq, 100);
+        assert!(ids(&none).is_empty());
+        // A follower far behind gets only the newest `limit`.
+        let (capped, _) = store.alerts_since(0, 3);
+        assert_eq!(ids(&capped), vec![15, 10, 9]);
+    }
 }

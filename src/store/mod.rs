@@ -3,7 +3,6 @@
 //! pipeline. Flight `DoGet` and the HTTP API read through [`Query`].
 
 pub mod memory;
-pub mod stats;
 
 /// What a reader asks the store for; every answer is newest first.
 #[derive(Debug, Clone, PartialEq)]

@@ -165,6 +165,13 @@ impl Serve {
         (status, body)
     }
 
+    /// `/metrics`, parsed as Prometheus text exposition format.
+    pub fn metrics(&self) -> Metrics {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "/metrics answered {status}: {body}");
+        Metrics(prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("valid exposition"))
+    }
+
     /// Resident memory of the process, MB (Linux).
     pub fn rss_mb(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
@@ -298,7 +305,8 @@ pub async fn opensearch_scores(client: &OpenSearch, prefix: &str) -> HashMap<Str
 
 /// Waits (up to `limit`) until the test's `transactions` table has `n` rows.
 pub async fn wait_for_rows(session: &Session, names: &Names, n: usize, limit: Duration, what: &str) {
-    wait_until(limit, what, || async move { cassandra_count(session, &names.keyspace, "transactions").await >= n }).await;
+    wait_until(limit, what, || async move { cassandra_count(session, &names.keyspace, "transactions").await >= n })
+        .await;
 }
 
 /// Waits (up to `limit`) until the test's indices hold `n` documents.
@@ -329,5 +337,22 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A parsed `/metrics` scrape.
+pub struct Metrics(pub prometheus_parse::Scrape);
+
+impl Metrics {
+    /// The value of counter or gauge `name` whose labels include `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => Some(v),
+                _ => None,
+            })
     }
 }

@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""Writes the saved objects of the "Fraud overview" dashboard for Kibana 8
+(`kibana/fraud-overview.ndjson`) and OpenSearch Dashboards 2
+(`opensearch-dashboards/fraud-overview.ndjson`) from one description.
+
+Both products read the same aggregation-based visualisations (`visState`),
+saved search and dashboard; they differ in the alert map (Kibana's Maps app
+`map` object, OpenSearch Dashboards' `tile_map` visualisation), the
+index-pattern fields (OpenSearch Dashboards 2 keeps a field list; Kibana 8
+reads fields live) and the migration-version markers each product reads.
+
+Run `python dashboards/build.py` after changing this file; the output is
+committed, and a test keeps it equal to what this script writes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE.parent / "scripts" / "schema" / "opensearch-template.json"
+
+INDEX_PATTERN_ID = "fraudflight-transactions"
+INDEX_PATTERN = "fraudflight-transactions-*"
+TIME_FIELD = "@timestamp"
+ALERTS = "is_fraud_predicted:true"
+REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
+
+# Migration markers: the versions whose formats these objects are written in
+# (both products migrate an imported object up from there).
+KIBANA = {
+    "coreMigrationVersion": "8.8.0",
+    "index-pattern": "7.11.0",
+    "search": "7.9.3",
+    "visualization": "7.17.0",
+    "map": "8.4.0",
+    "dashboard": "7.17.3",
+}
+OSD = {"index-pattern": "7.6.0", "search": "7.9.3", "visualization": "7.10.0", "dashboard": "7.9.3"}
+
+
+def search_source(query: str = "", with_index: bool = True) -> dict:
+    source: dict = {"query": {"query": query, "language": "kuery"}, "filter": []}
+    if with_index:
+        source["indexRefName"] = REF
+    return {"searchSourceJSON": json.dumps(source)}
+
+
+def index_ref() -> list[dict]:
+    return [{"name": REF, "type": "index-pattern", "id": INDEX_PATTERN_ID}]
+
+
+def agg(id_: str, type_: str, schema: str, **params) -> dict:
+    return {"id": id_, "enabled": True, "type": type_, "schema": schema, "params": params}
+
+
+def date_histogram(id_: str = "2") -> dict:
+    return agg(id_, "date_histogram", "segment", field=TIME_FIELD, interval="1m", min_doc_count=1,
+               extended_bounds={}, useNormalizedOpenSearchInterval=True, drop_partials=False)
+
+
+def xy_params(kind: str, y_title: str, scale: str = "linear", horizontal: bool = False) -> dict:
+    """The params of a line / bar chart with one category and one value axis."""
+    category = {"id": "CategoryAxis-1", "type": "category", "position": "left" if horizontal else "bottom",
+                "show": True, "scale": {"type": "linear"}, "labels": {"show": True, "truncate": 100}, "title": {}}
+    value = {"id": "ValueAxis-1", "name": "LeftAxis-1", "type": "value",
+             "position": "bottom" if horizontal else "left", "show": True,
+             "scale": {"type": scale, "mode": "normal"}, "labels": {"show": True, "rotate": 0, "truncate": 100},
+             "title": {"text": y_title}}
+    series = {"show": True, "type": kind, "mode": "normal", "data": {"label": y_title, "id": "1"},
+              "valueAxis": "ValueAxis-1", "drawLinesBetweenPoints": True, "showCircles": True,
+              "lineWidth": 2, "interpolate": "linear"}
+    return {"type": kind, "grid": {"categoryLines": False}, "categoryAxes": [category], "valueAxes": [value],
+            "seriesParams": [series], "addTooltip": True, "addLegend": True, "legendPosition": "right",
+            "times": [], "addTimeMarker": False, "thresholdLine": {"show": False}, "labels": {"show": False}}
+
+
+def vis(id_: str, title: str, description: str, kind: str, params: dict, aggs: list[dict], query: str = "",
+        with_index: bool = True) -> dict:
+    return {
+        "id": id_,
+        "type": "visualization",
+        "attributes": {
+            "title": title,
+            "description": description,
+            "visState": json.dumps({"title": title, "type": kind, "params": params, "aggs": aggs}),
+            "uiStateJSON": "{}",
+            "version": 1,
+            "kibanaSavedObjectMeta": search_source(query, with_index),
+        },
+        "references": index_ref() if with_index else [],
+    }
+
+
+def visualisations() -> list[dict]:
+    """Every visualisation both products share."""
+    count = agg("1", "count", "metric")
+    per_minute = vis(
+        "fraudflight-transactions-per-minute", "Transactions and predicted frauds per minute",
+        "All scored transactions and those predicted fraudulent, per minute (log scale).", "line",
+        xy_params("line", "transactions per minute", scale="log"),
+        [count, date_histogram(),
+         agg("3", "filters", "group", filters=[
+             {"input": {"query": "*", "language": "kuery"}, "label": "transactions"},
+             {"input": {"query": ALERTS, "language": "kuery"}, "label": "predicted frauds"}])],
+    )
+    # The share of predicted frauds needs a ratio of two counts: TSVB's
+    # filter_ratio, the one ratio both products' visualisations compute.
+    fraud_rate_params = {
+        "id": "fraudflight-fraud-rate", "type": "timeseries", "index_pattern": INDEX_PATTERN,
+        "time_field": TIME_FIELD, "interval": "1m", "axis_position": "left", "axis_formatter": "number",
+        "axis_scale": "normal", "show_legend": 1, "show_grid": 1, "tooltip_mode": "show_all",
+        "default_index_pattern": INDEX_PATTERN, "default_timefield": TIME_FIELD, "isModelInvalid": False,
+        # An index string, not a data-view id: the form both products read.
+        "use_kibana_indexes": False,
+        "series": [{
+            "id": "fraud-rate", "label": "predicted fraud rate", "color": "#E7664C", "split_mode": "everything",
+            "chart_type": "line", "line_width": 2, "point_size": 1, "fill": 0.2, "stacked": "none",
+            "formatter": "percent", "axis_position": "right", "separate_axis": 0,
+            "metrics": [{
+                "id": "ratio", "type": "filter_ratio", "metric_agg": "count",
+                "numerator": {"query": ALERTS, "language": "kuery"},
+                "denominator": {"query": "*", "language": "kuery"},
+            }],
+        }],
+    }
+    fraud_rate = vis("fraudflight-fraud-rate", "Fraud rate over time",
+                     "Predicted frauds as a share of scored transactions, per minute.", "metrics",
+                     fraud_rate_params, [], with_index=False)
+    score_params = xy_params("histogram", "transactions", scale="log")
+    scores = vis(
+        "fraudflight-score-distribution", "Fraud score distribution",
+        "How many transactions got each fraud score (log scale); predicted frauds sit right of the threshold.",
+        "histogram", score_params,
+        [count, agg("2", "histogram", "segment", field="fraud_score", interval=0.05, min_doc_count=False,
+                    has_extended_bounds=True, extended_bounds={"min": 0, "max": 1})],
+    )
+    amount = vis(
+        "fraudflight-amount-by-category", "Amount by category, predicted frauds",
+        "Total amount of predicted frauds per merchant category.", "histogram",
+        xy_params("histogram", "amount (USD)"),
+        [agg("1", "sum", "metric", field="amt"),
+         agg("2", "terms", "segment", field="category", size=20, order="desc", orderBy="1",
+             otherBucket=False, missingBucket=False)],
+        query=ALERTS,
+    )
+    table_params = {"perPage": 10, "showPartialRows": False, "showMetricsAtAllLevels": False,
+                    "sort": {"columnIndex": None, "direction": None}, "showTotal": False, "totalFunc": "sum",
+                    "percentageCol": ""}
+    merchants = vis(
+        "fraudflight-top-merchants", "Top merchants by alerts", "Merchants with the most predicted frauds.",
+        "table", table_params,
+        [agg("1", "count", "metric", customLabel="alerts"),
+         agg("3", "sum", "metric", field="amt", customLabel="amount (USD)"),
+         agg("2", "terms", "bucket", field="merchant", size=10, order="desc", orderBy="1",
+             otherBucket=False, missingBucket=False, customLabel="merchant")],
+        query=ALERTS,
+    )
+    states = vis(
+        "fraudflight-top-states", "Top states by alerts", "States with the most predicted frauds.",
+        "horizontal_bar", xy_params("histogram", "alerts", horizontal=True),
+        [agg("1", "count", "metric", customLabel="alerts"),
+         agg("2", "terms", "segment", field="state", size=15, order="desc", orderBy="1",
+             otherBucket=False, missingBucket=False)],
+        query=ALERTS,
+    )
+    return [per_minute, fraud_rate, scores, amount, merchants, states]
+
+
+def latest_alerts() -> dict:
+    return {
+        "id": "fraudflight-latest-alerts",
+        "type": "search",
+        "attributes": {
+            "title": "Latest alerts",
+            "description": "Predicted frauds, newest first.",
+            "columns": ["amt", "category", "merchant", "city", "state", "distance_km", "fraud_score",
+                        "model_version"],
+            "sort": [[TIME_FIELD, "desc"]],
+            "version": 1,
+            "kibanaSavedObjectMeta": search_source(ALERTS),
+        },
+        "references": index_ref(),
+    }
+
+
+def kibana_map() -> dict:
+    """Kibana 8's alert map: a Maps app object with a documents layer on the
+    merchant location (no base layer: it would need Elastic's map service)."""
+    layer = {
+        "id": "fraudflight-alerts-layer", "label": "Predicted frauds (merchant location)", "type": "GEOJSON_VECTOR",
+        "visible": True, "minZoom": 0, "maxZoom": 24, "alpha": 0.85,
+        "sourceDescriptor": {
+            "type": "ES_SEARCH", "id": "fraudflight-alerts-source", "geoField": "location",
+            "scalingType": "LIMIT", "sortField": TIME_FIELD, "sortOrder": "desc",
+            "tooltipProperties": ["merchant", "category", "amt", "fraud_score"],
+            "indexPatternRefName": "layer_0_source_index_pattern",
+        },
+        "query": {"query": ALERTS, "language": "kuery"},
+        "style": {"type": "VECTOR", "properties": {
+            "fillColor": {"type": "STATIC", "options": {"color": "#E7664C"}},
+            "lineColor": {"type": "STATIC", "options": {"color": "#FFFFFF"}},
+            "iconSize": {"type": "DYNAMIC", "options": {"field": {"name": "amt", "origin": "source"},
+                                                         "minSize": 4, "maxSize": 16}},
+        }},
+    }
+    state = {"zoom": 3.3, "center": {"lon": -96.0, "lat": 38.5}, "timeFilters": {"from": "now-15m", "to": "now"},
+             "refreshConfig": {"isPaused": False, "interval": 10000},
+             "query": {"query": "", "language": "kuery"}, "filters": []}
+    return {
+        "id": "fraudflight-alert-map",
+        "type": "map",
+        "attributes": {
+            "title": "Map of predicted frauds",
+            "description": "Where predicted frauds happen: merchant locations, sized by amount.",
+            "layerListJSON": json.dumps([layer]),
+            "mapStateJSON": json.dumps(state),
+            "uiStateJSON": json.dumps({"isLayerTOCOpen": True, "openTOCDetails": []}),
+        },
+        "references": [{"name": "layer_0_source_index_pattern", "type": "index-pattern", "id": INDEX_PATTERN_ID}],
+    }
+
+
+def osd_map() -> dict:
+    """OpenSearch Dashboards' alert map: a coordinate map of the merchant
+    location of predicted frauds."""
+    params = {"mapType": "Scaled Circle Markers", "isDesaturated": True, "addTooltip": True,
+              "heatClusterSize": 1.5, "legendPosition": "bottomright", "mapZoom": 4, "mapCenter": [38.5, -96.0],
+              "colorSchema": "Reds", "wms": {"enabled": False, "options": {"format": "image/png", "transparent": True}}}
+    return vis(
+        "fraudflight-alert-map", "Map of predicted frauds", "Where predicted frauds happen: merchant locations.",
+        "tile_map", params,
+        [agg("1", "count", "metric"),
+         agg("2", "geohash_grid", "segment", field="location", autoPrecision=True, isFilteredByCollar=True,
+             useGeocentroid=True, mapZoom=4, mapCenter=[38.5, -96.0], precision=3)],
+        query=ALERTS,
+    )
+
+
+# (object id, type, x, y, w, h) on the 48-column dashboard grid.
+LAYOUT = [
+    ("fraudflight-transactions-per-minute", "visualization", 0, 0, 24, 13),
+    ("fraudflight-fraud-rate", "visualization", 24, 0, 24, 13),
+    ("fraudflight-alert-map", None, 0, 13, 30, 22),
+    ("fraudflight-score-distribution", "visualization", 30, 13, 18, 11),
+    ("fraudflight-amount-by-category", "visualization", 30, 24, 18, 11),
+    ("fraudflight-top-merchants", "visualization", 0, 35, 24, 15),
+    ("fraudflight-top-states", "visualization", 24, 35, 24, 15),
+    ("fraudflight-latest-alerts", "search", 0, 50, 48, 18),
+]
+
+
+def dashboard(map_type: str, panel_version: str) -> dict:
+    panels, references = [], []
+    for i, (id_, kind, x, y, w, h) in enumerate(LAYOUT):
+        kind = kind or map_type
+        panels.append({"version": panel_version, "type": kind, "panelIndex": str(i + 1),
+                       "gridData": {"x": x, "y": y, "w": w, "h": h, "i": str(i + 1)},
+                       "embeddableConfig": {}, "panelRefName": f"panel_{i}"})
+        references.append({"name": f"panel_{i}", "type": kind, "id": id_})
+    return {
+        "id": "fraudflight-fraud-overview",
+        "type": "dashboard",
+        "attributes": {
+            "title": "Fraud overview",
+            "description": "fraudflight: scored transactions, predicted frauds and where they happen, live.",
+            "panelsJSON": json.dumps(panels),
+            "optionsJSON": json.dumps({"useMargins": True, "hidePanelTitles": False}),
+            "timeRestore": True, "timeFrom": "now-15m", "timeTo": "now",
+            "refreshInterval": {"pause": False, "value": 10000},
+            "version": 1,
+            "kibanaSavedObjectMeta": search_source(with_index=False),
+        },
+        "references": references,
+    }
+
+
+def index_pattern(with_fields: bool) -> dict:
+    fields = "[]"
+    if with_fields:
+        fields = json.dumps(osd_fields())
+    return {
+        "id": INDEX_PATTERN_ID,
+        "type": "index-pattern",
+        "attributes": {"title": INDEX_PATTERN, "timeFieldName": TIME_FIELD, "fields": fields},
+        "references": [],
+    }
+
+
+KIND_OF = {"keyword": "string", "text": "string", "date": "date", "boolean": "boolean", "geo_point": "geo_point",
+           **{t: "number" for t in ("long", "integer", "short", "byte", "double", "float", "half_float")}}
+
+
+def osd_fields() -> list[dict]:
+    """OpenSearch Dashboards 2's cached field list, from the index template."""
+    mapping = json.loads(TEMPLATE.read_text())["template"]["mappings"]["properties"]
+    fields = []
+    for name, spec in sorted(mapping.items()):
+        indexed = spec.get("index", True)
+        fields.append({"name": name, "type": KIND_OF[spec["type"]], "esTypes": [spec["type"]], "count": 0,
+                       "scripted": False, "searchable": indexed, "aggregatable": True, "readFromDocValues": True})
+    for meta, kind in (("_id", "string"), ("_index", "string"), ("_score", "number"), ("_source", "_source")):
+        fields.append({"name": meta, "type": kind, "esTypes": [meta], "count": 0, "scripted": False,
+                       "searchable": meta != "_source", "aggregatable": meta in ("_id", "_index"),
+                       "readFromDocValues": False})
+    return fields
+
+
+def with_versions(obj: dict, product: str) -> dict:
+    if product == "kibana":
+        return {**obj, "coreMigrationVersion": KIBANA["coreMigrationVersion"],
+                "typeMigrationVersion": KIBANA[obj["type"]]}
+    return {**obj, "migrationVersion": {obj["type"]: OSD[obj["type"]]}}
+
+
+def objects(product: str) -> list[dict]:
+    """Every saved object for `product` ("kibana" or "opensearch-dashboards"),
+    referenced objects before those that reference them."""
+    kibana = product == "kibana"
+    shared = [index_pattern(with_fields=not kibana), *visualisations(), latest_alerts(),
+              kibana_map() if kibana else osd_map(),
+              dashboard("map" if kibana else "visualization", "8.15.0" if kibana else "2.19.0")]
+    return [with_versions(o, product) for o in shared]
+
+
+PRODUCTS = ("kibana", "opensearch-dashboards")
+
+
+def render(product: str) -> str:
+    return "".join(json.dumps(o, sort_keys=True) + "\n" for o in objects(product))
+
+
+def main() -> None:
+    for product in PRODUCTS:
+        path = HERE / product / "fraud-overview.ndjson"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(render(product))
+        print(f"wrote {path.relative_to(HERE.parent)} ({len(objects(product))} objects)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+//! The service's live measurements, kept once and read three ways: the JSON
+//! summary, the live dashboard's event stream ([`crate::http::live`]) and
+//! Prometheus' `/metrics` (text exposition format 0.0.4).
+//!
+//! Counters and histograms are `prometheus` crate types in one registry.
+//! Values owned elsewhere (sink health, the model in service, consumer lag)
+//! are turned into metric families at scrape time by [`Metrics::render`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Float32Type;
+use prometheus::core::Collector;
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use serde::Serialize;
+
+use crate::score::outcome;
+
+/// Upper bounds of the end-to-end latency buckets, seconds (0.5 ms to 30 s).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 2.0, 5.0, 10.0, 30.0,
+];
+/// Number of equal-width fraud-score buckets over [0, 1].
+pub const SCORE_BINS: usize = 20;
+
+/// Every measurement of one running fraudflight.
+pub struct Metrics {
+    registry: Registry,
+    ingested: IntCounter,
+    scored: IntCounter,
+    stored: IntCounter,
+    invalid: IntCounter,
+    alerts: IntCounter,
+    dead_letters: IntCounter,
+    batch_records: Histogram,
+    scoring_seconds: Histogram,
+    latency_seconds: Histogram,
+    fraud_score: Histogram,
+    /// Consumer lag by (topic, partition), from librdkafka's statistics.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+/// A point-in-time copy of the counters and histograms.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// Records received (Kafka records, DoPut rows, simulated transactions).
+    pub ingested: u64,
+    pub scored: u64,
+    /// Outcomes every enabled sink has accepted (in the demo: in memory).
+    pub stored: u64,
+    /// Records refused as invalid input.
+    pub invalid: u64,
+    /// Outcomes predicted fraudulent.
+    pub alerts: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Share of scored records predicted fraudulent.
+    pub fraud_rate: f64,
+    /// Cumulative count per latency bucket (bounds in [`LATENCY_BUCKETS`]),
+    /// then the total count.
+    #[serde(skip)]
+    pub latency_cumulative: Vec<u64>,
+    /// Scored records per fraud-score bin ([`SCORE_BINS`] bins over [0, 1]).
+    pub score_histogram: Vec<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique counter");
+            c
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid histogram");
+            registry.register(Box::new(h.clone())).expect("unique histogram");
+            h
+        };
+        let score_bounds = (1..SCORE_BINS).map(|i| i as f64 / SCORE_BINS as f64).collect();
+        Self {
+            ingested: counter(
+                "fraudflight_records_in_total",
+                "Records received: Kafka records, DoPut rows, simulated.",
+            ),
+            scored: counter("fraudflight_records_scored_total", "Records scored."),
+            stored: counter("fraudflight_records_stored_total", "Outcomes accepted by every enabled sink."),
+            invalid: counter("fraudflight_records_invalid_total", "Records refused as invalid input."),
+            alerts: counter("fraudflight_alerts_total", "Outcomes predicted fraudulent."),
+            dead_letters: counter("fraudflight_dead_letters_total", "Records sent to the dead-letter topic."),
+            batch_records: histogram(
+                "fraudflight_batch_records",
+                "Records per scored batch.",
+                exponential_buckets(1.0, 4.0, 10).expect("valid buckets"),
+            ),
+            scoring_seconds: histogram(
+                "fraudflight_batch_scoring_seconds",
+                "Time to decode, validate and score one batch.",
+                exponential_buckets(0.00005, 2.0, 16).expect("valid buckets"),
+            ),
+            latency_seconds: histogram(
+                "fraudflight_end_to_end_latency_seconds",
+                "From a record's creation (its Kafka timestamp) to every sink having stored its outcome.",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            fraud_score: histogram("fraudflight_fraud_score", "Fraud scores of scored records.", score_bounds),
+            lag: Mutex::default(),
+            registry,
+        }
+    }
+
+    /// Records one scored batch: `ingested` records came in, `outcomes` are
+    /// the valid ones scored, `invalid` were refused, scoring took `took`.
+    pub fn scored(&self, ingested: usize, outcomes: &RecordBatch, invalid: usize, took: Duration) {
+        self.ingested.inc_by(ingested as u64);
+        self.scored.inc_by(outcomes.num_rows() as u64);
+        self.invalid.inc_by(invalid as u64);
+        self.alerts.inc_by(crate::app::count_alerts(outcomes) as u64);
+        self.batch_records.observe(ingested as f64);
+        self.scoring_seconds.observe(took.as_secs_f64());
+        if let Some(scores) = outcomes.column_by_name(outcome::FRAUD_SCORE) {
+            // One local histogram per batch: a single flush of shared atomics.
+            let local = self.fraud_score.local();
+            for s in scores.as_primitive::<Float32Type>().iter().flatten() {
+                local.observe(f64::from(s));
+            }
+            local.flush();
+        }
+    }
+
+    /// Records that every sink stored `rows` outcomes, and how long after
+    /// their creation: `created_ms` are the records' creation times (Unix
+    /// ms), one per record; records without one are not timed.
+    pub fn stored(&self, rows: usize, dead_letters: usize, created_ms: impl IntoIterator<Item = i64>) {
+        self.stored.inc_by(rows as u64);
+        self.dead_letters.inc_by(dead_letters as u64);
+        let now = now_ms();
+        let local = self.latency_seconds.local();
+        for t in created_ms {
+            local.observe((now - t).max(0) as f64 / 1000.0);
+        }
+        local.flush();
+    }
+
+    /// Replaces the consumer lag of `topic`'s partitions (partitions not in
+    /// `lags` are no longer ours and disappear).
+    pub fn set_lag(&self, topic: &str, lags: impl IntoIterator<Item = (i32, i64)>) {
+        let mut lag = self.lag.lock().expect("lag lock");
+        lag.retain(|(t, _), _| t != topic);
+        lag.extend(lags.into_iter().map(|(p, l)| ((topic.to_string(), p), l)));
+    }
+
+    /// Consumer lag per (topic, partition), in records.
+    pub fn lag(&self) -> Vec<(String, i32, i64)> {
+        self.lag.lock().expect("lag lock").iter().map(|((t, p), l)| (t.clone(), *p, *l)).collect()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let scored = self.scored.get();
+        let alerts = self.alerts.get();
+        let latency = cumulative_buckets(&self.latency_seconds);
+        let score_cumulative = cumulative_buckets(&self.fraud_score);
+        let score_histogram =
+            score_cumulative.iter().scan(0, |prev, &c| Some(c - std::mem::replace(prev, c))).collect();
+        Snapshot {
+            ingested: self.ingested.get(),
+            scored,
+            stored: self.stored.get(),
+            invalid: self.invalid.get(),
+            alerts,
+            dead_letters: self.dead_letters.get(),
+            fraud_rate: if scored == 0 { 0.0 } else { alerts as f64 / scored as f64 },
+            latency_cumulative: latency,
+            score_histogram,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric, plus the values
+    /// owned by other components described in `extra`.
+    pub fn render(&self, extra: &Scrape) -> prometheus::Result<String> {
+        let mut families = self.registry.gather();
+        let sink_up = IntGaugeVec::new(
+            Opts::new("fraudflight_sink_up", "1 when the sink's writes succeed, 0 while they are being retried."),
+            &["sink"],
+        )
+        .expect("valid gauge");
+        let sink_errors = IntCounterVec::new(
+            Opts::new("fraudflight_sink_errors_total", "Failed sink write attempts (each is retried)."),
+            &["sink"],
+        )
+        .expect("valid counter");
+        for s in &extra.sinks {
+            sink_up.with_label_values(&[s.name]).set(i64::from(s.up));
+            sink_errors.with_label_values(&[s.name]).inc_by(s.errors);
+        }
+        let model = IntGaugeVec::new(
+            Opts::new("fraudflight_model_info", "The model in service (value 1), by version."),
+            &["version"],
+        )
+        .expect("valid gauge");
+        model.with_label_values(&[extra.model_version.as_str()]).set(1);
+        let lag = IntGaugeVec::new(
+            Opts::new("fraudflight_consumer_lag", "Records between the consumer's position and the partition's end."),
+            &["topic", "partition"],
+        )
+        .expect("valid gauge");
+        for (topic, partition, l) in self.lag() {
+            lag.with_label_values(&[topic.as_str(), partition.to_string().as_str()]).set(l);
+        }
+        families.extend(sink_up.collect());
+        families.extend(sink_errors.collect());
+        families.extend(model.collect());
+        families.extend(lag.collect());
+        // A labelled family with no member yet (no lag before Kafka assigns
+        // partitions, no sinks in the demo) is left out, not sent empty.
+        families.retain(|f| !f.get_metric().is_empty());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&families, &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Scrape-time values from outside the registry.
+pub struct Scrape {
+    pub model_version: String,
+    pub sinks: Vec<SinkState>,
+}
+
+pub struct SinkState {
+    pub name: &'static str,
+    pub up: bool,
+    pub errors: u64,
+}
+
+/// Cumulative bucket counts of `h`, then its total count.
+fn cumulative_buckets(h: &Histogram) -> Vec<u64> {
+    let family = h.collect();
+    let hist = family[0].get_metric()[0].get_histogram();
+    let mut counts: Vec<u64> = hist.get_bucket().iter().map(|b| b.cumulative_count()).collect();
+    counts.push(hist.get_sample_count());
+    counts
+}
+
+/// Quantile `q` of the observations between two cumulative bucket snapshots
+/// (`before`, `after` as from [`Snapshot::latency_cumulative`]), by linear
+/// interpolation inside the bucket, as Prometheus' `histogram_quantile`.
+/// None when nothing was observed in between.
+pub fn quantile(bounds: &[f64], before: &[u64], after: &[u64], q: f64) -> Option<f64> {
+    let delta: Vec<u64> = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect();
+    let total = *delta.last()?;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut lower_count = 0u64;
+    for (i, &cum) in delta[..bounds.len()].iter().enumerate() {
+        if cum as f64 >= rank {
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let in_bucket = (cum - lower_count) as f64;
+            let fraction = if in_bucket == 0.0 { 1.0 } else { (rank - lower_count as f64) / in_bucket };
+            return Some(lower + (bounds[i] - lower) * fraction);
+        }
+        lower_count = cum;
+    }
+    // Beyond the last bound: report the last bound, as Prometheus does.
+    bounds.last().copied()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Now, as Unix milliseconds (the clock latency is measured against).
+pub fn unix_ms() -> i64 {
+    now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets() {
+        let bounds = [1.0, 2.0, 4.0];
+        // 10 observations in (0, 1], 10 in (1, 2], none above.
+        let after = [10, 20, 20, 20];
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 0], &after, 0.5), Some(1.0));
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 0], &after, 0.75), Some(1.5));
+        // Only what happened since `before` counts.
+        assert_eq!(quantile(&bounds, &[10, 10, 10, 10], &after, 0.5), Some(1.5));
+        assert_eq!(quantile(&bounds, &after, &after, 0.5), None);
+        // Observations above the last bound report the last bound.
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 0], &[0, 0, 0, 5], 0.99), Some(4.0));
+    }
+
+    #[test]
+    fn stored_records_latency_and_counters() {
+        let m = Metrics::new();
+        let now = unix_ms();
+        m.stored(3, 1, [now - 4, now - 4, now - 40]);
+        let s = m.snapshot();
+        assert_eq!((s.stored, s.dead_letters), (3, 1));
+        assert_eq!(*s.latency_cumulative.last().unwrap(), 3);
+        let p50 = quantile(LATENCY_BUCKETS, &[], &s.latency_cumulative, 0.5).unwrap();
+        assert!((0.003..=0.0075).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn the_exposition_parses_and_holds_every_family() {
+        let m = Metrics::new();
+        let now = unix_ms();
+        m.stored(2, 0, [now, now]);
+        let scrape = |sinks| Scrape { model_version: "gbt-v1".into(), sinks };
+        // Before any lag or sink: empty families are left out, the rest parses.
+        let text = m.render(&scrape(Vec::new())).unwrap();
+        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        assert!(parsed.samples.iter().all(|s| s.metric != "fraudflight_consumer_lag"));
+        m.set_lag("transactions", [(0, 12), (3, 0)]);
+        let sinks = vec![SinkState { name: "cassandra", up: false, errors: 4 }];
+        let text = m.render(&scrape(sinks)).unwrap();
+        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let value = |name: &str, label: Option<(&str, &str)>| {
+            parsed
+                .samples
+                .iter()
+                .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+        };
+        assert_eq!(value("fraudflight_records_stored_total", None), Some(2.0));
+        assert_eq!(value("fraudflight_consumer_lag", Some(("partition", "0"))), Some(12.0));
+        assert_eq!(value("fraudflight_sink_up", Some(("sink", "cassandra"))), Some(0.0));
+        assert_eq!(value("fraudflight_sink_errors_total", Some(("sink", "cassandra"))), Some(4.0));
+        assert_eq!(value("fraudflight_model_info", Some(("version", "gbt-v1"))), Some(1.0));
+        let latency = parsed.samples.iter().find(|s| s.metric == "fraudflight_end_to_end_latency_seconds").unwrap();
+        assert!(
+            matches!(&latency.value, prometheus_parse::Value::Histogram(b) if b.len() == LATENCY_BUCKETS.len() + 1)
+        );
+    }
+
+    #[test]
+    fn lag_replaces_a_topics_partitions() {
+        let m = Metrics::new();
+        m.set_lag("t", [(0, 5), (1, 7)]);
+        m.set_lag("t", [(1, 2)]);
+        assert_eq!(m.lag(), vec![("t".to_string(), 1, 2)]);
+    }
+}
