@@ -21,10 +21,11 @@ use serde::Serialize;
 
 use crate::score::outcome;
 
-/// Upper bounds of the end-to-end latency buckets, seconds (0.5 ms to 30 s).
+/// Upper bounds of the end-to-end latency buckets, seconds: 0.5 ms to
+/// 10 min (a consumer catching up on a backlog sees minutes).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
-    1.0, 2.0, 5.0, 10.0, 30.0,
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 /// Number of equal-width fraud-score buckets over [0, 1].
 pub const SCORE_BINS: usize = 20;

@@ -107,6 +107,8 @@ test('the live dashboard shows fraud happening', { timeout: 120_000 }, async () 
       assert.ok(painted, `${id} is blank`);
     }
 
+    // A few more seconds of history make the screenshot tell the story.
+    await page.waitForTimeout(6_000);
     mkdirSync(dirname(screenshot), { recursive: true });
     await page.screenshot({ path: screenshot, fullPage: true });
     console.log(`screenshot: ${screenshot}`);

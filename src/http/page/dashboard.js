@@ -93,7 +93,9 @@ function update(status) {
   draw();
 }
 
-const fmtMs = (ms) => (ms < 10 ? ms.toFixed(1) : fmtInt.format(ms)) + ' ms';
+// 4.3 ms, 175 ms, 3.2 s, 12 min: short enough for a card.
+const fmtMs = (ms) => (ms < 10 ? ms.toFixed(1) + ' ms' : ms < 1000 ? fmtInt.format(ms) + ' ms'
+  : ms < 60000 ? fmt1.format(ms / 1000) + ' s' : fmt1.format(ms / 60000) + ' min');
 
 function renderLag(lag) {
   $('lag-none').hidden = lag.length > 0;
