@@ -207,19 +207,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = crate::config::Config::load(args.config.as_deref(), |name| std::env::var(name).ok())?;
     if args.check_config {
-        let mut shown = config.clone();
-        // librdkafka properties may hold passwords.
-        for v in shown.kafka.properties.values_mut() {
-            *v = "(set)".into();
-        }
-        println!("{}", toml::to_string_pretty(&shown)?);
+        println!("{}", toml::to_string_pretty(&config.redacted())?);
         return Ok(());
     }
     runtime()?.block_on(async {
         let shutdown = crate::shutdown::Shutdown::default();
         shutdown.on_signals();
         let running = crate::serve::start(config, shutdown).await?;
-        println!("READY flight=grpc://{} http=http://{}", running.flight_addr, running.http_addr);
+        let (grpc, http) = if running.tls { ("grpc+tls", "https") } else { ("grpc", "http") };
+        println!("READY flight={grpc}://{} http={http}://{}", running.flight_addr, running.http_addr);
         running.wait().await;
         Ok(())
     })

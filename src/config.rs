@@ -27,9 +27,81 @@ pub struct Config {
     pub http_addr: String,
     /// How long shutdown may take to drain in-flight batches, ms.
     pub shutdown_timeout_ms: u64,
+    /// Serve plain text on a non-loopback address (else TLS is required there).
+    pub allow_plaintext: bool,
+    pub tls: TlsConfig,
+    pub tokens: TokensConfig,
+    pub limits: LimitsConfig,
     pub kafka: KafkaConfig,
     pub cassandra: CassandraConfig,
     pub opensearch: OpenSearchConfig,
+}
+
+/// TLS on Flight and HTTP (PEM files; empty = plain text, loopback only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Server certificate chain.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+    /// Set = clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: String,
+}
+
+/// Bearer tokens; none at all = no authentication.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// File of `read:<token>` / `admin:<token>` lines.
+    pub file: String,
+    /// `read` tokens, comma-separated (better: the file or the environment).
+    pub read: String,
+    /// `admin` tokens, comma-separated.
+    pub admin: String,
+}
+
+impl std::fmt::Debug for TokensConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &str| if v.is_empty() { "" } else { "(set)" };
+        f.debug_struct("TokensConfig")
+            .field("file", &self.file)
+            .field("read", &set(&self.read))
+            .field("admin", &set(&self.admin))
+            .finish()
+    }
+}
+
+impl TokensConfig {
+    fn list(text: &str) -> Vec<String> {
+        text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
+    }
+
+    pub fn read_tokens(&self) -> Vec<String> {
+        Self::list(&self.read)
+    }
+
+    pub fn admin_tokens(&self) -> Vec<String> {
+        Self::list(&self.admin)
+    }
+}
+
+/// Bounds on what one client may ask of the Flight service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest Flight (gRPC) message accepted, bytes.
+    pub flight_max_message_bytes: usize,
+    /// Most rows in one DoExchange / DoPut batch.
+    pub max_batch_rows: usize,
+    /// Concurrent Flight calls (HTTP/2 streams) per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { flight_max_message_bytes: 64 << 20, max_batch_rows: 1 << 20, max_concurrent_streams: 64 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +163,10 @@ impl Default for Config {
             flight_addr: "127.0.0.1:50051".into(),
             http_addr: "127.0.0.1:8080".into(),
             shutdown_timeout_ms: 15_000,
+            allow_plaintext: false,
+            tls: TlsConfig::default(),
+            tokens: TokensConfig::default(),
+            limits: LimitsConfig::default(),
             kafka: KafkaConfig::default(),
             cassandra: CassandraConfig::default(),
             opensearch: OpenSearchConfig::default(),
@@ -203,6 +279,9 @@ impl Config {
             ("cassandra.concurrency", self.cassandra.concurrency),
             ("opensearch.bulk_max_docs", self.opensearch.bulk_max_docs),
             ("opensearch.bulk_concurrency", self.opensearch.bulk_concurrency),
+            ("limits.flight_max_message_bytes", self.limits.flight_max_message_bytes),
+            ("limits.max_batch_rows", self.limits.max_batch_rows),
+            ("limits.max_concurrent_streams", self.limits.max_concurrent_streams as usize),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -229,6 +308,22 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The configuration with every secret replaced by "(set)", for
+    /// printing (`--check-config`).
+    pub fn redacted(&self) -> Self {
+        let mut shown = self.clone();
+        // librdkafka properties may hold passwords.
+        for v in shown.kafka.properties.values_mut() {
+            *v = "(set)".into();
+        }
+        for v in [&mut shown.tokens.read, &mut shown.tokens.admin] {
+            if !v.is_empty() {
+                *v = "(set)".into();
+            }
+        }
+        shown
     }
 
     /// The model directory, or None for "the newest under models/".

@@ -85,8 +85,16 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Running> {
     let http_addr = http_listener.local_addr()?;
 
     let mut tasks = vec![
-        supervise("Flight", &shutdown, crate::flight::serve(app.clone(), flight_listener, shutdown.signalled())),
-        supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.clone())),
+        supervise(
+            "Flight",
+            &shutdown,
+            crate::flight::serve(app.clone(), flight_listener, shutdown.signalled(), Default::default()),
+        ),
+        supervise(
+            "HTTP",
+            &shutdown,
+            crate::http::serve(app.clone(), http_listener, shutdown.clone(), Default::default()),
+        ),
     ];
     if config.rate > 0.0 {
         let sim = Simulator::new(SimConfig { seed: config.seed, ..SimConfig::default() });

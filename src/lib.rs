@@ -26,6 +26,8 @@
 //!   sink acknowledged) writing to [`cassandra`], [`search`] (OpenSearch /
 //!   Elasticsearch) and back to Kafka (DLQ, outcome topic); [`retry`] is the
 //!   sinks' backoff.
+//! - [`security`]: bearer tokens and roles, TLS and mutual TLS, the
+//!   plain-text-on-loopback-only rule.
 //! - [`query`]: a small Flight client for the terminal.
 //! - [`cli`], [`logging`], [`shutdown`]: the command line and process
 //!   plumbing; `main.rs` only calls [`cli::run`].
@@ -49,6 +51,7 @@ pub mod replay;
 pub mod retry;
 pub mod score;
 pub mod search;
+pub mod security;
 pub mod serve;
 pub mod shutdown;
 pub mod simulate;

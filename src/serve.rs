@@ -26,6 +26,8 @@ use crate::store::memory::MemoryStore;
 pub struct Running {
     pub flight_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Flight and HTTP speak TLS.
+    pub tls: bool,
     pub app: Arc<App>,
     shutdown: Shutdown,
     pipeline: Option<Pipeline>,
@@ -51,6 +53,13 @@ impl Running {
 /// Starts everything the configuration enables.
 pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     let drain = Duration::from_millis(config.shutdown_timeout_ms);
+    // Security settings first: a misconfiguration stops us before anything connects.
+    let guard = guard(&config)?;
+    let flight_addr: SocketAddr = config.flight_addr.parse()?;
+    let http_addr: SocketAddr = config.http_addr.parse()?;
+    let tls = guard.tls.is_some();
+    crate::security::plaintext_allowed("Flight", flight_addr, tls, config.allow_plaintext)?;
+    crate::security::plaintext_allowed("HTTP", http_addr, tls, config.allow_plaintext)?;
     // Writes still retrying give up once shutdown has waited `drain` for them.
     let abandon = CancellationToken::new();
     {
@@ -72,8 +81,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     );
     app.record_model().await;
 
-    let flight_listener = crate::flight::bind(config.flight_addr.parse()?).await?;
-    let http_addr: SocketAddr = config.http_addr.parse()?;
+    let flight_listener = crate::flight::bind(flight_addr).await?;
     let http_listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http_addr}: {e}"))?;
@@ -83,9 +91,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         crate::demo::supervise(
             "Flight",
             &shutdown,
-            crate::flight::serve(app.clone(), flight_listener, shutdown.signalled()),
+            crate::flight::serve(
+                app.clone(),
+                flight_listener,
+                shutdown.signalled(),
+                crate::flight::Options { guard: guard.clone(), limits: config.limits.clone() },
+            ),
         ),
-        crate::demo::supervise("HTTP", &shutdown, crate::http::serve(app.clone(), http_listener, shutdown.clone())),
+        crate::demo::supervise(
+            "HTTP",
+            &shutdown,
+            crate::http::serve(app.clone(), http_listener, shutdown.clone(), guard.clone()),
+        ),
     ];
 
     let pipeline = if config.kafka.enabled() {
@@ -99,9 +116,23 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         kafka = config.kafka.enabled(),
         cassandra = config.cassandra.enabled(),
         opensearch = config.opensearch.enabled(),
+        tls = tls,
+        mutual_tls = guard.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        tokens = guard.tokens.enabled(),
         "fraudflight serve running"
     );
-    Ok(Running { flight_addr, http_addr, app, shutdown, pipeline, servers, drain })
+    if !guard.tokens.enabled() {
+        tracing::warn!("no tokens configured: every Flight and HTTP caller may score, query, ingest and load models");
+    }
+    Ok(Running { flight_addr, http_addr, tls, app, shutdown, pipeline, servers, drain })
+}
+
+/// TLS files and tokens from the configuration, read and checked now.
+fn guard(config: &Config) -> anyhow::Result<crate::security::Guard> {
+    let tls = crate::security::tls::TlsFiles::load(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+    let file = (!config.tokens.file.is_empty()).then(|| std::path::Path::new(&config.tokens.file));
+    let tokens = crate::security::Tokens::load(file, &config.tokens.read_tokens(), &config.tokens.admin_tokens())?;
+    Ok(crate::security::Guard { tls, tokens })
 }
 
 async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> anyhow::Result<Sinks> {

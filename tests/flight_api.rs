@@ -240,7 +240,7 @@ fn copy_model(from: &Path, to: &Path, version: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_model_swaps_the_version_and_refuses_a_corrupt_model() {
+async fn load_model_swaps_the_version_and_refuses_corrupt_huge_or_mismatched_models() {
     let (running, mut client) = start(shipped_model()).await;
     let before = action(&mut client, "model-info", vec![]).await.unwrap();
     assert!(before["metrics"]["roc_auc"].as_f64().unwrap() > 0.9);
@@ -286,6 +286,35 @@ async fn load_model_swaps_the_version_and_refuses_a_corrupt_model() {
         .await
         .unwrap_err();
     assert!(err.message().contains("parity"), "{}", err.message());
+    assert_eq!(action(&mut client, "model-info", vec![]).await.unwrap()["version"], "swapped-v2");
+
+    // A huge model file (sparse: no disk used) is refused before it is read;
+    // inputs that do not match the graph, and unreadable metadata, are refused.
+    let refused = |dir: &std::path::Path| serde_json::json!({ "path": dir }).to_string().into_bytes();
+    let huge = tmp.path().join("huge");
+    copy_model(&shipped_model(), &huge, "huge-v4");
+    std::fs::File::options().write(true).open(huge.join("model.onnx")).unwrap().set_len(300 << 20).unwrap();
+    let err = action(&mut client, "load-model", refused(&huge)).await.unwrap_err();
+    assert!(err.message().contains("over the") && err.message().contains("byte limit"), "{}", err.message());
+    let renamed = tmp.path().join("renamed");
+    copy_model(&shipped_model(), &renamed, "renamed-v5");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(renamed.join("model.json")).unwrap()).unwrap();
+    // One input fewer than the graph takes.
+    meta["inputs"].as_array_mut().unwrap().pop();
+    std::fs::write(renamed.join("model.json"), meta.to_string()).unwrap();
+    let err = action(&mut client, "load-model", refused(&renamed)).await.unwrap_err();
+    assert!(err.message().contains("inputs do not match model.json"), "{}", err.message());
+    // An input that is no record column nor derived feature.
+    meta["inputs"].as_array_mut().unwrap().push(serde_json::json!({ "name": "distance_miles", "type": "double" }));
+    std::fs::write(renamed.join("model.json"), meta.to_string()).unwrap();
+    let err = action(&mut client, "load-model", refused(&renamed)).await.unwrap_err();
+    assert!(err.message().contains("`distance_miles` (Double) is neither a record column"), "{}", err.message());
+    let garbled = tmp.path().join("garbled");
+    copy_model(&shipped_model(), &garbled, "garbled-v6");
+    std::fs::write(garbled.join("model.json"), "{\"version\": 7").unwrap();
+    let err = action(&mut client, "load-model", refused(&garbled)).await.unwrap_err();
+    assert!(err.message().contains("invalid model.json"), "{}", err.message());
     assert_eq!(action(&mut client, "model-info", vec![]).await.unwrap()["version"], "swapped-v2");
 
     let actions: Vec<_> = client.list_actions(Empty {}).await.unwrap().into_inner().try_collect().await.unwrap();

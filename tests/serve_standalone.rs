@@ -9,22 +9,9 @@ use std::process::Command;
 
 use support::stack::{self, Serve};
 
-fn off() -> Vec<(String, String)> {
-    [
-        ("FRAUDFLIGHT_KAFKA_BROKERS", ""),
-        ("FRAUDFLIGHT_CASSANDRA_NODES", ""),
-        ("FRAUDFLIGHT_OPENSEARCH_URL", ""),
-        ("FRAUDFLIGHT_FLIGHT_ADDR", "127.0.0.1:0"),
-        ("FRAUDFLIGHT_HTTP_ADDR", "127.0.0.1:0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
 #[tokio::test]
 async fn with_everything_off_serve_is_a_flight_scoring_server() {
-    let serve = Serve::start(&off());
+    let serve = Serve::start(&stack::standalone());
     let records = stack::simulated(3, 500);
     let scores = stack::exchange_scores(&serve, &records).await;
     assert_eq!(scores.len(), 500);

@@ -8,6 +8,12 @@
 //! - `DoPut(["transactions"])`: ingest through the scorer into the store.
 //! - `ListFlights` / `GetFlightInfo` / `DoGet`: `alerts`, `recent`, card history.
 //! - `ListActions` / `DoAction`: `model-info`, `load-model`, `health`.
+//!
+//! With tokens configured every call needs `authorization: Bearer <token>`
+//! (checked by an interceptor before any method runs); DoPut and
+//! `load-model` need an `admin` token, the rest a `read` one. TLS and the
+//! limits (message size, rows per batch, streams per connection) are set
+//! where the server is built, in [`serve`].
 
 pub mod request;
 
@@ -31,9 +37,11 @@ use futures::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::app::{App, ExchangeError, PutError};
+use crate::config::LimitsConfig;
 use crate::record;
 use crate::score::outcome;
 use crate::score::ScoreError;
+use crate::security::{tokens, Guard, Role};
 use crate::store::Query;
 use request::Action as FfAction;
 
@@ -41,30 +49,73 @@ use request::Action as FfAction;
 #[derive(Clone)]
 pub struct FraudFlight {
     app: Arc<App>,
+    max_batch_rows: usize,
+}
+
+/// How the Flight listener is secured and bounded.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub guard: Guard,
+    pub limits: LimitsConfig,
 }
 
 impl FraudFlight {
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
-    }
-
-    pub fn into_server(self) -> FlightServiceServer<Self> {
-        // Batches of 64k rows with all record columns are a few MB.
-        FlightServiceServer::new(self).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+    pub fn new(app: Arc<App>, limits: &LimitsConfig) -> Self {
+        Self { app, max_batch_rows: limits.max_batch_rows }
     }
 }
 
-/// Serves Flight on `listener` until `shutdown` resolves.
+/// Serves Flight on `listener` until `shutdown` resolves, with the TLS,
+/// tokens and limits of `options`.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    options: Options,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .add_service(FraudFlight::new(app).into_server())
+    let limit = options.limits.flight_max_message_bytes;
+    let service = FlightServiceServer::new(FraudFlight::new(app, &options.limits))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let tokens = options.guard.tokens.clone();
+    // Runs before every method: the caller's role goes into the request's
+    // extensions, where the methods that need `admin` look for it.
+    let authenticate = move |mut request: Request<()>| {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let role = tokens.authorize(header).map_err(|denied| Status::unauthenticated(denied.to_string()))?;
+        request.extensions_mut().insert(role);
+        Ok(request)
+    };
+    let mut builder = tonic::transport::Server::builder().max_concurrent_streams(options.limits.max_concurrent_streams);
+    if let Some(tls) = &options.guard.tls {
+        builder = builder.tls_config(tls.tonic_server_config())?;
+    }
+    builder
+        .add_service(tonic::service::interceptor::InterceptedService::new(service, authenticate))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// The caller's role, as the interceptor found it (`read` if absent).
+fn role_of<T>(request: &Request<T>) -> Role {
+    request.extensions().get::<Role>().copied().unwrap_or(Role::Read)
+}
+
+/// Refuses a caller whose role is below `needed`.
+fn require<T>(request: &Request<T>, needed: Role, what: &str) -> Result<(), Status> {
+    tokens::require(role_of(request), needed, what).map_err(Status::permission_denied)
+}
+
+/// Refuses a batch over the configured row limit.
+fn within_limit(batch: &RecordBatch, max_rows: usize) -> Result<(), Status> {
+    if batch.num_rows() > max_rows {
+        return Err(Status::resource_exhausted(format!(
+            "a batch of {} rows is over the limit of {max_rows} rows per batch (limits.max_batch_rows); send smaller batches",
+            batch.num_rows()
+        )));
+    }
+    Ok(())
 }
 
 /// Binds the Flight address, with a clear error when it is taken.
@@ -199,6 +250,7 @@ impl FlightService for FraudFlight {
     }
 
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        require(&request, Role::Admin, "DoPut (ingest)")?;
         let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
         match request::descriptor_path(&descriptor).as_deref() {
             Some(["transactions"]) => {}
@@ -209,10 +261,11 @@ impl FlightService for FraudFlight {
                 )))
             }
         }
-        let app = self.app.clone();
+        let (app, max_rows) = (self.app.clone(), self.max_batch_rows);
         let results = batches.map_err(flight_status).and_then(move |batch| {
             let app = app.clone();
             async move {
+                within_limit(&batch, max_rows)?;
                 let report = app.put(batch).await.map_err(put_status)?;
                 let body = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
                 Ok(PutResult { app_metadata: Bytes::from(body) })
@@ -227,10 +280,13 @@ impl FlightService for FraudFlight {
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
         let options = request::score_options(&descriptor)?;
-        let app = self.app.clone();
+        let (app, max_rows) = (self.app.clone(), self.max_batch_rows);
         let scored = batches.map_err(flight_status).and_then(move |batch| {
             let (app, options) = (app.clone(), options.clone());
-            async move { blocking(move || app.score_exchange(&batch, &options)).await?.map_err(exchange_status) }
+            async move {
+                within_limit(&batch, max_rows)?;
+                blocking(move || app.score_exchange(&batch, &options)).await?.map_err(exchange_status)
+            }
         });
         // Errors travel as Status; the encoder wants FlightError.
         let scored = scored.map_err(|s| FlightError::Tonic(Box::new(s))).boxed();
@@ -238,7 +294,11 @@ impl FlightService for FraudFlight {
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        let role = role_of(&request);
         let action = request::parse_action(request.into_inner())?;
+        if matches!(action, FfAction::LoadModel(_)) {
+            tokens::require(role, Role::Admin, "load-model").map_err(Status::permission_denied)?;
+        }
         let result = match action {
             FfAction::ModelInfo => json_result(&self.app.model_info())?,
             FfAction::Health => json_result(&serde_json::json!({

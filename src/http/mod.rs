@@ -8,8 +8,13 @@
 //! - `GET /metrics` : Prometheus text exposition format
 //! - `GET /health` : liveness
 //! - `GET /ready` : readiness (model loaded, no enabled sink failing); 503 otherwise
+//! - `POST /login` : a token from the login form becomes the session cookie
+//!
+//! With tokens configured every route but `/health` needs a `read` token
+//! ([`auth`]); with TLS configured the listener speaks only HTTPS.
 
 mod assets;
+mod auth;
 pub mod live;
 
 use std::sync::Arc;
@@ -18,11 +23,12 @@ use arrow::record_batch::RecordBatch;
 use axum::extract::{Query as UrlQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::security::Guard;
 use crate::shutdown::Shutdown;
 use crate::store::{Query, MAX_LIMIT};
 use live::Live;
@@ -34,7 +40,7 @@ struct Ctx {
     shutdown: Shutdown,
 }
 
-fn router(ctx: Ctx) -> Router {
+fn router(ctx: Ctx, auth: auth::Auth) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::file))
@@ -45,14 +51,42 @@ fn router(ctx: Ctx) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .with_state(ctx)
+        .route("/login", post(auth::login).with_state(auth.clone()))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require_read))
 }
 
-/// Serves HTTP on `listener` until `shutdown`, with the live view's sampler.
-pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
+/// Serves HTTP (HTTPS with `guard.tls`) on `listener` until `shutdown`,
+/// with the live view's sampler.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+    guard: Guard,
+) -> std::io::Result<()> {
     let live = Live::new(app.clone());
     let sampler = tokio::spawn(live.clone().run(shutdown.clone()));
     let ctx = Ctx { app, live, shutdown: shutdown.clone() };
-    let served = axum::serve(listener, router(ctx)).with_graceful_shutdown(shutdown.signalled()).await;
+    let auth = auth::Auth { tokens: guard.tokens.clone(), secure: guard.tls.is_some() };
+    let router = router(ctx, auth);
+    let served = match &guard.tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(shutdown.signalled()).await,
+        Some(tls) => {
+            let config = tls.rustls_server_config().map_err(std::io::Error::other)?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.wait().await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(
+                listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(config),
+            )?
+            .handle(handle)
+            .serve(router.into_make_service())
+            .await
+        }
+    };
     let _ = sampler.await;
     served
 }

@@ -71,6 +71,21 @@ impl Names {
     }
 }
 
+/// The environment of a `serve` with Kafka, Cassandra and OpenSearch off (a
+/// pure Flight scoring server) on free loopback ports.
+pub fn standalone() -> Vec<(String, String)> {
+    [
+        ("FRAUDFLIGHT_KAFKA_BROKERS", ""),
+        ("FRAUDFLIGHT_CASSANDRA_NODES", ""),
+        ("FRAUDFLIGHT_OPENSEARCH_URL", ""),
+        ("FRAUDFLIGHT_FLIGHT_ADDR", "127.0.0.1:0"),
+        ("FRAUDFLIGHT_HTTP_ADDR", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 pub async fn create_topic(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", super::kafka_brokers()).create().unwrap();
@@ -130,16 +145,14 @@ impl Serve {
                 panic!("serve did not become ready; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
-        let flight = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("flight=grpc://"))
-            .map(|a| format!("http://{a}"))
-            .expect("READY line names the Flight address");
-        let http = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http=http://"))
-            .expect("READY line names the HTTP address")
-            .to_string();
+        // `grpc://` or `grpc+tls://`, `http://` or `https://`: kept as the
+        // URL a client connects to, and the bare HTTP address.
+        let field = |name: &str| {
+            ready.split_whitespace().find_map(|w| w.strip_prefix(name)).map(String::from).expect("READY line field")
+        };
+        let flight = field("flight=").replace("grpc+tls://", "https://").replace("grpc://", "http://");
+        let http_url = field("http=");
+        let http = http_url.split_once("://").map(|(_, a)| a.to_string()).expect("scheme://address");
         Self { child, flight, http, log }
     }
 
