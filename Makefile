@@ -8,8 +8,10 @@ BIN := target/release/fraudflight
 
 .PHONY: setup setup-browser build demo test test-unit test-rust test-python test-browser test-services test-pipeline services-up services-down bench model dashboards
 
-## Python environment (.venv): PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
+## OpenSSL headers for the build (librdkafka with SSL and SASL/SCRAM), and the Python environment (.venv):
+## PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
 setup:
+	@scripts/setup-system.sh
 	@scripts/setup-python.sh
 
 build:
@@ -49,7 +51,8 @@ test-browser: setup-browser
 ## Tests against the real services: brings them up (scripts/services.sh), stops what it started.
 ## One test at a time: the fault tests stop and restart Cassandra and OpenSearch.
 SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real \
-	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults --test dashboards_field_caps
+	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults --test dashboards_field_caps \
+	--test kafka_sasl
 test-services:
 	$(CARGO) test --no-run $(SERVICE_TESTS)
 	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1

@@ -13,6 +13,10 @@
 # OpenSearch: cluster health yellow or green), or fails with the log tail
 # after a bounded wait. `up` on a running service does nothing; `down` stops
 # only the processes this script started, by their pid files.
+#
+# Kafka also listens with SASL_PLAINTEXT + SCRAM-SHA-256/512 on 127.0.0.1:9094
+# for the user `fraudflight`, password `fraudflight-scram-test` (a local test
+# credential, created through the Admin API each time Kafka starts).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,11 +100,14 @@ start_kafka() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:9093
-listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
-advertised.listeners=PLAINTEXT://127.0.0.1:9092
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9094
+advertised.listeners=PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$dir/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -184,6 +191,10 @@ up_one() {
     sleep 2
   done
   echo "$name: up (pid $(pid_of "$name")) on 127.0.0.1:$(port_of "$name"), answered after $(($(date +%s) - started))s"
+  if [ "$name" = kafka ]; then
+    java -cp "$(classpath kafka)" "$HERE/KafkaScram.java" 127.0.0.1:9092 fraudflight fraudflight-scram-test \
+      >>"$dir/log" 2>&1 || die "kafka: creating the SCRAM test user failed (see $dir/log)"
+  fi
 }
 
 down_one() {

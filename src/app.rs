@@ -28,6 +28,8 @@ pub struct App {
     pub sinks: Sinks,
     /// Fires when writes still retrying at shutdown must give up.
     pub abandon: tokio_util::sync::CancellationToken,
+    /// Set = card numbers are replaced by their keyed hash before storage.
+    pub cards: Option<crate::security::card::CardHasher>,
 }
 
 /// Why a query could not be answered.
@@ -101,6 +103,21 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             sinks: Sinks::default(),
             abandon: tokio_util::sync::CancellationToken::new(),
+            cards: None,
+        }
+    }
+
+    /// The same app storing keyed hashes of card numbers.
+    pub fn with_card_hasher(mut self, cards: Option<crate::security::card::CardHasher>) -> Self {
+        self.cards = cards;
+        self
+    }
+
+    /// Outcomes as they may be stored: card numbers hashed if so configured.
+    pub fn protect(&self, outcomes: RecordBatch) -> RecordBatch {
+        match &self.cards {
+            Some(cards) => cards.protect(outcomes),
+            None => outcomes,
         }
     }
 
@@ -128,6 +145,7 @@ impl App {
     pub fn ingest(&self, batch: &RecordBatch, created_ms: i64) -> Result<Ingested, ScoreError> {
         let started = std::time::Instant::now();
         let Scored { outcomes, invalid } = self.scorer.score(batch, &ScoreOptions::default())?;
+        let outcomes = self.protect(outcomes);
         let alerts = count_alerts(&outcomes);
         self.metrics.scored(batch.num_rows(), &outcomes, invalid.len(), started.elapsed());
         self.store.insert(&outcomes);
@@ -156,6 +174,7 @@ impl App {
         .await
         .map_err(|e| PutError::Task(e.to_string()))??;
         let Scored { outcomes, invalid } = scored;
+        let outcomes = self.protect(outcomes);
         self.store.insert(&outcomes);
         self.sinks.write(&outcomes, Vec::new(), &self.abandon).await?;
         // DoPut rows have no creation time of their own: time them from arrival.
@@ -172,6 +191,14 @@ impl App {
     /// Cassandra and `recent` from the search engine when they are
     /// configured, from this process's memory otherwise.
     pub async fn query(&self, query: &Query) -> Result<Vec<RecordBatch>, QueryError> {
+        let hashed;
+        let query = match (query, &self.cards) {
+            (Query::Card { cc_num, limit }, Some(cards)) => {
+                hashed = Query::Card { cc_num: cards.hash(cc_num), limit: *limit };
+                &hashed
+            }
+            _ => query,
+        };
         match (query, &self.sinks.cassandra, &self.sinks.search) {
             (Query::Alerts { .. } | Query::Card { .. }, Some(cassandra), _) => Ok(cassandra.query(query).await?),
             (Query::Recent { limit }, _, Some(search)) => Ok(search.recent(*limit).await?),

@@ -32,6 +32,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub tokens: TokensConfig,
     pub limits: LimitsConfig,
+    pub privacy: PrivacyConfig,
     pub kafka: KafkaConfig,
     pub cassandra: CassandraConfig,
     pub opensearch: OpenSearchConfig,
@@ -83,6 +84,21 @@ impl TokensConfig {
 
     pub fn admin_tokens(&self) -> Vec<String> {
         Self::list(&self.admin)
+    }
+}
+
+/// Card data at rest.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Set = stores keep HMAC-SHA256(key, cc_num) instead of the card number.
+    pub card_hash_key: String,
+}
+
+impl std::fmt::Debug for PrivacyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = if self.card_hash_key.is_empty() { "" } else { "(set)" };
+        f.debug_struct("PrivacyConfig").field("card_hash_key", &set).finish()
     }
 }
 
@@ -167,6 +183,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             tokens: TokensConfig::default(),
             limits: LimitsConfig::default(),
+            privacy: PrivacyConfig::default(),
             kafka: KafkaConfig::default(),
             cassandra: CassandraConfig::default(),
             opensearch: OpenSearchConfig::default(),
@@ -318,7 +335,7 @@ impl Config {
         for v in shown.kafka.properties.values_mut() {
             *v = "(set)".into();
         }
-        for v in [&mut shown.tokens.read, &mut shown.tokens.admin] {
+        for v in [&mut shown.tokens.read, &mut shown.tokens.admin, &mut shown.privacy.card_hash_key] {
             if !v.is_empty() {
                 *v = "(set)".into();
             }

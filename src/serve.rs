@@ -55,6 +55,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let drain = Duration::from_millis(config.shutdown_timeout_ms);
     // Security settings first: a misconfiguration stops us before anything connects.
     let guard = guard(&config)?;
+    let cards = crate::security::card::CardHasher::new(&config.privacy.card_hash_key).map_err(anyhow::Error::msg)?;
     let flight_addr: SocketAddr = config.flight_addr.parse()?;
     let http_addr: SocketAddr = config.http_addr.parse()?;
     let tls = guard.tls.is_some();
@@ -77,7 +78,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
 
     let sinks = connect_sinks(&config, &abandon).await?;
     let app = Arc::new(
-        App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(200_000, 20_000)).with_sinks(sinks, abandon.clone()),
+        App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(200_000, 20_000))
+            .with_sinks(sinks, abandon.clone())
+            .with_card_hasher(cards),
     );
     app.record_model().await;
 
@@ -119,6 +122,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         tls = tls,
         mutual_tls = guard.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
         tokens = guard.tokens.enabled(),
+        card_hashing = app.cards.is_some(),
         "fraudflight serve running"
     );
     if !guard.tokens.enabled() {

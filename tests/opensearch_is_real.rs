@@ -8,7 +8,7 @@ use opensearch::http::request::JsonBody;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts};
 use opensearch::params::Refresh;
-use opensearch::{BulkParts, CountParts, OpenSearch, SearchParts};
+use opensearch::{BulkParts, CountParts, OpenSearch};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -40,15 +40,8 @@ async fn bulk_index_and_search_a_thousand_documents() {
 
     let count: Value = client.count(CountParts::Index(&[&index])).send().await.unwrap().json().await.unwrap();
     assert_eq!(count["count"], json!(1_000));
-    let found: Value = client
-        .search(SearchParts::Index(&[&index]))
-        .body(json!({"size": 0, "query": {"term": {"category": "misc_net"}}, "track_total_hits": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let query = json!({"size": 0, "query": {"term": {"category": "misc_net"}}, "track_total_hits": true});
+    let found = support::stack::search(&client, &index, query).await;
     assert_eq!(found["hits"]["total"]["value"], json!(250));
     client.indices().delete(IndicesDeleteParts::Index(&[&index])).send().await.expect("delete index");
 }

@@ -326,3 +326,62 @@ async fn two_processes_in_one_group_split_the_partitions_and_store_everything() 
     }
     assert_eq!(total as usize, n);
 }
+
+/// HMAC-SHA256(key, card) as hex, computed here independently of the server.
+fn keyed_hash(key: &str, card: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(card.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
+async fn with_a_card_hash_key_no_store_and_no_log_holds_a_card_number() {
+    const KEY: &str = "test-card-hash-key-7c1d";
+    let names = Names::new("cards");
+    stack::create_topic(&names.topic, 2).await;
+    let records = stack::simulated(21, 2_000);
+    stack::produce(&names.topic, &records).await;
+    let mut env = names.env();
+    env.push(("FRAUDFLIGHT_PRIVACY_CARD_HASH_KEY".into(), KEY.into()));
+    env.push(("FRAUDFLIGHT_KAFKA_OUTCOME_TOPIC".into(), "true".into()));
+    let serve = Serve::start(&env);
+    let (os, cs) = (stack::opensearch(), stack::cassandra().await);
+    stack::wait_for_rows(&cs, &names, records.len(), Duration::from_secs(300), "2,000 rows in Cassandra").await;
+    stack::wait_for_documents(&os, &names, records.len(), Duration::from_secs(300), "2,000 documents").await;
+
+    let cards: HashSet<&str> = records.iter().map(|r| r.cc_num.as_str()).collect();
+    let hashes: HashSet<String> = cards.iter().map(|c| keyed_hash(KEY, c)).collect();
+    let pager = cs.query_iter(format!("SELECT cc_num FROM {}.transactions", names.keyspace), &[]).await.unwrap();
+    let stored: Vec<(String,)> = pager.rows_stream::<(String,)>().unwrap().try_collect().await.unwrap();
+    assert_eq!(stored.len(), records.len());
+    assert!(stored.iter().all(|(c,)| hashes.contains(c)), "Cassandra holds something other than the keyed hashes");
+    let index = format!("{}-*", names.index_prefix);
+    let page = stack::search(&os, &index, serde_json::json!({ "size": 10000, "_source": ["cc_num"] })).await;
+    let hits = page["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), records.len());
+    assert!(hits.iter().all(|h| hashes.contains(h["_source"]["cc_num"].as_str().unwrap())));
+
+    // The outcome topic is keyed and filled with hashes too.
+    let reader = stack::reader(&format!("{}.scored", names.topic));
+    let first = tokio::time::timeout(Duration::from_secs(60), reader.recv()).await.unwrap().unwrap();
+    let key = String::from_utf8(first.key().unwrap().to_vec()).unwrap();
+    assert!(hashes.contains(&key), "outcome key {key}");
+
+    // A query by card number hashes it: the history comes back.
+    let card = records[0].cc_num.clone();
+    let expected: HashSet<&str> = records.iter().filter(|r| r.cc_num == card).map(|r| r.trans_num.as_str()).collect();
+    let query =
+        fraudflight::proto::Query { target: Some(fraudflight::proto::query::Target::Card(card.clone())), limit: 1000 };
+    let mut client = serve.client().await;
+    let info = client.get_flight_info(FlightDescriptor::new_cmd(query.encode_to_vec())).await.unwrap().into_inner();
+    let history = do_get(&serve, info.endpoint[0].ticket.as_ref().unwrap().ticket.to_vec()).await;
+    assert_eq!(ids(&history).iter().map(String::as_str).collect::<HashSet<_>>(), expected);
+
+    // Nothing the process logged carries a card number.
+    let log = serve.log_text();
+    assert!(serve.terminate().success());
+    let leaked: Vec<&&str> = cards.iter().filter(|c| log.contains(**c)).collect();
+    assert!(leaked.is_empty(), "card numbers in the log: {leaked:?}");
+}

@@ -79,7 +79,8 @@ async fn scoring_stage(
             let (app, records) = (app.clone(), records.clone());
             let result = tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
-                let scored = decode::score_records(&records, &app.scorer, max_record_bytes)?;
+                let mut scored = decode::score_records(&records, &app.scorer, max_record_bytes)?;
+                scored.outcomes = app.protect(scored.outcomes);
                 app.metrics.scored(records.len(), &scored.outcomes, scored.dead.len(), started.elapsed());
                 Ok::<_, crate::score::ScoreError>(scored)
             })

@@ -8,7 +8,9 @@
 //!   client certificate signed by a given CA (mutual TLS).
 //! - [`plaintext_allowed`]: without TLS, only loopback addresses, unless
 //!   the operator opts in.
+//! - [`card`]: a keyed hash of card numbers in place of the numbers at rest.
 
+pub mod card;
 pub mod tls;
 pub mod tokens;
 

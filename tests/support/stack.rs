@@ -291,6 +291,11 @@ pub async fn opensearch_count(client: &OpenSearch, prefix: &str) -> usize {
     count["count"].as_u64().unwrap_or(0) as usize
 }
 
+/// The JSON answer of a search on `index`.
+pub async fn search(client: &OpenSearch, index: &str, body: Value) -> Value {
+    client.search(SearchParts::Index(&[index])).body(body).send().await.unwrap().json().await.unwrap()
+}
+
 /// Every document's (trans_num -> fraud_score), paging with search_after.
 pub async fn opensearch_scores(client: &OpenSearch, prefix: &str) -> HashMap<String, f32> {
     let index = format!("{prefix}-*");
@@ -301,8 +306,7 @@ pub async fn opensearch_scores(client: &OpenSearch, prefix: &str) -> HashMap<Str
         if let Some(a) = &after {
             body["search_after"] = a.clone();
         }
-        let page: Value =
-            client.search(SearchParts::Index(&[&index])).body(body).send().await.unwrap().json().await.unwrap();
+        let page = search(client, &index, body).await;
         let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
         if hits.is_empty() {
             return out;
