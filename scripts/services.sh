@@ -122,9 +122,14 @@ message.max.bytes=8388608
 EOF
   if [ ! -f "$dir/data/meta.properties" ]; then
     local cluster_id
-    cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # Base64 of a random UUID, as `kafka-storage random-uuid` makes it; one
+    # in 64 starts with '-', which the tool would read as an option, so pass
+    # it as --cluster-id=ID and draw again in that case anyway.
+    cluster_id=$(python3 -c 'import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(i)')
     java -cp "$cp" -Dlog4j2.configurationFile="$HERE/log4j2.properties" kafka.tools.StorageTool format \
-      -t "$cluster_id" -c "$dir/server.properties" >>"$dir/log" 2>&1 || die "formatting Kafka storage failed (see $dir/log)"
+      --cluster-id="$cluster_id" -c "$dir/server.properties" >>"$dir/log" 2>&1 || die "formatting Kafka storage failed (see $dir/log)"
   fi
   nohup java -Xms"$(heap_of kafka)" -Xmx"$(heap_of kafka)" -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
