@@ -147,7 +147,7 @@ impl Metrics {
     pub fn stored(&self, rows: usize, dead_letters: usize, created_ms: impl IntoIterator<Item = i64>) {
         self.stored.inc_by(rows as u64);
         self.dead_letters.inc_by(dead_letters as u64);
-        let now = now_ms();
+        let now = unix_ms();
         let local = self.latency_seconds.local();
         for t in created_ms {
             local.observe((now - t).max(0) as f64 / 1000.0);
@@ -280,13 +280,9 @@ pub fn quantile(bounds: &[f64], before: &[u64], after: &[u64], q: f64) -> Option
     bounds.last().copied()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Now, as Unix milliseconds (the clock latency is measured against).
 pub fn unix_ms() -> i64 {
-    now_ms()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -86,30 +86,8 @@ pub async fn login(State(auth): State<Auth>, body: String) -> Response {
 
 /// The value of `name` in an `application/x-www-form-urlencoded` body.
 fn url_form_value(body: &str, name: &str) -> Option<String> {
-    body.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| {
-        let v = v.replace('+', " ");
-        percent_decode(&v)
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(body).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
 const LOGIN: &str = r#"<!doctype html>
@@ -130,7 +108,7 @@ mod tests {
         assert_eq!(url_form_value("a=1&token=ab%2Bc+d%3D", "token").as_deref(), Some("ab+c d="));
         assert_eq!(url_form_value("token=", "token").as_deref(), Some(""));
         assert_eq!(url_form_value("other=x", "token"), None);
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(url_form_value("token=%zz%4", "token").as_deref(), Some("%zz%4"));
     }
 
     #[test]

@@ -108,6 +108,7 @@ impl Live {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut previous = (Instant::now(), self.app.metrics.snapshot());
         let mut latency_window: VecDeque<Vec<u64>> = VecDeque::from([previous.1.latency_cumulative.clone()]);
+        // Start following the alerts from the newest one now held.
         let (_, mut alert_seq) = self.app.store.alerts_since(u64::MAX, 0);
         loop {
             tokio::select! {
