@@ -52,7 +52,7 @@ test-browser: setup-browser
 ## One test at a time: the fault tests stop and restart Cassandra and OpenSearch.
 SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real \
 	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults --test dashboards_field_caps \
-	--test kafka_sasl
+	--test kafka_sasl --test backend_security
 test-services:
 	$(CARGO) test --no-run $(SERVICE_TESTS)
 	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1

@@ -14,15 +14,33 @@
 # after a bounded wait. `up` on a running service does nothing; `down` stops
 # only the processes this script started, by their pid files.
 #
-# Kafka also listens with SASL_PLAINTEXT + SCRAM-SHA-256/512 on 127.0.0.1:9094
-# for the user `fraudflight`, password `fraudflight-scram-test` (a local test
-# credential, created through the Admin API each time Kafka starts).
+# Local test credentials (they guard services on loopback, nothing else):
+# - Kafka also listens with SASL_PLAINTEXT + SCRAM-SHA-256/512 on
+#   127.0.0.1:9094 for the user `fraudflight`, password
+#   `fraudflight-scram-test` (created through the Admin API at each start).
+# - Cassandra requires a login (PasswordAuthenticator): user `fraudflight`,
+#   password `fraudflight-cql-test` (created at each start), and takes TLS or
+#   plain text on 9042 (client_encryption_options with optional: true).
+# - OpenSearch itself is plain HTTP on 9200 (its security plugin is not part
+#   of the Maven Central jars); nginx in front of it serves HTTPS with basic
+#   auth on 127.0.0.1:9201, user `fraudflight`, password
+#   `fraudflight-search-test`.
+# The TLS certificates (a test CA, and a server certificate for 127.0.0.1 and
+# localhost) are made once with openssl under .services/tls/; clients trust
+# .services/tls/ca.pem.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HERE=$ROOT/scripts/services
 STATE=${FRAUDFLIGHT_SERVICES_DIR:-$ROOT/.services}
 ALL=(kafka cassandra opensearch)
+TLS=$STATE/tls
+KEYSTORE_PASSWORD=fraudflight-keystore
+CQL_USER=fraudflight
+CQL_PASSWORD=fraudflight-cql-test
+SEARCH_USER=fraudflight
+SEARCH_PASSWORD=fraudflight-search-test
+SEARCH_TLS_PORT=9201
 
 die() { echo "services: $*" >&2; exit 1; }
 
@@ -67,6 +85,26 @@ classpath() {
   cat "$dir/classpath"
 }
 
+# The test CA and a server certificate for 127.0.0.1 / localhost (PEM, and
+# PKCS#12 for Java), made once.
+tls_material() {
+  [ -s "$TLS/server.p12" ] && return 0
+  need openssl "needed to make the local TLS test certificates"
+  mkdir -p "$TLS"
+  (
+    cd "$TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=fraudflight test CA" -keyout ca.key -out ca.pem \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf '%s\n' subjectAltName=DNS:localhost,IP:127.0.0.1 basicConstraints=CA:FALSE \
+      keyUsage=digitalSignature,keyEncipherment extendedKeyUsage=serverAuth >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -extfile server.ext -out server.pem
+    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name server \
+      -passout "pass:$KEYSTORE_PASSWORD" -out server.p12.tmp
+    mv server.p12.tmp server.p12
+  ) >"$STATE/tls.log" 2>&1 || { cat "$STATE/tls.log" >&2; die "making the TLS test certificates failed"; }
+}
+
 pid_of() { cat "$STATE/$1/pid" 2>/dev/null || true; }
 
 alive() {
@@ -85,12 +123,19 @@ answers() {
     kafka)
       java -cp "$(classpath kafka)" "$HERE/KafkaProbe.java" 127.0.0.1:9092 >/dev/null 2>&1 ;;
     cassandra)
-      java -Dlogback.configurationFile="$HERE/logback-quiet.xml" -cp "$(classpath cassandra)" \
-        "$HERE/CqlProbe.java" 127.0.0.1 9042 >/dev/null 2>&1 ;;
+      cql_probe >/dev/null 2>&1 ;;
     opensearch)
       curl -fsS --max-time 5 "http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=3s" 2>/dev/null |
         grep -Eq '"status":"(green|yellow)"' ;;
   esac
+}
+
+# CqlProbe logged in as the default superuser (Cassandra creates `cassandra`
+# / `cassandra` when it first starts with PasswordAuthenticator); extra
+# arguments USER PASSWORD make it create that login role too.
+cql_probe() {
+  java -Dlogback.configurationFile="$HERE/logback-quiet.xml" -cp "$(classpath cassandra)" \
+    "$HERE/CqlProbe.java" 127.0.0.1 9042 cassandra cassandra "$@"
 }
 
 start_kafka() {
@@ -141,11 +186,13 @@ start_cassandra() {
   local dir=$STATE/cassandra cp
   cp=$(classpath cassandra)
   mkdir -p "$dir/data" "$dir/logs"
-  sed "s#@DIR@#$dir#g" "$HERE/cassandra.yaml.template" >"$dir/cassandra.yaml"
+  tls_material
+  sed -e "s#@DIR@#$dir#g" -e "s#@TLS@#$TLS#g" -e "s#@KEYSTORE_PASSWORD@#$KEYSTORE_PASSWORD#g" \
+    "$HERE/cassandra.yaml.template" >"$dir/cassandra.yaml"
   nohup java -Xms"$(heap_of cassandra)" -Xmx"$(heap_of cassandra)" @"$HERE/cassandra-jvm17.options" \
     -Dcassandra.config="file://$dir/cassandra.yaml" -Dcassandra-foreground=yes \
     -Dcassandra.storagedir="$dir" -Dcassandra.logdir="$dir/logs" \
-    -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+    -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.superuser_setup_delay_ms=0 \
     -Dlogback.configurationFile="$HERE/logback.xml" \
     -cp "$cp" org.apache.cassandra.service.CassandraDaemon >>"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
@@ -166,11 +213,46 @@ start_opensearch() {
   echo $! >"$dir/pid"
 }
 
+# nginx in front of OpenSearch: HTTPS with basic auth on $SEARCH_TLS_PORT.
+start_search_proxy() {
+  local dir=$STATE/opensearch/nginx i
+  need nginx "needed for the HTTPS + basic-auth front of OpenSearch (scripts/setup-system.sh installs it)"
+  tls_material
+  stop_search_proxy
+  mkdir -p "$dir/tmp"
+  # nginx's {SHA} scheme: base64 of the password's SHA-1 (a test credential).
+  python3 -c 'import base64, hashlib, sys
+print(sys.argv[1] + ":{SHA}" + base64.b64encode(hashlib.sha1(sys.argv[2].encode()).digest()).decode())' \
+    "$SEARCH_USER" "$SEARCH_PASSWORD" >"$dir/htpasswd"
+  sed -e "s#@DIR@#$dir#g" -e "s#@TLS@#$TLS#g" -e "s#@PORT@#$SEARCH_TLS_PORT#g" \
+    "$HERE/nginx-opensearch.conf.template" >"$dir/nginx.conf"
+  nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+    die "nginx (OpenSearch's HTTPS front) did not start; see $dir/error.log"
+  for i in $(seq 1 50); do
+    port_open "$SEARCH_TLS_PORT" && return 0
+    sleep 0.1
+  done
+  die "nginx (OpenSearch's HTTPS front) does not listen on $SEARCH_TLS_PORT; see $dir/error.log"
+}
+
+stop_search_proxy() {
+  local pidfile=$STATE/opensearch/nginx/nginx.pid pid i
+  [ -s "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  kill -QUIT "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  rm -f "$pidfile"
+}
+
 up_one() {
   local name=$1 dir=$STATE/$1 started deadline
   mkdir -p "$dir"
   if alive "$name" && answers "$name"; then
     echo "$name: already running (pid $(pid_of "$name")), answering on 127.0.0.1:$(port_of "$name")"
+    if [ "$name" = opensearch ] && ! port_open "$SEARCH_TLS_PORT"; then start_search_proxy; fi
     return 0
   fi
   if ! alive "$name"; then
@@ -200,10 +282,18 @@ up_one() {
     java -cp "$(classpath kafka)" "$HERE/KafkaScram.java" 127.0.0.1:9092 fraudflight fraudflight-scram-test \
       >>"$dir/log" 2>&1 || die "kafka: creating the SCRAM test user failed (see $dir/log)"
   fi
+  if [ "$name" = cassandra ]; then
+    cql_probe "$CQL_USER" "$CQL_PASSWORD" >>"$dir/log" 2>&1 || die "cassandra: creating the test role failed (see $dir/log)"
+  fi
+  if [ "$name" = opensearch ]; then
+    start_search_proxy
+    echo "opensearch: HTTPS + basic auth (nginx) on 127.0.0.1:$SEARCH_TLS_PORT"
+  fi
 }
 
 down_one() {
   local name=$1 pid i
+  if [ "$name" = opensearch ]; then stop_search_proxy; fi
   pid=$(pid_of "$name")
   if [ -z "$pid" ]; then
     echo "$name: not started by this script"

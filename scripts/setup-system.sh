@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# System packages the Rust build links against: OpenSSL's headers (librdkafka
-# is built with SSL, which also brings SASL/SCRAM) and pkg-config to find
-# them. Installs them with apt-get when missing and allowed (root on Debian /
-# Ubuntu); otherwise says what to install. Idempotent.
+# System packages from the distribution: OpenSSL's headers and pkg-config
+# (librdkafka is built with SSL, which also brings SASL/SCRAM), the openssl
+# tool (scripts/services.sh makes its test certificates with it) and nginx
+# (the HTTPS + basic-auth front of the local OpenSearch). Installs what is
+# missing with apt-get when allowed (root on Debian / Ubuntu); otherwise says
+# what to install. Idempotent.
 set -euo pipefail
 
-if command -v pkg-config >/dev/null && pkg-config --exists openssl; then
-  exit 0
+missing=()
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+  missing+=(libssl-dev pkg-config)
 fi
+command -v openssl >/dev/null || missing+=(openssl)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ ${#missing[@]} -gt 0 ] || exit 0
+
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "setup-system: installing libssl-dev and pkg-config (apt-get)"
+  echo "setup-system: installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends libssl-dev pkg-config >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts a system nginx on port 80; the project runs its own.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    service nginx stop >/dev/null 2>&1 || nginx -s quit >/dev/null 2>&1 || true
+  fi
   exit 0
 fi
-echo "setup-system: the build needs OpenSSL headers and pkg-config (Debian/Ubuntu: apt-get install libssl-dev pkg-config)" >&2
+echo "setup-system: missing ${missing[*]} (Debian/Ubuntu: apt-get install ${missing[*]})" >&2
 exit 1

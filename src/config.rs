@@ -50,32 +50,49 @@ pub struct TlsConfig {
     pub client_ca: String,
 }
 
+/// A configured secret (token, password, key): read and written like a
+/// string, but its `Debug` shows only whether it is set, so a logged or
+/// printed configuration never carries it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"(set)\"" })
+    }
+}
+
 /// Bearer tokens; none at all = no authentication.
-#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     /// File of `read:<token>` / `admin:<token>` lines.
     pub file: String,
     /// `read` tokens, comma-separated (better: the file or the environment).
-    pub read: String,
+    pub read: Secret,
     /// `admin` tokens, comma-separated.
-    pub admin: String,
-}
-
-impl std::fmt::Debug for TokensConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = |v: &str| if v.is_empty() { "" } else { "(set)" };
-        f.debug_struct("TokensConfig")
-            .field("file", &self.file)
-            .field("read", &set(&self.read))
-            .field("admin", &set(&self.admin))
-            .finish()
-    }
+    pub admin: Secret,
 }
 
 impl TokensConfig {
-    fn list(text: &str) -> Vec<String> {
-        text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
+    fn list(text: &Secret) -> Vec<String> {
+        text.expose().split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
     }
 
     pub fn read_tokens(&self) -> Vec<String> {
@@ -88,18 +105,11 @@ impl TokensConfig {
 }
 
 /// Card data at rest.
-#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
     /// Set = stores keep HMAC-SHA256(key, cc_num) instead of the card number.
-    pub card_hash_key: String,
-}
-
-impl std::fmt::Debug for PrivacyConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = if self.card_hash_key.is_empty() { "" } else { "(set)" };
-        f.debug_struct("PrivacyConfig").field("card_hash_key", &set).finish()
-    }
+    pub card_hash_key: Secret,
 }
 
 /// Bounds on what one client may ask of the Flight service.
@@ -154,6 +164,11 @@ pub struct CassandraConfig {
     pub concurrency: usize,
     /// Per-request timeout, ms.
     pub request_timeout_ms: u64,
+    /// Login (PasswordAuthenticator); empty = none.
+    pub username: String,
+    pub password: Secret,
+    /// PEM file of the CA that signed the nodes' certificates; set = TLS.
+    pub tls_ca: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +184,11 @@ pub struct OpenSearchConfig {
     pub bulk_concurrency: usize,
     /// Per-request timeout, ms.
     pub request_timeout_ms: u64,
+    /// HTTP basic auth; empty = none (`user:password@` in the URL also works).
+    pub username: String,
+    pub password: Secret,
+    /// PEM file of a CA to trust for an `https://` URL, besides the system's.
+    pub tls_ca: String,
 }
 
 impl Default for Config {
@@ -217,6 +237,9 @@ impl Default for CassandraConfig {
             replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
             concurrency: 256,
             request_timeout_ms: 5_000,
+            username: String::new(),
+            password: Secret::default(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -229,6 +252,9 @@ impl Default for OpenSearchConfig {
             bulk_max_docs: 5_000,
             bulk_concurrency: 2,
             request_timeout_ms: 60_000,
+            username: String::new(),
+            password: Secret::default(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -335,11 +361,19 @@ impl Config {
         for v in shown.kafka.properties.values_mut() {
             *v = "(set)".into();
         }
-        for v in [&mut shown.tokens.read, &mut shown.tokens.admin, &mut shown.privacy.card_hash_key] {
+        let secrets = [
+            &mut shown.tokens.read,
+            &mut shown.tokens.admin,
+            &mut shown.privacy.card_hash_key,
+            &mut shown.cassandra.password,
+            &mut shown.opensearch.password,
+        ];
+        for v in secrets {
             if !v.is_empty() {
-                *v = "(set)".into();
+                *v = Secret::new("(set)");
             }
         }
+        shown.opensearch.url = crate::security::redact_url(&shown.opensearch.url);
         shown
     }
 

@@ -39,6 +39,24 @@ impl Backoff {
     }
 }
 
+/// Whether a backend's error says the credentials or the certificate are
+/// wrong (refused login, 401/403, a certificate not trusted): a
+/// configuration problem that retrying cannot fix. Matched on the message
+/// because each driver wraps these differently.
+pub fn is_credentials_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "authenticat",
+        "bad credentials",
+        "401 unauthorized",
+        "403 forbidden",
+        "invalid peer certificate",
+        "certificate verify",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
 /// Whether a sink's writes are failing. Logs each change once (not once per
 /// failed write), with how long the sink was unavailable; the dashboard
 /// and `/ready` read it.

@@ -55,7 +55,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let drain = Duration::from_millis(config.shutdown_timeout_ms);
     // Security settings first: a misconfiguration stops us before anything connects.
     let guard = guard(&config)?;
-    let cards = crate::security::card::CardHasher::new(&config.privacy.card_hash_key).map_err(anyhow::Error::msg)?;
+    let cards =
+        crate::security::card::CardHasher::new(config.privacy.card_hash_key.expose()).map_err(anyhow::Error::msg)?;
     let flight_addr: SocketAddr = config.flight_addr.parse()?;
     let http_addr: SocketAddr = config.http_addr.parse()?;
     let tls = guard.tls.is_some();
@@ -153,7 +154,7 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> anyhow::
             return Ok(None);
         }
         let s = Search::connect(&config.opensearch, abandon).await?;
-        tracing::info!(url = %config.opensearch.url, prefix = %config.opensearch.index_prefix, "search engine ready");
+        tracing::info!(url = %crate::security::redact_url(&config.opensearch.url), prefix = %config.opensearch.index_prefix, "search engine ready");
         anyhow::Ok(Some(Arc::new(s)))
     };
     let (cassandra, search) = tokio::try_join!(cassandra, search)?;

@@ -1,16 +1,16 @@
 //! Smoke test of the real Cassandra from `scripts/services.sh`: create a
 //! keyspace and a table with the scylla driver, write 1,000 rows with a
-//! prepared statement, read them back. Run by `make test-services`.
+//! prepared statement, read them back (logged in: the local node requires
+//! it). Run by `make test-services`.
 
 mod support;
 
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 
 #[tokio::test]
 #[ignore = "needs Cassandra: scripts/services.sh up cassandra (make test-services runs it)"]
 async fn round_trip_a_thousand_rows() {
-    let session: Session = SessionBuilder::new().known_node(support::cassandra_node()).build().await.expect("connect");
+    let session: Session = support::stack::cassandra().await;
     let ks = support::unique("smoke").to_lowercase();
     session
         .query_unpaged(

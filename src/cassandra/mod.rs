@@ -35,6 +35,8 @@ pub enum CassandraError {
     Connect { nodes: String, message: String },
     #[error("Cassandra {what}: {message}")]
     Request { what: &'static str, message: String },
+    #[error("Cassandra TLS: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
     #[error(transparent)]
     Rows(#[from] rows::RowTypeError),
 }
@@ -62,16 +64,28 @@ impl Cassandra {
     /// then creates the keyspace and tables if missing and prepares.
     pub async fn connect(config: &CassandraConfig, abandon: &CancellationToken) -> Result<Self, CassandraError> {
         let nodes = config.node_list();
+        let mut builder = SessionBuilder::new().known_nodes(&nodes).connection_timeout(Duration::from_secs(5));
+        if !config.username.is_empty() {
+            builder = builder.user(&config.username, config.password.expose());
+        }
+        if !config.tls_ca.is_empty() {
+            let tls = crate::security::tls::client_config("cassandra.tls_ca", &config.tls_ca)?;
+            builder = builder.tls_context(Some(tls));
+        }
         let mut backoff = Backoff::default();
         let session = loop {
-            let built = SessionBuilder::new()
-                .known_nodes(&nodes)
-                .connection_timeout(Duration::from_secs(5))
+            let built = builder
                 .build()
                 .await
                 .map_err(|e| CassandraError::Connect { nodes: config.nodes.clone(), message: e.to_string() });
             match built {
                 Ok(session) => break session,
+                // Waiting does not fix a wrong password or an untrusted
+                // certificate: say so now rather than retry for ever.
+                Err(CassandraError::Connect { nodes, message }) if crate::retry::is_credentials_error(&message) => {
+                    let message = format!("{message} (check cassandra.username, cassandra.password, cassandra.tls_ca)");
+                    return Err(CassandraError::Connect { nodes, message });
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Cassandra not reachable yet; retrying");
                     if !backoff.wait(abandon).await {

@@ -11,6 +11,8 @@ pub mod docs;
 use std::io::Cursor;
 use std::time::Duration;
 
+use ::opensearch::auth::Credentials;
+use ::opensearch::cert::{Certificate, CertificateValidation};
 use ::opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use ::opensearch::http::StatusCode;
 use ::opensearch::indices::IndicesPutIndexTemplateParts;
@@ -73,13 +75,33 @@ impl Search {
     /// Connects and installs the index template, retrying while the cluster
     /// is unreachable (until `abandon`).
     pub async fn connect(config: &OpenSearchConfig, abandon: &CancellationToken) -> Result<Self, SearchError> {
-        let url: ::opensearch::http::Url =
-            config.url.parse().map_err(|e| SearchError::Url { url: config.url.clone(), message: format!("{e}") })?;
+        let shown = crate::security::redact_url(&config.url);
+        let url_error = |message: String| SearchError::Url { url: shown.clone(), message };
+        let mut url: ::opensearch::http::Url = config.url.parse().map_err(|e| url_error(format!("{e}")))?;
+        // Credentials travel in the Authorization header, never in the URL
+        // (which reqwest puts into its error messages).
+        let mut username = config.username.clone();
+        let mut password = config.password.expose().to_string();
+        if !url.username().is_empty() {
+            if username.is_empty() {
+                username = url.username().to_string();
+                password = url.password().unwrap_or_default().to_string();
+            }
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
         let timeout = Duration::from_millis(config.request_timeout_ms);
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(timeout)
-            .build()
-            .map_err(|e| SearchError::Url { url: config.url.clone(), message: e.to_string() })?;
+        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(timeout);
+        if !username.is_empty() {
+            transport = transport.auth(Credentials::Basic(username, password));
+        }
+        if !config.tls_ca.is_empty() {
+            let pem = crate::security::tls::read_ca("opensearch.tls_ca", &config.tls_ca)
+                .map_err(|e| SearchError::Request { what: "TLS", message: e.to_string() })?;
+            let ca = Certificate::from_pem(&pem).map_err(|e| url_error(format!("opensearch.tls_ca: {e}")))?;
+            transport = transport.cert_validation(CertificateValidation::Full(ca));
+        }
+        let transport = transport.build().map_err(|e| url_error(e.to_string()))?;
         let search = Self {
             client: OpenSearch::new(transport),
             health: crate::retry::Health::new("opensearch"),
@@ -91,6 +113,14 @@ impl Search {
         loop {
             match search.install_template().await {
                 Ok(()) => return Ok(search),
+                // Waiting does not fix a wrong password or an untrusted
+                // certificate: say so now rather than retry for ever.
+                Err(e) if crate::retry::is_credentials_error(&e.to_string()) => {
+                    return Err(SearchError::Request {
+                        what: "connection",
+                        message: format!("{e} (check opensearch.username / opensearch.password and opensearch.tls_ca)"),
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "OpenSearch not ready yet; retrying");
                     if !backoff.wait(abandon).await {
@@ -152,14 +182,17 @@ impl Search {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    last = e.to_string();
+                    last = with_causes(&e);
                     self.health.failed(&last);
                     log_retry(attempts, &last);
                     continue;
                 }
             };
             let status = response.status_code();
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            // 401/403: wrong or missing credentials, an operator's problem
+            // that says nothing about the documents; keep them and retry.
+            let unauthorized = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || unauthorized {
                 last = format!("bulk request answered {status}");
                 self.health.failed(&last);
                 log_retry(attempts, &last);
@@ -272,13 +305,29 @@ async fn checked(
     what: &'static str,
     sent: Result<::opensearch::http::response::Response, ::opensearch::Error>,
 ) -> Result<::opensearch::http::response::Response, SearchError> {
-    let response = sent.map_err(|e| Search::request_error(what)(e.to_string()))?;
+    let response = sent.map_err(|e| Search::request_error(what)(with_causes(&e)))?;
     if response.status_code().is_success() {
         return Ok(response);
     }
     let status = response.status_code();
-    let text = response.text().await.unwrap_or_default();
+    // One line, whatever the body (a proxy's 401 is an HTML page).
+    let text = response.text().await.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
     Err(Search::request_error(what)(format!("{status}: {}", truncate(&text, 300))))
+}
+
+/// An error with its causes: reqwest alone says only "error sending
+/// request", the reason (refused, certificate not trusted) is in the chain.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn log_retry(attempts: u32, error: &str) {

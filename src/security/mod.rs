@@ -9,6 +9,7 @@
 //! - [`plaintext_allowed`]: without TLS, only loopback addresses, unless
 //!   the operator opts in.
 //! - [`card`]: a keyed hash of card numbers in place of the numbers at rest.
+//! - [`redact_url`]: backend URLs without their passwords, for logs and errors.
 
 pub mod card;
 pub mod tls;
@@ -35,6 +36,22 @@ pub fn plaintext_allowed(what: &str, addr: SocketAddr, tls: bool, allow_plaintex
     Ok(())
 }
 
+/// `url` with any password in it replaced, for logs and error messages
+/// (`https://user:secret@host` -> `https://user:(redacted)@host`). Text that
+/// is not a URL is returned as is when it holds no `@`, else withheld.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("(redacted)"));
+            }
+            parsed.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) if !url.contains('@') => url.to_string(),
+        Err(_) => "(URL not shown: unparsable, may hold a password)".to_string(),
+    }
+}
+
 /// What a listener needs from the security settings.
 #[derive(Clone, Default)]
 pub struct Guard {
@@ -57,5 +74,14 @@ mod tests {
         assert!(plaintext_allowed("Flight", any, false, true).is_ok());
         let refused = plaintext_allowed("Flight", any, false, false).unwrap_err().to_string();
         assert!(refused.contains("refusing to serve Flight in plain text on 0.0.0.0:50051"), "{refused}");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(redact_url("https://ops:s3cret@search:9200"), "https://ops:(redacted)@search:9200");
+        assert_eq!(redact_url("http://127.0.0.1:9200"), "http://127.0.0.1:9200");
+        assert_eq!(redact_url("http://ops@search"), "http://ops@search");
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert!(!redact_url("ht!tp://ops:s3cret@x").contains("s3cret"));
     }
 }

@@ -1,8 +1,9 @@
-//! TLS for Flight and HTTP from PEM files: the server's certificate chain and
-//! key, and optionally a CA whose signature client certificates must carry
-//! (mutual TLS: a client without such a certificate is refused during the
-//! handshake). Files are read and checked once at start, with errors that
-//! name the file and the problem.
+//! TLS from PEM files. Server side (Flight and HTTP): the certificate chain
+//! and key, and optionally a CA whose signature client certificates must
+//! carry (mutual TLS: a client without such a certificate is refused during
+//! the handshake). Client side (Cassandra, OpenSearch): the CA that signed
+//! the backend's certificates. Files are read and checked once at start,
+//! with errors that name the file and the problem.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,6 +132,30 @@ impl TlsFiles {
             None => config,
         }
     }
+}
+
+/// A CA file a client trusts: read and checked to hold certificates.
+pub fn read_ca(what: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
+    let path = Path::new(path);
+    let pem = read(what, path)?;
+    certificates(what, path, &pem)?;
+    Ok(pem)
+}
+
+/// A rustls client configuration that trusts only the CA in `path` (for a
+/// backend whose certificates a private CA signed).
+pub fn client_config(what: &'static str, path: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(what, Path::new(path), &read_ca(what, path)?)? {
+        roots.add(cert).map_err(|e| TlsError::Pem { what, path: path.into(), message: format!("refused: {e}") })?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

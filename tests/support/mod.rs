@@ -19,6 +19,21 @@ pub fn opensearch_url() -> String {
     env_or("FRAUDFLIGHT_OPENSEARCH_URL", "http://127.0.0.1:9200")
 }
 
+/// Cassandra login (the local node requires one; scripts/with-services.sh
+/// exports the test role's).
+pub fn cassandra_login() -> (String, String) {
+    (
+        env_or("FRAUDFLIGHT_CASSANDRA_USERNAME", "fraudflight"),
+        env_or("FRAUDFLIGHT_CASSANDRA_PASSWORD", "fraudflight-cql-test"),
+    )
+}
+
+/// The CA of the local services' TLS certificates (scripts/services.sh).
+pub fn test_ca() -> String {
+    let default = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/tls/ca.pem");
+    env_or("FRAUDFLIGHT_TEST_CA", default)
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }

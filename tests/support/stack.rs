@@ -123,8 +123,8 @@ impl Serve {
         let stderr = std::fs::File::create(&log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_fraudflight"))
             .arg("serve")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -251,7 +251,13 @@ pub async fn exchange_scores(serve: &Serve, records: &[Transaction]) -> HashMap<
 }
 
 pub async fn cassandra() -> Session {
-    SessionBuilder::new().known_node(super::cassandra_node()).build().await.expect("connect to Cassandra")
+    let (user, password) = super::cassandra_login();
+    SessionBuilder::new()
+        .known_node(super::cassandra_node())
+        .user(user, password)
+        .build()
+        .await
+        .expect("connect to Cassandra")
 }
 
 /// Every (trans_num, fraud_score, is_fraud_predicted) row of a table; a row
