@@ -16,8 +16,10 @@
 #
 # Local test credentials (they guard services on loopback, nothing else):
 # - Kafka also listens with SASL_PLAINTEXT + SCRAM-SHA-256/512 on
-#   127.0.0.1:9094 for the user `fraudflight`, password
-#   `fraudflight-scram-test` (created through the Admin API at each start).
+#   127.0.0.1:9094 and with SASL_SSL (SCRAM or PLAIN) on 127.0.0.1:9095, for
+#   the user `fraudflight`, password `fraudflight-scram-test` (the SCRAM
+#   credential is created through the Admin API at each start; PLAIN's is in
+#   the listener's JAAS line).
 # - Cassandra requires a login (PasswordAuthenticator): user `fraudflight`,
 #   password `fraudflight-cql-test` (created at each start), and takes TLS or
 #   plain text on 9042 (client_encryption_options with optional: true).
@@ -141,18 +143,27 @@ cql_probe() {
 start_kafka() {
   local dir=$STATE/kafka cp
   cp=$(classpath kafka)
+  tls_material
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:9093
-listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9094
-advertised.listeners=PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9094,SASL_SSL://127.0.0.1:9095
+advertised.listeners=PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094,SASL_SSL://127.0.0.1:9095
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
-sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_fraudflight="fraudflight-scram-test";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS/server.p12
+ssl.keystore.password=$KEYSTORE_PASSWORD
+ssl.key.password=$KEYSTORE_PASSWORD
 log.dirs=$dir/data
 num.partitions=1
 offsets.topic.replication.factor=1

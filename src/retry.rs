@@ -116,6 +116,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credential_and_certificate_errors_are_told_from_outages() {
+        // As the drivers word them (seen against the local services).
+        let refused_login = "Failed to perform a connection setup request. Request: AUTH_RESPONSE, reason: Database \
+                             returned an error: Authentication failed - bad credentials";
+        assert!(is_credentials_error(refused_login));
+        assert!(is_credentials_error("OpenSearch index template: 401 Unauthorized: <html>"));
+        assert!(is_credentials_error("client error (Connect): invalid peer certificate: UnknownIssuer"));
+        assert!(!is_credentials_error("Control connection pool error: Connection refused (os error 111)"));
+        assert!(!is_credentials_error("OpenSearch index template: 503 Service Unavailable"));
+    }
+
+    #[test]
     fn delays_grow_to_the_cap() {
         let mut b = Backoff::default();
         let first = b.next_delay();

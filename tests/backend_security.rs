@@ -1,5 +1,5 @@
 //! Backend credentials against the real services of `scripts/services.sh`:
-//! Kafka through its SASL/SCRAM listener, Cassandra with a login over TLS
+//! Kafka through its SASL_SSL listener (SCRAM over TLS), Cassandra with a login over TLS
 //! (the node requires the login; `system_views.clients` shows the TLS
 //! session), OpenSearch over HTTPS with basic auth (nginx in front of the
 //! node). One full run with every secret set — backend passwords, Flight /
@@ -35,12 +35,12 @@ fn secured_env(names: &Names) -> Vec<(String, String)> {
     env.retain(|(k, _)| k != "FRAUDFLIGHT_KAFKA_BROKERS" && k != "FRAUDFLIGHT_KAFKA_PROPERTIES");
     env.extend(
         [
-            ("FRAUDFLIGHT_KAFKA_BROKERS", "127.0.0.1:9094".to_string()),
+            ("FRAUDFLIGHT_KAFKA_BROKERS", "127.0.0.1:9095".to_string()),
             (
                 "FRAUDFLIGHT_KAFKA_PROPERTIES",
                 format!(
-                    "security.protocol=SASL_PLAINTEXT;sasl.mechanism=SCRAM-SHA-512;sasl.username=fraudflight;\
-                     sasl.password={SCRAM_PASSWORD}"
+                    "security.protocol=SASL_SSL;sasl.mechanism=SCRAM-SHA-512;sasl.username=fraudflight;\
+                     sasl.password={SCRAM_PASSWORD};ssl.ca.location={ca}"
                 ),
             ),
             ("FRAUDFLIGHT_KAFKA_OUTCOME_TOPIC", "true".into()),

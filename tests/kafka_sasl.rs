@@ -1,5 +1,6 @@
-//! `serve` consuming through the local Kafka's SASL/SCRAM listener
-//! (127.0.0.1:9094, user `fraudflight`, set up by scripts/services.sh):
+//! `serve` consuming through the local Kafka's authenticated listeners (user
+//! `fraudflight`, set up by scripts/services.sh): SASL_PLAINTEXT + SCRAM on
+//! 127.0.0.1:9094 and SASL_SSL + PLAIN on 127.0.0.1:9095 (the test CA):
 //! every record scored and written back through the same authenticated
 //! connection; with a wrong password nothing is consumed and the failure is
 //! logged; the password never reaches the log. Run by `make test-services`.
@@ -18,18 +19,20 @@ const PASSWORD: &str = "fraudflight-scram-test";
 const N: usize = 1_000;
 
 fn sasl_env(names: &Names, password: &str) -> Vec<(String, String)> {
+    let properties = format!(
+        "security.protocol=SASL_PLAINTEXT;sasl.mechanism=SCRAM-SHA-512;sasl.username={USER};sasl.password={password}"
+    );
+    env_with(names, SASL_BROKERS, properties)
+}
+
+fn env_with(names: &Names, brokers: &str, properties: String) -> Vec<(String, String)> {
     let mut env = stack::standalone();
     env.extend([
-        ("FRAUDFLIGHT_KAFKA_BROKERS".to_string(), SASL_BROKERS.to_string()),
+        ("FRAUDFLIGHT_KAFKA_BROKERS".to_string(), brokers.to_string()),
         ("FRAUDFLIGHT_KAFKA_TOPIC".into(), names.topic.clone()),
         ("FRAUDFLIGHT_KAFKA_GROUP".into(), names.group.clone()),
         ("FRAUDFLIGHT_KAFKA_OUTCOME_TOPIC".into(), "true".into()),
-        (
-            "FRAUDFLIGHT_KAFKA_PROPERTIES".into(),
-            format!(
-                "security.protocol=SASL_PLAINTEXT;sasl.mechanism=SCRAM-SHA-512;sasl.username={USER};sasl.password={password}"
-            ),
-        ),
+        ("FRAUDFLIGHT_KAFKA_PROPERTIES".into(), properties),
     ]);
     env
 }
@@ -37,11 +40,26 @@ fn sasl_env(names: &Names, password: &str) -> Vec<(String, String)> {
 #[tokio::test]
 #[ignore = "needs Kafka with its SASL listener (make test-services starts it)"]
 async fn serve_consumes_and_produces_through_sasl_scram() {
-    let names = Names::new("sasl");
+    consumes_and_produces_through("sasl", |names| sasl_env(names, PASSWORD)).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka with its SASL_SSL listener (make test-services starts it)"]
+async fn serve_consumes_and_produces_through_sasl_plain_over_tls() {
+    let properties = format!(
+        "security.protocol=SASL_SSL;sasl.mechanism=PLAIN;sasl.username={USER};sasl.password={PASSWORD};\
+         ssl.ca.location={}",
+        support::test_ca()
+    );
+    consumes_and_produces_through("saslssl", |names| env_with(names, "127.0.0.1:9095", properties.clone())).await;
+}
+
+async fn consumes_and_produces_through(test: &str, env: impl Fn(&Names) -> Vec<(String, String)>) {
+    let names = Names::new(test);
     stack::create_topic(&names.topic, 2).await;
     let records = stack::simulated(31, N);
     stack::produce(&names.topic, &records).await;
-    let serve = Serve::start(&sasl_env(&names, PASSWORD));
+    let serve = Serve::start(&env(&names));
 
     let reader = stack::reader(&format!("{}.scored", names.topic));
     let mut seen = HashSet::new();
