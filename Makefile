@@ -6,7 +6,7 @@ CARGO ?= cargo
 PY := .venv/bin/python
 BIN := target/release/fraudflight
 
-.PHONY: setup setup-browser build demo test test-unit test-rust test-python test-browser test-services test-pipeline services-up services-down bench model dashboards
+.PHONY: setup setup-browser build demo test test-unit test-rust test-python test-browser test-services test-pipeline services-up services-down bench model dashboards fuzz
 
 ## OpenSSL headers for the build (librdkafka with SSL and SASL/SCRAM), and the Python environment (.venv):
 ## PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
@@ -22,9 +22,9 @@ demo: setup build
 	$(BIN) demo $(DEMO_ARGS)
 
 ## Every test: Rust unit and integration tests, the Python (Spark, pyarrow.flight, HTTP API, saved
-## objects) tests, the live dashboard in headless Chromium, and the tests against real Kafka,
-## Cassandra and OpenSearch (started here, stopped after).
-test: setup test-rust test-python test-browser test-services
+## objects) tests, the live dashboard in headless Chromium, the tests against real Kafka,
+## Cassandra and OpenSearch (started here, stopped after), and the fuzz targets for a bounded time.
+test: setup test-rust test-python test-browser test-services fuzz
 
 ## Quick loop: Rust unit tests only (no server, no Spark).
 test-unit:
@@ -61,6 +61,11 @@ test-services:
 test-pipeline:
 	$(CARGO) test --no-run --test serve_pipeline --test serve_faults
 	scripts/with-services.sh $(CARGO) test --test serve_pipeline --test serve_faults -- --include-ignored --test-threads=1
+
+## The cargo-fuzz targets (JSON records, CSV replay, Flight tickets / commands / actions, model.json),
+## FUZZ_SECONDS each (default 30); summary in target/fuzz/summary.txt.
+fuzz:
+	scripts/fuzz.sh
 
 services-up:
 	scripts/services.sh up
