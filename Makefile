@@ -86,4 +86,4 @@ dashboards:
 model: setup build
 	mkdir -p target/data
 	$(BIN) simulate --count 500000 --seed 1 --csv target/data/train.csv
-	cd spark-job && ../$(PY) train.py --input ../target/data/train.csv --output ../models/$(or $(VERSION),gbt-sim-v1)
+	cd spark-job && ../$(PY) train.py --input ../target/data/train.csv --output ../models/$(or $(VERSION),gbt-sim-v1) --model gbt --single --class-weights none

@@ -136,6 +136,7 @@ impl App {
         if !invalid.is_empty() {
             return Err(InvalidRows(invalid).into());
         }
+        self.metrics.exchanged(outcomes.num_rows());
         Ok(outcome::for_exchange(&outcomes))
     }
 

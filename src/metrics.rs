@@ -39,6 +39,7 @@ pub struct Metrics {
     invalid: IntCounter,
     alerts: IntCounter,
     dead_letters: IntCounter,
+    exchanged: IntCounter,
     batch_records: Histogram,
     scoring_seconds: Histogram,
     latency_seconds: Histogram,
@@ -101,6 +102,10 @@ impl Metrics {
             invalid: counter("fraudflight_records_invalid_total", "Records refused as invalid input."),
             alerts: counter("fraudflight_alerts_total", "Outcomes predicted fraudulent."),
             dead_letters: counter("fraudflight_dead_letters_total", "Records sent to the dead-letter topic."),
+            exchanged: counter(
+                "fraudflight_exchange_rows_total",
+                "Rows scored for DoExchange clients (answered, not stored).",
+            ),
             batch_records: histogram(
                 "fraudflight_batch_records",
                 "Records per scored batch.",
@@ -139,6 +144,11 @@ impl Metrics {
             }
             local.flush();
         }
+    }
+
+    /// Records `rows` rows scored and answered over DoExchange.
+    pub fn exchanged(&self, rows: usize) {
+        self.exchanged.inc_by(rows as u64);
     }
 
     /// Records that every sink stored `rows` outcomes, and how long after

@@ -5,8 +5,14 @@ numbers as doubles, each shaped [N, 1]) and returns `probability` [N, 1], the
 probability of fraud, so the server does no encoding of its own:
 
     category --OneHotEncoder--+
-    gender   --OneHotEncoder--+--Concat--> X (double) --TreeEnsembleRegressor--> margin --Sigmoid--> probability
+    gender   --OneHotEncoder--+--Concat--> X (double) --> head --> probability
     amt, distance_km, ... ----+
+
+The head is the classifier, computed the way Spark computes it:
+- GBTClassifier: TreeEnsembleRegressor (sum of 2 * weight * leaf) -> Sigmoid.
+- RandomForestClassifier: TreeEnsembleRegressor summing each tree's leaf
+  class-1 fraction divided by the number of trees (Spark's normalised votes).
+- LogisticRegression (binomial): MatMul + Add in double -> Sigmoid.
 
 Why not onnxmltools: its `convert_sparkml` mis-converts tree models whose
 splits are categorical (the one-hot columns), giving probabilities off by up to
@@ -15,12 +21,15 @@ written with double-precision thresholds (ai.onnx.ml opset 3
 `nodes_values_as_tensor`), so every comparison is the one Spark made.
 
 Supported: StringIndexer(handleInvalid="keep") -> OneHotEncoder(dropLast) ->
-VectorAssembler -> GBTClassifier. Anything else raises `ExportError` naming
-what could not be exported exactly.
+VectorAssembler -> one of the three classifiers. Anything else (another
+stage, another classifier, a multiclass model, a non-binary categorical
+split, an assembler order other than one-hot columns then numbers) raises
+`ExportError` naming what could not be exported exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,8 +77,11 @@ def _java_class(obj: Any) -> str:
     return obj.getClass().getSimpleName()
 
 
-def _add_tree(trees: Trees, tree_id: int, root: Any, weight: float, binary_features: set[int]) -> None:
-    """Walks one Spark tree, numbering nodes depth-first from 0."""
+def _add_tree(
+    trees: Trees, tree_id: int, root: Any, leaf_value: Callable[[Any], float], binary_features: set[int]
+) -> None:
+    """Walks one Spark tree, numbering nodes depth-first from 0; a leaf
+    contributes `leaf_value(leaf)`."""
     counter = 0
     stack: list[tuple[Any, int]] = [(root, 0)]
     while stack:
@@ -84,7 +96,7 @@ def _add_tree(trees: Trees, tree_id: int, root: Any, weight: float, binary_featu
             trees.false_ids.append(0)
             trees.target_tree_ids.append(tree_id)
             trees.target_node_ids.append(node_id)
-            trees.target_weights.append(weight * float(node.prediction()))
+            trees.target_weights.append(leaf_value(node))
             continue
         split = node.split()
         feature = int(split.featureIndex())
@@ -121,8 +133,55 @@ def gbt_trees(gbt_model: Any, binary_features: set[int]) -> Trees:
     trees = Trees()
     weights = list(gbt_model.treeWeights)
     for tree_id, (tree, weight) in enumerate(zip(gbt_model.trees, weights)):
-        _add_tree(trees, tree_id, tree._java_obj.rootNode(), 2.0 * float(weight), binary_features)
+        factor = 2.0 * float(weight)
+        _add_tree(trees, tree_id, tree._java_obj.rootNode(), lambda leaf, f=factor: f * float(leaf.prediction()), binary_features)
     return trees
+
+
+def forest_trees(forest_model: Any, binary_features: set[int]) -> Trees:
+    """Flattens a RandomForestClassificationModel: Spark adds each tree's
+    class-count fractions at the leaf reached and normalises the sum, so
+    P(fraud) = sum over trees of (class-1 count / leaf total) / trees."""
+    if forest_model.numClasses != 2:
+        raise ExportError(f"random forest with {forest_model.numClasses} classes: only binary models are exported")
+    trees = Trees()
+    n_trees = len(forest_model.trees)
+
+    def leaf_value(leaf: Any) -> float:
+        stats = [float(v) for v in leaf.impurityStats().stats()]
+        total = sum(stats)
+        if total <= 0.0:
+            raise ExportError("a random-forest leaf has no training weight; Spark would skip its vote")
+        return stats[1] / total / n_trees
+
+    for tree_id, tree in enumerate(forest_model.trees):
+        _add_tree(trees, tree_id, tree._java_obj.rootNode(), leaf_value, binary_features)
+    return trees
+
+
+def _tree_head(trees: Trees, n_features: int, sigmoid: bool) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    last = helper.make_node("Sigmoid", ["margin"], [OUTPUT]) if sigmoid else helper.make_node("Identity", ["margin"], [OUTPUT])
+    return [_tree_node(trees, n_features), last], []
+
+
+def _linear_head(lr_model: Any, n_features: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """sigmoid(X . w + b) in double, as Spark's binomial LogisticRegressionModel."""
+    if lr_model.numClasses != 2:
+        raise ExportError(f"logistic regression with {lr_model.numClasses} classes: only binomial models are exported")
+    weights = np.asarray(lr_model.coefficients.toArray(), dtype=np.float64)
+    if weights.shape != (n_features,):
+        raise ExportError(f"logistic regression has {weights.shape[0]} coefficients for {n_features} features")
+    initializers = [
+        numpy_helper.from_array(weights.reshape(n_features, 1), name="lr_weights"),
+        numpy_helper.from_array(np.array([float(lr_model.intercept)], dtype=np.float64), name="lr_intercept"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["features", "lr_weights"], ["lr_dot"]),
+        helper.make_node("Add", ["lr_dot", "lr_intercept"], ["margin"]),
+        helper.make_node("Sigmoid", ["margin"], ["lr_probability"]),
+        helper.make_node("Cast", ["lr_probability"], [OUTPUT], to=TensorProto.FLOAT),
+    ]
+    return nodes, initializers
 
 
 def _tree_node(trees: Trees, n_features: int) -> onnx.NodeProto:
@@ -155,14 +214,18 @@ def _tree_node(trees: Trees, n_features: int) -> onnx.NodeProto:
     )
 
 
+Head = Callable[[int], tuple[list[onnx.NodeProto], list[onnx.TensorProto]]]
+
+
 def build_graph(
     categorical: list[tuple[str, list[str]]],
     numeric: list[str],
-    trees: Trees,
+    head: Head,
     doc: str,
 ) -> tuple[onnx.ModelProto, list[Input]]:
     """Builds the graph: one-hot encoding in the order the VectorAssembler put
-    the one-hot vectors, then the numeric columns, then the trees."""
+    the one-hot vectors, then the numeric columns, then the classifier head
+    (given the number of assembled features) from `features` to `probability`."""
     nodes: list[onnx.NodeProto] = []
     inputs: list[Input] = []
     parts: list[str] = []
@@ -180,8 +243,8 @@ def build_graph(
         parts.append(name)
     n_features = sum(len(labels) for _, labels in categorical) + len(numeric)
     nodes.append(helper.make_node("Concat", parts, ["features"], axis=1))
-    nodes.append(_tree_node(trees, n_features))
-    nodes.append(helper.make_node("Sigmoid", ["margin"], [OUTPUT]))
+    head_nodes, head_initializers = head(n_features)
+    nodes.extend(head_nodes)
     graph_inputs = [
         helper.make_tensor_value_info(i.name, TensorProto.STRING if i.type == "string" else TensorProto.DOUBLE, [None, 1])
         for i in inputs
@@ -191,7 +254,7 @@ def build_graph(
         "fraudflight",
         graph_inputs,
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [None, 1])],
-        initializer=[squeeze_axes],
+        initializer=[squeeze_axes, *head_initializers],
     )
     model = helper.make_model(
         graph,
@@ -204,14 +267,39 @@ def build_graph(
     return model, inputs
 
 
+ALGORITHMS = {
+    "GBTClassificationModel": "gbt",
+    "RandomForestClassificationModel": "random_forest",
+    "LogisticRegressionModel": "logistic_regression",
+}
+FEATURE_STAGES = {"StringIndexerModel", "OneHotEncoderModel", "VectorAssembler"}
+
+
+def algorithm_of(pipeline_model: Any) -> str:
+    """`gbt`, `random_forest` or `logistic_regression`; ExportError otherwise."""
+    kind = type(pipeline_model.stages[-1]).__name__
+    if kind not in ALGORITHMS:
+        raise ExportError(f"classifier {kind} cannot be exported (supported: {', '.join(ALGORITHMS)})")
+    return ALGORITHMS[kind]
+
+
 def export_pipeline(pipeline_model: Any, categorical: list[str], numeric: list[str]) -> tuple[onnx.ModelProto, list[Input]]:
-    """Exports the fitted PipelineModel built by `train.build_pipeline`."""
+    """Exports the fitted PipelineModel built by `selection.pipeline`."""
     stages = pipeline_model.stages
     kinds = [type(s).__name__ for s in stages]
-    indexers = [s for s in stages if type(s).__name__ == "StringIndexerModel"]
+    algorithm = algorithm_of(pipeline_model)
     classifier = stages[-1]
-    if type(classifier).__name__ != "GBTClassificationModel":
-        raise ExportError(f"model type {type(classifier).__name__} is not exportable yet (stages: {kinds})")
+    unknown = [k for k in kinds[:-1] if k not in FEATURE_STAGES]
+    if unknown:
+        raise ExportError(f"pipeline stage(s) {unknown} cannot be exported exactly (stages: {kinds})")
+    indexers = [s for s in stages if type(s).__name__ == "StringIndexerModel"]
+    for encoder in (s for s in stages if type(s).__name__ == "OneHotEncoderModel"):
+        if not encoder.getDropLast():
+            raise ExportError("OneHotEncoder must use dropLast=True (an unseen category then encodes as all zeros)")
+    expected_order = [f"{c}_oh" for c in categorical] + list(numeric)
+    for assembler in (s for s in stages if type(s).__name__ == "VectorAssembler"):
+        if list(assembler.getInputCols()) != expected_order:
+            raise ExportError(f"VectorAssembler inputs {assembler.getInputCols()} are not {expected_order}")
     labels: dict[str, list[str]] = {}
     for indexer in indexers:
         if indexer.getHandleInvalid() != "keep":
@@ -222,6 +310,16 @@ def export_pipeline(pipeline_model: Any, categorical: list[str], numeric: list[s
         raise ExportError(f"no StringIndexer for categorical columns {missing}")
     cats = [(c, labels[c]) for c in categorical]
     binary: set[int] = set(range(sum(len(l) for _, l in cats)))
-    trees = gbt_trees(classifier, binary)
-    doc = f"GBT, {classifier.getNumTrees} trees, categorical {categorical}, numeric {numeric}"
-    return build_graph(cats, numeric, trees, doc)
+    head: Head
+    if algorithm == "gbt":
+        trees = gbt_trees(classifier, binary)
+        head = lambda n: _tree_head(trees, n, sigmoid=True)  # noqa: E731
+        doc = f"GBT, {classifier.getNumTrees} trees"
+    elif algorithm == "random_forest":
+        trees = forest_trees(classifier, binary)
+        head = lambda n: _tree_head(trees, n, sigmoid=False)  # noqa: E731
+        doc = f"random forest, {classifier.getNumTrees} trees"
+    else:
+        head = lambda n: _linear_head(classifier, n)  # noqa: E731
+        doc = "logistic regression"
+    return build_graph(cats, numeric, head, f"{doc}, categorical {categorical}, numeric {numeric}")

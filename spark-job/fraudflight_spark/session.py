@@ -8,7 +8,8 @@ import os
 from pyspark.sql import SparkSession
 
 
-def spark_session(app: str) -> SparkSession:
+def spark_session(app: str, extra: dict[str, str] | None = None) -> SparkSession:
+    """The session, with `extra` settings (e.g. the Cassandra connector) on top."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.appName(app)
@@ -16,8 +17,11 @@ def spark_session(app: str) -> SparkSession:
         .config("spark.driver.memory", os.environ.get("FRAUDFLIGHT_SPARK_DRIVER_MEMORY", "3g"))
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
     )
+    for key, value in (extra or {}).items():
+        builder = builder.config(key, value)
     # spark-submit sets spark.master; plain `python train.py` runs locally.
     if "spark.master" not in SparkSession.builder._options and not os.environ.get("PYSPARK_SUBMIT_ARGS"):
         builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))

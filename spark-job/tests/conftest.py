@@ -35,12 +35,19 @@ def simulate(tmp: Path, count: int, seed: int, kind: str = "parquet") -> Path:
     return out
 
 
+def train(data: Path, out: Path, *args: object, **run: object) -> subprocess.CompletedProcess:
+    """Runs spark-job/train.py on `data` into `out` with extra arguments."""
+    command = [sys.executable, SPARK_JOB / "train.py", "--input", data, "--output", out, *map(str, args)]
+    return subprocess.run(command, check=True, cwd=SPARK_JOB, **run)
+
+
 class Server:
     """A `fraudflight demo` process on free ports."""
 
-    def __init__(self, rate: int = 0) -> None:
+    def __init__(self, rate: int = 0, model: Path | None = None) -> None:
+        extra = ["--model", str(model)] if model else []
         self.proc = subprocess.Popen(
-            [binary(), "demo", "--rate", str(rate), "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
+            [binary(), "demo", "--rate", str(rate), "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,0 +1,104 @@
+"""Scores, thresholds and metrics of a fitted pipeline on labelled rows.
+
+The threshold is chosen on validation for a target: `max-f1` (the default),
+`precision>=X` (the lowest threshold whose precision reaches X, which keeps
+the most recall) or `recall>=X` (the highest threshold whose recall reaches
+X, which keeps the most precision). Final metrics are measured on test at
+that threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from pyspark.ml import PipelineModel
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+
+def with_score(model: PipelineModel, df: DataFrame) -> DataFrame:
+    """Spark's own P(fraud) as `score`."""
+    return model.transform(df).withColumn("score", vector_to_array("probability")[1])
+
+
+def scores_and_labels(scored: DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    rows = scored.select("score", "label").toArrow()
+    return rows.column("score").to_numpy(), rows.column("label").to_numpy()
+
+
+def pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds descending, precision, recall) at every distinct score."""
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    tp = np.cumsum(labels)
+    fp = np.cumsum(1 - labels)
+    # Only the last row of each run of equal scores is a real threshold.
+    last = np.r_[scores[1:] != scores[:-1], True]
+    tp, fp, thresholds = tp[last], fp[last], scores[last]
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / max(labels.sum(), 1)
+    return thresholds, precision, recall
+
+
+def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """Area under the PR curve as a step function (scikit-learn's AP)."""
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, target: str) -> float:
+    """The threshold meeting `target` on these (validation) rows."""
+    thresholds, precision, recall = pr_curve(scores, labels)
+    if target == "max-f1":
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        return float(thresholds[int(np.argmax(f1))])
+    match = re.fullmatch(r"(precision|recall)>=(0(?:\.\d+)?|1(?:\.0+)?)", target)
+    if not match:
+        raise SystemExit(f"threshold target {target!r}: use max-f1, precision>=X or recall>=X (0 <= X <= 1)")
+    kind, level = match.group(1), float(match.group(2))
+    if kind == "precision":
+        ok = np.nonzero(precision >= level)[0]
+        if len(ok) == 0:
+            raise SystemExit(f"no threshold reaches precision {level} on validation (best {precision.max():.3f})")
+        return float(thresholds[ok[-1]])
+    ok = np.nonzero(recall >= level)[0]
+    return float(thresholds[ok[0]])
+
+
+def servable(threshold: float) -> float:
+    """The largest float32 value not above `threshold`. The server's scores
+    are float32 (ONNX's output) compared with the threshold, Spark's are
+    doubles: a row scoring exactly the threshold in Spark may round just
+    below it in float32 and flip its label. With this threshold both sides
+    label every such tie alike."""
+    t32 = np.float32(threshold)
+    if float(t32) > threshold:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return float(t32)
+
+
+def metrics(scored: DataFrame, threshold: float) -> dict[str, Any]:
+    """ROC AUC, PR AUC, and precision / recall / F1 / confusion at `threshold`."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+    auc = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="probability")
+    counts = scored.select(
+        F.sum(((F.col("score") >= threshold) & (F.col("label") == 1)).cast("long")).alias("tp"),
+        F.sum(((F.col("score") >= threshold) & (F.col("label") == 0)).cast("long")).alias("fp"),
+        F.sum(((F.col("score") < threshold) & (F.col("label") == 1)).cast("long")).alias("fn"),
+        F.sum(((F.col("score") < threshold) & (F.col("label") == 0)).cast("long")).alias("tn"),
+    ).first()
+    tp, fp, fn, tn = (int(counts[k] or 0) for k in ("tp", "fp", "fn", "tn"))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "roc_auc": auc.evaluate(scored, {auc.metricName: "areaUnderROC"}),
+        "pr_auc": auc.evaluate(scored, {auc.metricName: "areaUnderPR"}),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        "rows": tp + fp + fn + tn,
+    }
