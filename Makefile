@@ -37,7 +37,7 @@ test-rust:
 # as the Rust tests, so nothing is compiled twice.
 test-python:
 	$(CARGO) test --no-run
-	$(PY) -m pytest -q spark-job/tests dashboards/tests
+	$(PY) -m pytest -q -m "not services" spark-job/tests dashboards/tests
 
 ## Debian's Chromium and web/'s pinned npm packages (playwright-core) for the browser test.
 setup-browser:
@@ -55,7 +55,8 @@ SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch
 	--test kafka_sasl --test backend_security
 test-services:
 	$(CARGO) test --no-run $(SERVICE_TESTS)
-	scripts/with-services.sh $(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1
+	scripts/with-services.sh sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \
+		$(PY) -m pytest -q -m services spark-job/tests'
 
 ## Only the `serve` pipeline tests (end to end, bad input, faults), for a quicker loop.
 test-pipeline:

@@ -175,7 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"version": version, "algorithm": best.algorithm, "threshold": threshold,
                       **{k: test_metrics[k] for k in ("roc_auc", "pr_auc", "precision", "recall", "f1")}}))
     for endpoint in args.deploy:
-        answer = deploy.deploy(endpoint, out, args.token, args.ca)
+        try:
+            answer = deploy.deploy(endpoint, out, args.token, args.ca)
+        except deploy.DeployRefused as e:
+            raise SystemExit(f"model written to {out}, but not deployed: {e}") from e
         print(json.dumps({"deployed": endpoint, **answer}))
 
 

@@ -11,7 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.flight as flight
+
+
+class DeployRefused(RuntimeError):
+    """The server refused the model (or could not be reached); its reason is the message."""
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -38,8 +43,8 @@ def load_model_body(model_dir: Path) -> bytes:
 
 def deploy(endpoint: str, model_dir: Path, token: str | None = None, ca: Path | None = None) -> dict[str, Any]:
     """Loads `model_dir` into the server at `endpoint` (grpc:// or grpc+tls://);
-    returns the server's answer (version, parity). Raises FlightError with the
-    server's reason if it refuses the model."""
+    returns the server's answer (version, parity). Raises DeployRefused with
+    the server's reason if it refuses the model."""
     kwargs: dict[str, Any] = {}
     if ca is not None:
         kwargs["tls_root_certs"] = ca.read_bytes()
@@ -50,5 +55,7 @@ def deploy(endpoint: str, model_dir: Path, token: str | None = None, ca: Path | 
     try:
         results = list(client.do_action(flight.Action("load-model", load_model_body(model_dir)), options=options))
         return json.loads(results[0].body.to_pybytes())
+    except (flight.FlightError, pa.ArrowException) as e:
+        raise DeployRefused(f"{endpoint} did not take {model_dir}: {e}") from e
     finally:
         client.close()

@@ -21,10 +21,14 @@ DERIVED = ("distance_km", "age", "hour")
 
 def event_time(df: DataFrame) -> Column:
     """Unix seconds of each transaction."""
-    text_time = F.unix_timestamp(F.col("trans_date_trans_time"), "yyyy-MM-dd HH:mm:ss")
+    parts = []
     if "unix_time" in df.columns:
-        return F.coalesce(F.col("unix_time").cast("long"), text_time)
-    return text_time
+        parts.append(F.col("unix_time").cast("long"))
+    if "trans_date_trans_time" in df.columns:
+        parts.append(F.unix_timestamp(F.col("trans_date_trans_time"), "yyyy-MM-dd HH:mm:ss"))
+    if not parts:
+        raise SystemExit("no transaction time: one of unix_time or trans_date_trans_time is needed")
+    return F.coalesce(*parts) if len(parts) > 1 else parts[0]
 
 
 def haversine_km(lat: Column, long: Column, merch_lat: Column, merch_long: Column) -> Column:

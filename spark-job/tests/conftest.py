@@ -15,6 +15,10 @@ SPARK_JOB = ROOT / "spark-job"
 sys.path.insert(0, str(SPARK_JOB))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "services: needs Kafka / Cassandra / OpenSearch (make test-services runs these)")
+
+
 def binary() -> Path:
     """The fraudflight binary: $FRAUDFLIGHT_BIN, else the debug build."""
     path = Path(os.environ.get("FRAUDFLIGHT_BIN", ROOT / "target" / "debug" / "fraudflight"))

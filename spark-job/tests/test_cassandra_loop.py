@@ -1,0 +1,101 @@
+"""Closing the loop on the real services (run by `make test-services`, which
+starts Cassandra and exports its login): `serve` stores DoPut transactions
+in Cassandra, train.py trains from that table through the Spark Cassandra
+Connector and deploys the model back to the same server, and the server's
+`models` table records the deployed version with its metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, SPARK_JOB, binary, simulate, train
+
+pytestmark = pytest.mark.services
+CASSANDRA = os.environ.get("FRAUDFLIGHT_CASSANDRA_NODES", "127.0.0.1:9042").split(",")[0]
+
+
+@pytest.fixture(scope="module")
+def keyspace() -> str:
+    return f"loop_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def serve(keyspace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`fraudflight serve` with Cassandra only (Kafka and OpenSearch off)."""
+    env = {
+        **os.environ,
+        "FRAUDFLIGHT_KAFKA_BROKERS": "",
+        "FRAUDFLIGHT_OPENSEARCH_URL": "",
+        "FRAUDFLIGHT_CASSANDRA_NODES": CASSANDRA,
+        "FRAUDFLIGHT_CASSANDRA_KEYSPACE": keyspace,
+        "FRAUDFLIGHT_FLIGHT_ADDR": "127.0.0.1:0",
+        "FRAUDFLIGHT_HTTP_ADDR": "127.0.0.1:0",
+    }
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([binary(), "serve"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        pytest.fail(f"serve did not start: {line!r}\n{log.read_text()}")
+    yield dict(part.split("=", 1) for part in line.split()[1:])["flight"]
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def test_train_from_what_serve_stored_and_deploy_back(serve: str, keyspace: str, tmp_path: Path) -> None:
+    table = pq.read_table(simulate(tmp_path, 40_000, seed=37, kind="parquet"))
+    client = flight.connect(serve)
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("transactions"), table.schema)
+    for batch in table.to_batches(max_chunksize=5_000):
+        writer.write_batch(batch)
+    writer.done_writing()
+    writer.close()
+
+    out = tmp_path / "trained-from-cassandra"
+    done = train(
+        f"cassandra://{CASSANDRA}/{keyspace}", out, "--model", "gbt", "--single", "--class-weights", "none",
+        "--trees", 10, "--depth", 4, "--parity-rows", 60, "--deploy", serve, capture_output=True, text=True,
+    )
+    deployed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert deployed["version"] == "trained-from-cassandra" and deployed["deployed"] == serve
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["input"].startswith("cassandra://")
+    rows = meta["training"]["rows"]
+    assert rows["train"] + rows["validation"] + rows["test"] == 40_000
+
+    info = json.loads(list(client.do_action(flight.Action("model-info", b"")))[0].body.to_pybytes())
+    assert info["version"] == "trained-from-cassandra"
+    recorded = models_table(keyspace, tmp_path)
+    assert "trained-from-cassandra" in recorded
+    assert json.loads(recorded["trained-from-cassandra"]["metrics"])["pr_auc"] == meta["metrics"]["pr_auc"]
+
+
+def models_table(keyspace: str, tmp_path: Path) -> dict[str, dict]:
+    """The `models` table, read with the same connector."""
+    out = tmp_path / "models.json"
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(SPARK_JOB)!r})
+from fraudflight_spark import data
+from fraudflight_spark.session import spark_session
+source = "cassandra://{CASSANDRA}/{keyspace}"
+spark = spark_session("read-models", data.spark_config(source))
+rows = spark.read.format("org.apache.spark.sql.cassandra").options(keyspace={keyspace!r}, table="models").load().collect()
+open({str(out)!r}, "w").write(json.dumps({{r["version"]: {{"metrics": r["metrics"]}} for r in rows}}))
+"""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=SPARK_JOB)
+    assert time.monotonic() - started < 600
+    return json.loads(out.read_text())
