@@ -79,7 +79,10 @@ def test_train_from_what_serve_stored_and_deploy_back(serve: str, keyspace: str,
     assert info["version"] == "trained-from-cassandra"
     recorded = models_table(keyspace, tmp_path)
     assert "trained-from-cassandra" in recorded
-    assert json.loads(recorded["trained-from-cassandra"]["metrics"])["pr_auc"] == meta["metrics"]["pr_auc"]
+    # The server re-serialises the metrics (serde_json parses floats to within an ulp).
+    stored = json.loads(recorded["trained-from-cassandra"]["metrics"])
+    assert stored["pr_auc"] == pytest.approx(meta["metrics"]["pr_auc"], rel=1e-12)
+    assert stored["confusion"] == meta["metrics"]["confusion"]
 
 
 def models_table(keyspace: str, tmp_path: Path) -> dict[str, dict]:
