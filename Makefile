@@ -3,6 +3,12 @@
 # Python environment with PySpark and onnxruntime through pip).
 
 CARGO ?= cargo
+
+# Before anything builds, a fresh clone's target/ becomes a link to the Cargo
+# build cache shared by the clones on this machine, so a clean-clone `make
+# test` compiles only fraudflight, not every dependency (scripts/shared-target.sh;
+# FRAUDFLIGHT_SHARED_TARGET=0 opts out).
+SHARED_TARGET := $(shell scripts/shared-target.sh)
 PY := .venv/bin/python
 BIN := target/release/fraudflight
 
@@ -74,9 +80,10 @@ services-up:
 services-down:
 	scripts/services.sh down
 
-## Benchmarks (never part of `make test`).
+## Benchmarks, then target/bench/results.json and results.md (scripts/bench.sh; never part of
+## `make test`). BENCH_SPARK=1 adds Spark training and batch scoring (benches/spark/).
 bench: setup
-	$(CARGO) bench --bench simulate --bench scoring
+	scripts/bench.sh
 
 ## Rewrite the Kibana / OpenSearch Dashboards saved objects (dashboards/build.py) and check them.
 dashboards:

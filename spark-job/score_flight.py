@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyarrow as pa  # noqa: E402
 import pyarrow.flight as flight  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 
 from fraudflight_spark import data  # noqa: E402
@@ -60,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="Parquet file/folder, Kaggle-layout CSV, or cassandra://HOST:PORT/KEYSPACE")
     p.add_argument("--output", required=True, help="Parquet folder to write")
+    p.add_argument("--format", default="parquet", choices=["parquet", "noop"],
+                   help="output format; noop scores every row and writes nothing (for measuring)")
     p.add_argument("--endpoint", required=True, help="grpc://HOST:PORT[,grpc://HOST:PORT...]")
     p.add_argument("--batch-rows", type=int, default=65_536, help="rows per Arrow batch sent")
     p.add_argument("--retries", type=int, default=3, help="reconnections per partition on a lost server")
@@ -67,22 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token", help="read token (default: $FRAUDFLIGHT_TOKEN)")
     p.add_argument("--ca", type=Path, help="CA certificate for grpc+tls:// endpoints")
     return p.parse_args(argv)
-
-
-def read_input(spark, path: str) -> DataFrame:
-    """The raw transaction columns, as read (the server derives the features)."""
-    source = data.cassandra_source(path)
-    if source is not None:
-        return spark.read.format("org.apache.spark.sql.cassandra").options(keyspace=source.keyspace, table=source.table).load()
-    if path.endswith(".csv"):
-        df = spark.read.option("header", True).option("inferSchema", False).csv(path).drop("_c0")
-        casts = {"amt": "double", "lat": "double", "long": "double", "merch_lat": "double", "merch_long": "double",
-                 "unix_time": "long", "city_pop": "long", "zip": "long", "is_fraud": "long"}
-        for name, kind in casts.items():
-            if name in df.columns:
-                df = df.withColumn(name, F.col(name).cast(kind))
-        return df
-    return spark.read.parquet(path)
 
 
 def server_schema(endpoints: list[str], options: flight.FlightCallOptions, connect) -> tuple[str, pa.Schema]:
@@ -195,16 +180,16 @@ def main(argv: list[str] | None = None) -> None:
     if not endpoints:
         raise SystemExit("--endpoint: at least one grpc://HOST:PORT")
     spark = spark_session("fraudflight-score-flight", data.spark_config(args.input))
-    df = read_input(spark, args.input)
+    df = data.read_raw(spark, args.input)
     if args.partitions:
         df = df.repartition(args.partitions)
     token = args.token or os.environ.get("FRAUDFLIGHT_TOKEN")
     ca = args.ca.read_bytes() if args.ca else None
     started = time.monotonic()
     scored = score(df, endpoints, batch_rows=args.batch_rows, retries=args.retries, token=token, ca=ca)
-    scored.write.mode("overwrite").parquet(args.output)
+    scored.write.mode("overwrite").format(args.format).save(args.output)
     seconds = time.monotonic() - started
-    rows = spark.read.parquet(args.output).count()
+    rows = spark.read.parquet(args.output).count() if args.format == "parquet" else df.count()
     print(json.dumps({"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds), "endpoints": endpoints}))
     spark.stop()
 

@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         "output": OUTPUT,
         "training": {
             "input": args.input,
+            "spark_master": spark.sparkContext.master,
             "rows": {"train": train.count(), "validation": int(len(val_labels)), "test": test_metrics["rows"]},
             "seconds": (dt.datetime.now(dt.timezone.utc) - started).total_seconds(),
             "parity_max_abs_diff": worst,

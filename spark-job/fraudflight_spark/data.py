@@ -22,6 +22,9 @@ from fraudflight_spark.features import with_features
 
 # The Spark Cassandra Connector from Maven Central (Scala 2.13 build).
 CASSANDRA_CONNECTOR = "com.datastax.spark:spark-cassandra-connector_2.13:3.5.1"
+# Column types of the service's records, for a CSV read as text.
+CSV_TYPES = {"amt": "double", "lat": "double", "long": "double", "merch_lat": "double", "merch_long": "double",
+             "unix_time": "long", "city_pop": "long", "zip": "long", "is_fraud": "long"}
 REQUIRED = ("trans_num", "cc_num", "category", "amt", "lat", "long", "merch_lat", "merch_long", "dob", "is_fraud")
 
 
@@ -62,19 +65,30 @@ def spark_config(path: str) -> dict[str, str]:
     return config
 
 
-def read_transactions(spark: SparkSession, path: str) -> DataFrame:
-    """Reads the input, checks it has what training needs, adds the derived
-    features and `label`."""
+def read_raw(spark: SparkSession, path: str) -> DataFrame:
+    """The input's transaction columns as the service's records type them
+    (a CSV is read as text and cast; Cassandra's `trans_time` timestamp
+    becomes `unix_time`), without derived features."""
     source = cassandra_source(path)
     if source is not None:
         df = spark.read.format("org.apache.spark.sql.cassandra").options(keyspace=source.keyspace, table=source.table).load()
     elif path.endswith(".csv"):
         df = spark.read.option("header", True).option("inferSchema", False).csv(path).drop("_c0")
+        for name, kind in CSV_TYPES.items():
+            if name in df.columns:
+                df = df.withColumn(name, F.col(name).cast(kind))
     else:
         df = spark.read.parquet(path)
     if "trans_time" in df.columns and "unix_time" not in df.columns:
         # Cassandra's table keeps the transaction time as a timestamp.
         df = df.withColumn("unix_time", F.col("trans_time").cast("long"))
+    return df
+
+
+def read_transactions(spark: SparkSession, path: str) -> DataFrame:
+    """Reads the input, checks it has what training needs, adds the derived
+    features and `label`."""
+    df = read_raw(spark, path)
     for name in ("unix_time", "city_pop", "is_fraud"):
         if name in df.columns:
             df = df.withColumn(name, F.col(name).cast("long"))

@@ -1,8 +1,10 @@
-"""score_flight.py: a Spark job scoring a table through Flight DoExchange
-with mapInArrow. On the standalone cluster of scripts/spark-cluster.sh it
-scores 1,000,000 rows through two servers, and the result agrees with
-Spark's own PipelineModel.transform of the same model on the same rows
-(identical labels, probabilities within 1e-5). In local mode: a dead
+"""train.py and score_flight.py submitted with spark-submit to the
+standalone cluster of scripts/spark-cluster.sh. train.py trains this
+module's model there. score_flight.py, a Spark job scoring a table through
+Flight DoExchange with mapInArrow, scores 1,000,000 rows on the cluster
+through two servers, and the result agrees with Spark's own
+PipelineModel.transform of the same model on the same rows (identical
+labels, probabilities within 1e-5). In local mode: a dead
 endpoint is retried on the next one, and a missing column stops the job
 before any task runs, naming the column."""
 
@@ -22,21 +24,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SPARK_JOB, Server, simulate, train
+from conftest import ROOT, SPARK_JOB, Server, simulate
 
 CLUSTER = ROOT / "scripts" / "spark-cluster.sh"
 MASTER = "spark://127.0.0.1:7077"
 ROWS = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small GBT trained here, with its Spark PipelineModel kept beside the ONNX file."""
-    tmp = tmp_path_factory.mktemp("score-flight-model")
-    data = simulate(tmp, 60_000, seed=17, kind="parquet")
-    out = tmp / "flight-batch-model"
-    train(data, out, "--model", "gbt", "--single", "--class-weights", "none", "--trees", 20, "--depth", 5, "--parity-rows", 90)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +40,25 @@ def cluster() -> Iterator[str]:
         subprocess.run([CLUSTER, "down"], check=True)
 
 
-def submit(master: str, *args: object) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def model(cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small GBT trained by train.py submitted to the cluster, with its
+    Spark PipelineModel kept beside the ONNX file."""
+    tmp = tmp_path_factory.mktemp("score-flight-model")
+    data = simulate(tmp, 60_000, seed=17, kind="parquet")
+    out = tmp / "flight-batch-model"
+    done = submit(cluster, "train.py", "--input", data, "--output", out, "--model", "gbt", "--single",
+                  "--class-weights", "none", "--trees", 20, "--depth", 5, "--parity-rows", 90)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return out
+
+
+def submit(master: str, script: str, *args: object) -> subprocess.CompletedProcess:
+    """`spark-submit --master MASTER spark-job/SCRIPT ARGS`."""
     spark_submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     return subprocess.run(
-        [spark_submit, "--master", master, "--conf", "spark.executor.memory=2g", SPARK_JOB / "score_flight.py", *map(str, args)],
+        [spark_submit, "--master", master, "--conf", "spark.executor.memory=2g", SPARK_JOB / script, *map(str, args)],
         cwd=SPARK_JOB, env=env, capture_output=True, text=True,
     )
 
@@ -74,12 +80,19 @@ scored.select("trans_num", "score").write.mode("overwrite").parquet({str(table_p
     return pq.read_table(str(table_path) + ".spark-scores")
 
 
+def test_train_py_submitted_to_the_cluster_trains_there(model: Path) -> None:
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["training"]["spark_master"] == MASTER
+    assert meta["algorithm"] == "gbt" and meta["training"]["parity_max_abs_diff"] <= 1e-5
+    assert (model / "model.onnx").stat().st_size > 0 and (model / "spark-model" / "metadata").is_dir()
+
+
 def test_a_million_rows_on_the_cluster_agree_with_spark_transform(model: Path, cluster: str, tmp_path: Path) -> None:
     table_path = simulate(tmp_path, ROWS, seed=23, kind="parquet")
     servers = [Server(model=model), Server(model=model)]
     try:
         out = tmp_path / "scored.parquet"
-        done = submit(cluster, "--input", table_path, "--output", out, "--partitions", 8,
+        done = submit(cluster, "score_flight.py", "--input", table_path, "--output", out, "--partitions", 8,
                       "--endpoint", ",".join(s.flight for s in servers))
         assert done.returncode == 0, done.stderr[-4000:]
         report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -112,7 +125,7 @@ def test_a_dead_endpoint_is_retried_on_the_next_one(model: Path, tmp_path: Path)
     server = Server(model=model)
     try:
         out = tmp_path / "scored.parquet"
-        done = submit("local[2]", "--input", table_path, "--output", out, "--partitions", 4,
+        done = submit("local[2]", "score_flight.py", "--input", table_path, "--output", out, "--partitions", 4,
                       "--endpoint", f"grpc://127.0.0.1:1,{server.flight}")
         assert done.returncode == 0, done.stderr[-4000:]
     finally:
@@ -125,7 +138,7 @@ def test_a_missing_column_stops_the_job_naming_it(model: Path, tmp_path: Path) -
     pq.write_table(table, tmp_path / "no-amount.parquet")
     server = Server(model=model)
     try:
-        done = submit("local[1]", "--input", tmp_path / "no-amount.parquet", "--output", tmp_path / "never",
+        done = submit("local[1]", "score_flight.py", "--input", tmp_path / "no-amount.parquet", "--output", tmp_path / "never",
                       "--endpoint", server.flight)
     finally:
         server.stop()

@@ -65,6 +65,14 @@ impl FraudFlight {
     }
 }
 
+/// HTTP/2 flow-control windows: room for a few 64k-row batches per stream.
+const STREAM_WINDOW_BYTES: u32 = 32 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+
+/// Batches of one DoExchange stream scored concurrently (2 = the default
+/// number of scoring sessions, and the cores of the machine it was tuned on).
+const EXCHANGE_IN_FLIGHT: usize = 2;
+
 /// Serves Flight on `listener` until `shutdown` resolves, with the TLS,
 /// tokens and limits of `options`.
 pub async fn serve(
@@ -87,7 +95,15 @@ pub async fn serve(
         request.extensions_mut().insert(role);
         Ok(request)
     };
-    let mut builder = tonic::transport::Server::builder().max_concurrent_streams(options.limits.max_concurrent_streams);
+    // HTTP/2's default 64 KiB flow-control window makes a multi-megabyte
+    // batch wait for dozens of window updates: measured, DoExchange of
+    // 64k-row batches ran at under half the scoring rate with the server
+    // mostly idle. Windows sized for a few batches keep the stream full.
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(options.limits.max_concurrent_streams)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true);
     if let Some(tls) = &options.guard.tls {
         builder = builder.tls_config(tls.tonic_server_config())?;
     }
@@ -281,13 +297,19 @@ impl FlightService for FraudFlight {
         let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
         let options = request::score_options(&descriptor)?;
         let (app, max_rows) = (self.app.clone(), self.max_batch_rows);
-        let scored = batches.map_err(flight_status).and_then(move |batch| {
-            let (app, options) = (app.clone(), options.clone());
-            async move {
-                within_limit(&batch, max_rows)?;
-                blocking(move || app.score_exchange(&batch, &options)).await?.map_err(exchange_status)
-            }
-        });
+        // Up to EXCHANGE_IN_FLIGHT batches score at once (answers stay in
+        // order), so one stream uses every scoring session while the next
+        // batch is decoded.
+        let scored = batches
+            .map(move |batch| {
+                let (app, options) = (app.clone(), options.clone());
+                async move {
+                    let batch = batch.map_err(flight_status)?;
+                    within_limit(&batch, max_rows)?;
+                    blocking(move || app.score_exchange(&batch, &options)).await?.map_err(exchange_status)
+                }
+            })
+            .buffered(EXCHANGE_IN_FLIGHT);
         // Errors travel as Status; the encoder wants FlightError.
         let scored = scored.map_err(|s| FlightError::Tonic(Box::new(s))).boxed();
         Ok(Response::new(encode(outcome::exchange_schema(), scored)))

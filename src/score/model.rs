@@ -17,7 +17,7 @@ use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType};
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +144,12 @@ pub struct Model {
     next: AtomicUsize,
 }
 
+/// A batch's input tensors, ready for [`Model::run`].
+pub struct ModelInputs {
+    tensors: Vec<(String, DynValue)>,
+    rows: usize,
+}
+
 /// The files of a model, as bytes (from a directory or a `LoadModel` action).
 #[derive(Debug, Clone, Default)]
 pub struct ModelFiles {
@@ -207,26 +213,39 @@ impl Model {
 
     /// Fraud probability of every row of a conformed, fully valid batch.
     pub fn predict(&self, batch: &RecordBatch, features: &Features) -> Result<Vec<f32>, ModelError> {
-        let rows = batch.num_rows();
-        if rows == 0 {
+        if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(self.meta.inputs.len());
+        self.run(&self.inputs(batch, features)?)
+    }
+
+    /// The graph's input tensors for a batch (the copy from Arrow columns).
+    pub fn inputs(&self, batch: &RecordBatch, features: &Features) -> Result<ModelInputs, ModelError> {
+        let rows = batch.num_rows();
+        let mut tensors = Vec::with_capacity(self.meta.inputs.len());
         for input in &self.meta.inputs {
             let column = features
                 .column(&input.name)
                 .or_else(|| batch.column_by_name(&input.name).cloned())
                 .ok_or_else(|| ModelError::Inputs(format!("no column for input `{}`", input.name)))?;
-            inputs.push((input.name.clone(), tensor(&column, input.kind, rows)?));
+            tensors.push((input.name.clone(), tensor(&column, input.kind, rows)?));
         }
+        Ok(ModelInputs { tensors, rows })
+    }
+
+    /// Runs ONNX Runtime on prepared inputs: the bare `Session::run` that the
+    /// benchmarks compare the whole scoring path with.
+    pub fn run(&self, inputs: &ModelInputs) -> Result<Vec<f32>, ModelError> {
+        let views: Vec<(&str, SessionInputValue<'_>)> =
+            inputs.tensors.iter().map(|(name, value)| (name.as_str(), SessionInputValue::from(value))).collect();
         let mut session = self.session();
-        let outputs = session.run(inputs).map_err(|e| ModelError::Run(e.to_string()))?;
+        let outputs = session.run(views).map_err(|e| ModelError::Run(e.to_string()))?;
         let output = outputs
             .get(&self.meta.output)
             .ok_or_else(|| ModelError::Run(format!("model has no output `{}`", self.meta.output)))?;
         let (_, scores) = output.try_extract_tensor::<f32>().map_err(|e| ModelError::Run(e.to_string()))?;
-        if scores.len() != rows {
-            return Err(ModelError::Run(format!("model returned {} scores for {rows} rows", scores.len())));
+        if scores.len() != inputs.rows {
+            return Err(ModelError::Run(format!("model returned {} scores for {} rows", scores.len(), inputs.rows)));
         }
         Ok(scores.to_vec())
     }

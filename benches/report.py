@@ -1,0 +1,116 @@
+"""Collects every benchmark's numbers into target/bench/results.json and a
+Markdown table, target/bench/results.md, with each target and whether this
+run met it. Reads criterion's estimates (target/criterion/GROUP/FUNCTION/
+VALUE/new/estimates.json: the median time per iteration) and the JSON files
+the whole-system benchmarks write under target/bench/. A benchmark that did
+not run is listed as such, not left out.
+
+    .venv/bin/python benches/report.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CRITERION = ROOT / "target" / "criterion"
+BENCH = ROOT / "target" / "bench"
+
+
+def criterion_rate(group: str, function: str, value: str | None = None) -> float | None:
+    """Elements per second at the median iteration time, or None if not run."""
+    base = CRITERION / group / function / value if value else CRITERION / group / function
+    try:
+        meta = json.loads((base / "new" / "benchmark.json").read_text())
+        estimates = json.loads((base / "new" / "estimates.json").read_text())
+    except FileNotFoundError:
+        return None
+    elements = meta["throughput"]["Elements"]
+    return elements / (estimates["median"]["point_estimate"] / 1e9)
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = BENCH / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+    return f"{os.cpu_count()} cores ({cpu}), {mem / 2**20:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def row(name: str, value: str, target: str, met: bool | None, note: str = "") -> dict[str, Any]:
+    return {"benchmark": name, "value": value, "target": target, "met": met, "note": note}
+
+
+def rows() -> list[dict[str, Any]]:
+    out = []
+    for n in ("1", "64", "1024", "65536"):
+        whole, bare = criterion_rate("score", "batch", n), criterion_rate("onnx_runtime", "batch", n)
+        if whole is None or bare is None:
+            out.append(row(f"scoring core, batch {n}", "not run", ">= 0.8 x bare ONNX Runtime (batch >= 1024)", None))
+            continue
+        ratio = whole / bare
+        target = ">= 0.8 x bare ONNX Runtime" if int(n) >= 1024 else "(reported)"
+        out.append(row(f"scoring core, batch {n}", f"{whole:,.0f} rows/s = {ratio:.2f} x bare ({bare:,.0f} rows/s)",
+                       target, ratio >= 0.8 if int(n) >= 1024 else None))
+    latency = load("scoring_latency.json")
+    out.append(row("scoring latency, batch 1", f"p99 {latency['p99_us']:.1f} µs (p50 {latency['p50_us']:.1f} µs)" if latency
+                   else "not run", "p99 < 100 µs", latency["p99_us"] < 100 if latency else None))
+    decode = criterion_rate("json_decode", "to_arrow")
+    out.append(row("JSON decode to Arrow, one core", f"{decode:,.0f} records/s" if decode else "not run",
+                   ">= 1,000,000 records/s", decode >= 1e6 if decode else None))
+    fx = load("flight_exchange.json")
+    in_process = criterion_rate("score", "batch", "65536")
+    if fx:
+        ours, peer = fx["fraudflight_rows_per_second"], fx["python_peer_rows_per_second"]
+        out.append(row(f"Flight DoExchange, {fx['rows']:,} rows in {fx['batch_rows']:,}-row batches",
+                       f"{ours:,.0f} rows/s = {ours / in_process:.2f} x in-process" if in_process else f"{ours:,.0f} rows/s",
+                       ">= 0.6 x in-process scoring", ours / in_process >= 0.6 if in_process else None))
+        out.append(row("Flight DoExchange vs Python peer (pyarrow.flight + onnxruntime)",
+                       f"{ours / peer:.2f} x ({peer:,.0f} rows/s)", ">= 3 x", ours / peer >= 3))
+    else:
+        out.append(row("Flight DoExchange", "not run", ">= 0.6 x in-process; >= 3 x Python peer", None))
+    spark = load("spark.json")
+    if spark:
+        b = spark["batch_scoring"]
+        out.append(row(f"Spark batch scoring, {spark['rows']:,} rows ({spark['master']})",
+                       f"through Flight {b['flight_rows_per_second']:,.0f} rows/s = {b['ratio']:.2f} x Spark transform "
+                       f"({b['spark_transform_rows_per_second']:,.0f} rows/s)", "(reported)", None))
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    mark = {True: "yes", False: "**no**", None: "-"}
+    lines = [f"Run {result['finished']} on {result['machine']}, commit {result['commit']}.", "",
+             "| benchmark | measured (median) | target | met |", "|---|---|---|---|"]
+    lines += [f"| {r['benchmark']} | {r['value']} | {r['target']} | {mark[r['met']]} |" for r in result["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    BENCH.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    result = {
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": commit,
+        "rows": rows(),
+        "details": {name: load(f"{name}.json") for name in ("scoring_latency", "flight_exchange", "spark")},
+    }
+    (BENCH / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (BENCH / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, then target/bench/results.json and
+# results.md (benches/report.py). Never part of `make test`.
+#
+#   1. criterion micro-benchmarks (release): scoring core vs bare ONNX Runtime
+#      at batch 1 / 64 / 1024 / 65536 and single-row latency (benches/scoring.rs),
+#      JSON decode (benches/decode.rs), the simulator (benches/simulate.rs);
+#   2. Flight DoExchange, 10,000,000 rows from a pyarrow.flight client, against
+#      fraudflight and the Python peer (benches/flight_exchange.py);
+#   3. with BENCH_SPARK=1, Spark training and batch scoring through Flight next
+#      to Spark's own transform (benches/spark/batch_scoring.py; ~15 min more).
+# Each step after a warm-up, medians over repeats; each is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "release build"
+cargo build --release --quiet
+
+step "criterion: scoring core, JSON decode, simulator"
+cargo bench --bench scoring --bench decode --bench simulate
+
+step "Flight DoExchange vs the Python peer"
+"$PY" benches/flight_exchange.py --rows "${FLIGHT_ROWS:-10000000}"
+
+if [ "${BENCH_SPARK:-0}" = 1 ]; then
+  step "Spark: training, batch scoring through Flight vs Spark transform"
+  "$PY" benches/spark/batch_scoring.py --rows "${SPARK_ROWS:-1000000}" --master "${SPARK_MASTER:-local[*]}"
+fi
+
+step "results"
+"$PY" benches/report.py
+echo "written target/bench/results.json and target/bench/results.md"
