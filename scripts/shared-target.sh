@@ -15,7 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ "${FRAUDFLIGHT_SHARED_TARGET:-1}" = 0 ] && exit 0
-[ -e target ] || [ -L target ] && exit 0
+if [ -L target ] && [ ! -e target ]; then
+  # This clone's link outlived the cache (emptied by another clone): recreate it.
+  mkdir -p "$(readlink target)"
+  exit 0
+fi
+[ -e target ] && exit 0
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/fraudflight/cargo-target
 max_gb=${FRAUDFLIGHT_SHARED_TARGET_MAX_GB:-20}
