@@ -25,7 +25,7 @@ def spark_session(app: str, extra: dict[str, str] | None = None) -> SparkSession
     # Under spark-submit (which starts the JVM first and hands Python its
     # gateway port) the master is spark-submit's --master: setting one here
     # would override it. Plain `python train.py` runs locally.
-    submitted = "PYSPARK_GATEWAY_PORT" in os.environ or os.environ.get("PYSPARK_SUBMIT_ARGS")
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ or bool(os.environ.get("PYSPARK_SUBMIT_ARGS"))
     if "spark.master" not in SparkSession.builder._options and not submitted:
         builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
     spark = builder.getOrCreate()
