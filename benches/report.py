@@ -79,6 +79,10 @@ def rows() -> list[dict[str, Any]]:
                        f"{ours / peer:.2f} x ({peer:,.0f} rows/s)", ">= 3 x", ours / peer >= 3))
     else:
         out.append(row("Flight DoExchange", "not run", ">= 0.6 x in-process; >= 3 x Python peer", None))
+    for name, what in (("generate", "generate only"), ("csv_file", "to a CSV file"), ("parquet_file", "to a Parquet file")):
+        rate = criterion_rate("simulate", name, "200000")
+        target, met = (">= 500,000 transactions/s", rate >= 5e5 if rate else None) if name != "generate" else ("(reported)", None)
+        out.append(row(f"simulator, {what}", f"{rate:,.0f} transactions/s" if rate else "not run", target, met))
     spark = load("spark.json")
     if spark:
         b = spark["batch_scoring"]
