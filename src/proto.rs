@@ -2,3 +2,8 @@
 //! at build time by prost.
 
 include!(concat!(env!("OUT_DIR"), "/fraudflight.v1.rs"));
+
+/// ONNX's model format (`proto/onnx-ml.proto`), read by `score::native`.
+pub mod onnx {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}

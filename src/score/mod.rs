@@ -2,11 +2,13 @@
 //!
 //! The stages, in order: [`crate::conform`] fits the batch to the record
 //! schema, [`features`] validates rows and derives features, the current
-//! [`model`] from the [`registry`] scores the valid rows, and [`outcome`]
+//! [`model`] from the [`registry`] scores the valid rows (through [`native`]
+//! when it recognises the graph, else ONNX Runtime), and [`outcome`]
 //! assembles what every sink receives.
 
 pub mod features;
 pub mod model;
+pub mod native;
 pub mod outcome;
 pub mod registry;
 pub mod runtime;

@@ -22,7 +22,9 @@ use ort::value::{DynValue, Tensor, TensorElementType};
 use serde::{Deserialize, Serialize};
 
 use super::features::{self, Features};
+use super::native::{self, NativeModel};
 use super::runtime;
+use crate::simulate::{SimConfig, Simulator};
 use crate::record::{self, Kind};
 
 /// Files larger than this are refused before they are read.
@@ -142,6 +144,9 @@ pub struct Model {
     pub meta: ModelMeta,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
+    /// The native evaluator, when it recognised the graph and agreed with
+    /// ONNX Runtime at load; else ONNX Runtime scores.
+    native: Option<NativeModel>,
 }
 
 /// A batch's input tensors, ready for [`Model::run`].
@@ -199,7 +204,8 @@ impl Model {
         let sessions =
             (0..sessions.max(1)).map(|_| build_session(&files.onnx).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         check_inputs(&meta, &sessions[0].lock().expect("fresh mutex"))?;
-        let model = Self { meta, sessions, next: AtomicUsize::new(0) };
+        let mut model = Self { meta, sessions, next: AtomicUsize::new(0), native: None };
+        model.native = model.checked_native(&files.onnx)?;
         let report = match &files.parity {
             Some(parity) => model.check_parity(parity)?,
             None => ParityReport::default(),
@@ -211,12 +217,53 @@ impl Model {
         &self.meta.version
     }
 
+    /// What scores this model: `native` or `onnxruntime`.
+    pub fn engine(&self) -> &'static str {
+        if self.native.is_some() {
+            "native"
+        } else {
+            "onnxruntime"
+        }
+    }
+
+    /// The native evaluator for this graph, if there is one and it gives
+    /// ONNX Runtime's probabilities (within [`native::MAX_DIFF_FROM_ONNX_RUNTIME`])
+    /// on 4,096 simulated transactions; otherwise None and ONNX Runtime scores.
+    fn checked_native(&self, onnx: &[u8]) -> Result<Option<NativeModel>, ModelError> {
+        let native = match NativeModel::from_onnx(onnx) {
+            Ok(native) => native,
+            Err(why) => {
+                tracing::info!(version = %self.meta.version, %why, "scoring with ONNX Runtime");
+                return Ok(None);
+            }
+        };
+        let txns: Vec<_> = Simulator::new(SimConfig::default()).take(4096).collect();
+        let batch = record::to_batch(&txns);
+        let features = features::derive(&batch);
+        let expected = self.run(&self.inputs(&batch, &features)?)?;
+        let got = native
+            .predict(batch.num_rows(), |name| features.column(name).or_else(|| batch.column_by_name(name).cloned()))
+            .map_err(ModelError::Run)?;
+        let worst = expected.iter().zip(&got).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max);
+        if worst > native::MAX_DIFF_FROM_ONNX_RUNTIME {
+            tracing::warn!(version = %self.meta.version, worst, "native evaluator disagrees with ONNX Runtime; using ONNX Runtime");
+            return Ok(None);
+        }
+        tracing::info!(version = %self.meta.version, max_diff_from_onnx_runtime = worst, "scoring natively");
+        Ok(Some(native))
+    }
+
     /// Fraud probability of every row of a conformed, fully valid batch.
     pub fn predict(&self, batch: &RecordBatch, features: &Features) -> Result<Vec<f32>, ModelError> {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        self.run(&self.inputs(batch, features)?)
+        match &self.native {
+            Some(native) => native
+                .predict(batch.num_rows(), |name| features.column(name).or_else(|| batch.column_by_name(name).cloned()))
+                .map_err(ModelError::Run),
+            None => self.run(&self.inputs(batch, features)?),
+        }
     }
 
     /// The graph's input tensors for a batch (the copy from Arrow columns).
