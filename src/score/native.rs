@@ -66,34 +66,56 @@ struct Node {
 
 const LEAF: u32 = u32::MAX;
 
-/// A tree laid out for walking many rows at once: every leaf points to
-/// itself, so `depth` steps bring any row to its leaf with no test for
-/// "is this a leaf" and no data-dependent branch; rows of a block are walked
-/// side by side, which hides the latency of each step's load.
+/// Deepest tree laid out complete (2^depth leaves); deeper ensembles are
+/// left to ONNX Runtime.
+const MAX_DEPTH: usize = 10;
+
+/// A tree laid out complete, as a heap: node `i`'s children are `2i + 1`
+/// ("yes", `x <= threshold`) and `2i + 2`, so a step is one load of the
+/// node's feature and threshold and one comparison, with no child pointers
+/// to load and no test for "is this a leaf": `depth` steps bring any row to
+/// one of the `2^depth` leaves. A leaf shallower than `depth` becomes splits
+/// on +inf whose every descendant is that leaf.
 #[derive(Debug, Clone)]
 struct FlatTree {
-    /// (feature, threshold, yes, no); a leaf is (0, +inf, self, self).
-    steps: Vec<(u32, f64, u32, u32)>,
-    /// The weight of each node that is a leaf (0 elsewhere).
+    /// Feature and threshold of each of the `2^depth - 1` splits.
+    features: Vec<u32>,
+    thresholds: Vec<f64>,
+    /// The `2^depth` leaf weights, left to right.
     leaves: Vec<f64>,
     depth: usize,
 }
 
 impl FlatTree {
-    fn new(nodes: &[Node]) -> Self {
-        let steps = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                if n.feature == LEAF {
-                    (0, f64::INFINITY, i as u32, i as u32)
-                } else {
-                    (n.feature, n.value, n.yes, n.no)
-                }
-            })
-            .collect();
-        let leaves = nodes.iter().map(|n| if n.feature == LEAF { n.value } else { 0.0 }).collect();
-        Self { steps, leaves, depth: depth(nodes, 0) }
+    /// Lays out `nodes` complete to `depth` (at least the tree's own: every
+    /// tree of an ensemble gets the deepest one's, so they walk in step).
+    fn new(nodes: &[Node], depth: usize) -> Result<Self, Unsupported> {
+        let depth = depth.max(self::depth(nodes, 0));
+        if depth > MAX_DEPTH {
+            return unsupported(format!("a tree of depth {depth} (at most {MAX_DEPTH} evaluated natively)"));
+        }
+        let splits = (1usize << depth) - 1;
+        let mut tree =
+            Self { features: vec![0; splits], thresholds: vec![f64::INFINITY; splits], leaves: vec![0.0; splits + 1], depth };
+        tree.fill(nodes, 0, 0);
+        Ok(tree)
+    }
+
+    /// Places `nodes[node]` at heap position `at`.
+    fn fill(&mut self, nodes: &[Node], node: usize, at: usize) {
+        let n = nodes[node];
+        if at >= self.features.len() {
+            self.leaves[at - self.features.len()] = n.value;
+        } else if n.feature == LEAF {
+            // Both sides of a +inf split lead to this same leaf.
+            self.fill(nodes, node, 2 * at + 1);
+            self.fill(nodes, node, 2 * at + 2);
+        } else {
+            self.features[at] = n.feature;
+            self.thresholds[at] = n.value;
+            self.fill(nodes, n.yes as usize, 2 * at + 1);
+            self.fill(nodes, n.no as usize, 2 * at + 2);
+        }
     }
 }
 
@@ -106,8 +128,30 @@ fn depth(nodes: &[Node], i: usize) -> usize {
     }
 }
 
-/// Rows evaluated side by side.
+/// Rows gathered from the Arrow columns at a time.
 const BLOCK: usize = 32;
+
+/// Trees walked side by side for one row: independent chains of loads and
+/// compares, kept in registers, which the CPU overlaps (one tree at a time
+/// waits on each step's loads).
+const LANES: usize = 8;
+
+/// Walks `K` trees of equal depth for one row and adds their leaves to
+/// `sum`, in tree order (as ONNX Runtime sums: the same double).
+fn walk<const K: usize>(trees: &[FlatTree; K], row: &[f64], mut sum: f64) -> f64 {
+    let mut at = [0usize; K];
+    for _ in 0..trees[0].depth {
+        for (i, tree) in at.iter_mut().zip(trees) {
+            let value = row[tree.features[*i] as usize];
+            // Not `>`: NaN (a missing value) goes "no", as in ONNX Runtime.
+            *i = 2 * *i + 1 + usize::from(!(value <= tree.thresholds[*i]));
+        }
+    }
+    for (i, tree) in at.iter().zip(trees) {
+        sum += tree.leaves[i - tree.features.len()];
+    }
+    sum
+}
 
 #[derive(Debug, Clone)]
 enum Head {
@@ -206,7 +250,7 @@ impl NativeModel {
     fn check_feature_indices(&self) -> Result<(), Unsupported> {
         match &self.head {
             Head::Trees { trees, .. } => {
-                let beyond = trees.iter().flat_map(|t| &t.steps).any(|s| s.0 as usize >= self.features);
+                let beyond = trees.iter().flat_map(|t| &t.features).any(|&f| f as usize >= self.features);
                 if beyond {
                     return unsupported("a tree splits on a feature beyond the vector");
                 }
@@ -251,21 +295,16 @@ impl NativeModel {
         let width = self.features;
         match &self.head {
             Head::Trees { trees, base, sigmoid } => {
-                let mut sums = [0.0f64; BLOCK];
-                for tree in trees {
-                    let mut at = [0u32; BLOCK];
-                    for _ in 0..tree.depth {
-                        for (r, i) in at.iter_mut().enumerate().take(n) {
-                            let (feature, threshold, yes, no) = tree.steps[*i as usize];
-                            *i = if x[r * width + feature as usize] <= threshold { yes } else { no };
-                        }
+                let mut chunks = trees.chunks_exact(LANES);
+                for row in x.chunks_exact(width).take(n) {
+                    let mut sum = 0.0f64;
+                    for chunk in &mut chunks {
+                        sum = walk::<LANES>(chunk.try_into().expect("chunks_exact"), row, sum);
                     }
-                    // Tree order, as ONNX Runtime sums: the same double.
-                    for (sum, i) in sums.iter_mut().zip(&at).take(n) {
-                        *sum += tree.leaves[*i as usize];
+                    for tree in chunks.remainder() {
+                        sum = walk::<1>(std::array::from_ref(tree), row, sum);
                     }
-                }
-                for sum in &sums[..n] {
+                    chunks = trees.chunks_exact(LANES);
                     // TreeEnsembleRegressor's output is float.
                     let margin = (sum + base) as f32;
                     scores.push(if *sigmoid { (1.0 / (1.0 + (-(margin as f64)).exp())) as f32 } else { margin });
@@ -496,7 +535,9 @@ fn trees(node: &NodeProto, sigmoid: bool) -> Result<Head, Unsupported> {
             return unsupported(format!("tree {} is not a tree rooted at node 0", order[t]));
         }
     }
-    Ok(Head::Trees { trees: built.iter().map(|t| FlatTree::new(t)).collect(), base, sigmoid })
+    let deepest = built.iter().map(|t| depth(t, 0)).max().unwrap_or(0);
+    let trees = built.iter().map(|t| FlatTree::new(t, deepest)).collect::<Result<_, _>>()?;
+    Ok(Head::Trees { trees, base, sigmoid })
 }
 
 /// Every path from the root reaches a leaf without revisiting a node.
@@ -530,7 +571,7 @@ mod tests {
         NativeModel {
             feeds: vec![Feed::Number { input: "a".into(), offset: 0 }],
             features: 1,
-            head: Head::Trees { trees: vec![FlatTree::new(&t)], base: 0.0, sigmoid: false },
+            head: Head::Trees { trees: vec![FlatTree::new(&t, 0).unwrap()], base: 0.0, sigmoid: false },
         }
     }
 
@@ -550,6 +591,35 @@ mod tests {
         let expected: Vec<f32> = values.iter().map(|&v| if v <= 0.5 { -1.0 } else { 2.0 }).collect();
         assert_eq!(scores, expected);
         assert_eq!(stump().predict(1, |_| None).unwrap_err(), "no column for input `a`");
+    }
+
+    #[test]
+    fn a_shallow_leaf_beside_a_deeper_split_is_padded() {
+        // a <= 0.5 -> leaf 1.0; else (a <= 2.0 -> 3.0, else 7.0).
+        let t = tree(&[(0, 0.5, 1, 2), (LEAF, 1.0, 0, 0), (0, 2.0, 3, 4), (LEAF, 3.0, 0, 0), (LEAF, 7.0, 0, 0)]);
+        let flat = FlatTree::new(&t, 0).unwrap();
+        assert_eq!((flat.depth, flat.leaves.clone()), (2, vec![1.0, 1.0, 3.0, 7.0]));
+        let model = NativeModel {
+            feeds: vec![Feed::Number { input: "a".into(), offset: 0 }],
+            features: 1,
+            head: Head::Trees { trees: vec![flat], base: 0.5, sigmoid: false },
+        };
+        let a: ArrayRef = std::sync::Arc::new(arrow::array::Float64Array::from(vec![Some(0.0), Some(1.0), Some(9.0), None]));
+        assert_eq!(model.predict(4, |_| Some(a.clone())).unwrap(), vec![1.5, 3.5, 7.5, 7.5]);
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_limit_is_refused() {
+        // A chain of MAX_DEPTH + 1 splits.
+        let mut nodes = Vec::new();
+        for level in 0..=MAX_DEPTH as u32 {
+            nodes.push(Node { feature: 0, value: level as f64, yes: 2 * level + 1, no: 2 * level + 2 });
+            nodes.push(Node { feature: LEAF, value: 0.0, yes: 0, no: 0 });
+        }
+        // Split `level` sits at 2 * level: "yes" a leaf, "no" the next split (or the last leaf).
+        nodes.push(Node { feature: LEAF, value: 0.0, yes: 0, no: 0 });
+        assert_eq!(depth(&nodes, 0), MAX_DEPTH + 1);
+        assert!(FlatTree::new(&nodes, 0).unwrap_err().to_string().contains("depth 11"));
     }
 
     #[test]
