@@ -143,8 +143,10 @@ fn walk<const K: usize>(trees: &[FlatTree; K], row: &[f64], mut sum: f64) -> f64
     for _ in 0..trees[0].depth {
         for (i, tree) in at.iter_mut().zip(trees) {
             let value = row[tree.features[*i] as usize];
-            // Not `>`: NaN (a missing value) goes "no", as in ONNX Runtime.
-            *i = 2 * *i + 1 + usize::from(!(value <= tree.thresholds[*i]));
+            // "no" unless `value <= threshold`: NaN (a missing value) goes
+            // "no", as in ONNX Runtime.
+            let yes = value <= tree.thresholds[*i];
+            *i = 2 * *i + 2 - usize::from(yes);
         }
     }
     for (i, tree) in at.iter().zip(trees) {
@@ -427,7 +429,7 @@ fn doubles(t: &TensorProto) -> Result<Vec<f64>, Unsupported> {
         return Ok(t.double_data.clone());
     }
     let raw = t.raw_data();
-    if raw.len() % 8 != 0 {
+    if !raw.len().is_multiple_of(8) {
         return unsupported(format!("tensor `{}` has {} raw bytes", t.name(), raw.len()));
     }
     Ok(raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
