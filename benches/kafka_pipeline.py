@@ -50,6 +50,8 @@ LOGS = BENCH / "logs"
 BROKERS = os.environ.get("FRAUDFLIGHT_KAFKA_BROKERS", "127.0.0.1:9092")
 OPENSEARCH = os.environ.get("FRAUDFLIGHT_OPENSEARCH_URL", "http://127.0.0.1:9200")
 PEER = ROOT / "benches" / "peers" / "structured_streaming.py"
+# The peer's Kafka source, as its module names it.
+KAFKA_PACKAGE = re.search(r'KAFKA_PACKAGE = "([^"]+)"', PEER.read_text()).group(1)
 STAMP = time.strftime("%H%M%S")
 
 
@@ -64,9 +66,17 @@ def spark_env() -> dict[str, str]:
     return {**os.environ, "PYSPARK_PYTHON": str(PY), "PYSPARK_DRIVER_PYTHON": str(PY)}
 
 
-def spark_submit(script: Path, *args: object) -> list[str]:
-    return [str(PY.parent / "spark-submit"), "--master", "local[*]", "--driver-memory", "3g", str(script),
+def spark_submit(script: Path, *args: object, packages: str = "") -> list[str]:
+    extra = ["--packages", packages] if packages else []
+    return [str(PY.parent / "spark-submit"), "--master", "local[*]", "--driver-memory", "3g", *extra, str(script),
             *map(str, args)]
+
+
+def peer_submit(*args: object) -> list[str]:
+    """The Structured Streaming peer under spark-submit, with the Kafka source
+    (spark.jars.packages set inside a job is too late: spark-submit has
+    started the JVM)."""
+    return spark_submit(PEER, "--brokers", BROKERS, *args, packages=KAFKA_PACKAGE)
 
 
 def simulate(topic: str, count: int, seed: int, rate: int = 0) -> None:
@@ -205,7 +215,7 @@ def kafka_to_score(model: Path, records: int, repeats: int, peer: bool) -> dict:
            "records_per_second": statistics.median(r["records_per_second"] for r in runs),
            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
     if peer:
-        done = run(spark_submit(PEER, "--brokers", BROKERS, "--topic", topic, "--model", model, "--mode", "throughput"),
+        done = run(peer_submit("--topic", topic, "--model", model, "--mode", "throughput"),
                    cwd=ROOT, env=spark_env())
         out["peer"] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"kafka to score, Structured Streaming peer: {out['peer']['records_per_second']:,} records/s", flush=True)
@@ -231,8 +241,7 @@ def latency_under_load(model: Path, rate: int, seconds: int, peer: bool) -> dict
     if peer:
         peer_topic = f"{topic}-peer"
         simulate(peer_topic, 0, seed=31)
-        proc = subprocess.Popen(spark_submit(PEER, "--brokers", BROKERS, "--topic", peer_topic, "--model", model,
-                                             "--mode", "latency", "--records", count),
+        proc = subprocess.Popen(peer_submit("--topic", peer_topic, "--model", model, "--mode", "latency", "--records", count),
                                 cwd=ROOT, env=spark_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         lines = []
         for line in proc.stdout:

@@ -83,12 +83,55 @@ def rows() -> list[dict[str, Any]]:
         rate = criterion_rate("simulate", name, "200000")
         target, met = (">= 500,000 transactions/s", rate >= 5e5 if rate else None) if name != "generate" else ("(reported)", None)
         out.append(row(f"simulator, {what}", f"{rate:,.0f} transactions/s" if rate else "not run", target, met))
+    out += kafka_rows(load("kafka.json") or {})
     spark = load("spark.json")
     if spark:
         b = spark["batch_scoring"]
         out.append(row(f"Spark batch scoring, {spark['rows']:,} rows ({spark['master']})",
                        f"through Flight {b['flight_rows_per_second']:,.0f} rows/s = {b['ratio']:.2f} x Spark transform "
                        f"({b['spark_transform_rows_per_second']:,.0f} rows/s)", "(reported)", None))
+    return out
+
+
+def kafka_rows(k: dict[str, Any]) -> list[dict[str, Any]]:
+    """Kafka to score, latency under load, full pipeline and memory
+    (benches/kafka_pipeline.py)."""
+    out = []
+    ks = k.get("kafka_to_score")
+    if ks:
+        rate = ks["records_per_second"]
+        out.append(row(f"Kafka to score, {ks['records']:,} records, {ks['topic_partitions']} partitions, sinks off",
+                       f"{rate:,.0f} records/s", ">= 200,000 records/s", rate >= 2e5))
+        peer = ks.get("peer")
+        out.append(row("Kafka to score vs Structured Streaming peer (same topic, same Spark model)",
+                       f"{rate / peer['records_per_second']:.1f} x ({peer['records_per_second']:,.0f} records/s)" if peer
+                       else "peer not run", ">= 10 x", rate / peer["records_per_second"] >= 10 if peer else None))
+        out.append(row("Memory: peak RSS of serve in the Kafka benchmark", f"{ks['peak_rss_mb']:.0f} MB", "< 300 MB",
+                       ks["peak_rss_mb"] < 300))
+    else:
+        out.append(row("Kafka to score", "not run", ">= 200,000 records/s; >= 10 x Structured Streaming; RSS < 300 MB", None))
+    lat = k.get("latency")
+    if lat:
+        ours, peer = lat["fraudflight"], lat.get("peer")
+        value = f"p99 {ours['p99_ms']:.1f} ms (p50 {ours['p50_ms']:.1f} ms)"
+        if peer:
+            value += f"; Structured Streaming peer p99 {peer['p99_ms']:,.0f} ms (p50 {peer['p50_ms']:,.0f} ms)"
+        out.append(row(f"Latency, Kafka timestamp to scored, {lat['rate']:,}/s for {lat['seconds']} s", value,
+                       "p99 < 50 ms", ours["p99_ms"] < 50))
+    else:
+        out.append(row("Latency under load", "not run", "p99 < 50 ms", None))
+    pipe = k.get("pipeline")
+    if pipe:
+        ceilings = {name: c["median_records_per_second"] for name, c in pipe["sink_ceilings"].items()}
+        slower = min(ceilings, key=ceilings.get)
+        out.append(row(f"Full pipeline, Cassandra + OpenSearch, {pipe['records']:,} records",
+                       f"{pipe['records_per_second']:,.0f} records/s = {pipe['ratio_to_slower_sink']:.2f} x the slower "
+                       f"sink alone ({slower} {ceilings[slower]:,.0f}; "
+                       + ", ".join(f"{n} {c:,.0f}" for n, c in ceilings.items() if n != slower)
+                       + f" records/s); lost {pipe['lost']}",
+                       ">= 0.8 x slower sink, zero loss", pipe["ratio_to_slower_sink"] >= 0.8 and pipe["lost"] == 0))
+    else:
+        out.append(row("Full pipeline", "not run", ">= 0.8 x slower sink, zero loss", None))
     return out
 
 
@@ -108,7 +151,7 @@ def main() -> None:
         "machine": machine(),
         "commit": commit,
         "rows": rows(),
-        "details": {name: load(f"{name}.json") for name in ("scoring_latency", "flight_exchange", "spark")},
+        "details": {name: load(f"{name}.json") for name in ("scoring_latency", "flight_exchange", "kafka", "spark")},
     }
     (BENCH / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)

@@ -7,7 +7,13 @@
 #      JSON decode (benches/decode.rs), the simulator (benches/simulate.rs);
 #   2. Flight DoExchange, 10,000,000 rows from a pyarrow.flight client, against
 #      fraudflight and the Python peer (benches/flight_exchange.py);
-#   3. with BENCH_SPARK=1, Spark training and batch scoring through Flight next
+#   3. through Kafka, each next to the Structured Streaming peer where the
+#      issue asks for one (benches/kafka_pipeline.py, with the real services
+#      started and stopped by scripts/with-services.sh): Kafka to score with
+#      serve's peak RSS, latency under a fixed 5,000 records/s, and the full
+#      pipeline against each sink's ceiling alone (benches/sink_ceiling.rs);
+#      BENCH_KAFKA=0 skips it;
+#   4. with BENCH_SPARK=1, Spark training and batch scoring through Flight next
 #      to Spark's own transform (benches/spark/batch_scoring.py; ~15 min more).
 # Each step after a warm-up, medians over repeats; each is bounded in time.
 set -euo pipefail
@@ -24,6 +30,11 @@ cargo bench --bench scoring --bench decode --bench simulate
 
 step "Flight DoExchange vs the Python peer"
 "$PY" benches/flight_exchange.py --rows "${FLIGHT_ROWS:-10000000}"
+
+if [ "${BENCH_KAFKA:-1}" = 1 ]; then
+  step "Kafka: to score, latency under load, full pipeline and sink ceilings, memory"
+  scripts/with-services.sh "$PY" benches/kafka_pipeline.py ${KAFKA_BENCH_ARGS:-}
+fi
 
 if [ "${BENCH_SPARK:-0}" = 1 ]; then
   step "Spark: training, batch scoring through Flight vs Spark transform"

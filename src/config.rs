@@ -23,6 +23,9 @@ pub struct Config {
     pub model: String,
     /// ONNX Runtime sessions per model.
     pub sessions: usize,
+    /// Newest outcomes kept in memory, the query cache (queries are answered
+    /// from it when Cassandra is off).
+    pub memory_rows: usize,
     pub flight_addr: String,
     pub http_addr: String,
     /// How long shutdown may take to drain in-flight batches, ms.
@@ -196,6 +199,7 @@ impl Default for Config {
         Self {
             model: String::new(),
             sessions: 2,
+            memory_rows: 100_000,
             flight_addr: "127.0.0.1:50051".into(),
             http_addr: "127.0.0.1:8080".into(),
             shutdown_timeout_ms: 15_000,
@@ -316,6 +320,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("sessions", self.sessions),
+            ("memory_rows", self.memory_rows),
             ("kafka.batch_max_records", self.kafka.batch_max_records),
             ("kafka.max_in_flight_batches", self.kafka.max_in_flight_batches),
             ("kafka.max_record_bytes", self.kafka.max_record_bytes),

@@ -79,7 +79,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
 
     let sinks = connect_sinks(&config, &abandon).await?;
     let app = Arc::new(
-        App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(200_000, 20_000))
+        App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(config.memory_rows, 20_000))
             .with_sinks(sinks, abandon.clone())
             .with_card_hasher(cards),
     );

@@ -1,7 +1,7 @@
 //! The streaming pipeline of `fraudflight serve` (DESIGN.md, "Shape"):
 //!
 //! ```text
-//! source thread (Kafka, batches) -> scoring stage (in order) -> sink tasks (concurrent)
+//! source thread (Kafka, batches) -> scoring stage (2 at once, in order) -> sink tasks (concurrent)
 //!        ^                                                          |
 //!        +------------- acknowledgement: offsets committable -------+
 //! ```
@@ -19,6 +19,7 @@ pub mod source;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -62,41 +63,35 @@ impl Pipeline {
     }
 }
 
-/// Scores batches one after another, in dispatch order (the stage that will
-/// own per-card state), and hands each to its own sink task.
+/// Batches scored at once: one per core of the 2-core machine this was
+/// measured on (one at a time left a core idle: scoring is most of the work).
+const SCORING_CONCURRENCY: usize = 2;
+
+/// Scores batches, up to [`SCORING_CONCURRENCY`] at once but handed on in
+/// dispatch order (the stage that will own per-card state), and gives each
+/// to its own sink task.
 async fn scoring_stage(
     app: Arc<App>,
-    mut batches: mpsc::Receiver<Dispatched>,
+    batches: mpsc::Receiver<Dispatched>,
     shared: Arc<Shared>,
     max_record_bytes: usize,
     abandon: CancellationToken,
 ) {
     let mut writers = tokio::task::JoinSet::new();
-    while let Some(batch) = batches.recv().await {
-        let records = Arc::new(batch.records);
-        let mut backoff = Backoff::default();
-        let scored = loop {
-            let (app, records) = (app.clone(), records.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let mut scored = decode::score_records(&records, &app.scorer, max_record_bytes)?;
-                scored.outcomes = app.protect(scored.outcomes);
-                app.metrics.scored(records.len(), &scored.outcomes, scored.dead.len(), started.elapsed());
-                Ok::<_, crate::score::ScoreError>(scored)
-            })
-            .await;
-            match result {
-                Ok(Ok(scored)) => break Some(scored),
-                Ok(Err(e)) => tracing::error!(error = %e, "scoring a batch failed; retrying"),
-                Err(e) => tracing::error!(error = %e, "scoring task panicked; retrying"),
+    let scored = tokio_stream::wrappers::ReceiverStream::new(batches)
+        .map(|batch| {
+            let (app, abandon) = (app.clone(), abandon.clone());
+            async move {
+                let records = Arc::new(batch.records);
+                let scored = score_with_retry(&app, &records, max_record_bytes, &abandon).await;
+                (batch.spans, batch.id, batch.permit, records, scored)
             }
-            if !backoff.wait(&abandon).await {
-                break None;
-            }
-        };
+        })
+        .buffered(SCORING_CONCURRENCY);
+    futures::pin_mut!(scored);
+    while let Some((spans, id, permit, records, scored)) = scored.next().await {
         let Some(scored) = scored else { continue };
-        let (app, shared, abandon, spans, id, permit) =
-            (app.clone(), shared.clone(), abandon.clone(), batch.spans, batch.id, batch.permit);
+        let (app, shared, abandon) = (app.clone(), shared.clone(), abandon.clone());
         writers.spawn(async move {
             let outcomes = scored.outcomes;
             app.store.insert(&outcomes);
@@ -115,4 +110,34 @@ async fn scoring_stage(
         while writers.try_join_next().is_some() {}
     }
     while writers.join_next().await.is_some() {}
+}
+
+/// Scores one batch on the blocking pool, retrying with backoff while the
+/// model fails; None once `abandon` fires.
+async fn score_with_retry(
+    app: &Arc<App>,
+    records: &Arc<Vec<decode::RawRecord>>,
+    max_record_bytes: usize,
+    abandon: &CancellationToken,
+) -> Option<decode::ScoredRecords> {
+    let mut backoff = Backoff::default();
+    loop {
+        let (app, records) = (app.clone(), records.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut scored = decode::score_records(&records, &app.scorer, max_record_bytes)?;
+            scored.outcomes = app.protect(scored.outcomes);
+            app.metrics.scored(records.len(), &scored.outcomes, scored.dead.len(), started.elapsed());
+            Ok::<_, crate::score::ScoreError>(scored)
+        })
+        .await;
+        match result {
+            Ok(Ok(scored)) => return Some(scored),
+            Ok(Err(e)) => tracing::error!(error = %e, "scoring a batch failed; retrying"),
+            Err(e) => tracing::error!(error = %e, "scoring task panicked; retrying"),
+        }
+        if !backoff.wait(abandon).await {
+            return None;
+        }
+    }
 }
