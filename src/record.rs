@@ -64,6 +64,13 @@ macro_rules! rust_type {
     (I64, $p:ident) => { Option<i64> };
 }
 
+/// The field's type in [`TransactionRef`]: text borrowed from the input.
+macro_rules! ref_type {
+    (Str, Required) => { &'a str };
+    (Str, $p:ident) => { Option<&'a str> };
+    ($k:ident, $p:ident) => { rust_type!($k, $p) };
+}
+
 macro_rules! builder_type {
     (Str) => {
         StringBuilder
@@ -103,6 +110,15 @@ macro_rules! append_value {
     };
 }
 
+macro_rules! append_ref {
+    ($b:expr, $v:expr, $k:ident, Required) => {
+        $b.append_value($v)
+    };
+    ($b:expr, $v:expr, $k:ident, $p:ident) => {
+        $b.append_option($v)
+    };
+}
+
 macro_rules! from_text {
     (Str, Required, $v:expr, $n:expr) => {
         $v.ok_or(TextError::Missing($n))?.to_string()
@@ -130,6 +146,16 @@ macro_rules! define_transaction {
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub struct Transaction {
             $( $(#[$doc])* pub $name: rust_type!($kind, $presence), )*
+        }
+
+        /// A transaction whose text borrows from the JSON it was decoded
+        /// from: the fast path of [`TransactionBatchBuilder::append_json`]
+        /// (no allocation per field). Text with escapes cannot be borrowed;
+        /// such a record takes the owned path.
+        #[derive(Debug, Deserialize)]
+        #[serde(bound(deserialize = "'de: 'a"))]
+        struct TransactionRef<'a> {
+            $( $(#[$doc])* $name: ref_type!($kind, $presence), )*
         }
 
         impl Transaction {
@@ -167,6 +193,25 @@ macro_rules! define_transaction {
             pub fn append(&mut self, t: &Transaction) {
                 $( append_value!(self.$name, t.$name, $kind, $presence); )*
                 self.rows += 1;
+            }
+
+            fn append_ref(&mut self, t: &TransactionRef) {
+                $( append_ref!(self.$name, t.$name, $kind, $presence); )*
+                self.rows += 1;
+            }
+
+            /// Decodes one JSON transaction (a Kafka record value) and
+            /// appends it; on error nothing is appended. Same result as
+            /// [`decode_json`] + [`Self::append`], without allocating per
+            /// field when the text has no escapes.
+            pub fn append_json(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+                match serde_json::from_slice::<TransactionRef>(bytes) {
+                    Ok(t) => self.append_ref(&t),
+                    // Escaped text or a card number sent as a JSON number
+                    // (or bad input: the owned path names the error).
+                    Err(_) => self.append(&decode_json(bytes)?),
+                }
+                Ok(())
             }
 
             pub fn len(&self) -> usize {
@@ -251,40 +296,71 @@ pub fn decode_json(bytes: &[u8]) -> Result<Transaction, DecodeError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
+/// Text as [`Transaction`] (owned) or [`TransactionRef`] (borrowed) holds it.
+trait Text<'de>: Sized {
+    fn borrowed(v: &'de str) -> Self;
+    /// Text that had to be built (escapes, a number): `&str` cannot hold it.
+    fn built<E: serde::de::Error>(v: String) -> Result<Self, E>;
+}
+
+impl<'de> Text<'de> for String {
+    fn borrowed(v: &'de str) -> Self {
+        v.to_owned()
+    }
+
+    fn built<E: serde::de::Error>(v: String) -> Result<Self, E> {
+        Ok(v)
+    }
+}
+
+impl<'de: 'a, 'a> Text<'de> for &'a str {
+    fn borrowed(v: &'de str) -> Self {
+        v
+    }
+
+    fn built<E: serde::de::Error>(_: String) -> Result<Self, E> {
+        Err(E::custom("text that cannot be borrowed"))
+    }
+}
+
 /// Accepts a JSON string or a non-negative integer as text. A visitor, not
 /// an untagged enum: serde's untagged enums buffer every value first, which
 /// made these two fields a third of the JSON decode time.
-struct TextOrInteger;
+struct TextOrInteger<T>(std::marker::PhantomData<T>);
 
-impl serde::de::Visitor<'_> for TextOrInteger {
-    type Value = String;
+impl<'de, T: Text<'de>> serde::de::Visitor<'de> for TextOrInteger<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a string or a non-negative integer")
     }
 
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<T, E> {
+        Ok(T::borrowed(v))
     }
 
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
-        Ok(v)
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        T::built(v.to_owned())
     }
 
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<T, E> {
+        T::built(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        T::built(v.to_string())
     }
 }
 
-fn text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    d.deserialize_any(TextOrInteger)
+fn text_or_integer<'de, D: serde::Deserializer<'de>, T: Text<'de>>(d: D) -> Result<T, D::Error> {
+    d.deserialize_any(TextOrInteger(std::marker::PhantomData))
 }
 
 /// `null` or [`TextOrInteger`].
-struct OptionalTextOrInteger;
+struct OptionalTextOrInteger<T>(std::marker::PhantomData<T>);
 
-impl<'de> serde::de::Visitor<'de> for OptionalTextOrInteger {
-    type Value = Option<String>;
+impl<'de, T: Text<'de>> serde::de::Visitor<'de> for OptionalTextOrInteger<T> {
+    type Value = Option<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("null, a string or a non-negative integer")
@@ -303,8 +379,8 @@ impl<'de> serde::de::Visitor<'de> for OptionalTextOrInteger {
     }
 }
 
-fn optional_text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    d.deserialize_option(OptionalTextOrInteger)
+fn optional_text_or_integer<'de, D: serde::Deserializer<'de>, T: Text<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    d.deserialize_option(OptionalTextOrInteger(std::marker::PhantomData))
 }
 
 /// The Arrow schema of a batch of transactions: every field nullable except
@@ -364,6 +440,38 @@ mod tests {
         assert_eq!(t.unix_time, Some(1_700_000_000));
         let text_card = JSON.replace("4111111111111111", "\"4111111111111111\"");
         assert_eq!(decode_json(text_card.as_bytes()).unwrap().cc_num, "4111111111111111");
+    }
+
+    /// `append_json` builds the batch `decode_json` + `append` builds, on the
+    /// borrowed path (simulated records) and the owned one (escapes, numbers).
+    #[test]
+    fn append_json_equals_the_owned_decode() {
+        let mut values: Vec<String> = crate::simulate::Simulator::new(crate::simulate::SimConfig::default())
+            .take(500)
+            .map(|t| serde_json::to_string(&t).unwrap())
+            .collect();
+        values.push(JSON.to_string());
+        values.push(JSON.replace(r#""trans_num":"abc""#, r#""trans_num":"a\"b\u00e9c","merchant":"fraud_O\u2019Hara""#));
+        values.push(JSON.replace(r#""zip":1234"#, r#""zip":null,"gender":"F""#));
+        let (mut fast, mut owned) = (TransactionBatchBuilder::with_capacity(8), TransactionBatchBuilder::with_capacity(8));
+        for v in &values {
+            fast.append_json(v.as_bytes()).unwrap();
+            owned.append(&decode_json(v.as_bytes()).unwrap());
+        }
+        let (fast, owned) = (fast.finish(), owned.finish());
+        assert_eq!(fast, owned);
+        let trans_num = fast.column_by_name(column::trans_num).unwrap().as_any().downcast_ref::<arrow::array::StringArray>();
+        assert_eq!(trans_num.unwrap().value(values.len() - 2), "a\"b\u{e9}c");
+    }
+
+    #[test]
+    fn append_json_refuses_what_decode_json_refuses_and_appends_nothing() {
+        let mut builder = TransactionBatchBuilder::with_capacity(1);
+        for bad in [&b"not json"[..], br#"{"trans_num":"x"}"#, br#"{"amt":"12"}"#] {
+            let fast = builder.append_json(bad).unwrap_err().to_string();
+            assert_eq!(fast, decode_json(bad).unwrap_err().to_string());
+        }
+        assert!(builder.is_empty());
     }
 
     #[test]

@@ -1,16 +1,24 @@
-//! A Kafka record value, as `serve` reads it: JSON decode, then the Arrow
-//! batch and the row validation that decide between outcome and dead letter.
-//! Anything may be refused; nothing may panic.
+//! A Kafka record value, as `serve` reads it: JSON decode straight into the
+//! Arrow builder (`append_json`, text borrowed where it can be), then the row
+//! validation that decides between outcome and dead letter. Anything may be
+//! refused; nothing may panic; and the borrowed fast path must give exactly
+//! what the owned decode (`decode_json` + `append`) gives.
 #![no_main]
 
 use fraudflight::record::{decode_json, TransactionBatchBuilder};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(transaction) = decode_json(data) {
+    let mut fast = TransactionBatchBuilder::with_capacity(1);
+    let appended = fast.append_json(data);
+    let owned = decode_json(data);
+    assert_eq!(appended.is_ok(), owned.is_ok(), "append_json and decode_json disagree on acceptance");
+    if let Ok(transaction) = owned {
         let mut builder = TransactionBatchBuilder::with_capacity(1);
         builder.append(&transaction);
-        let batch = fraudflight::conform::conform(&builder.finish()).expect("the builder's own schema conforms");
+        let batch = builder.finish();
+        assert_eq!(fast.finish(), batch, "append_json built another row than decode_json + append");
+        let batch = fraudflight::conform::conform(&batch).expect("the builder's own schema conforms");
         let features = fraudflight::score::features::derive(&batch);
         assert!(features.invalid.len() <= 1);
     }

@@ -7,7 +7,7 @@
 use arrow::record_batch::RecordBatch;
 
 use crate::kafka::sink::DeadLetter;
-use crate::record::{decode_json, TransactionBatchBuilder};
+use crate::record::TransactionBatchBuilder;
 use crate::score::{outcome, ScoreError, ScoreOptions, Scorer};
 
 /// One record as read from Kafka.
@@ -40,11 +40,8 @@ pub fn score_records(
     let mut decoded: Vec<&RawRecord> = Vec::with_capacity(records.len());
     let mut dead = Vec::new();
     for r in records {
-        match check_and_decode(r, max_record_bytes) {
-            Ok(t) => {
-                builder.append(&t);
-                decoded.push(r);
-            }
+        match check_and_append(r, max_record_bytes, &mut builder) {
+            Ok(()) => decoded.push(r),
             Err(error) => dead.push(letter(r, error)),
         }
     }
@@ -60,7 +57,9 @@ pub fn score_records(
     Ok(ScoredRecords { outcomes: outcome::with_kafka_positions(&scored.outcomes, &positions), dead })
 }
 
-fn check_and_decode(r: &RawRecord, max_record_bytes: usize) -> Result<crate::record::Transaction, String> {
+/// Appends the record's transaction to `builder`, or says why it cannot (and
+/// appends nothing).
+fn check_and_append(r: &RawRecord, max_record_bytes: usize, builder: &mut TransactionBatchBuilder) -> Result<(), String> {
     let value = match r.value.as_deref() {
         None | Some([]) => return Err("empty record value".into()),
         Some(v) => v,
@@ -71,7 +70,7 @@ fn check_and_decode(r: &RawRecord, max_record_bytes: usize) -> Result<crate::rec
             value.len()
         ));
     }
-    decode_json(value).map_err(|e| e.to_string())
+    builder.append_json(value).map_err(|e| e.to_string())
 }
 
 fn letter(r: &RawRecord, error: String) -> DeadLetter {
