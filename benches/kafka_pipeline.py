@@ -266,7 +266,8 @@ def opensearch(method: str, path: str) -> dict:
 def sink_bench(*args: object, env: dict | None = None) -> str:
     done = run(["cargo", "bench", "--quiet", "--bench", "sink_ceiling", "--", *args], cwd=ROOT,
                env={**os.environ, **(env or {})})
-    return done.stdout.strip().splitlines()[-1]
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def full_pipeline(model: Path, records: int, repeats: int) -> dict:
@@ -306,8 +307,8 @@ def full_pipeline(model: Path, records: int, repeats: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="model directory with spark-model/ (default: train one, once)")
-    p.add_argument("--records", type=int, default=2_000_000, help="Kafka to score: records in the topic")
-    p.add_argument("--pipeline-records", type=int, default=60_000, help="full pipeline: records")
+    p.add_argument("--records", type=int, default=1_500_000, help="Kafka to score: records in the topic")
+    p.add_argument("--pipeline-records", type=int, default=40_000, help="full pipeline: records")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rate", type=int, default=5000, help="latency: records/s produced")
     p.add_argument("--seconds", type=int, default=60, help="latency: seconds of producing")
@@ -320,13 +321,14 @@ def main() -> None:
     out_path = BENCH / "kafka.json"
     result = json.loads(out_path.read_text()) if args.only and out_path.exists() else {}
     result |= {"machine": f"{os.cpu_count()} cores", "model": str(model)}
-    if "kafka" in parts:
-        result["kafka_to_score"] = kafka_to_score(model, args.records, args.repeats, not args.no_peer)
-    if "latency" in parts:
-        result["latency"] = latency_under_load(model, args.rate, args.seconds, not args.no_peer)
-    if "pipeline" in parts:
-        result["pipeline"] = full_pipeline(model, args.pipeline_records, args.repeats)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    steps = {"kafka": ("kafka_to_score", lambda: kafka_to_score(model, args.records, args.repeats, not args.no_peer)),
+             "latency": ("latency", lambda: latency_under_load(model, args.rate, args.seconds, not args.no_peer)),
+             "pipeline": ("pipeline", lambda: full_pipeline(model, args.pipeline_records, args.repeats))}
+    for part in parts:
+        key, measure = steps[part]
+        result[key] = measure()
+        # Written after each part, so a later failure keeps what was measured.
+        out_path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {out_path}")
 
 
