@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -258,9 +259,18 @@ def latency_under_load(model: Path, rate: int, seconds: int, peer: bool) -> dict
 
 
 def opensearch(method: str, path: str) -> dict:
-    req = urllib.request.Request(f"{OPENSEARCH}{path}", method=method)
-    with urllib.request.urlopen(req, timeout=120) as r:
-        return json.loads(r.read())
+    """One request; 429 / 503 (OpenSearch still busy with the bulk load just
+    sent) are retried for up to two minutes."""
+    deadline = time.monotonic() + 120
+    while True:
+        req = urllib.request.Request(f"{OPENSEARCH}{path}", method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code not in (429, 503) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def sink_bench(*args: object, env: dict | None = None) -> str:
