@@ -281,6 +281,9 @@ def sink_bench(*args: object, env: dict | None = None) -> str:
 
 
 def full_pipeline(model: Path, records: int, repeats: int) -> dict:
+    # Indices an interrupted earlier run left behind (one per simulated day
+    # per repeat) count against OpenSearch's shard limit.
+    opensearch("DELETE", "/bench-*")
     topic = f"bench-pipeline-{STAMP}"
     simulate(topic, records, seed=41)
     runs = []
