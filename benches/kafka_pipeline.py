@@ -122,7 +122,8 @@ class Serve:
             env |= {"FRAUDFLIGHT_CASSANDRA_NODES": "", "FRAUDFLIGHT_OPENSEARCH_URL": ""}
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log = LOGS / f"{name}.log"
-        self.proc = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
+        self.log_file = self.log.open("w")
+        self.proc = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=self.log_file)
         deadline = time.monotonic() + 120
         while not self.get("/health", quiet=True):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -196,6 +197,7 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log_file.close()
 
 
 def kafka_to_score(model: Path, records: int, repeats: int, peer: bool) -> dict:
