@@ -54,6 +54,8 @@ PEER = ROOT / "benches" / "peers" / "structured_streaming.py"
 # The peer's Kafka source, as its module names it.
 KAFKA_PACKAGE = re.search(r'KAFKA_PACKAGE = "([^"]+)"', PEER.read_text()).group(1)
 STAMP = time.strftime("%H%M%S")
+# Latency under load: seconds produced at the same rate before measuring.
+WARM_UP_SECONDS = 5
 
 
 def run(command: list[object], **kw) -> subprocess.CompletedProcess:
@@ -167,13 +169,20 @@ class Serve:
                 "records_per_second": round((c["stored"] - first[1]) / seconds) if seconds > 0 else None,
                 "invalid": c["invalid"], "dead_letters": c["dead_letters"]}
 
-    def latency_quantiles(self) -> dict:
-        """p50 / p99 of the end-to-end latency histogram (Kafka timestamp to
-        stored; with the sinks off, to scored), interpolated in its bucket."""
-        buckets = sorted(
+    def latency_buckets(self) -> list[tuple[float, float]]:
+        """The end-to-end latency histogram (Kafka timestamp to stored; with
+        the sinks off, to scored): (upper bound in s, cumulative count)."""
+        return sorted(
             (float("inf") if le == "+Inf" else float(le), float(n))
             for le, n in re.findall(r'fraudflight_end_to_end_latency_seconds_bucket\{le="([^"]+)"\} (\S+)', self.get("/metrics"))
         )
+
+    def latency_quantiles(self, since: list[tuple[float, float]] | None = None) -> dict:
+        """p50 / p99 of the latency histogram, interpolated in its bucket;
+        counts in `since` (an earlier `latency_buckets`: the warm-up) left out."""
+        buckets = self.latency_buckets()
+        if since:
+            buckets = [(le, n - m) for (le, n), (_, m) in zip(buckets, since)]
         total = buckets[-1][1]
 
         def q(p: float) -> float:
@@ -204,16 +213,19 @@ def kafka_to_score(model: Path, records: int, repeats: int, peer: bool) -> dict:
     topic = f"bench-kafka-{STAMP}"
     simulate(topic, records, seed=21)
     runs = []
-    for r in range(repeats):
+    # Repeat 0 is the warm-up (the broker's page cache and JIT, the model's
+    # first load), not counted.
+    for r in range(repeats + 1):
         serve = Serve(f"kafka-{r}", model, topic, f"{topic}-g{r}", sinks=False)
         try:
             result = serve.wait_stored(records, timeout=600)
             result["peak_rss_mb"] = round(serve.peak_rss_mb(), 1)
         finally:
             serve.stop()
-        runs.append(result)
-        print(f"kafka to score, repeat {r + 1}: {result['records_per_second']:,} records/s, "
+        print(f"kafka to score, {f'repeat {r}' if r else 'warm-up'}: {result['records_per_second']:,} records/s, "
               f"peak RSS {result['peak_rss_mb']} MB", flush=True)
+        if r:
+            runs.append(result)
     out = {"topic_partitions": 8, "records": records, "runs": runs,
            "records_per_second": statistics.median(r["records_per_second"] for r in runs),
            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
@@ -227,6 +239,7 @@ def kafka_to_score(model: Path, records: int, repeats: int, peer: bool) -> dict:
 
 def latency_under_load(model: Path, rate: int, seconds: int, peer: bool) -> dict:
     count = rate * seconds
+    warm_up = rate * WARM_UP_SECONDS
     topic = f"bench-latency-{STAMP}"
     simulate(topic, 0, seed=31)
     serve = Serve("latency", model, topic, f"{topic}-g", sinks=False)
@@ -235,22 +248,29 @@ def latency_under_load(model: Path, rate: int, seconds: int, peer: bool) -> dict
         deadline = time.monotonic() + 60
         while len(json.loads(serve.get("/api/summary"))["consumer_lag"]) < 8 and time.monotonic() < deadline:
             time.sleep(0.2)
+        # Warm-up at the same rate; its records are left out of the quantiles.
+        simulate(topic, warm_up, seed=33, rate=rate)
+        serve.wait_stored(warm_up, timeout=60)
+        before = serve.latency_buckets()
         simulate(topic, count, seed=32, rate=rate)
-        serve.wait_stored(count, timeout=120)
-        out = {"rate": rate, "seconds": seconds, "fraudflight": serve.latency_quantiles()}
+        serve.wait_stored(warm_up + count, timeout=120)
+        out = {"rate": rate, "seconds": seconds, "warm_up_seconds": WARM_UP_SECONDS,
+               "fraudflight": serve.latency_quantiles(since=before)}
     finally:
         serve.stop()
     print(f"latency at {rate}/s: fraudflight p99 {out['fraudflight']['p99_ms']} ms", flush=True)
     if peer:
         peer_topic = f"{topic}-peer"
         simulate(peer_topic, 0, seed=31)
-        proc = subprocess.Popen(peer_submit("--topic", peer_topic, "--model", model, "--mode", "latency", "--records", count),
+        proc = subprocess.Popen(peer_submit("--topic", peer_topic, "--model", model, "--mode", "latency", "--records", count,
+                                            "--warm-up", warm_up),
                                 cwd=ROOT, env=spark_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         lines = []
         for line in proc.stdout:
             lines.append(line)
             if line.strip() == "STARTED":
                 break
+        simulate(peer_topic, warm_up, seed=33, rate=rate)
         simulate(peer_topic, count, seed=32, rate=rate)
         lines += proc.stdout.readlines()
         if proc.wait() != 0 or not lines:
@@ -288,6 +308,18 @@ def full_pipeline(model: Path, records: int, repeats: int) -> dict:
     opensearch("DELETE", "/bench-*")
     topic = f"bench-pipeline-{STAMP}"
     simulate(topic, records, seed=41)
+    # Warm-up, not counted: a smaller topic through the same path, so the
+    # measured runs meet warm Cassandra and OpenSearch JVMs.
+    warm_up = max(records // 4, 1)
+    simulate(f"{topic}-warm-up", warm_up, seed=42)
+    serve = Serve("pipeline-warm-up", model, f"{topic}-warm-up", f"{topic}-warm-up-g", sinks=True,
+                  keyspace=f"bench_{STAMP}_warm_up", prefix=f"bench-{STAMP}-warm-up")
+    try:
+        print(f"full pipeline, warm-up: {serve.wait_stored(warm_up, timeout=900)['records_per_second']:,} records/s", flush=True)
+    finally:
+        serve.stop()
+    opensearch("DELETE", f"/bench-{STAMP}-warm-up-*")
+    sink_bench("drop", f"bench_{STAMP}_warm_up")
     runs = []
     for r in range(repeats):
         keyspace, prefix = f"bench_{STAMP}_{r}", f"bench-{STAMP}-{r}"

@@ -205,7 +205,12 @@ macro_rules! define_transaction {
             /// [`decode_json`] + [`Self::append`], without allocating per
             /// field when the text has no escapes.
             pub fn append_json(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
-                match serde_json::from_slice::<TransactionRef>(bytes) {
+                // UTF-8 checked once for the whole value (std's check is
+                // vectorised), not string by string as `from_slice` does.
+                let borrowed = std::str::from_utf8(bytes).map_err(|_| ()).and_then(|text| {
+                    serde_json::from_str::<TransactionRef>(text).map_err(|_| ())
+                });
+                match borrowed {
                     Ok(t) => self.append_ref(&t),
                     // Escaped text or a card number sent as a JSON number
                     // (or bad input: the owned path names the error).
@@ -467,7 +472,10 @@ mod tests {
     #[test]
     fn append_json_refuses_what_decode_json_refuses_and_appends_nothing() {
         let mut builder = TransactionBatchBuilder::with_capacity(1);
-        for bad in [&b"not json"[..], br#"{"trans_num":"x"}"#, br#"{"amt":"12"}"#] {
+        // 0xff (which starts no UTF-8 sequence) inside the text of trans_num.
+        let not_utf8 = [&JSON.as_bytes()[..14], &[0xff], &JSON.as_bytes()[14..]].concat();
+        assert!(decode_json(&not_utf8).unwrap_err().to_string().contains("invalid unicode"));
+        for bad in [&b"not json"[..], br#"{"trans_num":"x"}"#, br#"{"amt":"12"}"#, &not_utf8] {
             let fast = builder.append_json(bad).unwrap_err().to_string();
             assert_eq!(fast, decode_json(bad).unwrap_err().to_string());
         }

@@ -6,16 +6,16 @@ ONNX file came from (MODEL/spark-model), and a sink that keeps only what is
 measured.
 
     spark-submit benches/peers/structured_streaming.py --brokers 127.0.0.1:9092 \\
-        --topic T --model DIR --mode throughput|latency [--records N]
+        --topic T --model DIR --mode throughput|latency [--records N] [--warm-up N]
 
 - throughput: reads everything in the topic once (trigger availableNow, at
   most --max-per-trigger records per micro-batch) and prints the records
   scored per second from the end of the first micro-batch to the end of the
   last.
 - latency: prints STARTED once the query runs, then runs micro-batches back
-  to back until --records records were scored; for every record takes (time
-  its micro-batch was scored) - (its Kafka timestamp); prints the count and
-  p50 / p99 / max in ms.
+  to back until --warm-up + --records records were scored; for every record
+  after the first --warm-up takes (time its micro-batch was scored) - (its
+  Kafka timestamp); prints the count and p50 / p99 / max in ms.
 
 The last line printed is the result, as JSON.
 """
@@ -117,7 +117,10 @@ def latency(spark, args) -> dict:
 
     def sink(batch: DataFrame, _id: int) -> None:
         kafka_ms = batch.select((F.col("kafka_ts").cast("double") * 1000).alias("ms")).toArrow().column("ms").to_numpy()
-        delays.append(time.time() * 1000 - kafka_ms)
+        now = time.time() * 1000
+        # The first --warm-up records (produced first) are not measured.
+        skip = max(0, min(kafka_ms.size, args.warm_up - seen["records"]))
+        delays.append(now - np.sort(kafka_ms)[skip:])
         seen["records"] += kafka_ms.size
 
     query = scored_stream(spark, args).writeStream.foreachBatch(sink).trigger(processingTime="0 seconds").start()
@@ -125,7 +128,7 @@ def latency(spark, args) -> dict:
         time.sleep(0.2)
     print("STARTED", flush=True)
     deadline = time.monotonic() + args.seconds
-    while seen["records"] < args.records and time.monotonic() < deadline:
+    while seen["records"] < args.warm_up + args.records and time.monotonic() < deadline:
         time.sleep(0.2)
     query.stop()
     all_ms = np.concatenate(delays) if delays else np.array([])
@@ -143,6 +146,7 @@ def main() -> None:
     p.add_argument("--mode", choices=["throughput", "latency"], default="throughput")
     p.add_argument("--seconds", type=float, default=180.0, help="latency mode: run at most this long")
     p.add_argument("--records", type=int, default=300_000, help="latency mode: stop after this many records")
+    p.add_argument("--warm-up", type=int, default=0, help="latency mode: records before those measured")
     p.add_argument("--max-per-trigger", type=int, default=100_000, help="records per micro-batch at most")
     args = p.parse_args()
     spark = spark_session("structured-streaming-peer", {"spark.jars.packages": KAFKA_PACKAGE})
