@@ -1,19 +1,21 @@
-//! Each sink's ceiling on this machine, measured alone: the outcomes of
-//! simulated transactions, scored once beforehand, written straight to
-//! Cassandra (`Cassandra::write`) or to OpenSearch (`Search::write`) with the
-//! client settings `serve` uses (the configuration's defaults plus any
-//! FRAUDFLIGHT_* variables) and as many batches in flight as `serve` keeps
-//! (`kafka.max_in_flight_batches` of `kafka.batch_max_records` each). The
-//! full-pipeline benchmark (benches/kafka_pipeline.py) compares `serve` with
-//! both sinks on against the slower of these.
+//! Each sink's ceiling on this machine: the outcomes of simulated
+//! transactions, scored once beforehand, written through the fan-out `serve`
+//! uses (`pipeline::sinks::Sinks::write`) with only Cassandra, only
+//! OpenSearch, or both at once, with the client settings `serve` uses (the
+//! configuration's defaults plus any FRAUDFLIGHT_* variables) and as many
+//! batches in flight as `serve` keeps (`kafka.max_in_flight_batches` of
+//! `kafka.batch_max_records` each). The full-pipeline benchmark
+//! (benches/kafka_pipeline.py) compares `serve` with both sinks on against
+//! the slower sink alone, and against both sinks at once without Kafka or
+//! scoring (what two sinks sharing this machine's cores can take).
 //!
-//!   cargo bench --bench sink_ceiling -- write cassandra|opensearch RECORDS REPEATS
+//!   cargo bench --bench sink_ceiling -- write cassandra|opensearch|both RECORDS REPEATS
 //!   cargo bench --bench sink_ceiling -- count KEYSPACE
 //!   cargo bench --bench sink_ceiling -- drop KEYSPACE
 //!
 //! `write` prints one JSON line: the sink, records, and records/s of each
 //! repeat (each a different slice of the simulated stream, so every write is
-//! an insert, not an overwrite) and their median. Needs the service
+//! an insert, not an overwrite) and their median. Needs the services
 //! (scripts/services.sh up). `count` prints the rows of KEYSPACE.transactions
 //! (the pipeline benchmark's zero-loss check); `drop` removes a benchmark's keyspace.
 
@@ -24,6 +26,7 @@ use anyhow::{Context, bail};
 use arrow::record_batch::RecordBatch;
 use fraudflight::cassandra::Cassandra;
 use fraudflight::config::Config;
+use fraudflight::pipeline::sinks::Sinks;
 use fraudflight::record;
 use fraudflight::score::registry::Registry;
 use fraudflight::score::{ScoreOptions, Scorer};
@@ -69,20 +72,21 @@ async fn write(sink: &str, records: usize, repeats: usize) -> anyhow::Result<()>
     let (batch, in_flight) = (config.kafka.batch_max_records, config.kafka.max_in_flight_batches);
     let abandon = CancellationToken::new();
     let (cassandra, search) = match sink {
-        "cassandra" => (Some(Arc::new(Cassandra::connect(&config.cassandra, &abandon).await?)), None),
-        "opensearch" => (None, Some(Arc::new(Search::connect(&config.opensearch, &abandon).await?))),
-        other => bail!("unknown sink `{other}` (cassandra or opensearch)"),
+        "cassandra" => (true, false),
+        "opensearch" => (false, true),
+        "both" => (true, true),
+        other => bail!("unknown sink `{other}` (cassandra, opensearch or both)"),
     };
+    let sinks = Arc::new(Sinks {
+        cassandra: if cassandra { Some(Arc::new(Cassandra::connect(&config.cassandra, &abandon).await?)) } else { None },
+        search: if search { Some(Arc::new(Search::connect(&config.opensearch, &abandon).await?)) } else { None },
+        kafka: None,
+    });
     let write_one = |outcomes: RecordBatch| {
-        let (cassandra, search, abandon) = (cassandra.clone(), search.clone(), abandon.clone());
+        let (sinks, abandon) = (sinks.clone(), abandon.clone());
         async move {
-            if let Some(c) = cassandra {
-                c.write(&outcomes, &abandon).await?;
-            }
-            if let Some(s) = search {
-                let refused = s.write(&outcomes, &abandon).await?;
-                anyhow::ensure!(refused.is_empty(), "OpenSearch refused {} documents", refused.len());
-            }
+            let written = sinks.write(&outcomes, Vec::new(), &abandon).await?;
+            anyhow::ensure!(written.dead_letters == 0, "{} outcomes refused", written.dead_letters);
             Ok(())
         }
     };
@@ -115,12 +119,34 @@ async fn session() -> anyhow::Result<scylla::client::session::Session> {
     Ok(builder.build().await?)
 }
 
+/// Rows of KEYSPACE.transactions, counted page by page (one `count(*)` over
+/// a few hundred thousand rows can outlast the server's range timeout while
+/// Cassandra is still flushing what the benchmark wrote); retried a few times.
 async fn count(keyspace: &str) -> anyhow::Result<()> {
     let session = session().await?;
-    let mut statement = scylla::statement::unprepared::Statement::new(format!("SELECT count(*) FROM {keyspace}.transactions"));
-    statement.set_request_timeout(Some(std::time::Duration::from_secs(120)));
-    let rows = session.query_unpaged(statement, &[]).await?.into_rows_result()?;
-    let (n,): (i64,) = rows.single_row()?;
+    let mut attempt = 0;
+    let n = loop {
+        attempt += 1;
+        let counted = async {
+            let mut statement = scylla::statement::unprepared::Statement::new(format!("SELECT trans_num FROM {keyspace}.transactions"));
+            statement.set_page_size(5_000);
+            let mut rows = session.query_iter(statement, &[]).await?.rows_stream::<(String,)>()?;
+            let mut n: u64 = 0;
+            while let Some(row) = rows.next().await {
+                row?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        };
+        match counted.await {
+            Ok(n) => break n,
+            Err(e) if attempt < 5 => {
+                eprintln!("counting {keyspace}.transactions failed ({e}); retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     println!("{n}");
     Ok(())
 }
@@ -137,6 +163,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         [] => Ok(()), // `cargo bench` with no arguments runs every bench: nothing to do here.
-        other => bail!("usage: sink_ceiling write cassandra|opensearch RECORDS REPEATS | count KEYSPACE | drop KEYSPACE (got {other:?})"),
+        other => bail!("usage: sink_ceiling write cassandra|opensearch|both RECORDS REPEATS | count KEYSPACE | drop KEYSPACE (got {other:?})"),
     }
 }
