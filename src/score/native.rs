@@ -78,12 +78,18 @@ const MAX_DEPTH: usize = 10;
 /// on +inf whose every descendant is that leaf.
 #[derive(Debug, Clone)]
 struct FlatTree {
-    /// Feature and threshold of each of the `2^depth - 1` splits.
-    features: Vec<u32>,
-    thresholds: Vec<f64>,
+    /// The `2^depth - 1` splits: threshold and feature side by side, so a
+    /// step of the walk touches one cache line, not two.
+    splits: Vec<Split>,
     /// The `2^depth` leaf weights, left to right.
     leaves: Vec<f64>,
     depth: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    threshold: f64,
+    feature: u32,
 }
 
 impl FlatTree {
@@ -95,8 +101,11 @@ impl FlatTree {
             return unsupported(format!("a tree of depth {depth} (at most {MAX_DEPTH} evaluated natively)"));
         }
         let splits = (1usize << depth) - 1;
-        let mut tree =
-            Self { features: vec![0; splits], thresholds: vec![f64::INFINITY; splits], leaves: vec![0.0; splits + 1], depth };
+        let mut tree = Self {
+            splits: vec![Split { threshold: f64::INFINITY, feature: 0 }; splits],
+            leaves: vec![0.0; splits + 1],
+            depth,
+        };
         tree.fill(nodes, 0, 0);
         Ok(tree)
     }
@@ -104,15 +113,14 @@ impl FlatTree {
     /// Places `nodes[node]` at heap position `at`.
     fn fill(&mut self, nodes: &[Node], node: usize, at: usize) {
         let n = nodes[node];
-        if at >= self.features.len() {
-            self.leaves[at - self.features.len()] = n.value;
+        if at >= self.splits.len() {
+            self.leaves[at - self.splits.len()] = n.value;
         } else if n.feature == LEAF {
             // Both sides of a +inf split lead to this same leaf.
             self.fill(nodes, node, 2 * at + 1);
             self.fill(nodes, node, 2 * at + 2);
         } else {
-            self.features[at] = n.feature;
-            self.thresholds[at] = n.value;
+            self.splits[at] = Split { threshold: n.value, feature: n.feature };
             self.fill(nodes, n.yes as usize, 2 * at + 1);
             self.fill(nodes, n.no as usize, 2 * at + 2);
         }
@@ -142,15 +150,15 @@ fn walk<const K: usize>(trees: &[FlatTree; K], row: &[f64], mut sum: f64) -> f64
     let mut at = [0usize; K];
     for _ in 0..trees[0].depth {
         for (i, tree) in at.iter_mut().zip(trees) {
-            let value = row[tree.features[*i] as usize];
+            let split = tree.splits[*i];
             // "no" unless `value <= threshold`: NaN (a missing value) goes
             // "no", as in ONNX Runtime.
-            let yes = value <= tree.thresholds[*i];
+            let yes = row[split.feature as usize] <= split.threshold;
             *i = 2 * *i + 2 - usize::from(yes);
         }
     }
     for (i, tree) in at.iter().zip(trees) {
-        sum += tree.leaves[i - tree.features.len()];
+        sum += tree.leaves[i - tree.splits.len()];
     }
     sum
 }
@@ -252,7 +260,7 @@ impl NativeModel {
     fn check_feature_indices(&self) -> Result<(), Unsupported> {
         match &self.head {
             Head::Trees { trees, .. } => {
-                let beyond = trees.iter().flat_map(|t| &t.features).any(|&f| f as usize >= self.features);
+                let beyond = trees.iter().flat_map(|t| &t.splits).any(|s| s.feature as usize >= self.features);
                 if beyond {
                     return unsupported("a tree splits on a feature beyond the vector");
                 }
