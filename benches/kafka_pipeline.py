@@ -20,7 +20,9 @@ same machine, in one run, with the same model:
 
     scripts/with-services.sh .venv/bin/python benches/kafka_pipeline.py
 
-Rates are measured from the first record received to the last stored, so
+Each part warms up first, unmeasured: one extra Kafka-to-score run, 5 s at
+the latency rate (left out of both sides' quantiles), a quarter-size
+pipeline run. Rates are measured from the first record received to the last stored, so
 `serve`'s start and its consumer-group join (and the peer's first
 micro-batch) are left out. The model is a Spark-trained one with its PipelineModel
 (target/bench/spark/model, made once with spark-job/train.py, or --model).

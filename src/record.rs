@@ -207,14 +207,13 @@ macro_rules! define_transaction {
             pub fn append_json(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
                 // UTF-8 checked once for the whole value (std's check is
                 // vectorised), not string by string as `from_slice` does.
-                let borrowed = std::str::from_utf8(bytes).map_err(|_| ()).and_then(|text| {
-                    serde_json::from_str::<TransactionRef>(text).map_err(|_| ())
-                });
+                let borrowed =
+                    std::str::from_utf8(bytes).ok().and_then(|text| serde_json::from_str::<TransactionRef>(text).ok());
                 match borrowed {
-                    Ok(t) => self.append_ref(&t),
+                    Some(t) => self.append_ref(&t),
                     // Escaped text or a card number sent as a JSON number
                     // (or bad input: the owned path names the error).
-                    Err(_) => self.append(&decode_json(bytes)?),
+                    None => self.append(&decode_json(bytes)?),
                 }
                 Ok(())
             }

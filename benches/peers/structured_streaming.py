@@ -120,7 +120,8 @@ def latency(spark, args) -> dict:
         now = time.time() * 1000
         # The first --warm-up records (produced first) are not measured.
         skip = max(0, min(kafka_ms.size, args.warm_up - seen["records"]))
-        delays.append(now - np.sort(kafka_ms)[skip:])
+        # The batch straddling the warm-up's end: its oldest records were the warm-up's.
+        delays.append(now - (np.sort(kafka_ms)[skip:] if skip else kafka_ms))
         seen["records"] += kafka_ms.size
 
     query = scored_stream(spark, args).writeStream.foreachBatch(sink).trigger(processingTime="0 seconds").start()
