@@ -1,47 +1,68 @@
 # fraudflight — every entry point. `make demo` and `make test` work from a
-# fresh clone: they install what they need (Rust crates through cargo, the
-# Python environment with PySpark and onnxruntime through pip).
+# fresh clone: they install what they need (Rust crates through cargo;
+# ONNX Runtime's wheel for the demo; the whole Python environment with
+# PySpark for the tests). Reading this file runs nothing: every step is a
+# target.
 
 CARGO ?= cargo
-
-# Before anything builds, a fresh clone's target/ becomes a link to the Cargo
-# build cache shared by the clones on this machine, so a clean-clone `make
-# test` compiles only fraudflight, not every dependency (scripts/shared-target.sh;
-# FRAUDFLIGHT_SHARED_TARGET=0 opts out).
-SHARED_TARGET := $(shell scripts/shared-target.sh)
 PY := .venv/bin/python
 BIN := target/release/fraudflight
 
-.PHONY: setup setup-browser build demo test test-unit test-rust test-python test-browser test-services test-pipeline services-up services-down bench model dashboards fuzz
+.PHONY: setup setup-runtime setup-build shared-target setup-browser build demo check test test-unit test-rust \
+	test-python test-browser test-services test-pipeline services-up services-down bench model dashboards fuzz
 
-## OpenSSL headers for the build (librdkafka with SSL and SASL/SCRAM), and the Python environment (.venv):
-## PySpark, onnxruntime (its libonnxruntime.so is what the server loads), pyarrow, pytest.
+## Before anything builds, a fresh clone's target/ becomes a link to the Cargo
+## build cache shared by the clones on this machine, so a clean-clone `make
+## test` compiles only fraudflight, not every dependency
+## (FRAUDFLIGHT_SHARED_TARGET=0 opts out).
+shared-target:
+	@scripts/shared-target.sh
+
+## What the build needs from the system: OpenSSL headers and pkg-config (librdkafka with SSL).
+setup-build:
+	@scripts/setup-system.sh build
+
+## ONNX Runtime only (its wheel's libonnxruntime.so is what the server loads): enough for the demo.
+setup-runtime:
+	@scripts/setup-python.sh --runtime
+
+## Everything the tests use: the build's and the local services' system packages (openssl,
+## nginx), and the whole Python environment (.venv): PySpark, onnxruntime, pyarrow, pytest, ruff.
 setup:
-	@scripts/setup-system.sh
+	@scripts/setup-system.sh all
 	@scripts/setup-python.sh
 
-build:
+build: setup-build shared-target
 	$(CARGO) build --release
 
 ## The embedded default: simulator -> scorer -> memory; Flight on :50051, status page on http://127.0.0.1:8080.
-demo: setup build
+demo: setup-runtime build
 	$(BIN) demo $(DEMO_ARGS)
 
 ## Every test: Rust unit and integration tests, the Python (Spark, pyarrow.flight, HTTP API, saved
 ## objects) tests, the live dashboard in headless Chromium, the tests against real Kafka,
 ## Cassandra and OpenSearch (started here, stopped after), and the fuzz targets for a bounded time.
-test: setup test-rust test-python test-browser test-services fuzz
+test: setup check test-rust test-python test-browser test-services fuzz
+
+## The fast lane (a few minutes with warm caches; `.ci/run` runs it first): formatting, clippy with
+## warnings as errors, ruff on the Python, the import-layer check, and the Rust unit tests.
+check: setup-build shared-target
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	@scripts/setup-python.sh --lint
+	.venv/bin/ruff check spark-job benches dashboards scripts
+	$(CARGO) test --lib --quiet
 
 ## Quick loop: Rust unit tests only (no server, no Spark).
-test-unit:
+test-unit: shared-target
 	$(CARGO) test --lib
 
-test-rust:
+test-rust: shared-target
 	$(CARGO) test
 
 # `cargo test --no-run` builds target/debug/fraudflight with the same features
 # as the Rust tests, so nothing is compiled twice.
-test-python:
+test-python: shared-target
 	$(CARGO) test --no-run
 	$(PY) -m pytest -q -m "not services" spark-job/tests dashboards/tests
 
@@ -50,7 +71,7 @@ setup-browser:
 	@scripts/setup-browser.sh
 
 ## The live dashboard of `fraudflight demo` in headless Chromium; screenshot in target/artifacts/.
-test-browser: setup-browser
+test-browser: setup-browser shared-target
 	$(CARGO) test --no-run
 	cd web && npm test
 
@@ -58,20 +79,20 @@ test-browser: setup-browser
 ## One test at a time: the fault tests stop and restart Cassandra and OpenSearch.
 SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real \
 	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults --test dashboards_field_caps \
-	--test kafka_sasl --test backend_security
-test-services:
+	--test kafka_sasl --test backend_security --test readme_serve
+test-services: shared-target
 	$(CARGO) test --no-run $(SERVICE_TESTS)
 	scripts/with-services.sh sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \
 		$(PY) -m pytest -q -m services spark-job/tests'
 
 ## Only the `serve` pipeline tests (end to end, bad input, faults), for a quicker loop.
-test-pipeline:
+test-pipeline: shared-target
 	$(CARGO) test --no-run --test serve_pipeline --test serve_faults
 	scripts/with-services.sh $(CARGO) test --test serve_pipeline --test serve_faults -- --include-ignored --test-threads=1
 
 ## The cargo-fuzz targets (JSON records, CSV replay, Flight tickets / commands / actions, model.json),
 ## FUZZ_SECONDS each (default 30); summary in target/fuzz/summary.txt.
-fuzz:
+fuzz: shared-target
 	scripts/fuzz.sh
 
 services-up:
@@ -82,7 +103,7 @@ services-down:
 
 ## Benchmarks, then target/bench/results.json and results.md (scripts/bench.sh; never part of
 ## `make test`). BENCH_SPARK=1 adds Spark training and batch scoring (benches/spark/).
-bench: setup
+bench: setup shared-target
 	scripts/bench.sh
 
 ## Rewrite the Kibana / OpenSearch Dashboards saved objects (dashboards/build.py) and check them.

@@ -25,9 +25,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("json_decode");
     group.throughput(Throughput::Elements(N as u64));
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4)).sample_size(30);
-    group.bench_function("records", |b| {
-        b.iter(|| values.iter().map(|v| decode_json(v).unwrap().amt).sum::<f64>())
-    });
+    group.bench_function("records", |b| b.iter(|| values.iter().map(|v| decode_json(v).unwrap().amt).sum::<f64>()));
     group.bench_function("to_arrow", |b| {
         b.iter(|| {
             let mut builder = TransactionBatchBuilder::with_capacity(N);

@@ -186,7 +186,7 @@ class Serve:
         counts in `since` (an earlier `latency_buckets`: the warm-up) left out."""
         buckets = self.latency_buckets()
         if since:
-            buckets = [(le, n - m) for (le, n), (_, m) in zip(buckets, since)]
+            buckets = [(le, n - m) for (le, n), (_, m) in zip(buckets, since, strict=True)]
         total = buckets[-1][1]
 
         def q(p: float) -> float:

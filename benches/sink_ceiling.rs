@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::{bail, Context};
 use arrow::record_batch::RecordBatch;
 use fraudflight::cassandra::Cassandra;
 use fraudflight::config::Config;
@@ -46,7 +46,8 @@ fn outcomes(config: &Config, skip: usize, records: usize, batch: usize) -> anyho
         None => fraudflight::demo::default_model_dir(None).context("no model")?,
     };
     let scorer = Scorer::new(Arc::new(Registry::open(&dir, 1)?));
-    let txns: Vec<_> = Simulator::new(SimConfig { seed: 11, ..SimConfig::default() }).skip(skip).take(records).collect();
+    let txns: Vec<_> =
+        Simulator::new(SimConfig { seed: 11, ..SimConfig::default() }).skip(skip).take(records).collect();
     txns.chunks(batch)
         .map(|chunk| Ok(scorer.score(&record::to_batch(chunk), &ScoreOptions::default())?.outcomes))
         .collect()
@@ -78,7 +79,11 @@ async fn write(sink: &str, records: usize, repeats: usize) -> anyhow::Result<()>
         other => bail!("unknown sink `{other}` (cassandra, opensearch or both)"),
     };
     let sinks = Arc::new(Sinks {
-        cassandra: if cassandra { Some(Arc::new(Cassandra::connect(&config.cassandra, &abandon).await?)) } else { None },
+        cassandra: if cassandra {
+            Some(Arc::new(Cassandra::connect(&config.cassandra, &abandon).await?))
+        } else {
+            None
+        },
         search: if search { Some(Arc::new(Search::connect(&config.opensearch, &abandon).await?)) } else { None },
         kafka: None,
     });
@@ -128,7 +133,8 @@ async fn count(keyspace: &str) -> anyhow::Result<()> {
     let n = loop {
         attempt += 1;
         let counted = async {
-            let mut statement = scylla::statement::unprepared::Statement::new(format!("SELECT trans_num FROM {keyspace}.transactions"));
+            let mut statement =
+                scylla::statement::unprepared::Statement::new(format!("SELECT trans_num FROM {keyspace}.transactions"));
             statement.set_page_size(5_000);
             let mut rows = session.query_iter(statement, &[]).await?.rows_stream::<(String,)>()?;
             let mut n: u64 = 0;

@@ -342,6 +342,23 @@ logs_one() {
   tail -n "${LINES:-40}" "$STATE/$1/log" 2>/dev/null || echo "(no log yet)"
 }
 
+# What `fraudflight serve` needs to reach these services: their addresses and
+# the test logins above, as `export` lines a shell sources before serve (the
+# README's path) and scripts/with-services.sh reads for the tests.
+write_serve_env() {
+  mkdir -p "$STATE"
+  cat >"$STATE/serve.env" <<EOF
+# Written by scripts/services.sh: how fraudflight serve reaches the local
+# services (their addresses and test logins). Source it before serve:
+#   . .services/serve.env
+export FRAUDFLIGHT_KAFKA_BROKERS=127.0.0.1:$(port_of kafka)
+export FRAUDFLIGHT_CASSANDRA_NODES=127.0.0.1:$(port_of cassandra)
+export FRAUDFLIGHT_CASSANDRA_USERNAME=$CQL_USER
+export FRAUDFLIGHT_CASSANDRA_PASSWORD=$CQL_PASSWORD
+export FRAUDFLIGHT_OPENSEARCH_URL=http://127.0.0.1:$(port_of opensearch)
+EOF
+}
+
 main() {
   local cmd=${1:-}
   [ -n "$cmd" ] || die "usage: $0 up|down|status|logs [kafka|cassandra|opensearch ...]"
@@ -354,7 +371,9 @@ main() {
   case $cmd in
     up)
       need java "Java 17 or newer runs the services"
-      for n in "${names[@]}"; do up_one "$n"; done ;;
+      for n in "${names[@]}"; do up_one "$n"; done
+      write_serve_env
+      echo "services: up; '. .services/serve.env' points fraudflight serve at them ($STATE/serve.env)" ;;
     down) for n in "${names[@]}"; do down_one "$n"; done ;;
     status) for n in "${names[@]}"; do status_one "$n"; done ;;
     logs) for n in "${names[@]}"; do logs_one "$n"; done ;;

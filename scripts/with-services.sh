@@ -28,12 +28,12 @@ for s in $services; do
   scripts/services.sh up "$s"
 done
 
-export FRAUDFLIGHT_KAFKA_BROKERS=${FRAUDFLIGHT_KAFKA_BROKERS:-127.0.0.1:9092}
-export FRAUDFLIGHT_CASSANDRA_NODES=${FRAUDFLIGHT_CASSANDRA_NODES:-127.0.0.1:9042}
-export FRAUDFLIGHT_OPENSEARCH_URL=${FRAUDFLIGHT_OPENSEARCH_URL:-http://127.0.0.1:9200}
-# The local Cassandra requires a login (scripts/services.sh makes this test
-# role); clients that want TLS trust the test CA.
-export FRAUDFLIGHT_CASSANDRA_USERNAME=${FRAUDFLIGHT_CASSANDRA_USERNAME:-fraudflight}
-export FRAUDFLIGHT_CASSANDRA_PASSWORD=${FRAUDFLIGHT_CASSANDRA_PASSWORD:-fraudflight-cql-test}
-export FRAUDFLIGHT_TEST_CA=${FRAUDFLIGHT_TEST_CA:-${FRAUDFLIGHT_SERVICES_DIR:-$PWD/.services}/tls/ca.pem}
+# Addresses and the test logins of the services just started (the file
+# scripts/services.sh writes; a variable already set wins).
+state=${FRAUDFLIGHT_SERVICES_DIR:-$PWD/.services}
+while IFS='=' read -r name value; do
+  name=${name#export }
+  [ -n "${!name:-}" ] || export "$name=$value"
+done < <(grep '^export ' "$state/serve.env")
+export FRAUDFLIGHT_TEST_CA=${FRAUDFLIGHT_TEST_CA:-$state/tls/ca.pem}
 "$@"

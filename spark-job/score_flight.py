@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pyarrow as pa
+import pyarrow.flight as flight
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.flight as flight  # noqa: E402
-from pyspark.sql import DataFrame  # noqa: E402
-from pyspark.sql import types as T  # noqa: E402
-
-from fraudflight_spark import data  # noqa: E402
-from fraudflight_spark.session import spark_session  # noqa: E402
+from fraudflight_spark import data
+from fraudflight_spark.errors import JobError, exit_on_job_error
+from fraudflight_spark.session import spark_session
 
 SCORE_COLUMNS = [
     T.StructField("fraud_score", T.FloatType(), False),
@@ -47,7 +45,7 @@ SCORE_COLUMNS = [
 ]
 
 
-class SchemaMismatch(SystemExit):
+class SchemaMismatch(JobError):
     """The input cannot be scored as it is (found on the driver, before any task)."""
 
 
@@ -81,7 +79,7 @@ def server_schema(endpoints: list[str], options: flight.FlightCallOptions, conne
             errors.append(f"{endpoint}: {e}")
         finally:
             client.close()
-    raise SystemExit("no Flight endpoint answers GetSchema:\n  " + "\n  ".join(errors))
+    raise JobError("no Flight endpoint answers GetSchema:\n  " + "\n  ".join(errors))
 
 
 def check_schema(df: DataFrame, endpoints: list[str], options: flight.FlightCallOptions, connect) -> None:
@@ -178,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     endpoints = [e.strip() for e in args.endpoint.split(",") if e.strip()]
     if not endpoints:
-        raise SystemExit("--endpoint: at least one grpc://HOST:PORT")
+        raise JobError("--endpoint: at least one grpc://HOST:PORT")
     spark = spark_session("fraudflight-score-flight", data.spark_config(args.input))
     df = data.read_raw(spark, args.input)
     if args.partitions:
@@ -195,4 +193,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_job_error(main)()

@@ -23,21 +23,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import onnx
+import onnxruntime as ort
+from pyspark.sql import functions as F
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
-
-from fraudflight_spark import data, deploy, evaluation, report, selection  # noqa: E402
-from fraudflight_spark.export_onnx import OUTPUT, ExportError, export_pipeline  # noqa: E402
-from fraudflight_spark.features import DERIVED  # noqa: E402
-from fraudflight_spark.session import spark_session  # noqa: E402
+from fraudflight_spark import data, deploy, evaluation, report, selection
+from fraudflight_spark.errors import JobError, exit_on_job_error
+from fraudflight_spark.export_onnx import OUTPUT, ExportError, export_pipeline
+from fraudflight_spark.features import DERIVED
+from fraudflight_spark.session import spark_session
 
 CATEGORICAL, NUMERIC = selection.CATEGORICAL, selection.NUMERIC
 RECORD_FIELDS = [
@@ -87,7 +85,7 @@ def check_parity(model_bytes: bytes, rows: list[Any]) -> float:
         want = np.array([r["score"] for r in chunk])
         worst = max(worst, float(np.max(np.abs(got - want))))
     if worst > PARITY_TOLERANCE:
-        raise SystemExit(f"ONNX export differs from Spark by {worst:.3g} (> {PARITY_TOLERANCE}); not writing the model")
+        raise JobError(f"ONNX export differs from Spark by {worst:.3g} (> {PARITY_TOLERANCE}); not writing the model")
     return worst
 
 
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = data.read_transactions(spark, args.input).cache()
     train, validation, test = data.split_by_time(rows)
     if validation.where(F.col("label") == 1).limit(1).count() == 0:
-        raise SystemExit(f"{args.input}: no fraud in the validation period; more data is needed to train")
+        raise JobError(f"{args.input}: no fraud in the validation period; more data is needed to train")
     best, tried = selection.select(
         train,
         validation,
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         onnx_model, inputs = export_pipeline(model, CATEGORICAL, NUMERIC)
     except ExportError as e:
-        raise SystemExit(f"cannot export the {best.algorithm} model exactly: {e}") from e
+        raise JobError(f"cannot export the {best.algorithm} model exactly: {e}") from e
     check_rows = scored_test.select(*CATEGORICAL, *NUMERIC, "score").limit(PARITY_CHECK_ROWS).collect()
     worst = check_parity(onnx_model.SerializeToString(), check_rows)
 
@@ -179,9 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             answer = deploy.deploy(endpoint, out, args.token, args.ca)
         except deploy.DeployRefused as e:
-            raise SystemExit(f"model written to {out}, but not deployed: {e}") from e
+            raise JobError(f"model written to {out}, but not deployed: {e}") from e
         print(json.dumps({"deployed": endpoint, **answer}))
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_job_error(main)()

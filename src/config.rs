@@ -150,6 +150,20 @@ pub struct KafkaConfig {
     pub max_record_bytes: usize,
     /// Also write every outcome, as JSON, to `<topic>.scored`.
     pub outcome_topic: bool,
+    /// A member that stops heartbeating (killed, host lost) keeps its
+    /// partitions this long before the group hands them to another, ms.
+    /// librdkafka's default (45 s) left fraud alerts that late after every
+    /// crash; the broker's allowed minimum is usually 6 s.
+    pub session_timeout_ms: u64,
+    /// Static group membership (`group.instance.id`): a restarted instance
+    /// takes its partitions back at once, with no rebalance and no wait for
+    /// the session timeout. Each instance needs its own id.
+    pub static_membership: bool,
+    /// The instance's id in the group; empty = `<hostname>-<flight port>`,
+    /// stable across restarts and unique on a host (two servers cannot
+    /// listen on one port). With `flight_addr` on port 0 there is no stable
+    /// id, and membership is dynamic.
+    pub instance_id: String,
     /// Any librdkafka property for the consumer and producers
     /// (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`, ...).
     pub properties: BTreeMap<String, String>,
@@ -228,6 +242,9 @@ impl Default for KafkaConfig {
             max_in_flight_batches: 8,
             max_record_bytes: 64 << 10,
             outcome_topic: false,
+            session_timeout_ms: 10_000,
+            static_membership: true,
+            instance_id: String::new(),
             properties: BTreeMap::new(),
         }
     }
@@ -340,7 +357,23 @@ impl Config {
             addr.parse::<std::net::SocketAddr>()
                 .map_err(|e| ConfigError::Invalid { key, message: format!("{addr:?} is not host:port ({e})") })?;
         }
-        if self.kafka.brokers.is_empty() {
+        // The keyspace is interpolated into CQL (CREATE / SELECT cannot bind
+        // it), so it is checked whatever else is on: a Flight-only server
+        // with Cassandra on uses it too.
+        let keyspace = &self.cassandra.keyspace;
+        if keyspace.is_empty()
+            || keyspace.len() > 48
+            || !keyspace.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                key: "cassandra.keyspace",
+                message: format!(
+                    "{keyspace:?}: a letter, then letters, digits and _ only, at most 48 characters (Cassandra's rule)"
+                ),
+            });
+        }
+        if !self.kafka.enabled() {
             return Ok(());
         }
         if self.kafka.topic.is_empty() {
@@ -349,10 +382,10 @@ impl Config {
         if self.kafka.group.is_empty() {
             return Err(ConfigError::Invalid { key: "kafka.group", message: "must not be empty".into() });
         }
-        if !self.cassandra.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !(1_000..=3_600_000).contains(&self.kafka.session_timeout_ms) {
             return Err(ConfigError::Invalid {
-                key: "cassandra.keyspace",
-                message: format!("{:?}: letters, digits and _ only", self.cassandra.keyspace),
+                key: "kafka.session_timeout_ms",
+                message: format!("{} ms: between 1000 and 3600000", self.kafka.session_timeout_ms),
             });
         }
         Ok(())
@@ -401,6 +434,21 @@ impl KafkaConfig {
         format!("{}.scored", self.topic)
     }
 
+    /// The `group.instance.id` of a server whose Flight port is
+    /// `flight_port`, or None for dynamic membership.
+    pub fn group_instance_id(&self, flight_port: u16) -> Option<String> {
+        if !self.static_membership {
+            return None;
+        }
+        if !self.instance_id.is_empty() {
+            return Some(self.instance_id.clone());
+        }
+        if flight_port == 0 {
+            return None;
+        }
+        Some(format!("{}-{flight_port}", hostname()))
+    }
+
     pub fn properties(&self) -> Vec<(String, String)> {
         self.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
@@ -420,6 +468,15 @@ impl OpenSearchConfig {
     pub fn enabled(&self) -> bool {
         !self.url.trim().is_empty()
     }
+}
+
+/// This machine's name (Linux), or "localhost".
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" message, the
@@ -542,5 +599,40 @@ mod tests {
         let err = Config::load(None, env).unwrap_err().to_string();
         assert!(err.contains("kafka.batch_max_records"), "{err}");
         assert!(Config::load(None, no_env).is_ok());
+    }
+
+    #[test]
+    fn each_instance_has_a_stable_id_in_the_group_unless_told_otherwise() {
+        let kafka = KafkaConfig::default();
+        let id = kafka.group_instance_id(50051).unwrap();
+        assert!(id.ends_with("-50051") && id.len() > "-50051".len(), "{id}");
+        assert_eq!(kafka.group_instance_id(50051), Some(id), "the same after a restart");
+        assert_ne!(kafka.group_instance_id(50052), kafka.group_instance_id(50051), "unique on a host");
+        assert_eq!(kafka.group_instance_id(0), None, "no stable id on a port chosen at random");
+        let named = KafkaConfig { instance_id: "scorer-3".into(), ..KafkaConfig::default() };
+        assert_eq!(named.group_instance_id(0).as_deref(), Some("scorer-3"));
+        let dynamic = KafkaConfig { static_membership: false, ..named };
+        assert_eq!(dynamic.group_instance_id(50051), None);
+    }
+
+    #[test]
+    fn the_keyspace_is_checked_even_without_kafka() {
+        // A Flight-only server (no Kafka) with Cassandra on: the keyspace
+        // still reaches CQL, so a value that would inject into it is refused.
+        for bad in ["fraudflight; DROP KEYSPACE system_auth", "", "1abc", "a-b"] {
+            let env = |name: &str| match name {
+                "FRAUDFLIGHT_KAFKA_BROKERS" => Some(String::new()),
+                "FRAUDFLIGHT_CASSANDRA_KEYSPACE" => Some(bad.to_string()),
+                _ => None,
+            };
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains("cassandra.keyspace"), "{bad:?}: {err}");
+        }
+        let env = |name: &str| match name {
+            "FRAUDFLIGHT_KAFKA_BROKERS" => Some(String::new()),
+            "FRAUDFLIGHT_CASSANDRA_KEYSPACE" => Some("fraud_2".to_string()),
+            _ => None,
+        };
+        assert_eq!(Config::load(None, env).unwrap().cassandra.keyspace, "fraud_2");
     }
 }

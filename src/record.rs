@@ -455,16 +455,19 @@ mod tests {
             .map(|t| serde_json::to_string(&t).unwrap())
             .collect();
         values.push(JSON.to_string());
-        values.push(JSON.replace(r#""trans_num":"abc""#, r#""trans_num":"a\"b\u00e9c","merchant":"fraud_O\u2019Hara""#));
+        values
+            .push(JSON.replace(r#""trans_num":"abc""#, r#""trans_num":"a\"b\u00e9c","merchant":"fraud_O\u2019Hara""#));
         values.push(JSON.replace(r#""zip":1234"#, r#""zip":null,"gender":"F""#));
-        let (mut fast, mut owned) = (TransactionBatchBuilder::with_capacity(8), TransactionBatchBuilder::with_capacity(8));
+        let (mut fast, mut owned) =
+            (TransactionBatchBuilder::with_capacity(8), TransactionBatchBuilder::with_capacity(8));
         for v in &values {
             fast.append_json(v.as_bytes()).unwrap();
             owned.append(&decode_json(v.as_bytes()).unwrap());
         }
         let (fast, owned) = (fast.finish(), owned.finish());
         assert_eq!(fast, owned);
-        let trans_num = fast.column_by_name(column::trans_num).unwrap().as_any().downcast_ref::<arrow::array::StringArray>();
+        let trans_num =
+            fast.column_by_name(column::trans_num).unwrap().as_any().downcast_ref::<arrow::array::StringArray>();
         assert_eq!(trans_num.unwrap().value(values.len() - 2), "a\"b\u{e9}c");
     }
 

@@ -110,7 +110,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     ];
 
     let pipeline = if config.kafka.enabled() {
-        Some(Pipeline::start(app.clone(), &config.kafka, drain, shutdown.clone(), abandon)?)
+        // The configured port: stable across restarts, and unique on this
+        // host once bound. Port 0 (any free port) gives no stable identity.
+        let configured_port = config.flight_addr.parse::<SocketAddr>().map_or(0, |a| a.port());
+        let instance_id = config.kafka.group_instance_id(configured_port);
+        Some(Pipeline::start(app.clone(), &config.kafka, instance_id, drain, shutdown.clone(), abandon)?)
     } else {
         None
     };

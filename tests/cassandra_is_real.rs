@@ -1,7 +1,7 @@
 //! Smoke test of the real Cassandra from `scripts/services.sh`: create a
 //! keyspace and a table with the scylla driver, write 1,000 rows with a
 //! prepared statement, read them back (logged in: the local node requires
-//! it). Run by `make test-services`.
+//! it); and the sink's own queries. Run by `make test-services`.
 
 mod support;
 
@@ -50,4 +50,30 @@ async fn round_trip_a_thousand_rows() {
         .0;
     assert_eq!(count, 1_000);
     session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.expect("drop keyspace");
+}
+
+#[tokio::test]
+#[ignore = "needs Cassandra: scripts/services.sh up cassandra (make test-services runs it)"]
+async fn the_sink_answers_recent_with_an_error_not_a_panic() {
+    // `recent` has no answer in Cassandra (no global order); this public
+    // method used to reach `unreachable!` and take the caller down.
+    let (username, password) = support::cassandra_login();
+    let config = fraudflight::config::CassandraConfig {
+        nodes: support::cassandra_node(),
+        keyspace: support::unique("recent").to_lowercase(),
+        username,
+        password: fraudflight::config::Secret::new(password),
+        ..Default::default()
+    };
+    let abandon = tokio_util::sync::CancellationToken::new();
+    let sink = fraudflight::cassandra::Cassandra::connect(&config, &abandon).await.expect("connect the sink");
+    let err = sink.query(&fraudflight::store::Query::Recent { limit: 10 }).await.unwrap_err().to_string();
+    assert!(err.contains("recent"), "{err}");
+    let alerts = sink.query(&fraudflight::store::Query::Alerts { limit: 10 }).await.expect("alerts still answer");
+    assert_eq!(alerts.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    support::stack::cassandra()
+        .await
+        .query_unpaged(format!("DROP KEYSPACE {}", config.keyspace), &[])
+        .await
+        .expect("drop keyspace");
 }

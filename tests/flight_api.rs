@@ -229,6 +229,41 @@ async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
     running.stop().await;
 }
 
+/// An ONNX graph with one tree: split k sends "yes" to a leaf and "no" to
+/// split k + 1, `splits` deep.
+fn chain_of_splits(splits: i64) -> Vec<u8> {
+    use proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto};
+    let nodes = 2 * splits + 1;
+    let ints = |name: &str, f: &dyn Fn(i64) -> i64| AttributeProto {
+        name: Some(name.into()),
+        ints: (0..nodes).map(f).collect(),
+        ..Default::default()
+    };
+    let is_leaf = move |id: i64| id % 2 == 1 || id == 2 * splits;
+    let ensemble = NodeProto {
+        op_type: Some("TreeEnsembleRegressor".into()),
+        domain: Some("ai.onnx.ml".into()),
+        input: vec!["amt".into()],
+        output: vec!["probability".into()],
+        attribute: vec![
+            ints("nodes_treeids", &|_| 0),
+            ints("nodes_nodeids", &|id| id),
+            ints("nodes_truenodeids", &|id| if is_leaf(id) { 0 } else { id + 1 }),
+            ints("nodes_falsenodeids", &|id| if is_leaf(id) { 0 } else { id + 2 }),
+            AttributeProto {
+                name: Some("nodes_modes".into()),
+                strings: (0..nodes)
+                    .map(|id| if is_leaf(id) { b"LEAF".to_vec() } else { b"BRANCH_LEQ".to_vec() })
+                    .collect(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    ModelProto { graph: Some(GraphProto { node: vec![ensemble], ..Default::default() }), ..Default::default() }
+        .encode_to_vec()
+}
+
 fn copy_model(from: &Path, to: &Path, version: &str) {
     std::fs::create_dir_all(to).unwrap();
     for f in ["model.onnx", "parity.jsonl"] {
@@ -274,6 +309,13 @@ async fn load_model_swaps_the_version_and_refuses_corrupt_huge_or_mismatched_mod
     let err = action(&mut client, "load-model", corrupt.encode_to_vec()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("old model keeps serving"), "{}", err.message());
+    // A tree shaped as a chain of 20,000 splits: ONNX Runtime crashed the
+    // whole server building it. Refused by name; the server answers on.
+    let chain = proto::LoadModel { model_onnx: chain_of_splits(20_000), ..corrupt.clone() };
+    let err = action(&mut client, "load-model", chain.encode_to_vec()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("more than 100 levels deep"), "{}", err.message());
+    assert_eq!(action(&mut client, "model-info", vec![]).await.unwrap()["version"], "swapped-v2");
     // A model whose parity vectors disagree is refused too.
     let drifted = tmp.path().join("drifted");
     copy_model(&shipped_model(), &drifted, "drifted-v3");

@@ -21,12 +21,16 @@ fn services(action: &str, name: &str) {
     assert!(status.success(), "scripts/services.sh {action} {name} failed");
 }
 
-/// Starts a run of N records; returns once `progress` rows are in Cassandra.
-async fn started_run(names: &Names, seed: u64) -> (Serve, Vec<fraudflight::record::Transaction>) {
+/// Produces N records to a new topic and starts a server on it with `env`.
+async fn started_run(
+    names: &Names,
+    seed: u64,
+    env: &[(String, String)],
+) -> (Serve, Vec<fraudflight::record::Transaction>) {
     stack::create_topic(&names.topic, 4).await;
     let records = stack::simulated(seed, N);
     stack::produce(&names.topic, &records).await;
-    let serve = Serve::start(&names.env());
+    let serve = Serve::start(env);
     (serve, records)
 }
 
@@ -61,7 +65,7 @@ async fn sink_outage(
     after: impl FnOnce(&mut Serve),
 ) {
     let names = Names::new(test);
-    let (mut serve, records) = started_run(&names, seed).await;
+    let (mut serve, records) = started_run(&names, seed, &names.env()).await;
     wait_for_progress(&names, 10_000).await;
     services("down", service);
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -102,23 +106,60 @@ async fn an_opensearch_outage_stalls_then_resumes_without_loss() {
     sink_outage("osdown", 22, "opensearch", |_| {}, |_| {}).await;
 }
 
+/// Starts a run with `env`, kills the server with SIGKILL once 20,000 rows
+/// are stored, starts a successor with `successor_env`, and checks that
+/// everything ends up stored once. Returns the seconds from the successor's
+/// READY to its first stored outcome.
+async fn killed_then_succeeded(
+    names: &Names,
+    seed: u64,
+    env: &[(String, String)],
+    successor_env: &[(String, String)],
+) -> f64 {
+    let (serve, records) = started_run(names, seed, env).await;
+    wait_for_progress(names, 20_000).await;
+    serve.kill9();
+    let successor = Serve::start(successor_env);
+    let started = std::time::Instant::now();
+    stack::wait_until(Duration::from_secs(120), "the successor's first stored outcome", || async {
+        successor.metrics().value("fraudflight_records_stored_total", &[]).unwrap_or(0.0) > 0.0
+    })
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    assert_all_stored_once(names, &records).await;
+    assert!(successor.terminate().success());
+    took
+}
+
 #[tokio::test]
 #[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
-async fn a_killed_server_loses_and_duplicates_nothing() {
+async fn a_killed_server_loses_and_duplicates_nothing_and_its_restart_resumes_at_once() {
+    // The restart of the same instance (same kafka.instance_id, as a
+    // supervisor or a StatefulSet restarts it): static membership gives its
+    // partitions back without waiting for the dead member's session to end.
     let names = Names::new("kill9");
-    let (serve, records) = started_run(&names, 23).await;
-    wait_for_progress(&names, 20_000).await;
-    serve.kill9();
-    let successor = Serve::start(&names.env());
-    assert_all_stored_once(&names, &records).await;
-    assert!(successor.terminate().success());
+    let mut env = names.env();
+    env.push(("FRAUDFLIGHT_KAFKA_INSTANCE_ID".into(), format!("{}-a", names.group)));
+    let took = killed_then_succeeded(&names, 23, &env, &env).await;
+    assert!(took < 10.0, "the restarted instance stored its first outcome {took:.1} s after starting");
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
+async fn another_instance_takes_over_a_killed_ones_partitions_within_the_session_timeout() {
+    // A different instance (the killed one's host is gone): its partitions
+    // move once its session times out (kafka.session_timeout_ms, 10 s by
+    // default; librdkafka's own 45 s delayed every alert that long).
+    let names = Names::new("takeover");
+    let took = killed_then_succeeded(&names, 25, &names.env(), &names.env()).await;
+    assert!(took < 15.0, "another instance stored its first outcome {took:.1} s after starting");
 }
 
 #[tokio::test]
 #[ignore = "needs Kafka, Cassandra, OpenSearch (make test-services starts them)"]
 async fn sigterm_drains_commits_and_exits_and_the_successor_finishes() {
     let names = Names::new("sigterm");
-    let (serve, records) = started_run(&names, 24).await;
+    let (serve, records) = started_run(&names, 24, &names.env()).await;
     wait_for_progress(&names, 10_000).await;
     let asked = std::time::Instant::now();
     assert!(serve.terminate().success(), "a clean exit on SIGTERM");

@@ -24,22 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "spark-job"))
+import numpy as np
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-import numpy as np  # noqa: E402
-from pyspark.ml import PipelineModel  # noqa: E402
-from pyspark.sql import DataFrame  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
-from pyspark.sql import types as T  # noqa: E402
-
-from fraudflight_spark.evaluation import with_score  # noqa: E402
-from fraudflight_spark.features import with_features  # noqa: E402
-from fraudflight_spark.session import spark_session  # noqa: E402
+from fraudflight_spark.evaluation import with_score
+from fraudflight_spark.features import with_features
+from fraudflight_spark.session import spark_session
 
 # spark-sql-kafka for Spark 4.3 is not on Maven Central yet; 4.2.0 loads and
 # runs on PySpark 4.3 (checked here).

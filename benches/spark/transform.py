@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-SPARK_JOB = Path(__file__).resolve().parents[2] / "spark-job"
-sys.path.insert(0, str(SPARK_JOB))
+from pyspark.ml import PipelineModel
+from pyspark.sql import functions as F
 
-from pyspark.ml import PipelineModel  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
-
-from fraudflight_spark import data, evaluation  # noqa: E402
-from fraudflight_spark.session import spark_session  # noqa: E402
+from fraudflight_spark import data, evaluation
+from fraudflight_spark.session import spark_session
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ from pyspark.sql import functions as F
 
 from fraudflight_spark.features import with_features
 
+from .errors import JobError
+
 # The Spark Cassandra Connector from Maven Central (Scala 2.13 build).
 CASSANDRA_CONNECTOR = "com.datastax.spark:spark-cassandra-connector_2.13:3.5.1"
 # Column types of the service's records, for a CSV read as text.
@@ -43,7 +45,7 @@ def cassandra_source(path: str) -> CassandraSource | None:
     url = urlparse(path)
     parts = [p for p in url.path.split("/") if p]
     if not url.hostname or not parts or len(parts) > 2:
-        raise SystemExit(f"{path}: expected cassandra://HOST:PORT/KEYSPACE[/TABLE]")
+        raise JobError(f"{path}: expected cassandra://HOST:PORT/KEYSPACE[/TABLE]")
     return CassandraSource(url.hostname, url.port or 9042, parts[0], parts[1] if len(parts) == 2 else "transactions")
 
 
@@ -94,7 +96,7 @@ def read_transactions(spark: SparkSession, path: str) -> DataFrame:
             df = df.withColumn(name, F.col(name).cast("long"))
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise SystemExit(f"{path}: missing columns {missing}")
+        raise JobError(f"{path}: missing columns {missing}")
     labelled = df.where(F.col("is_fraud").isNotNull())
     return with_features(labelled).withColumn("label", F.col("is_fraud").cast("double"))
 

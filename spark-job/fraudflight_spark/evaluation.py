@@ -18,6 +18,8 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from .errors import JobError
+
 
 def with_score(model: PipelineModel, df: DataFrame) -> DataFrame:
     """Spark's own P(fraud) as `score`."""
@@ -56,12 +58,12 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target: str) -> flo
         return float(thresholds[int(np.argmax(f1))])
     match = re.fullmatch(r"(precision|recall)>=(0(?:\.\d+)?|1(?:\.0+)?)", target)
     if not match:
-        raise SystemExit(f"threshold target {target!r}: use max-f1, precision>=X or recall>=X (0 <= X <= 1)")
+        raise JobError(f"threshold target {target!r}: use max-f1, precision>=X or recall>=X (0 <= X <= 1)")
     kind, level = match.group(1), float(match.group(2))
     if kind == "precision":
         ok = np.nonzero(precision >= level)[0]
         if len(ok) == 0:
-            raise SystemExit(f"no threshold reaches precision {level} on validation (best {precision.max():.3f})")
+            raise JobError(f"no threshold reaches precision {level} on validation (best {precision.max():.3f})")
         return float(thresholds[ok[-1]])
     ok = np.nonzero(recall >= level)[0]
     return float(thresholds[ok[0]])

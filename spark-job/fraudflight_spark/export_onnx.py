@@ -132,7 +132,7 @@ def gbt_trees(gbt_model: Any, binary_features: set[int]) -> Trees:
     so that probability = sigmoid(sum of leaf weights)."""
     trees = Trees()
     weights = list(gbt_model.treeWeights)
-    for tree_id, (tree, weight) in enumerate(zip(gbt_model.trees, weights)):
+    for tree_id, (tree, weight) in enumerate(zip(gbt_model.trees, weights, strict=True)):
         factor = 2.0 * float(weight)
         _add_tree(trees, tree_id, tree._java_obj.rootNode(), lambda leaf, f=factor: f * float(leaf.prediction()), binary_features)
     return trees
@@ -309,7 +309,7 @@ def export_pipeline(pipeline_model: Any, categorical: list[str], numeric: list[s
     if missing:
         raise ExportError(f"no StringIndexer for categorical columns {missing}")
     cats = [(c, labels[c]) for c in categorical]
-    binary: set[int] = set(range(sum(len(l) for _, l in cats)))
+    binary: set[int] = set(range(sum(len(names) for _, names in cats)))
     head: Head
     if algorithm == "gbt":
         trees = gbt_trees(classifier, binary)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from .errors import JobError
+
 EARTH_RADIUS_KM = 6371.0
 DERIVED = ("distance_km", "age", "hour")
 
@@ -27,7 +29,7 @@ def event_time(df: DataFrame) -> Column:
     if "trans_date_trans_time" in df.columns:
         parts.append(F.unix_timestamp(F.col("trans_date_trans_time"), "yyyy-MM-dd HH:mm:ss"))
     if not parts:
-        raise SystemExit("no transaction time: one of unix_time or trans_date_trans_time is needed")
+        raise JobError("no transaction time: one of unix_time or trans_date_trans_time is needed")
     return F.coalesce(*parts) if len(parts) > 1 else parts[0]
 
 

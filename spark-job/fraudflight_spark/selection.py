@@ -26,6 +26,8 @@ from pyspark.sql import functions as F
 
 from fraudflight_spark.features import DERIVED
 
+from .errors import JobError
+
 CATEGORICAL = ["category", "gender"]
 NUMERIC = ["amt", *DERIVED]
 ALGORITHMS = ("logistic_regression", "random_forest", "gbt")
@@ -58,7 +60,7 @@ def algorithms(choice: str) -> list[str]:
         return list(ALGORITHMS)
     name = ALIASES.get(choice, choice)
     if name not in ALGORITHMS:
-        raise SystemExit(f"--model {choice!r}: use auto, lr, rf or gbt")
+        raise JobError(f"--model {choice!r}: use auto, lr, rf or gbt")
     return [name]
 
 
@@ -130,7 +132,7 @@ def select(
 ) -> tuple[Candidate, list[Candidate]]:
     """Fits every candidate; returns the best by validation PR AUC and all of them."""
     if class_weights not in ("auto", "balanced", "none"):
-        raise SystemExit(f"--class-weights {class_weights!r}: use auto, balanced or none")
+        raise JobError(f"--class-weights {class_weights!r}: use auto, balanced or none")
     weighted_train = with_balanced_weights(train).cache()
     tried: list[Candidate] = []
     for algorithm in algorithms(model):

@@ -1,9 +1,18 @@
 """The Spark session every job uses: UTC time zone (the features depend on
-it), loopback binding, and a local master when none was given."""
+it), loopback binding, and a local master when none was given.
+
+Python workers (mapInArrow, UDFs) are started by Spark with `python3` from
+PATH unless told otherwise, and that interpreter may lack pyarrow: a job
+run locally as `.venv/bin/python spark-job/score_flight.py` failed that way.
+So a local run hands its workers the interpreter running the job. Under
+spark-submit the choice stays spark-submit's (`PYSPARK_PYTHON` or
+`spark.pyspark.python`): on a cluster the driver's path may not exist on the
+workers."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -27,7 +36,10 @@ def spark_session(app: str, extra: dict[str, str] | None = None) -> SparkSession
     # would override it. Plain `python train.py` runs locally.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ or bool(os.environ.get("PYSPARK_SUBMIT_ARGS"))
     if "spark.master" not in SparkSession.builder._options and not submitted:
-        builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
+        master = os.environ.get("SPARK_MASTER", "local[*]")
+        builder = builder.master(master)
+        if master.startswith("local"):
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -12,7 +12,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SPARK_JOB = ROOT / "spark-job"
-sys.path.insert(0, str(SPARK_JOB))
 
 
 def pytest_configure(config: pytest.Config) -> None:

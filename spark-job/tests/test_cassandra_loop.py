@@ -90,7 +90,6 @@ def models_table(keyspace: str, tmp_path: Path) -> dict[str, dict]:
     out = tmp_path / "models.json"
     code = f"""
 import json, sys
-sys.path.insert(0, {str(SPARK_JOB)!r})
 from fraudflight_spark import data
 from fraudflight_spark.session import spark_session
 source = "cassandra://{CASSANDRA}/{keyspace}"

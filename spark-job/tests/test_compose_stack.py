@@ -5,8 +5,6 @@ health conditions."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 
 from conftest import ROOT

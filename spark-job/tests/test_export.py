@@ -7,6 +7,7 @@ exactly refused with a message naming why."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import numpy as np
 import onnxruntime as ort
 import pyarrow as pa

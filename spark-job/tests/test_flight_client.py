@@ -45,8 +45,8 @@ def test_exchange_returns_one_score_per_row_in_order(server: Server, tmp_path: P
     assert all(0.0 <= s <= 1.0 for s in scores)
     # The simulated fraud is mostly caught: frauds score far above genuine rows.
     truth = table["is_fraud"].to_pylist()
-    fraud = [s for s, t in zip(scores, truth) if t == 1]
-    genuine = [s for s, t in zip(scores, truth) if t == 0]
+    fraud = [s for s, t in zip(scores, truth, strict=True) if t == 1]
+    genuine = [s for s, t in zip(scores, truth, strict=True) if t == 0]
     assert sum(fraud) / len(fraud) > 0.7 and sum(genuine) / len(genuine) < 0.05
 
 

@@ -9,8 +9,9 @@ import json
 import time
 import urllib.request
 
-from conftest import Server
 from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Server
 
 
 def scrape(server: Server) -> dict:

@@ -66,8 +66,6 @@ def submit(master: str, script: str, *args: object) -> subprocess.CompletedProce
 def spark_scores(model: Path, table_path: Path) -> pa.Table:
     """Spark's own probability and label for every row (PipelineModel.transform)."""
     code = f"""
-import sys
-sys.path.insert(0, {str(SPARK_JOB)!r})
 from pyspark.ml import PipelineModel
 from fraudflight_spark import data, evaluation
 from fraudflight_spark.session import spark_session
@@ -147,6 +145,31 @@ def test_a_missing_column_stops_the_job_naming_it(model: Path, tmp_path: Path) -
     said = done.stdout + done.stderr
     assert "input lacks column(s) ['amt']" in said, said[-3000:]
     assert not (tmp_path / "never").exists()
+
+
+def test_score_flight_runs_with_the_environments_own_python(model: Path, tmp_path: Path) -> None:
+    """`.venv/bin/python spark-job/score_flight.py ...`, as the README runs the
+    jobs, with a `python3` first on PATH that cannot be a Spark worker: Spark
+    used to start its Python workers from PATH (ModuleNotFoundError: pyarrow)."""
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    (decoy / "python3").write_text("#!/bin/sh\necho 'not the python the job runs with' >&2\nexit 97\n")
+    (decoy / "python3").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    env["PATH"] = f"{decoy}:{env['PATH']}"
+    table_path = simulate(tmp_path, 5_000, seed=37, kind="parquet")
+    server = Server(model=model)
+    try:
+        out = tmp_path / "scored.parquet"
+        done = subprocess.run(
+            [sys.executable, SPARK_JOB / "score_flight.py", *map(str, ["--input", table_path, "--output", out,
+                                                                      "--partitions", 2, "--endpoint", server.flight])],
+            cwd=ROOT, env={**env, "SPARK_MASTER": "local[2]"}, capture_output=True, text=True,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert pq.read_table(out).num_rows == 5_000
 
 
 def exchanged_rows(server: Server) -> int:

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import Server, simulate, train
 from fraudflight_spark import deploy, evaluation
+from fraudflight_spark.errors import JobError
 
 PARITY_TOLERANCE = 1e-5
 
@@ -134,9 +135,9 @@ def test_threshold_targets_pick_the_documented_point() -> None:
     assert evaluation.choose_threshold(scores, labels, "precision>=0.7") == 0.7
     assert evaluation.choose_threshold(scores, labels, "recall>=1") == 0.5
     assert evaluation.choose_threshold(scores, labels, "max-f1") == 0.5
-    with pytest.raises(SystemExit, match="threshold target"):
+    with pytest.raises(JobError, match="threshold target"):
         evaluation.choose_threshold(scores, labels, "accuracy>=0.9")
-    with pytest.raises(SystemExit, match="no threshold reaches precision"):
+    with pytest.raises(JobError, match="no threshold reaches precision"):
         evaluation.choose_threshold(scores, np.zeros(8), "precision>=0.5")
 
 

@@ -39,6 +39,8 @@ pub enum CassandraError {
     Tls(#[from] crate::security::tls::TlsError),
     #[error(transparent)]
     Rows(#[from] rows::RowTypeError),
+    #[error("Cassandra cannot answer `{query}`: {reason}")]
+    Unsupported { query: &'static str, reason: &'static str },
 }
 
 /// A connected Cassandra with the schema in place and statements prepared.
@@ -232,7 +234,14 @@ impl Cassandra {
                 }
                 Ok(out)
             }
-            Query::Recent { .. } => unreachable!("`recent` is not a Cassandra query: see App::query"),
+            // A card's partition is ordered, the table as a whole is not:
+            // "newest over all cards" is a search (App::query asks the
+            // search engine or memory). A caller that asks anyway gets an
+            // error, not a panic.
+            Query::Recent { .. } => Err(CassandraError::Unsupported {
+                query: "recent",
+                reason: "outcomes have no global order in Cassandra; ask the search engine or the in-memory store",
+            }),
         }
     }
 

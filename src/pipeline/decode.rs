@@ -59,7 +59,11 @@ pub fn score_records(
 
 /// Appends the record's transaction to `builder`, or says why it cannot (and
 /// appends nothing).
-fn check_and_append(r: &RawRecord, max_record_bytes: usize, builder: &mut TransactionBatchBuilder) -> Result<(), String> {
+fn check_and_append(
+    r: &RawRecord,
+    max_record_bytes: usize,
+    builder: &mut TransactionBatchBuilder,
+) -> Result<(), String> {
     let value = match r.value.as_deref() {
         None | Some([]) => return Err("empty record value".into()),
         Some(v) => v,

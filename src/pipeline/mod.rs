@@ -42,13 +42,14 @@ impl Pipeline {
     pub fn start(
         app: Arc<App>,
         kafka: &KafkaConfig,
+        instance_id: Option<String>,
         drain: Duration,
         shutdown: Shutdown,
         abandon: CancellationToken,
     ) -> anyhow::Result<Self> {
         let permits = Arc::new(Semaphore::new(kafka.max_in_flight_batches));
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
-        let settings = SourceSettings { kafka: kafka.clone(), drain, metrics: app.metrics.clone() };
+        let settings = SourceSettings { kafka: kafka.clone(), instance_id, drain, metrics: app.metrics.clone() };
         let source = source::start(settings, tx, permits, shutdown, abandon.clone())?;
         let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));
         Ok(Self { source: source.thread, scoring })

@@ -5,15 +5,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::UInt32Array;
-use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cassandra::Cassandra;
 use crate::kafka::sink::{DeadLetter, KafkaSink};
 use crate::retry::Abandoned;
-use crate::search::Search;
+use crate::search::{Refused, Search};
 
 #[derive(Default, Clone)]
 pub struct Sinks {
@@ -117,24 +115,7 @@ impl Sinks {
         let (cassandra, refused, scored) = tokio::join!(cassandra, search, scored);
         cassandra?;
         scored?;
-        let refused = refused?;
-        if !refused.is_empty() {
-            // A document the search engine refuses for good still reaches the
-            // DLQ, as the outcome it was, with the reason.
-            let rows = UInt32Array::from_iter_values(refused.iter().map(|r| r.row as u32));
-            let docs = take_record_batch(outcomes, &rows).expect("rows in range");
-            let json = crate::http::to_json_rows(&[docs]).unwrap_or_default();
-            let values: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap_or_default();
-            for (r, value) in refused.iter().zip(values) {
-                tracing::error!(error = %r.error, "search engine refused an outcome; sent to the DLQ");
-                dead.push(DeadLetter {
-                    key: None,
-                    value: serde_json::to_vec(&value).unwrap_or_default(),
-                    error: r.error.clone(),
-                    source: None,
-                });
-            }
-        }
+        dead.extend(refused?.into_iter().map(refused_to_dead_letter));
         if dead.is_empty() {
             return Ok(Written::default());
         }
@@ -148,5 +129,38 @@ impl Sinks {
             }
         }
         Ok(Written { dead_letters: dead.len() })
+    }
+}
+
+/// A document the search engine refused for good still reaches the DLQ, as
+/// the document it was, with the reason: one dead letter per refusal, so none
+/// can go missing while the batch is acknowledged.
+fn refused_to_dead_letter(refused: Refused) -> DeadLetter {
+    tracing::error!(error = %refused.error, row = refused.row, "search engine refused an outcome; sent to the DLQ");
+    DeadLetter { key: None, value: refused.document.to_vec(), error: refused.error, source: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refused_document_becomes_a_dead_letter_with_its_bytes() {
+        // Before, the DLQ values were rebuilt from the outcome batch and
+        // zipped with the refusals: a failed conversion gave no values, and
+        // the zip silently dropped every refused document.
+        let refused: Vec<Refused> = (0..3)
+            .map(|row| Refused {
+                row,
+                document: bytes::Bytes::from(format!("{{\"trans_num\":\"t{row}\"}}")),
+                error: format!("mapper_parsing_exception {row}"),
+            })
+            .collect();
+        let dead: Vec<DeadLetter> = refused.into_iter().map(refused_to_dead_letter).collect();
+        assert_eq!(dead.len(), 3);
+        for (row, d) in dead.iter().enumerate() {
+            assert_eq!(d.value, format!("{{\"trans_num\":\"t{row}\"}}").into_bytes());
+            assert_eq!(d.error, format!("mapper_parsing_exception {row}"));
+        }
     }
 }

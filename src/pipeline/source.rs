@@ -172,6 +172,8 @@ fn commit(
 /// Settings of the source thread.
 pub struct SourceSettings {
     pub kafka: KafkaConfig,
+    /// `group.instance.id` (static membership), or None.
+    pub instance_id: Option<String>,
     /// Bounded wait for in-flight batches at revocation and shutdown.
     pub drain: Duration,
     /// Where consumer lag is reported.
@@ -218,7 +220,16 @@ pub fn start(
         // time (120k -> 300k records/s measured, benches/kafka_pipeline.py).
         .set("fetch.queue.backoff.ms", "10")
         // Consumer lag per partition for /metrics and the live view.
-        .set("statistics.interval.ms", "1000");
+        .set("statistics.interval.ms", "1000")
+        // How fast a dead member's partitions move on (docs/architecture.md,
+        // "Takeover"); heartbeats are sent by librdkafka's own thread, three
+        // per session timeout, so a busy poll loop does not expire us.
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (kafka.session_timeout_ms / 3).min(3_000).to_string());
+    if let Some(id) = &settings.instance_id {
+        config.set("group.instance.id", id);
+        tracing::info!(instance_id = %id, "static group membership: a restart takes its partitions back at once");
+    }
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
@@ -283,6 +294,18 @@ fn poll_loop(
             Some(Ok(record)) => {
                 batch.push(record);
                 started.get_or_insert_with(Instant::now);
+            }
+            // Fatal: the consumer is finished (another member took our
+            // group.instance.id). Polling on would consume nothing while
+            // looking alive; stop the process and say why.
+            Some(Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => {
+                tracing::error!(
+                    error = %e,
+                    instance_id = settings.instance_id.as_deref().unwrap_or(""),
+                    "Kafka consumer failed for good (another instance with the same kafka.instance_id?); shutting down"
+                );
+                shutdown.trigger();
+                break;
             }
             // Broker down, topic missing, ...: librdkafka reconnects itself.
             Some(Err(e)) if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {

@@ -12,6 +12,7 @@ pub mod native;
 pub mod outcome;
 pub mod registry;
 pub mod runtime;
+pub mod tree_depth;
 
 use std::sync::Arc;
 

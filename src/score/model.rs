@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use super::features::{self, Features};
 use super::native::{self, NativeModel};
 use super::runtime;
-use crate::simulate::{SimConfig, Simulator};
 use crate::record::{self, Kind};
+use crate::simulate::{SimConfig, Simulator};
 
 /// Files larger than this are refused before they are read.
 pub const MAX_MODEL_BYTES: u64 = 256 << 20;
@@ -200,6 +200,8 @@ impl Model {
     /// Builds a model from its files and runs its parity vectors, if any.
     pub fn from_files(files: &ModelFiles, sessions: usize) -> Result<(Self, ParityReport), ModelError> {
         let meta = ModelMeta::parse(&files.json)?;
+        // Before ONNX Runtime sees the graph: a chain-shaped tree crashes it.
+        super::tree_depth::check(&files.onnx).map_err(ModelError::Onnx)?;
         runtime::ensure()?;
         let sessions =
             (0..sessions.max(1)).map(|_| build_session(&files.onnx).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;

@@ -127,13 +127,23 @@ impl FlatTree {
     }
 }
 
-fn depth(nodes: &[Node], i: usize) -> usize {
-    let n = nodes[i];
-    if n.feature == LEAF {
-        0
-    } else {
-        1 + depth(nodes, n.yes as usize).max(depth(nodes, n.no as usize))
+/// Splits on the longest path from `root` to a leaf. Iterative, with its
+/// own stack: a tree is an admin's upload, and a chain of a million splits
+/// must be measured (and refused by [`FlatTree::new`]), not overflow the
+/// thread's stack. Call only on a tree that [`terminates`].
+fn depth(nodes: &[Node], root: usize) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(root, 0usize)];
+    while let Some((i, level)) = stack.pop() {
+        let n = nodes[i];
+        if n.feature == LEAF {
+            deepest = deepest.max(level);
+        } else {
+            stack.push((n.yes as usize, level + 1));
+            stack.push((n.no as usize, level + 1));
+        }
     }
+    deepest
 }
 
 /// Rows gathered from the Arrow columns at a time.
@@ -475,7 +485,8 @@ fn trees(node: &NodeProto, sigmoid: bool) -> Result<Head, Unsupported> {
         return unsupported("missing values tracking true");
     }
     let (tree_ids, node_ids) = (ints(node, "nodes_treeids"), ints(node, "nodes_nodeids"));
-    let (features, yes, no) = (ints(node, "nodes_featureids"), ints(node, "nodes_truenodeids"), ints(node, "nodes_falsenodeids"));
+    let (features, yes, no) =
+        (ints(node, "nodes_featureids"), ints(node, "nodes_truenodeids"), ints(node, "nodes_falsenodeids"));
     let modes: Vec<String> = attribute(node, "nodes_modes")
         .map(|a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
         .unwrap_or_default();
@@ -486,7 +497,9 @@ fn trees(node: &NodeProto, sigmoid: bool) -> Result<Head, Unsupported> {
     }
     let (target_trees, target_nodes) = (ints(node, "target_treeids"), ints(node, "target_nodeids"));
     let (target_ids, weights) = (ints(node, "target_ids"), attribute_doubles(node, "target_weights")?);
-    if target_ids.iter().any(|&t| t != 0) || [target_nodes.len(), weights.len()].iter().any(|&l| l != target_trees.len()) {
+    if target_ids.iter().any(|&t| t != 0)
+        || [target_nodes.len(), weights.len()].iter().any(|&l| l != target_trees.len())
+    {
         return unsupported("tree targets other than one");
     }
     let base = attribute_doubles(node, "base_values")?;
@@ -514,7 +527,10 @@ fn trees(node: &NodeProto, sigmoid: bool) -> Result<Head, Unsupported> {
         built[t].push(Node { feature: LEAF, value: 0.0, yes: 0, no: 0 });
     }
     let position = |tree: i64, id: i64| -> Result<u32, Unsupported> {
-        index.get(&(tree, id)).map(|&(_, i)| i as u32).ok_or_else(|| Unsupported(format!("tree {tree} has no node {id}")))
+        index
+            .get(&(tree, id))
+            .map(|&(_, i)| i as u32)
+            .ok_or_else(|| Unsupported(format!("tree {tree} has no node {id}")))
     };
     for k in 0..n {
         let (t, i) = index[&(tree_ids[k], node_ids[k])];
@@ -614,7 +630,8 @@ mod tests {
             features: 1,
             head: Head::Trees { trees: vec![flat], base: 0.5, sigmoid: false },
         };
-        let a: ArrayRef = std::sync::Arc::new(arrow::array::Float64Array::from(vec![Some(0.0), Some(1.0), Some(9.0), None]));
+        let a: ArrayRef =
+            std::sync::Arc::new(arrow::array::Float64Array::from(vec![Some(0.0), Some(1.0), Some(9.0), None]));
         assert_eq!(model.predict(4, |_| Some(a.clone())).unwrap(), vec![1.5, 3.5, 7.5, 7.5]);
     }
 
@@ -630,6 +647,24 @@ mod tests {
         nodes.push(Node { feature: LEAF, value: 0.0, yes: 0, no: 0 });
         assert_eq!(depth(&nodes, 0), MAX_DEPTH + 1);
         assert!(FlatTree::new(&nodes, 0).unwrap_err().to_string().contains("depth 11"));
+    }
+
+    #[test]
+    fn a_chain_of_a_million_splits_is_refused_not_a_stack_overflow() {
+        // Split k: "yes" a leaf, "no" split k + 1. Measuring its depth
+        // recursively overflowed the stack before the limit was checked.
+        const SPLITS: u32 = 1_000_000;
+        let mut nodes = Vec::with_capacity(2 * SPLITS as usize + 1);
+        for k in 0..SPLITS {
+            let next = if k + 1 == SPLITS { 2 * SPLITS } else { 2 * k + 2 };
+            nodes.push(Node { feature: 0, value: k as f64, yes: 2 * k + 1, no: next });
+            nodes.push(Node { feature: LEAF, value: 0.0, yes: 0, no: 0 });
+        }
+        nodes.push(Node { feature: LEAF, value: 1.0, yes: 0, no: 0 });
+        assert!(terminates(&nodes));
+        assert_eq!(depth(&nodes, 0), SPLITS as usize);
+        let err = FlatTree::new(&nodes, 0).unwrap_err().to_string();
+        assert!(err.contains("depth 1000000") && err.contains("at most 10"), "{err}");
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum SearchError {
 pub struct Refused {
     /// Row of the outcome batch.
     pub row: usize,
+    /// The document exactly as it was sent, so the DLQ holds what the
+    /// cluster refused without converting the outcome a second time.
+    pub document: Bytes,
     pub error: String,
 }
 
@@ -156,7 +159,7 @@ impl Search {
         for (chunk_no, chunk) in docs.chunks(self.bulk_max_docs).enumerate() {
             let base = chunk_no * self.bulk_max_docs;
             for r in self.bulk(chunk, abandon).await? {
-                refused.push(Refused { row: base + r.row, error: r.error });
+                refused.push(Refused { row: base + r.row, ..r });
             }
         }
         Ok(refused)
@@ -204,7 +207,11 @@ impl Search {
                 // document rather than retrying something that cannot succeed.
                 let body = response.text().await.unwrap_or_default();
                 let error = format!("bulk request refused with {status}: {}", truncate(&body, 300));
-                refused.extend(pending.drain(..).map(|row| Refused { row, error: error.clone() }));
+                refused.extend(pending.drain(..).map(|row| Refused {
+                    row,
+                    document: docs[row].source.clone(),
+                    error: error.clone(),
+                }));
                 break;
             }
             let parsed: BulkResponse = match response.json().await {
@@ -238,6 +245,7 @@ impl Search {
                     }
                     status => refused.push(Refused {
                         row: doc,
+                        document: docs[doc].source.clone(),
                         error: format!("OpenSearch refused the document ({status}): {}", describe(&item.error)),
                     }),
                 }

@@ -62,8 +62,6 @@ impl Names {
             ("FRAUDFLIGHT_OPENSEARCH_INDEX_PREFIX", self.index_prefix.clone()),
             ("FRAUDFLIGHT_FLIGHT_ADDR", "127.0.0.1:0".into()),
             ("FRAUDFLIGHT_HTTP_ADDR", "127.0.0.1:0".into()),
-            // A killed member must leave the group quickly for the restart test.
-            ("FRAUDFLIGHT_KAFKA_PROPERTIES", "session.timeout.ms=6000;heartbeat.interval.ms=1000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -84,6 +82,19 @@ pub fn standalone() -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The text after `READY ` of each such line a process prints, as it prints it.
+pub fn ready_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("READY ") {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    rx
 }
 
 pub async fn create_topic(name: &str, partitions: i32) {
@@ -129,15 +140,7 @@ impl Serve {
             .stderr(stderr)
             .spawn()
             .expect("fraudflight starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("READY ") {
-                    let _ = tx.send(rest.to_string());
-                }
-            }
-        });
+        let rx = ready_lines(child.stdout.take().unwrap());
         let ready = match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(r) => r,
             Err(_) => {

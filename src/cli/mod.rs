@@ -1,5 +1,8 @@
 //! The command line: argument definitions (clap) and dispatch into the
-//! library. `main.rs` calls [`run`] and nothing else.
+//! library. `main.rs` calls [`run`] and nothing else. Long work (`simulate`,
+//! `replay`) shows [`progress`] on a terminal and ends with a sentence.
+
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -143,20 +146,20 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Sends `records` (`expected` of them, when known) and says how it went.
 async fn send_to_kafka(
     brokers: &str,
     out: &KafkaOut,
     records: impl Iterator<Item = crate::record::Transaction>,
+    expected: Option<u64>,
 ) -> anyhow::Result<()> {
     if let Some(partitions) = out.partitions {
         crate::kafka::ensure_topics(brokers, &out.properties, std::slice::from_ref(&out.topic), partitions).await;
     }
     let producer = crate::kafka::producer::TransactionProducer::new(brokers, &out.topic, &out.properties)?;
-    let started = std::time::Instant::now();
-    let report = producer.send_all(records, Some(out.rate)).await?;
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(delivered = report.delivered, topic = %out.topic, seconds = secs,
-        rate = report.delivered as f64 / secs, "transactions written to Kafka");
+    let progress = progress::Progress::new(expected);
+    let report = producer.send_all(records.inspect(|_| progress.tick()), Some(out.rate)).await?;
+    eprintln!("{}", progress.finish(report.delivered, &format!("sent to Kafka topic {}", out.topic)));
     Ok(())
 }
 
@@ -171,7 +174,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             None
         }
     });
-    send_to_kafka(&brokers, &args.kafka, rows).await?;
+    send_to_kafka(&brokers, &args.kafka, rows, None).await?;
     if let Some(first) = rejected.first() {
         anyhow::bail!(
             "{} row(s) of {} could not be read and were not sent; first: {first}",
@@ -227,7 +230,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             anyhow::bail!("simulate writes to Kafka or to files, not both in one run");
         }
         let source = Simulator::new(args.sim_config()?).take(args.count);
-        return runtime()?.block_on(send_to_kafka(brokers, &args.kafka, source));
+        return runtime()?.block_on(send_to_kafka(brokers, &args.kafka, source, Some(args.count as u64)));
     }
     let mut writers: Vec<Box<dyn TransactionWriter>> = Vec::new();
     if let Some(path) = &args.csv {
@@ -239,9 +242,10 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     if writers.is_empty() {
         anyhow::bail!("simulate needs an output: --brokers HOST:PORT, or --csv FILE and/or --parquet FILE");
     }
-    let started = std::time::Instant::now();
-    output::write_all(Simulator::new(args.sim_config()?), args.count, writers)?;
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(count = args.count, seconds = secs, rate = args.count as f64 / secs, "simulation written");
+    let files: Vec<String> =
+        [&args.csv, &args.parquet].into_iter().flatten().map(|p| p.display().to_string()).collect();
+    let progress = progress::Progress::new(Some(args.count as u64));
+    output::write_all(Simulator::new(args.sim_config()?).inspect(|_| progress.tick()), args.count, writers)?;
+    eprintln!("{}", progress.finish(args.count as u64, &format!("written to {}", files.join(" and "))));
     Ok(())
 }
