@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use fraudflight::conform::conform;
+use fraudflight::features;
 use fraudflight::record;
-use fraudflight::score::features;
+use fraudflight::record::conform::conform;
 use fraudflight::score::registry::Registry;
 use fraudflight::score::{ScoreOptions, Scorer};
 use fraudflight::simulate::{SimConfig, Simulator};
@@ -29,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SIZES: [usize; 4] = [1, 64, 1024, 65_536];
 
 fn scorer() -> Scorer {
-    let dir = fraudflight::demo::default_model_dir(None).expect("shipped model");
+    let dir = fraudflight::score::registry::model_dir_or_newest(None).expect("shipped model");
     Scorer::new(Arc::new(Registry::open(&dir, 1).expect("model loads")))
 }
 

@@ -24,14 +24,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use arrow::record_batch::RecordBatch;
-use fraudflight::cassandra::Cassandra;
 use fraudflight::config::Config;
-use fraudflight::pipeline::sinks::Sinks;
 use fraudflight::record;
 use fraudflight::score::registry::Registry;
 use fraudflight::score::{ScoreOptions, Scorer};
-use fraudflight::search::Search;
 use fraudflight::simulate::{SimConfig, Simulator};
+use fraudflight::sink::cassandra::Cassandra;
+use fraudflight::sink::search::Search;
+use fraudflight::sink::Sinks;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn outcomes(config: &Config, skip: usize, records: usize, batch: usize) -> anyhow::Result<Vec<RecordBatch>> {
     let dir = match config.model_dir() {
         Some(dir) => dir,
-        None => fraudflight::demo::default_model_dir(None).context("no model")?,
+        None => fraudflight::score::registry::model_dir_or_newest(None).context("no model")?,
     };
     let scorer = Scorer::new(Arc::new(Registry::open(&dir, 1)?));
     let txns: Vec<_> =

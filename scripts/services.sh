@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Real Apache Kafka (KRaft), Apache Cassandra 5.0 and OpenSearch 2.19 on this
 # machine, without Docker, from their Maven Central artifacts and the
-# machine's Java 17.
+# machine's Java 17; and, on request, Elasticsearch 7.17 the same way.
 #
-#   scripts/services.sh up|down|status|logs [kafka|cassandra|opensearch ...]
+#   scripts/services.sh up|down|status|logs [kafka|cassandra|opensearch|elasticsearch ...]
 #
-# No name means all three. Jars are resolved once by Maven into ~/.m2 (the
+# No name means kafka, cassandra and opensearch (Elasticsearch, 127.0.0.1:9250,
+# only when named: the search sink's tests run against both engines). Jars are resolved once by Maven into ~/.m2 (the
 # download cache; poms in scripts/services/). Each service keeps its data,
 # pid file and log under .services/<name>/ (git-ignored; override with
 # FRAUDFLIGHT_SERVICES_DIR). `up` returns only when the service answers a
@@ -51,6 +52,7 @@ port_of() {
     kafka) echo 9092 ;;
     cassandra) echo 9042 ;;
     opensearch) echo 9200 ;;
+    elasticsearch) echo 9250 ;;
   esac
 }
 
@@ -60,6 +62,7 @@ heap_of() {
     kafka) echo "${KAFKA_HEAP:-512m}" ;;
     cassandra) echo "${CASSANDRA_HEAP:-768m}" ;;
     opensearch) echo "${OPENSEARCH_HEAP:-512m}" ;;
+    elasticsearch) echo "${ELASTICSEARCH_HEAP:-512m}" ;;
   esac
 }
 
@@ -69,6 +72,7 @@ wait_of() {
     kafka) echo 120 ;;
     cassandra) echo 300 ;;
     opensearch) echo 240 ;;
+    elasticsearch) echo 240 ;;
   esac
 }
 
@@ -126,9 +130,9 @@ answers() {
       java -cp "$(classpath kafka)" "$HERE/KafkaProbe.java" 127.0.0.1:9092 >/dev/null 2>&1 ;;
     cassandra)
       cql_probe >/dev/null 2>&1 ;;
-    opensearch)
-      curl -fsS --max-time 5 "http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=3s" 2>/dev/null |
-        grep -Eq '"status":"(green|yellow)"' ;;
+    opensearch | elasticsearch)
+      curl -fsS --max-time 5 "http://127.0.0.1:$(port_of "$name")/_cluster/health?wait_for_status=yellow&timeout=3s" \
+        2>/dev/null | grep -Eq '"status":"(green|yellow)"' ;;
   esac
 }
 
@@ -209,20 +213,26 @@ start_cassandra() {
   echo $! >"$dir/pid"
 }
 
-start_opensearch() {
-  local dir=$STATE/opensearch cp
-  cp=$(classpath opensearch)
-  mkdir -p "$dir/config" "$dir/classes"
-  touch "$dir/config/opensearch.yml"
-  if [ ! -f "$dir/classes/OpenSearchNode.class" ] || [ "$HERE/OpenSearchNode.java" -nt "$dir/classes/OpenSearchNode.class" ]; then
-    need javac "needed to compile the OpenSearch launcher"
-    javac -d "$dir/classes" -cp "$cp" "$HERE/OpenSearchNode.java" || die "compiling OpenSearchNode.java failed"
+# OpenSearch and Elasticsearch: a small launcher of our own (a Node
+# subclass, from SearchNode.java.template) compiled against the engine's jars.
+start_search_node() {
+  local name=$1 http_port=$2 transport_port=$3 dir=$STATE/$1 cp
+  cp=$(classpath "$name")
+  mkdir -p "$dir/config" "$dir/classes" "$dir/src"
+  touch "$dir/config/$name.yml"
+  if [ ! -f "$dir/classes/SearchNode.class" ] || [ "$HERE/SearchNode.java.template" -nt "$dir/classes/SearchNode.class" ]; then
+    need javac "needed to compile the $name launcher"
+    sed "s/ENGINE/$name/g" "$HERE/SearchNode.java.template" >"$dir/src/SearchNode.java"
+    javac -d "$dir/classes" -cp "$cp" "$dir/src/SearchNode.java" || die "compiling the $name launcher failed"
   fi
-  nohup java -Xms"$(heap_of opensearch)" -Xmx"$(heap_of opensearch)" -XX:+UseG1GC \
-    -Dfraudflight.home="$dir" -Dfraudflight.http.port=9200 -Dfraudflight.transport.port=9300 \
-    -cp "$dir/classes:$cp" OpenSearchNode >>"$dir/log" 2>&1 </dev/null &
+  nohup java -Xms"$(heap_of "$name")" -Xmx"$(heap_of "$name")" -XX:+UseG1GC \
+    -Dfraudflight.home="$dir" -Dfraudflight.http.port="$http_port" -Dfraudflight.transport.port="$transport_port" \
+    -cp "$dir/classes:$cp" SearchNode >>"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
 }
+
+start_opensearch() { start_search_node opensearch 9200 9300; }
+start_elasticsearch() { start_search_node elasticsearch 9250 9350; }
 
 # nginx in front of OpenSearch: HTTPS with basic auth on $SEARCH_TLS_PORT.
 start_search_proxy() {
@@ -361,12 +371,12 @@ EOF
 
 main() {
   local cmd=${1:-}
-  [ -n "$cmd" ] || die "usage: $0 up|down|status|logs [kafka|cassandra|opensearch ...]"
+  [ -n "$cmd" ] || die "usage: $0 up|down|status|logs [kafka|cassandra|opensearch|elasticsearch ...]"
   shift
   local names=("$@")
   [ ${#names[@]} -gt 0 ] || names=("${ALL[@]}")
   for n in "${names[@]}"; do
-    case $n in kafka | cassandra | opensearch) ;; *) die "unknown service '$n' (kafka, cassandra, opensearch)" ;; esac
+    case $n in kafka | cassandra | opensearch | elasticsearch) ;; *) die "unknown service '$n' (kafka, cassandra, opensearch, elasticsearch)" ;; esac
   done
   case $cmd in
     up)

@@ -35,5 +35,8 @@ while IFS='=' read -r name value; do
   name=${name#export }
   [ -n "${!name:-}" ] || export "$name=$value"
 done < <(grep '^export ' "$state/serve.env")
+# Elasticsearch 7.17 (when among the services): the search sink's tests run
+# against it as well as OpenSearch.
+export FRAUDFLIGHT_TEST_ELASTICSEARCH_URL=${FRAUDFLIGHT_TEST_ELASTICSEARCH_URL:-http://127.0.0.1:9250}
 export FRAUDFLIGHT_TEST_CA=${FRAUDFLIGHT_TEST_CA:-$state/tls/ca.pem}
 "$@"

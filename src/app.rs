@@ -8,37 +8,39 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
+use crate::features::RowError;
 use crate::metrics::Metrics;
-use crate::pipeline::sinks::Sinks;
-use crate::score::features::RowError;
+use crate::metrics::SinkState;
 use crate::score::model::{ModelError, ModelFiles, ParityReport};
 use crate::score::{outcome, ScoreError, ScoreOptions, Scored, Scorer};
+use crate::sink::{Sinks, Written};
 use crate::store::memory::MemoryStore;
 use crate::store::Query;
 
-/// Shared state of a running fraudflight.
+/// Shared state of a running fraudflight. Front ends reach it only through
+/// its methods.
 pub struct App {
-    pub scorer: Scorer,
+    scorer: Scorer,
     /// Recent outcomes of this process (the answer to queries when no
     /// store is configured, and the live view's source).
-    pub store: MemoryStore,
+    store: MemoryStore,
     /// Counters and histograms: the summary, the live view, `/metrics`.
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
     /// Where ingested outcomes go (`serve`); empty in the demo.
-    pub sinks: Sinks,
+    sinks: Sinks,
     /// Fires when writes still retrying at shutdown must give up.
-    pub abandon: tokio_util::sync::CancellationToken,
+    abandon: tokio_util::sync::CancellationToken,
     /// Set = card numbers are replaced by their keyed hash before storage.
-    pub cards: Option<crate::security::card::CardHasher>,
+    cards: Option<crate::security::card::CardHasher>,
 }
 
 /// Why a query could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error(transparent)]
-    Cassandra(#[from] crate::cassandra::CassandraError),
+    Cassandra(#[from] crate::sink::cassandra::CassandraError),
     #[error(transparent)]
-    Search(#[from] crate::search::SearchError),
+    Search(#[from] crate::sink::search::SearchError),
 }
 
 /// Why a DoPut batch was not ingested.
@@ -114,7 +116,7 @@ impl App {
     }
 
     /// Outcomes as they may be stored: card numbers hashed if so configured.
-    pub fn protect(&self, outcomes: RecordBatch) -> RecordBatch {
+    fn protect(&self, outcomes: RecordBatch) -> RecordBatch {
         match &self.cards {
             Some(cards) => cards.protect(outcomes),
             None => outcomes,
@@ -126,6 +128,72 @@ impl App {
         self.sinks = sinks;
         self.abandon = abandon;
         self
+    }
+
+    /// Live counters, for front ends that show or export them.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The models loaded, the one in service first.
+    pub fn registry(&self) -> &Arc<crate::score::registry::Registry> {
+        self.scorer.registry()
+    }
+
+    /// Version of the model in service.
+    pub fn model_version(&self) -> String {
+        self.scorer.registry().current().version().to_string()
+    }
+
+    /// True when card numbers are stored as keyed hashes.
+    pub fn card_hashing(&self) -> bool {
+        self.cards.is_some()
+    }
+
+    /// Alerts newer than `seq` (at most `max`, newest first) and the newest
+    /// sequence number, for a follower of the live view.
+    pub fn alerts_since(&self, seq: u64, max: usize) -> (Vec<RecordBatch>, u64) {
+        self.store.alerts_since(seq, max)
+    }
+
+    /// (recent outcomes, alerts) held in memory.
+    pub fn memory_rows(&self) -> (usize, usize) {
+        self.store.len()
+    }
+
+    /// Each sink: "off", "ok" or "failing".
+    pub fn sink_health(&self) -> serde_json::Value {
+        self.sinks.health()
+    }
+
+    /// The enabled sinks' health and error counts, for `/metrics`.
+    pub fn sink_states(&self) -> Vec<SinkState> {
+        self.sinks.states()
+    }
+
+    /// True when every enabled sink answers now and none is failing.
+    pub async fn ready(&self) -> bool {
+        self.sinks.ready().await
+    }
+
+    /// Scores a batch on its way to storage with the model in service:
+    /// outcomes of the valid rows with card numbers protected as configured,
+    /// and the invalid rows. Not counted: the caller knows what else it
+    /// dropped (see [`Metrics::scored`]).
+    pub fn score_for_storage(&self, batch: &RecordBatch) -> Result<Scored, ScoreError> {
+        let Scored { outcomes, invalid } = self.scorer.score(batch, &ScoreOptions::default())?;
+        Ok(Scored { outcomes: self.protect(outcomes), invalid })
+    }
+
+    /// Keeps outcomes in memory and writes them, with the dead letters, to
+    /// every sink; Ok once every sink has them.
+    pub async fn store(
+        &self,
+        outcomes: &RecordBatch,
+        dead: Vec<crate::sink::kafka::DeadLetter>,
+    ) -> Result<Written, crate::retry::Abandoned> {
+        self.store.insert(outcomes);
+        self.sinks.write(outcomes, dead, &self.abandon).await
     }
 
     /// Scores a client's batch for DoExchange: every row must be valid, and
@@ -145,9 +213,8 @@ impl App {
     /// the batch's transactions came to be (Unix ms), for the latency measure.
     pub fn ingest(&self, batch: &RecordBatch, created_ms: i64) -> Result<Ingested, ScoreError> {
         let started = std::time::Instant::now();
-        let Scored { outcomes, invalid } = self.scorer.score(batch, &ScoreOptions::default())?;
-        let outcomes = self.protect(outcomes);
-        let alerts = count_alerts(&outcomes);
+        let Scored { outcomes, invalid } = self.score_for_storage(batch)?;
+        let alerts = outcome::count_alerts(&outcomes);
         self.metrics.scored(batch.num_rows(), &outcomes, invalid.len(), started.elapsed());
         self.store.insert(&outcomes);
         self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(created_ms, outcomes.num_rows()));
@@ -168,19 +235,17 @@ impl App {
         let app = self.clone();
         let scored = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let scored = app.scorer.score(&batch, &ScoreOptions::default())?;
+            let scored = app.score_for_storage(&batch)?;
             app.metrics.scored(batch.num_rows(), &scored.outcomes, scored.invalid.len(), started.elapsed());
             Ok::<_, ScoreError>(scored)
         })
         .await
         .map_err(|e| PutError::Task(e.to_string()))??;
         let Scored { outcomes, invalid } = scored;
-        let outcomes = self.protect(outcomes);
-        self.store.insert(&outcomes);
-        self.sinks.write(&outcomes, Vec::new(), &self.abandon).await?;
+        self.store(&outcomes, Vec::new()).await?;
         // DoPut rows have no creation time of their own: time them from arrival.
         self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(arrived, outcomes.num_rows()));
-        let alerts = count_alerts(&outcomes);
+        let alerts = outcome::count_alerts(&outcomes);
         Ok(Ingested {
             accepted: outcomes.num_rows(),
             alerts,
@@ -246,9 +311,4 @@ impl App {
         let (model, parity) = self.scorer.registry().load(&files)?;
         Ok(Loaded { version: model.version().to_string(), previous, parity })
     }
-}
-
-pub fn count_alerts(outcomes: &RecordBatch) -> usize {
-    use arrow::array::AsArray;
-    outcomes.column_by_name(outcome::IS_FRAUD_PREDICTED).map_or(0, |c| c.as_boolean().true_count())
 }

@@ -411,7 +411,7 @@ impl Config {
                 *v = Secret::new("(set)");
             }
         }
-        shown.opensearch.url = crate::security::redact_url(&shown.opensearch.url);
+        shown.opensearch.url = crate::config::redact_url(&shown.opensearch.url);
         shown
     }
 
@@ -470,6 +470,30 @@ impl OpenSearchConfig {
     }
 }
 
+/// Parses `key=value` command-line properties.
+pub fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not a librdkafka property of the form key=value")),
+    }
+}
+
+/// `url` with any password in it replaced, for logs and error messages
+/// (`https://user:secret@host` -> `https://user:(redacted)@host`). Text that
+/// is not a URL is returned as is when it holds no `@`, else withheld.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("(redacted)"));
+            }
+            parsed.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) if !url.contains('@') => url.to_string(),
+        Err(_) => "(URL not shown: unparsable, may hold a password)".to_string(),
+    }
+}
+
 /// This machine's name (Linux), or "localhost".
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -502,7 +526,7 @@ fn apply_env(table: &mut toml::Table, prefix: &str, env: &impl Fn(&str) -> Optio
                 // librdkafka properties: FRAUDFLIGHT_KAFKA_PROPERTIES="k=v;k2=v2".
                 if let Some(text) = env(&name) {
                     for pair in text.split(';').filter(|p| !p.trim().is_empty()) {
-                        let (k, v) = crate::kafka::parse_property(pair).map_err(|message| ConfigError::Env {
+                        let (k, v) = crate::config::parse_property(pair).map_err(|message| ConfigError::Env {
                             name: name.clone(),
                             value: "(not shown: may hold secrets)".into(),
                             message,
@@ -634,5 +658,14 @@ mod tests {
             _ => None,
         };
         assert_eq!(Config::load(None, env).unwrap().cassandra.keyspace, "fraud_2");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(redact_url("https://ops:s3cret@search:9200"), "https://ops:(redacted)@search:9200");
+        assert_eq!(redact_url("http://127.0.0.1:9200"), "http://127.0.0.1:9200");
+        assert_eq!(redact_url("http://ops@search"), "http://ops@search");
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert!(!redact_url("ht!tp://ops:s3cret@x").contains("s3cret"));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::record::TransactionBatchBuilder;
-use crate::score::registry::{self, Registry};
+use crate::score::registry::Registry;
 use crate::score::Scorer;
 use crate::shutdown::Shutdown;
 use crate::simulate::{SimConfig, Simulator};
@@ -54,43 +54,40 @@ impl Running {
     }
 }
 
-/// The model directory to use: the given one, else the newest under
-/// `models/` of the working directory or of the project the binary is in.
-pub fn default_model_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = given {
-        return Ok(dir);
-    }
-    let mut roots: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(PathBuf::from));
-    }
-    roots.iter().find_map(|r| registry::newest_model_dir(&r.join("models"))).ok_or_else(|| {
-        anyhow::anyhow!("no model found: pass --model DIR or set FRAUDFLIGHT_MODEL (looked for models/*/model.json)")
-    })
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Model(#[from] crate::score::model::ModelError),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Listen { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("loading the model failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Loads the model, binds both ports and starts every task.
-pub async fn start(config: DemoConfig) -> anyhow::Result<Running> {
+pub async fn start(config: DemoConfig) -> Result<Running, DemoError> {
     let dir = config.model_dir.clone();
     let sessions = config.sessions;
     let registry = tokio::task::spawn_blocking(move || Registry::open(&dir, sessions)).await??;
     let app = Arc::new(App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(200_000, 20_000)));
     let shutdown = Shutdown::default();
 
-    let flight_listener = crate::flight::bind(config.flight_addr).await?;
-    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
-    let flight_addr = flight_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
+    let listen = |what, addr| move |source| DemoError::Listen { what, addr, source };
+    let flight_listener =
+        tokio::net::TcpListener::bind(config.flight_addr).await.map_err(listen("Flight", config.flight_addr))?;
+    let http_listener =
+        tokio::net::TcpListener::bind(config.http_addr).await.map_err(listen("HTTP", config.http_addr))?;
+    let flight_addr = flight_listener.local_addr().map_err(listen("Flight", config.flight_addr))?;
+    let http_addr = http_listener.local_addr().map_err(listen("HTTP", config.http_addr))?;
 
     let mut tasks = vec![
-        supervise(
+        crate::shutdown::supervise(
             "Flight",
             &shutdown,
             crate::flight::serve(app.clone(), flight_listener, shutdown.signalled(), Default::default()),
         ),
-        supervise(
+        crate::shutdown::supervise(
             "HTTP",
             &shutdown,
             crate::http::serve(app.clone(), http_listener, shutdown.clone(), Default::default()),
@@ -102,21 +99,6 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Running> {
     }
     tracing::info!(flight = %flight_addr, http = %http_addr, rate = config.rate, "fraudflight demo running");
     Ok(Running { flight_addr, http_addr, app, shutdown, tasks })
-}
-
-/// Runs a server until shutdown; if it fails, logs why and stops everything.
-pub(crate) fn supervise<E: std::fmt::Display>(
-    name: &'static str,
-    shutdown: &Shutdown,
-    server: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "{name} server failed");
-            shutdown.trigger();
-        }
-    })
 }
 
 /// Feeds simulated transactions at `rate` per second, in small batches.

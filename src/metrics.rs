@@ -1,5 +1,5 @@
 //! The service's live measurements, kept once and read three ways: the JSON
-//! summary, the live dashboard's event stream ([`crate::http::live`]) and
+//! summary, the live dashboard's event stream (`http::live`) and
 //! Prometheus' `/metrics` (text exposition format 0.0.4).
 //!
 //! Counters and histograms are `prometheus` crate types in one registry.
@@ -133,7 +133,7 @@ impl Metrics {
         self.ingested.inc_by(ingested as u64);
         self.scored.inc_by(outcomes.num_rows() as u64);
         self.invalid.inc_by(invalid as u64);
-        self.alerts.inc_by(crate::app::count_alerts(outcomes) as u64);
+        self.alerts.inc_by(outcome::count_alerts(outcomes) as u64);
         self.batch_records.observe(ingested as f64);
         self.scoring_seconds.observe(took.as_secs_f64());
         if let Some(scores) = outcomes.column_by_name(outcome::FRAUD_SCORE) {

@@ -1,6 +1,8 @@
-//! Retrying a sink write: exponential backoff with jitter, forever, until the
-//! write succeeds or the pipeline abandons it (shutdown deadline passed). A
-//! sink that is down therefore stalls its batches rather than losing them.
+//! Retrying: exponential backoff with jitter, forever, until the work
+//! succeeds or is abandoned (the shutdown deadline passed). A sink that is
+//! down therefore stalls its batches rather than losing them. Every retry
+//! loop in fraudflight (sink writes, connecting, scoring a batch) counts its
+//! attempts, logs and waits through [`Retry`].
 
 use std::time::Duration;
 
@@ -36,6 +38,53 @@ impl Backoff {
             _ = tokio::time::sleep(self.next_delay()) => true,
             _ = abandon.cancelled() => false,
         }
+    }
+}
+
+/// The state of one retry loop:
+///
+/// ```ignore
+/// let mut retry = Retry::new("cassandra", abandon);
+/// loop {
+///     match write().await {
+///         Ok(done) => return Ok(done),
+///         Err(e) => retry.failed(e).await?, // waits, or Err(Abandoned)
+///     }
+/// }
+/// ```
+pub struct Retry<'a> {
+    what: &'static str,
+    abandon: &'a CancellationToken,
+    backoff: Backoff,
+    attempts: u32,
+}
+
+/// Failed attempts between two "still failing" log lines.
+const LOG_EVERY: u32 = 20;
+
+impl<'a> Retry<'a> {
+    pub fn new(what: &'static str, abandon: &'a CancellationToken) -> Self {
+        Self { what, abandon, backoff: Backoff::default(), attempts: 0 }
+    }
+
+    /// Counts a failed attempt and waits before the next one (logging every
+    /// [`LOG_EVERY`] failures); [`Abandoned`], naming the error, once
+    /// `abandon` fires.
+    pub async fn failed(&mut self, error: impl std::fmt::Display) -> Result<(), Abandoned> {
+        self.attempts += 1;
+        if self.attempts.is_multiple_of(LOG_EVERY) {
+            tracing::warn!(what = self.what, error = %error, attempts = self.attempts, "still failing; retrying");
+        }
+        if self.backoff.wait(self.abandon).await {
+            Ok(())
+        } else {
+            Err(Abandoned { sink: self.what, attempts: self.attempts, last: error.to_string() })
+        }
+    }
+
+    /// Failed attempts so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 }
 
@@ -146,6 +195,19 @@ mod tests {
         assert!(!h.is_healthy());
         h.succeeded();
         assert!(h.is_healthy());
+    }
+
+    #[tokio::test]
+    async fn a_retry_loop_counts_and_ends_when_abandoned() {
+        let token = CancellationToken::new();
+        let mut retry = Retry::new("test", &token);
+        retry.backoff = Backoff { next: Duration::from_millis(1), max: Duration::from_millis(1) };
+        assert!(retry.failed("first").await.is_ok());
+        token.cancel();
+        retry.backoff = Backoff { next: Duration::from_secs(60), max: Duration::from_secs(60) };
+        let abandoned = retry.failed("second").await.unwrap_err();
+        assert_eq!((abandoned.sink, abandoned.attempts, abandoned.last.as_str()), ("test", 2, "second"));
+        assert_eq!(retry.attempts(), 2);
     }
 
     #[tokio::test]

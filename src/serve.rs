@@ -11,15 +11,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::cassandra::Cassandra;
 use crate::config::Config;
-use crate::kafka::sink::KafkaSink;
-use crate::pipeline::sinks::Sinks;
-use crate::pipeline::Pipeline;
 use crate::score::registry::Registry;
 use crate::score::Scorer;
-use crate::search::Search;
 use crate::shutdown::Shutdown;
+use crate::sink::cassandra::Cassandra;
+use crate::sink::kafka::KafkaSink;
+use crate::sink::search::Search;
+use crate::sink::Sinks;
+use crate::source::Pipeline;
 use crate::store::memory::MemoryStore;
 
 /// A running server.
@@ -28,7 +28,6 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Flight and HTTP speak TLS.
     pub tls: bool,
-    pub app: Arc<App>,
     shutdown: Shutdown,
     pipeline: Option<Pipeline>,
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -50,15 +49,47 @@ impl Running {
     }
 }
 
+/// Why `serve` could not start; each names the setting or service at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] crate::security::tls::TlsError),
+    #[error(transparent)]
+    Tokens(#[from] crate::security::tokens::TokenError),
+    #[error("privacy.card_hash_key: {0}")]
+    CardHashKey(String),
+    #[error("{key}: {value:?} is not host:port")]
+    Address { key: &'static str, value: String },
+    #[error(transparent)]
+    Plaintext(#[from] crate::security::PlaintextRefused),
+    #[error(transparent)]
+    Model(#[from] crate::score::model::ModelError),
+    #[error("loading the model failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Cassandra(#[from] crate::sink::cassandra::CassandraError),
+    #[error(transparent)]
+    Search(#[from] crate::sink::search::SearchError),
+    #[error("Kafka producer (DLQ / outcome topic): {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Source(#[from] crate::source::kafka::SourceError),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Listen { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
 /// Starts everything the configuration enables.
-pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeError> {
     let drain = Duration::from_millis(config.shutdown_timeout_ms);
     // Security settings first: a misconfiguration stops us before anything connects.
     let guard = guard(&config)?;
-    let cards =
-        crate::security::card::CardHasher::new(config.privacy.card_hash_key.expose()).map_err(anyhow::Error::msg)?;
-    let flight_addr: SocketAddr = config.flight_addr.parse()?;
-    let http_addr: SocketAddr = config.http_addr.parse()?;
+    let cards = crate::security::card::CardHasher::new(config.privacy.card_hash_key.expose())
+        .map_err(ServeError::CardHashKey)?;
+    let address = |key: &'static str, value: &str| {
+        value.parse::<SocketAddr>().map_err(|_| ServeError::Address { key, value: value.to_string() })
+    };
+    let flight_addr = address("flight_addr", &config.flight_addr)?;
+    let http_addr = address("http_addr", &config.http_addr)?;
     let tls = guard.tls.is_some();
     crate::security::plaintext_allowed("Flight", flight_addr, tls, config.allow_plaintext)?;
     crate::security::plaintext_allowed("HTTP", http_addr, tls, config.allow_plaintext)?;
@@ -73,7 +104,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         });
     }
 
-    let model_dir = crate::demo::default_model_dir(config.model_dir())?;
+    let model_dir = crate::score::registry::model_dir_or_newest(config.model_dir())?;
     let sessions = config.sessions;
     let registry = tokio::task::spawn_blocking(move || Registry::open(&model_dir, sessions)).await??;
 
@@ -85,14 +116,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     );
     app.record_model().await;
 
-    let flight_listener = crate::flight::bind(flight_addr).await?;
-    let http_listener = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http_addr}: {e}"))?;
-    let flight_addr = flight_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
+    let listen = |what, addr| move |source| ServeError::Listen { what, addr, source };
+    let flight_listener = tokio::net::TcpListener::bind(flight_addr).await.map_err(listen("Flight", flight_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(http_addr).await.map_err(listen("HTTP", http_addr))?;
+    let flight_addr = flight_listener.local_addr().map_err(listen("Flight", flight_addr))?;
+    let http_addr = http_listener.local_addr().map_err(listen("HTTP", http_addr))?;
     let servers = vec![
-        crate::demo::supervise(
+        crate::shutdown::supervise(
             "Flight",
             &shutdown,
             crate::flight::serve(
@@ -102,7 +132,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
                 crate::flight::Options { guard: guard.clone(), limits: config.limits.clone() },
             ),
         ),
-        crate::demo::supervise(
+        crate::shutdown::supervise(
             "HTTP",
             &shutdown,
             crate::http::serve(app.clone(), http_listener, shutdown.clone(), guard.clone()),
@@ -127,39 +157,39 @@ pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         tls = tls,
         mutual_tls = guard.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
         tokens = guard.tokens.enabled(),
-        card_hashing = app.cards.is_some(),
+        card_hashing = app.card_hashing(),
         "fraudflight serve running"
     );
     if !guard.tokens.enabled() {
         tracing::warn!("no tokens configured: every Flight and HTTP caller may score, query, ingest and load models");
     }
-    Ok(Running { flight_addr, http_addr, tls, app, shutdown, pipeline, servers, drain })
+    Ok(Running { flight_addr, http_addr, tls, shutdown, pipeline, servers, drain })
 }
 
 /// TLS files and tokens from the configuration, read and checked now.
-fn guard(config: &Config) -> anyhow::Result<crate::security::Guard> {
+fn guard(config: &Config) -> Result<crate::security::Guard, ServeError> {
     let tls = crate::security::tls::TlsFiles::load(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
     let file = (!config.tokens.file.is_empty()).then(|| std::path::Path::new(&config.tokens.file));
     let tokens = crate::security::Tokens::load(file, &config.tokens.read_tokens(), &config.tokens.admin_tokens())?;
     Ok(crate::security::Guard { tls, tokens })
 }
 
-async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> anyhow::Result<Sinks> {
+async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<Sinks, ServeError> {
     let cassandra = async {
         if !config.cassandra.enabled() {
             return Ok(None);
         }
         let c = Cassandra::connect(&config.cassandra, abandon).await?;
         tracing::info!(nodes = %config.cassandra.nodes, keyspace = %config.cassandra.keyspace, "Cassandra ready");
-        anyhow::Ok(Some(Arc::new(c)))
+        Ok::<_, ServeError>(Some(Arc::new(c)))
     };
     let search = async {
         if !config.opensearch.enabled() {
             return Ok(None);
         }
         let s = Search::connect(&config.opensearch, abandon).await?;
-        tracing::info!(url = %crate::security::redact_url(&config.opensearch.url), prefix = %config.opensearch.index_prefix, "search engine ready");
-        anyhow::Ok(Some(Arc::new(s)))
+        tracing::info!(url = %crate::config::redact_url(&config.opensearch.url), prefix = %config.opensearch.index_prefix, "search engine ready");
+        Ok::<_, ServeError>(Some(Arc::new(s)))
     };
     let (cassandra, search) = tokio::try_join!(cassandra, search)?;
     let kafka = if config.kafka.enabled() {

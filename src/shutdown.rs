@@ -57,3 +57,18 @@ impl Shutdown {
         });
     }
 }
+
+/// Runs a server until shutdown; if it fails, logs why and stops everything.
+pub fn supervise<E: std::fmt::Display>(
+    name: &'static str,
+    shutdown: &Shutdown,
+    server: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "{name} server failed");
+            shutdown.trigger();
+        }
+    })
+}

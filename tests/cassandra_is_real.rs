@@ -66,7 +66,7 @@ async fn the_sink_answers_recent_with_an_error_not_a_panic() {
         ..Default::default()
     };
     let abandon = tokio_util::sync::CancellationToken::new();
-    let sink = fraudflight::cassandra::Cassandra::connect(&config, &abandon).await.expect("connect the sink");
+    let sink = fraudflight::sink::cassandra::Cassandra::connect(&config, &abandon).await.expect("connect the sink");
     let err = sink.query(&fraudflight::store::Query::Recent { limit: 10 }).await.unwrap_err().to_string();
     assert!(err.contains("recent"), "{err}");
     let alerts = sink.query(&fraudflight::store::Query::Alerts { limit: 10 }).await.expect("alerts still answer");

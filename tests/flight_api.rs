@@ -22,7 +22,7 @@ use fraudflight::record::{self, column};
 use fraudflight::simulate::{SimConfig, Simulator};
 
 fn shipped_model() -> PathBuf {
-    demo::default_model_dir(None).expect("a model is shipped under models/")
+    fraudflight::score::registry::model_dir_or_newest(None).expect("a model is shipped under models/")
 }
 
 async fn start(model_dir: PathBuf) -> (Running, FlightServiceClient<Channel>) {
@@ -107,7 +107,7 @@ async fn exchange_scores_every_row_in_order_and_matches_in_process_scoring() {
         input.column_by_name(column::trans_num).unwrap().as_string::<i32>()
     );
 
-    let local = running.app.scorer.score(&input, &Default::default()).unwrap().outcomes;
+    let local = running.app.score_for_storage(&input).unwrap().outcomes;
     let remote_scores = answer.column(1).as_primitive::<Float32Type>();
     let local_scores = local.column_by_name("fraud_score").unwrap().as_primitive::<Float32Type>();
     assert_eq!(remote_scores, local_scores);
@@ -189,7 +189,7 @@ async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
     for b in &alerts {
         assert_eq!(b.column_by_name("is_fraud_predicted").unwrap().as_boolean().true_count(), b.num_rows());
     }
-    let expected_alerts = running.app.metrics.snapshot().alerts as usize;
+    let expected_alerts = running.app.metrics().snapshot().alerts as usize;
     assert_eq!(alert_rows, expected_alerts.min(fraudflight::store::DEFAULT_LIMIT));
 
     let recent = do_get(&mut client, b"recent".to_vec()).await;

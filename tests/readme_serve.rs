@@ -4,13 +4,14 @@
 //! there is a change here.
 //!
 //! It runs in a scratch directory laid out like a checkout (links to
-//! `scripts/`, `.services/`, `models/`, `fraudflight.toml`), whose
+//! `scripts/`, `.services/`, `.venv/`, `models/`, `fraudflight.toml`), whose
 //! `target/release/fraudflight` is this test build's binary: the commands are
 //! the README's, character for character, except `make build` (this binary
 //! is already built). Run by `make test-services`.
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -29,7 +30,7 @@ fn readme_block() -> Vec<String> {
 fn checkout() -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    for name in ["scripts", ".services", "models", "fraudflight.toml"] {
+    for name in ["scripts", ".services", ".venv", "models", "fraudflight.toml"] {
         std::os::unix::fs::symlink(root.join(name), dir.path().join(name)).unwrap();
     }
     std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
@@ -38,14 +39,19 @@ fn checkout() -> tempfile::TempDir {
     dir
 }
 
-/// The pid of `parent`'s child whose command line contains `word`.
-fn child_running(parent: u32, word: &str) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
-    children.split_whitespace().filter_map(|p| p.parse().ok()).find(|pid: &u32| {
-        // Arguments are NUL-separated.
+/// `pid` itself if its command line contains `word` (bash runs the last
+/// command of `-c` in its own process), else its child that does.
+fn process_running(pid: u32, word: &str) -> Option<u32> {
+    // Arguments are NUL-separated.
+    let matches = |pid: u32| {
         std::fs::read(format!("/proc/{pid}/cmdline"))
             .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(word))
-    })
+    };
+    if matches(pid) {
+        return Some(pid);
+    }
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().filter_map(|p| p.parse().ok()).find(|child: &u32| matches(*child))
 }
 
 #[tokio::test]
@@ -59,6 +65,9 @@ async fn the_readme_serve_commands_work_as_written() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let log = dir.path().join("serve.log");
     let mut shell = Command::new("bash")
+        // Its own process group, so whatever happens the guard below stops
+        // the shell, the background simulate and serve together.
+        .process_group(0)
         .args(["-ec", &script])
         .current_dir(dir.path())
         // The services' state stays the checkout's own (.services is linked).
@@ -71,6 +80,7 @@ async fn the_readme_serve_commands_work_as_written() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let _group = KillGroupOnDrop(shell.id());
     let rx = support::stack::ready_lines(shell.stdout.take().unwrap());
     let ready = rx.recv_timeout(Duration::from_secs(300)).unwrap_or_else(|_| {
         let _ = shell.kill();
@@ -78,23 +88,27 @@ async fn the_readme_serve_commands_work_as_written() {
     });
     let http = ready.split_whitespace().find_map(|w| w.strip_prefix("http=http://")).unwrap().to_string();
 
-    // Every simulated record is stored (a rerun on long-lived services
-    // counts only its own: the group resumes from its committed offsets).
-    let stored = || {
-        let body = metrics_text(&http);
-        body.lines()
-            .find_map(|l| l.strip_prefix("fraudflight_records_stored_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+    // Every simulated record is stored: at least the README's 20,000, and
+    // nothing left behind in the topic (a rerun on long-lived services may
+    // find records an interrupted run left; the group resumes from its
+    // committed offsets, which advance only over stored records).
+    let counts = || {
+        let text = metrics_text(&http);
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (sum("fraudflight_records_stored_total"), sum("fraudflight_consumer_lag"))
     };
-    support::stack::wait_until(Duration::from_secs(180), "the README's 20,000 records stored", || async {
-        stored() >= 20_000.0
+    support::stack::wait_until(Duration::from_secs(180), "the README's 20,000 records stored, no lag", || async {
+        let (stored, lag) = counts();
+        stored >= 20_000.0 && lag == 0.0
     })
     .await;
-    assert_eq!(stored(), 20_000.0, "exactly the simulated records");
-
     // Ctrl-C / SIGTERM drains, commits, exits (the README's comment).
-    let serve = child_running(shell.id(), " serve").expect("serve runs under the README's shell");
+    let serve = process_running(shell.id(), " serve").expect("serve runs under the README's shell");
     assert!(Command::new("kill").arg("-TERM").arg(serve.to_string()).status().unwrap().success());
     let status = shell.wait().unwrap();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -110,4 +124,14 @@ fn metrics_text(addr: &str) -> String {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
+}
+
+/// Kills a process group when dropped (a failed assertion included), so no
+/// serve outlives the test holding the README's ports.
+struct KillGroupOnDrop(u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.0)]).status();
+    }
 }

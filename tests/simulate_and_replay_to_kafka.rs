@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use fraudflight::record::kaggle_csv::KaggleCsv;
 use fraudflight::record::{decode_json, Transaction};
-use fraudflight::replay::KaggleCsv;
 use fraudflight::simulate::{SimConfig, Simulator};
 use rdkafka::Message;
 

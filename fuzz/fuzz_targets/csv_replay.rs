@@ -4,7 +4,7 @@
 #![no_main]
 
 use fraudflight::record::TransactionBatchBuilder;
-use fraudflight::replay::KaggleCsv;
+use fraudflight::record::kaggle_csv::KaggleCsv;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,6 +15,6 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => assert!(e.to_string().starts_with("fuzz.csv line ")),
         }
     }
-    let batch = fraudflight::conform::conform(&builder.finish()).expect("the builder's own schema conforms");
-    let _ = fraudflight::score::features::derive(&batch);
+    let batch = fraudflight::record::conform::conform(&builder.finish()).expect("the builder's own schema conforms");
+    let _ = fraudflight::features::derive(&batch);
 });

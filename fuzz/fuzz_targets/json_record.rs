@@ -18,8 +18,8 @@ fuzz_target!(|data: &[u8]| {
         builder.append(&transaction);
         let batch = builder.finish();
         assert_eq!(fast.finish(), batch, "append_json built another row than decode_json + append");
-        let batch = fraudflight::conform::conform(&batch).expect("the builder's own schema conforms");
-        let features = fraudflight::score::features::derive(&batch);
+        let batch = fraudflight::record::conform::conform(&batch).expect("the builder's own schema conforms");
+        let features = fraudflight::features::derive(&batch);
         assert!(features.invalid.len() <= 1);
     }
 });

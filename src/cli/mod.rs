@@ -3,6 +3,7 @@
 //! `replay`) shows [`progress`] on a terminal and ends with a sentence.
 
 mod progress;
+pub mod query;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ pub enum Command {
     /// Stream a CSV file in the Kaggle fraudTrain.csv layout into Kafka.
     Replay(ReplayArgs),
     /// Query a running server over Flight.
-    Query(crate::query::QueryArgs),
+    Query(crate::cli::query::QueryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,7 +110,7 @@ pub struct KafkaOut {
     pub rate: f64,
     /// Extra librdkafka producer property, key=value (repeatable), e.g.
     /// security.protocol=SASL_SSL.
-    #[arg(long = "kafka-property", value_parser = crate::kafka::parse_property)]
+    #[arg(long = "kafka-property", value_parser = crate::config::parse_property)]
     pub properties: Vec<(String, String)>,
 }
 
@@ -123,7 +124,7 @@ pub struct ReplayArgs {
 
 impl SimulateArgs {
     pub fn sim_config(&self) -> anyhow::Result<SimConfig> {
-        let start = crate::score::features::parse_date(&self.start)
+        let start = crate::features::parse_date(&self.start)
             .ok_or_else(|| anyhow::anyhow!("--start {:?} is not a date in YYYY-MM-DD form", self.start))?;
         Ok(SimConfig {
             seed: self.seed,
@@ -142,7 +143,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Simulate(args) => simulate(args),
         Command::Replay(args) => runtime()?.block_on(replay(args)),
-        Command::Query(args) => runtime()?.block_on(crate::query::run(args)),
+        Command::Query(args) => runtime()?.block_on(crate::cli::query::run(args)),
     }
 }
 
@@ -166,7 +167,7 @@ async fn send_to_kafka(
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let brokers = args.kafka.brokers.clone().ok_or_else(|| anyhow::anyhow!("replay needs --brokers HOST:PORT"))?;
     let mut rejected = Vec::new();
-    let rows = crate::replay::KaggleCsv::open(&args.file)?.filter_map(|row| match row {
+    let rows = crate::record::kaggle_csv::KaggleCsv::open(&args.file)?.filter_map(|row| match row {
         Ok(t) => Some(t),
         Err(e) => {
             tracing::warn!(error = %e, "row not replayed");
@@ -191,7 +192,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let config = crate::demo::DemoConfig {
-        model_dir: crate::demo::default_model_dir(args.model)?,
+        model_dir: crate::score::registry::model_dir_or_newest(args.model)?,
         flight_addr: args.flight_addr,
         http_addr: args.http_addr,
         rate: args.rate,

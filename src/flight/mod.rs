@@ -1,4 +1,4 @@
-//! The Arrow Flight service (DESIGN.md, "Arrow Flight API"): a thin adapter.
+//! The Arrow Flight service (docs/architecture.md, "Contracts"): a thin adapter.
 //! Each method decodes its request ([`request`]), calls the [`App`], and
 //! encodes the answer; no domain logic lives here.
 //!
@@ -17,7 +17,6 @@
 
 pub mod request;
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -132,13 +131,6 @@ fn within_limit(batch: &RecordBatch, max_rows: usize) -> Result<(), Status> {
         )));
     }
     Ok(())
-}
-
-/// Binds the Flight address, with a clear error when it is taken.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for Flight on {addr}: {e}")))
 }
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -325,7 +317,7 @@ impl FlightService for FraudFlight {
             FfAction::ModelInfo => json_result(&self.app.model_info())?,
             FfAction::Health => json_result(&serde_json::json!({
                 "status": "ok",
-                "model_version": self.app.scorer.registry().current().version(),
+                "model_version": self.app.model_version(),
             }))?,
             FfAction::LoadModel(source) => {
                 let app = self.app.clone();

@@ -81,12 +81,12 @@ impl Live {
     /// The service now: counters, rates, model, sinks, lag. Also the body
     /// of `/api/summary`.
     pub fn status(&self) -> serde_json::Value {
-        let counters = self.app.metrics.snapshot();
+        let counters = self.app.metrics().snapshot();
         let last = self.history.read().expect("history lock").back().cloned();
-        let (recent_rows, alert_rows) = self.app.store.len();
+        let (recent_rows, alert_rows) = self.app.memory_rows();
         let lag: Vec<_> = self
             .app
-            .metrics
+            .metrics()
             .lag()
             .into_iter()
             .map(|(topic, partition, lag)| serde_json::json!({ "topic": topic, "partition": partition, "lag": lag }))
@@ -97,7 +97,7 @@ impl Live {
             "rates": last,
             "store": { "recent_rows": recent_rows, "alert_rows": alert_rows },
             "model": self.app.model_info(),
-            "sinks": self.app.sinks.health(),
+            "sinks": self.app.sink_health(),
             "consumer_lag": lag,
         })
     }
@@ -106,16 +106,16 @@ impl Live {
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut previous = (Instant::now(), self.app.metrics.snapshot());
+        let mut previous = (Instant::now(), self.app.metrics().snapshot());
         let mut latency_window: VecDeque<Vec<u64>> = VecDeque::from([previous.1.latency_cumulative.clone()]);
         // Start following the alerts from the newest one now held.
-        let (_, mut alert_seq) = self.app.store.alerts_since(u64::MAX, 0);
+        let (_, mut alert_seq) = self.app.alerts_since(u64::MAX, 0);
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = shutdown.wait() => return,
             }
-            let now = (Instant::now(), self.app.metrics.snapshot());
+            let now = (Instant::now(), self.app.metrics().snapshot());
             latency_window.push_back(now.1.latency_cumulative.clone());
             if latency_window.len() > LATENCY_WINDOW + 1 {
                 latency_window.pop_front();
@@ -129,7 +129,7 @@ impl Live {
                     history.pop_front();
                 }
             }
-            let (alerts, seq) = self.app.store.alerts_since(alert_seq, ALERTS_PER_EVENT);
+            let (alerts, seq) = self.app.alerts_since(alert_seq, ALERTS_PER_EVENT);
             alert_seq = seq;
             if self.ticks.receiver_count() == 0 {
                 continue;
@@ -149,7 +149,7 @@ impl Live {
             .filter_map(|t| futures::future::ready(t.ok()))
             .map(|t| Ok(Event::default().event("tick").data(&*t)));
         let history: Vec<Point> = self.history.read().expect("history lock").iter().cloned().collect();
-        let latest = self.app.store.alerts_since(0, ALERTS_PER_EVENT).0;
+        let latest = self.app.alerts_since(0, ALERTS_PER_EVENT).0;
         let hello = serde_json::json!({ "history": history, "status": self.status(), "alerts": alert_rows(&latest) });
         let hello =
             futures::stream::once(futures::future::ready(Ok(Event::default().event("hello").data(hello.to_string()))));

@@ -100,11 +100,8 @@ async fn events(State(ctx): State<Ctx>) -> Response {
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let scrape = crate::metrics::Scrape {
-        model_version: ctx.app.scorer.registry().current().version().to_string(),
-        sinks: ctx.app.sinks.states(),
-    };
-    match ctx.app.metrics.render(&scrape) {
+    let scrape = crate::metrics::Scrape { model_version: ctx.app.model_version(), sinks: ctx.app.sink_states() };
+    match ctx.app.metrics().render(&scrape) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),
     }
@@ -112,10 +109,10 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
 
 async fn ready(State(ctx): State<Ctx>) -> Response {
     let body = serde_json::json!({
-        "model_version": ctx.app.scorer.registry().current().version(),
-        "sinks": ctx.app.sinks.health(),
+        "model_version": ctx.app.model_version(),
+        "sinks": ctx.app.sink_health(),
     });
-    let status = if ctx.app.sinks.ready().await { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ctx.app.ready().await { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 

@@ -2,7 +2,6 @@
 //! (`simulate --brokers`, `replay`) and, later, the streaming source.
 
 pub mod producer;
-pub mod sink;
 
 /// Builds an rdkafka client configuration from bootstrap servers plus any
 /// librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, ...).
@@ -32,14 +31,6 @@ pub fn producer_config(
         config.set(k, v);
     }
     config
-}
-
-/// Parses `key=value` command-line properties.
-pub fn parse_property(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("{text:?} is not a librdkafka property of the form key=value")),
-    }
 }
 
 /// Creates topics that do not exist yet, with `partitions` partitions (-1:

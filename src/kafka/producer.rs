@@ -1,6 +1,6 @@
 //! Writes transactions to a Kafka topic: key = `cc_num` (so one card's events
-//! stay in order on one partition), value = the record as JSON (DESIGN.md,
-//! "Transaction record"). Optionally paced to a fixed rate. Every record's
+//! stay in order on one partition), value = the record as JSON (docs/architecture.md,
+//! "Contracts"). Optionally paced to a fixed rate. Every record's
 //! delivery is awaited and counted: a record the broker did not acknowledge
 //! is reported, never assumed sent.
 

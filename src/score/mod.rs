@@ -1,12 +1,11 @@
 //! Scoring: a batch of transactions in, a batch of outcomes out.
 //!
-//! The stages, in order: [`crate::conform`] fits the batch to the record
+//! The stages, in order: [`crate::record::conform`] fits the batch to the record
 //! schema, [`features`] validates rows and derives features, the current
 //! [`model`] from the [`registry`] scores the valid rows (through [`native`]
 //! when it recognises the graph, else ONNX Runtime), and [`outcome`]
 //! assembles what every sink receives.
 
-pub mod features;
 pub mod model;
 pub mod native;
 pub mod outcome;
@@ -20,8 +19,8 @@ use arrow::array::BooleanArray;
 use arrow::compute::{filter, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 
-use crate::conform::{conform, SchemaError};
-use features::{Features, RowError};
+use crate::features::{self, Features, RowError};
+use crate::record::conform::{conform, SchemaError};
 use model::{Model, ModelError};
 use registry::Registry;
 

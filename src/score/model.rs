@@ -21,11 +21,10 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType};
 use serde::{Deserialize, Serialize};
 
-use super::features::{self, Features};
 use super::native::{self, NativeModel};
 use super::runtime;
+use crate::features::{self, Features};
 use crate::record::{self, Kind};
-use crate::simulate::{SimConfig, Simulator};
 
 /// Files larger than this are refused before they are read.
 pub const MAX_MODEL_BYTES: u64 = 256 << 20;
@@ -39,6 +38,8 @@ pub const PARITY_TOLERANCE: f64 = 1e-5;
 pub enum ModelError {
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("no model found: pass --model DIR or set FRAUDFLIGHT_MODEL (looked for models/*/model.json)")]
+    NoneFound,
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path} is {size} bytes, over the {max}-byte limit")]
@@ -230,8 +231,10 @@ impl Model {
 
     /// The native evaluator for this graph, if there is one and it gives
     /// ONNX Runtime's probabilities (within [`native::MAX_DIFF_FROM_ONNX_RUNTIME`])
-    /// on 4,096 simulated transactions; otherwise None and ONNX Runtime scores.
+    /// on 4,096 [probe rows](NativeModel::probe) that reach both sides of
+    /// every split; otherwise None and ONNX Runtime scores.
     fn checked_native(&self, onnx: &[u8]) -> Result<Option<NativeModel>, ModelError> {
+        const PROBE_ROWS: usize = 4096;
         let native = match NativeModel::from_onnx(onnx) {
             Ok(native) => native,
             Err(why) => {
@@ -239,13 +242,17 @@ impl Model {
                 return Ok(None);
             }
         };
-        let txns: Vec<_> = Simulator::new(SimConfig::default()).take(4096).collect();
-        let batch = record::to_batch(&txns);
-        let features = features::derive(&batch);
-        let expected = self.run(&self.inputs(&batch, &features)?)?;
-        let got = native
-            .predict(batch.num_rows(), |name| features.column(name).or_else(|| batch.column_by_name(name).cloned()))
-            .map_err(ModelError::Run)?;
+        let probe = native.probe(PROBE_ROWS);
+        let mut tensors = Vec::with_capacity(self.meta.inputs.len());
+        for input in &self.meta.inputs {
+            let Some(column) = probe.get(&input.name) else {
+                tracing::info!(version = %self.meta.version, input = %input.name, "graph input unused by the native evaluator; scoring with ONNX Runtime");
+                return Ok(None);
+            };
+            tensors.push((input.name.clone(), tensor(column, input.kind, PROBE_ROWS)?));
+        }
+        let expected = self.run(&ModelInputs { tensors, rows: PROBE_ROWS })?;
+        let got = native.predict(PROBE_ROWS, |name| probe.get(name).cloned()).map_err(ModelError::Run)?;
         let worst = expected.iter().zip(&got).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max);
         if worst > native::MAX_DIFF_FROM_ONNX_RUNTIME {
             tracing::warn!(version = %self.meta.version, worst, "native evaluator disagrees with ONNX Runtime; using ONNX Runtime");

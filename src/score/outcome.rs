@@ -1,6 +1,6 @@
 //! The outcome of scoring one transaction, as every sink receives it: the
 //! input fields, the score and its verdict, the model version, the time of
-//! scoring and the derived features (DESIGN.md, "Outcome").
+//! scoring and the derived features (docs/architecture.md, "Contracts").
 
 use std::sync::{Arc, OnceLock};
 
@@ -8,7 +8,7 @@ use arrow::array::{ArrayRef, BooleanArray, Float32Array, Int64Array, StringArray
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use super::features::{name, Features};
+use crate::features::{name, Features};
 use crate::record;
 
 pub const FRAUD_SCORE: &str = "fraud_score";
@@ -98,4 +98,9 @@ pub fn with_kafka_positions(outcomes: &RecordBatch, positions: &[(i32, i64)]) ->
     columns[partition] = Arc::new(arrow::array::Int32Array::from_iter_values(positions.iter().map(|p| p.0)));
     columns[offset] = Arc::new(Int64Array::from_iter_values(positions.iter().map(|p| p.1)));
     RecordBatch::try_new(schema, columns).expect("same schema, same row count")
+}
+/// How many outcomes are predicted frauds.
+pub fn count_alerts(outcomes: &RecordBatch) -> usize {
+    use arrow::array::AsArray;
+    outcomes.column_by_name(IS_FRAUD_PREDICTED).map_or(0, |c| c.as_boolean().true_count())
 }

@@ -74,6 +74,19 @@ impl Registry {
     }
 }
 
+/// The model directory to use: the given one, else the newest under
+/// `models/` of the working directory or of the project the binary is in.
+pub fn model_dir_or_newest(given: Option<PathBuf>) -> Result<PathBuf, ModelError> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    let mut roots: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(PathBuf::from));
+    }
+    roots.iter().find_map(|r| newest_model_dir(&r.join("models"))).ok_or(ModelError::NoneFound)
+}
+
 /// The newest model directory under `root` (by `created_at` in model.json).
 pub fn newest_model_dir(root: &Path) -> Option<PathBuf> {
     let entries = std::fs::read_dir(root).ok()?;

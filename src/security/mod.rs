@@ -1,4 +1,4 @@
-//! Who may call what, and over which channel (DESIGN.md, "Configuration";
+//! Who may call what, and over which channel (README, "Configuration";
 //! README, "Security"):
 //!
 //! - [`tokens`]: bearer tokens with a role, `read` (scoring, queries, the
@@ -9,7 +9,6 @@
 //! - [`plaintext_allowed`]: without TLS, only loopback addresses, unless
 //!   the operator opts in.
 //! - [`card`]: a keyed hash of card numbers in place of the numbers at rest.
-//! - [`redact_url`]: backend URLs without their passwords, for logs and errors.
 
 pub mod card;
 pub mod tls;
@@ -21,35 +20,32 @@ pub use tokens::{Role, Tokens};
 
 /// Refuses a plain-text listener on a non-loopback address unless
 /// `allow_plaintext`; says so in the logs either way it goes.
-pub fn plaintext_allowed(what: &str, addr: SocketAddr, tls: bool, allow_plaintext: bool) -> anyhow::Result<()> {
+pub fn plaintext_allowed(
+    what: &'static str,
+    addr: SocketAddr,
+    tls: bool,
+    allow_plaintext: bool,
+) -> Result<(), PlaintextRefused> {
     if tls || addr.ip().is_loopback() {
         return Ok(());
     }
     if !allow_plaintext {
-        anyhow::bail!(
-            "refusing to serve {what} in plain text on {addr}, which is not a loopback address: \
-             configure TLS ([tls] cert and key, FRAUDFLIGHT_TLS_CERT / FRAUDFLIGHT_TLS_KEY) or opt in with \
-             allow_plaintext = true (FRAUDFLIGHT_ALLOW_PLAINTEXT=true)"
-        );
+        return Err(PlaintextRefused { what, addr });
     }
     tracing::warn!(%addr, "{what} is served in PLAIN TEXT on a non-loopback address (allow_plaintext = true)");
     Ok(())
 }
 
-/// `url` with any password in it replaced, for logs and error messages
-/// (`https://user:secret@host` -> `https://user:(redacted)@host`). Text that
-/// is not a URL is returned as is when it holds no `@`, else withheld.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("(redacted)"));
-            }
-            parsed.to_string().trim_end_matches('/').to_string()
-        }
-        Err(_) if !url.contains('@') => url.to_string(),
-        Err(_) => "(URL not shown: unparsable, may hold a password)".to_string(),
-    }
+/// A plain-text listener on an address other hosts can reach, not opted in.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to serve {what} in plain text on {addr}, which is not a loopback address: configure TLS ([tls] \
+     cert and key, FRAUDFLIGHT_TLS_CERT / FRAUDFLIGHT_TLS_KEY) or opt in with allow_plaintext = true \
+     (FRAUDFLIGHT_ALLOW_PLAINTEXT=true)"
+)]
+pub struct PlaintextRefused {
+    pub what: &'static str,
+    pub addr: SocketAddr,
 }
 
 /// What a listener needs from the security settings.
@@ -74,14 +70,5 @@ mod tests {
         assert!(plaintext_allowed("Flight", any, false, true).is_ok());
         let refused = plaintext_allowed("Flight", any, false, false).unwrap_err().to_string();
         assert!(refused.contains("refusing to serve Flight in plain text on 0.0.0.0:50051"), "{refused}");
-    }
-
-    #[test]
-    fn urls_lose_their_passwords() {
-        assert_eq!(redact_url("https://ops:s3cret@search:9200"), "https://ops:(redacted)@search:9200");
-        assert_eq!(redact_url("http://127.0.0.1:9200"), "http://127.0.0.1:9200");
-        assert_eq!(redact_url("http://ops@search"), "http://ops@search");
-        assert_eq!(redact_url("not a url"), "not a url");
-        assert!(!redact_url("ht!tp://ops:s3cret@x").contains("s3cret"));
     }
 }

@@ -284,7 +284,7 @@ mod tests {
                 / v.len() as f64
         };
         assert!(night(&fraud) > 0.9 && night(&genuine) < 0.2);
-        let dist = |t: &&Transaction| crate::score::features::haversine_km(t.lat, t.long, t.merch_lat, t.merch_long);
+        let dist = |t: &&Transaction| crate::features::haversine_km(t.lat, t.long, t.merch_lat, t.merch_long);
         let far = |v: &[&Transaction]| v.iter().filter(|t| dist(t) > 300.0).count() as f64 / v.len() as f64;
         assert!(far(&fraud) > 0.5 && far(&genuine) < 0.05, "far: fraud {} genuine {}", far(&fraud), far(&genuine));
     }

@@ -1,14 +1,14 @@
 //! Row validation and derived features.
 //!
-//! One pass over a conformed batch (see [`crate::conform`]) checks every
+//! One pass over a conformed batch (see [`crate::record::conform`]) checks every
 //! row against the record contract and computes the features both Spark and
 //! Rust derive from it: `distance_km` (haversine, home to merchant), `age`
 //! (whole years at transaction time) and `hour` (0-23, UTC). The formulas are
 //! mirrored in `spark-job/fraudflight_spark/features.py`; the parity vectors
 //! shipped with every model check that the two agree.
 //!
-//! This is the stage that will own per-card state later (DESIGN.md, "Planned
-//! next"): it sees every valid row of a partition in order.
+//! This is the stage that will own per-card state later (docs/architecture.md,
+//! "Where state lives"): it sees every valid row of a partition in order.
 
 use std::sync::Arc;
 

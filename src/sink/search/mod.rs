@@ -24,11 +24,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OpenSearchConfig;
-use crate::retry::{Abandoned, Backoff};
+use crate::retry::{Abandoned, Retry};
 use crate::score::outcome;
 
 /// The index template shipped in scripts/schema (also used by compose).
-const TEMPLATE: &str = include_str!("../../scripts/schema/opensearch-template.json");
+const TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-template.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -36,6 +36,12 @@ pub enum SearchError {
     Url { url: String, message: String },
     #[error("OpenSearch {what}: {message}")]
     Request { what: &'static str, message: String },
+}
+
+/// Documents to send again after a transient failure, and why.
+struct Transient {
+    rows: Vec<usize>,
+    error: String,
 }
 
 /// A document the cluster refused for good (a mapping conflict, say): it is
@@ -78,7 +84,7 @@ impl Search {
     /// Connects and installs the index template, retrying while the cluster
     /// is unreachable (until `abandon`).
     pub async fn connect(config: &OpenSearchConfig, abandon: &CancellationToken) -> Result<Self, SearchError> {
-        let shown = crate::security::redact_url(&config.url);
+        let shown = crate::config::redact_url(&config.url);
         let url_error = |message: String| SearchError::Url { url: shown.clone(), message };
         let mut url: ::opensearch::http::Url = config.url.parse().map_err(|e| url_error(format!("{e}")))?;
         // Credentials travel in the Authorization header, never in the URL
@@ -112,7 +118,7 @@ impl Search {
             prefix: config.index_prefix.clone(),
             bulk_max_docs: config.bulk_max_docs,
         };
-        let mut backoff = Backoff::default();
+        let mut retry = Retry::new("opensearch", abandon);
         loop {
             match search.install_template().await {
                 Ok(()) => return Ok(search),
@@ -126,7 +132,7 @@ impl Search {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "OpenSearch not ready yet; retrying");
-                    if !backoff.wait(abandon).await {
+                    if retry.failed(&e).await.is_err() {
                         return Err(e);
                     }
                 }
@@ -168,94 +174,99 @@ impl Search {
     async fn bulk(&self, docs: &[docs::Doc], abandon: &CancellationToken) -> Result<Vec<Refused>, Abandoned> {
         let mut pending: Vec<usize> = (0..docs.len()).collect();
         let mut refused = Vec::new();
-        let mut backoff = Backoff::default();
-        let mut attempts: u32 = 0;
-        let mut last = String::new();
+        let mut retry = Retry::new("opensearch", abandon);
         while !pending.is_empty() {
-            if attempts > 0 && !backoff.wait(abandon).await {
-                return Err(Abandoned { sink: "opensearch", attempts, last });
-            }
-            attempts += 1;
-            let body: Vec<Bytes> =
-                pending.iter().flat_map(|&i| [docs[i].action.clone(), docs[i].source.clone()]).collect();
-            let sent = {
-                let _slot = self.bulk_slots.acquire().await.expect("semaphore never closed");
-                self.client.bulk(BulkParts::None).body(body).send().await
-            };
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    last = with_causes(&e);
-                    self.health.failed(&last);
-                    log_retry(attempts, &last);
-                    continue;
-                }
-            };
-            let status = response.status_code();
-            // 401/403: wrong or missing credentials, an operator's problem
-            // that says nothing about the documents; keep them and retry.
-            let unauthorized = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || unauthorized {
-                last = format!("bulk request answered {status}");
-                self.health.failed(&last);
-                log_retry(attempts, &last);
-                continue;
-            }
-            self.health.succeeded();
-            if !status.is_success() {
-                // The whole request was refused (not transient): report every
-                // document rather than retrying something that cannot succeed.
-                let body = response.text().await.unwrap_or_default();
-                let error = format!("bulk request refused with {status}: {}", truncate(&body, 300));
-                refused.extend(pending.drain(..).map(|row| Refused {
-                    row,
-                    document: docs[row].source.clone(),
-                    error: error.clone(),
-                }));
-                break;
-            }
-            let parsed: BulkResponse = match response.json().await {
-                Ok(p) => p,
-                Err(e) => {
-                    last = format!("unreadable bulk response: {e}");
-                    log_retry(attempts, &last);
-                    continue;
-                }
-            };
-            if parsed.items.len() != pending.len() {
-                last = format!("bulk response has {} items for {} documents", parsed.items.len(), pending.len());
-                log_retry(attempts, &last);
-                continue;
-            }
-            if !parsed.errors {
-                pending.clear();
-                break;
-            }
-            let mut retry = Vec::new();
-            for (&doc, item) in pending.iter().zip(&parsed.items) {
-                let Some(item) = item.values().next() else {
-                    retry.push(doc);
-                    continue;
-                };
-                match item.status {
-                    200..=299 => {}
-                    429 | 500..=599 => {
-                        last = format!("item status {}: {}", item.status, describe(&item.error));
-                        retry.push(doc);
-                    }
-                    status => refused.push(Refused {
-                        row: doc,
-                        document: docs[doc].source.clone(),
-                        error: format!("OpenSearch refused the document ({status}): {}", describe(&item.error)),
-                    }),
+            match self.bulk_once(docs, &pending, &mut refused).await {
+                Ok(()) => break,
+                Err(Transient { rows, error }) => {
+                    pending = rows;
+                    retry.failed(error).await?;
                 }
             }
-            if !retry.is_empty() {
-                log_retry(attempts, &last);
-            }
-            pending = retry;
         }
         Ok(refused)
+    }
+
+    /// One bulk request for the `pending` documents. Documents refused for
+    /// good are added to `refused`; Err names the ones to send again.
+    async fn bulk_once(
+        &self,
+        docs: &[docs::Doc],
+        pending: &[usize],
+        refused: &mut Vec<Refused>,
+    ) -> Result<(), Transient> {
+        let all_again = |error: String| Transient { rows: pending.to_vec(), error };
+        let body: Vec<Bytes> = pending.iter().flat_map(|&i| [docs[i].action.clone(), docs[i].source.clone()]).collect();
+        let sent = {
+            let _slot = self.bulk_slots.acquire().await.expect("semaphore never closed");
+            self.client.bulk(BulkParts::None).body(body).send().await
+        };
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let error = with_causes(&e);
+                self.health.failed(&error);
+                return Err(all_again(error));
+            }
+        };
+        let status = response.status_code();
+        // 401/403: wrong or missing credentials, an operator's problem
+        // that says nothing about the documents; keep them and retry.
+        let unauthorized = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || unauthorized {
+            let error = format!("bulk request answered {status}");
+            self.health.failed(&error);
+            return Err(all_again(error));
+        }
+        self.health.succeeded();
+        if !status.is_success() {
+            // The whole request was refused (not transient): report every
+            // document rather than retrying something that cannot succeed.
+            let body = response.text().await.unwrap_or_default();
+            let error = format!("bulk request refused with {status}: {}", truncate(&body, 300));
+            refused.extend(pending.iter().map(|&row| Refused {
+                row,
+                document: docs[row].source.clone(),
+                error: error.clone(),
+            }));
+            return Ok(());
+        }
+        let parsed: BulkResponse =
+            response.json().await.map_err(|e| all_again(format!("unreadable bulk response: {e}")))?;
+        if parsed.items.len() != pending.len() {
+            return Err(all_again(format!(
+                "bulk response has {} items for {} documents",
+                parsed.items.len(),
+                pending.len()
+            )));
+        }
+        if !parsed.errors {
+            return Ok(());
+        }
+        let mut again = Transient { rows: Vec::new(), error: String::new() };
+        for (&doc, item) in pending.iter().zip(&parsed.items) {
+            let Some(item) = item.values().next() else {
+                again.rows.push(doc);
+                continue;
+            };
+            match item.status {
+                200..=299 => {}
+                429 | 500..=599 => {
+                    again.error = format!("item status {}: {}", item.status, describe(&item.error));
+                    again.rows.push(doc);
+                }
+                status => refused.push(Refused {
+                    row: doc,
+                    document: docs[doc].source.clone(),
+                    error: format!("OpenSearch refused the document ({status}): {}", describe(&item.error)),
+                }),
+            }
+        }
+        if again.rows.is_empty() {
+            Ok(())
+        } else {
+            Err(again)
+        }
     }
 
     /// The newest outcomes over all cards (by transaction time).
@@ -336,12 +347,6 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-fn log_retry(attempts: u32, error: &str) {
-    if attempts.is_multiple_of(20) {
-        tracing::warn!(error, attempts, "OpenSearch bulk write still failing; retrying");
-    }
 }
 
 fn describe(error: &Option<Value>) -> String {

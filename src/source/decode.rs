@@ -6,9 +6,9 @@
 
 use arrow::record_batch::RecordBatch;
 
-use crate::kafka::sink::DeadLetter;
 use crate::record::TransactionBatchBuilder;
-use crate::score::{outcome, ScoreError, ScoreOptions, Scorer};
+use crate::score::{outcome, ScoreError, Scored};
+use crate::sink::kafka::DeadLetter;
 
 /// One record as read from Kafka.
 #[derive(Debug, Clone)]
@@ -33,8 +33,8 @@ pub struct ScoredRecords {
 /// fails (the caller retries the batch).
 pub fn score_records(
     records: &[RawRecord],
-    scorer: &Scorer,
     max_record_bytes: usize,
+    score: impl FnOnce(&RecordBatch) -> Result<Scored, ScoreError>,
 ) -> Result<ScoredRecords, ScoreError> {
     let mut builder = TransactionBatchBuilder::with_capacity(records.len());
     let mut decoded: Vec<&RawRecord> = Vec::with_capacity(records.len());
@@ -46,7 +46,7 @@ pub fn score_records(
         }
     }
     let batch = builder.finish();
-    let scored = scorer.score(&batch, &ScoreOptions::default())?;
+    let scored = score(&batch)?;
     let mut valid = vec![true; decoded.len()];
     for e in &scored.invalid {
         valid[e.row] = false;

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::record::column;
-use crate::retry::{Abandoned, Backoff};
+use crate::retry::{Abandoned, Retry};
 
 /// A record that could not be scored (or stored), on its way to the DLQ.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl KafkaSink {
             // librdkafka gives up on a message after this; we then retry it ourselves.
             ("message.timeout.ms", "30000"),
         ];
-        let config = super::producer_config(brokers, &extra, properties);
+        let config = crate::kafka::producer_config(brokers, &extra, properties);
         Ok(Self { producer: config.create()?, input_topic: input_topic.to_string(), dlq_topic, scored_topic })
     }
 
@@ -112,10 +112,8 @@ impl KafkaSink {
         headers: OwnedHeaders,
         abandon: &CancellationToken,
     ) -> Result<(), SendError> {
-        let mut backoff = Backoff::default();
-        let mut attempts: u32 = 0;
+        let mut retry = Retry::new("kafka", abandon);
         loop {
-            attempts += 1;
             let mut record = FutureRecord::to(topic).payload(value).headers(headers.clone());
             if let Some(key) = key {
                 record = record.key(key);
@@ -124,15 +122,13 @@ impl KafkaSink {
                 Ok(_) => return Ok(()),
                 Err((e, _)) => e,
             };
-            if attempts == 1 || attempts.is_multiple_of(20) {
-                tracing::warn!(error = %error, topic, attempts, "Kafka write failed; retrying");
+            if retry.attempts() == 0 {
+                tracing::warn!(error = %error, topic, "Kafka write failed; retrying");
             }
             if matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) {
                 return Err(SendError::TooLarge);
             }
-            if !backoff.wait(abandon).await {
-                return Err(SendError::Abandoned(Abandoned { sink: "kafka", attempts, last: error.to_string() }));
-            }
+            retry.failed(error).await.map_err(SendError::Abandoned)?;
         }
     }
 }

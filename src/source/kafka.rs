@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -186,6 +187,17 @@ pub struct Source {
     pub thread: std::thread::JoinHandle<()>,
 }
 
+/// Why the Kafka source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot create a Kafka consumer for {brokers}: {source}")]
+    Consumer { brokers: String, source: KafkaError },
+    #[error("cannot subscribe to topic {topic}: {source}")]
+    Subscribe { topic: String, source: KafkaError },
+    #[error("cannot start the Kafka source thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 /// Creates the consumer, subscribes and starts the polling thread.
 pub fn start(
     settings: SourceSettings,
@@ -193,7 +205,7 @@ pub fn start(
     permits: Arc<Semaphore>,
     shutdown: Shutdown,
     abandon: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Source> {
+) -> Result<Source, SourceError> {
     let kafka = &settings.kafka;
     let shared = Shared::new();
     let context = SourceContext {
@@ -235,15 +247,36 @@ pub fn start(
     }
     let consumer: BaseConsumer<SourceContext> = config
         .create_with_context(context)
-        .map_err(|e| anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
+        .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     consumer
         .subscribe(&[&kafka.topic])
-        .map_err(|e| anyhow::anyhow!("cannot subscribe to topic {}: {e}", kafka.topic))?;
+        .map_err(|source| SourceError::Subscribe { topic: kafka.topic.clone(), source })?;
     let thread_shared = shared.clone();
     let runtime = tokio::runtime::Handle::current();
-    let thread = std::thread::Builder::new()
-        .name("kafka-source".into())
-        .spawn(move || poll_loop(runtime, consumer, settings, thread_shared, batches, permits, shutdown, abandon))?;
+    let thread = std::thread::Builder::new().name("kafka-source".into()).spawn(move || {
+        let max_records = settings.kafka.batch_max_records;
+        let mut poller = Poller {
+            runtime,
+            consumer,
+            settings,
+            shared: thread_shared,
+            batches,
+            permits,
+            shutdown: shutdown.clone(),
+            batch: Vec::with_capacity(max_records),
+            opened: None,
+            paused: false,
+            next_id: 1,
+            last_commit: Instant::now(),
+            last_error: None,
+        };
+        while !shutdown.is_triggered() {
+            if let Flow::Stop = poller.step() {
+                break;
+            }
+        }
+        poller.finish(abandon);
+    })?;
     Ok(Source { shared, thread })
 }
 
@@ -251,8 +284,11 @@ pub fn start(
 /// partitions (and keeps polling, to stay in the group).
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
-#[allow(clippy::too_many_arguments)]
-fn poll_loop(
+/// The source thread's state between two polls: the batch being filled,
+/// whether consumption is paused, and when offsets were last committed.
+/// [`Poller::step`] is one turn of the loop: poll, apply a rebalance, take
+/// the record, resume, dispatch a due batch, commit.
+struct Poller {
     runtime: tokio::runtime::Handle,
     consumer: BaseConsumer<SourceContext>,
     settings: SourceSettings,
@@ -260,121 +296,158 @@ fn poll_loop(
     batches: mpsc::Sender<Dispatched>,
     permits: Arc<Semaphore>,
     shutdown: Shutdown,
-    abandon: tokio_util::sync::CancellationToken,
-) {
-    let max_records = settings.kafka.batch_max_records;
-    let max_wait = Duration::from_millis(settings.kafka.batch_max_ms);
-    let topic = settings.kafka.topic.clone();
-    let mut batch: Vec<RawRecord> = Vec::with_capacity(max_records);
-    let mut started: Option<Instant> = None;
-    let mut paused = false;
-    let mut next_id: BatchId = 1;
-    let mut last_commit = Instant::now();
-    let mut last_error: Option<Instant> = None;
+    /// Records read and not yet dispatched, and when the first came.
+    batch: Vec<RawRecord>,
+    opened: Option<Instant>,
+    /// Partitions paused because every in-flight permit is taken.
+    paused: bool,
+    next_id: BatchId,
+    last_commit: Instant,
+    last_error: Option<Instant>,
+}
 
-    while !shutdown.is_triggered() {
-        let timeout = match started {
-            _ if paused => Duration::from_millis(50),
-            Some(t) => (t + max_wait).saturating_duration_since(Instant::now()),
+/// Whether the loop goes on.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Poller {
+    fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.settings.kafka.batch_max_ms)
+    }
+
+    /// How long the next poll may block: until the open batch is due.
+    fn poll_timeout(&self) -> Duration {
+        match self.opened {
+            _ if self.paused => Duration::from_millis(50),
+            Some(t) => (t + self.max_wait()).saturating_duration_since(Instant::now()),
             None => Duration::from_millis(100),
-        };
-        let polled = consumer.poll(timeout).map(|r| r.map(|m| raw(&m)));
+        }
+    }
 
-        let context = consumer.context();
+    fn step(&mut self) -> Flow {
+        let polled = self.consumer.poll(self.poll_timeout()).map(|r| r.map(|m| raw(&m)));
+        self.after_rebalance();
+        if let Flow::Stop = self.take(polled) {
+            return Flow::Stop;
+        }
+        if self.batch.is_empty() {
+            self.opened = None;
+        }
+        // Resume as soon as a batch can go out again, whether or not one is
+        // waiting (a rebalance may have emptied the pending batch).
+        if self.paused && self.permits.available_permits() > 0 {
+            tracing::info!("batches complete again; resuming consumption");
+            set_paused(&self.consumer, false);
+            self.paused = false;
+        }
+        let due = self.opened.is_some_and(|t| t.elapsed() >= self.max_wait());
+        if !self.batch.is_empty() && (self.batch.len() >= self.settings.kafka.batch_max_records || due) {
+            if let Flow::Stop = self.dispatch() {
+                return Flow::Stop;
+            }
+        }
+        if self.last_commit.elapsed() >= Duration::from_millis(200) {
+            let offsets = self.shared.tracker.lock().expect("tracker lock").take_committable(None);
+            commit(&self.consumer, &self.settings.kafka.topic, &offsets, CommitMode::Async);
+            self.last_commit = Instant::now();
+        }
+        Flow::Continue
+    }
+
+    /// Drops records of partitions a rebalance took away, and restates the
+    /// pause for a new assignment.
+    fn after_rebalance(&mut self) {
+        let context = self.consumer.context();
         let revoked = std::mem::take(&mut *context.revoked.lock().expect("revoked lock"));
         if !revoked.is_empty() {
-            batch.retain(|r| !revoked.contains(&r.partition));
+            self.batch.retain(|r| !revoked.contains(&r.partition));
         }
         if context.assignment_changed.swap(false, Ordering::SeqCst) {
             // librdkafka may keep a partition's pause flag across a
             // rebalance: state it explicitly for the new assignment.
-            set_paused(&consumer, paused);
+            set_paused(&self.consumer, self.paused);
         }
+    }
+
+    /// Adds a polled record to the batch, or reports the error.
+    fn take(&mut self, polled: Option<Result<RawRecord, KafkaError>>) -> Flow {
         match polled {
             Some(Ok(record)) => {
-                batch.push(record);
-                started.get_or_insert_with(Instant::now);
+                self.batch.push(record);
+                self.opened.get_or_insert_with(Instant::now);
             }
             // Fatal: the consumer is finished (another member took our
             // group.instance.id). Polling on would consume nothing while
             // looking alive; stop the process and say why.
-            Some(Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => {
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
                 tracing::error!(
                     error = %e,
-                    instance_id = settings.instance_id.as_deref().unwrap_or(""),
+                    instance_id = self.settings.instance_id.as_deref().unwrap_or(""),
                     "Kafka consumer failed for good (another instance with the same kafka.instance_id?); shutting down"
                 );
-                shutdown.trigger();
-                break;
+                self.shutdown.trigger();
+                return Flow::Stop;
             }
             // Broker down, topic missing, ...: librdkafka reconnects itself.
-            Some(Err(e)) if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
+            Some(Err(e)) if self.last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
-                last_error = Some(Instant::now());
+                self.last_error = Some(Instant::now());
             }
-            Some(Err(_)) => {}
-            None => {}
+            Some(Err(_)) | None => {}
         }
-        if batch.is_empty() {
-            started = None;
-        }
-        // Resume as soon as a batch can go out again, whether or not one is
-        // waiting (a rebalance may have emptied the pending batch).
-        if paused && permits.available_permits() > 0 {
-            tracing::info!("batches complete again; resuming consumption");
-            set_paused(&consumer, false);
-            paused = false;
-        }
-        let due = started.is_some_and(|t| t.elapsed() >= max_wait);
-        if !batch.is_empty() && (batch.len() >= max_records || due) {
-            // A permit frees up quickly unless a sink is down: wait for one
-            // briefly without polling. Only a longer wait pauses the
-            // partitions (pausing drops librdkafka's prefetched records, so
-            // doing it on every momentary shortage would thrash).
-            let permit = permits.clone().try_acquire_owned().ok().or_else(|| {
-                runtime.block_on(async {
-                    tokio::time::timeout(PAUSE_AFTER, permits.clone().acquire_owned()).await.ok()?.ok()
-                })
-            });
-            match permit {
-                Some(permit) => {
-                    let records = std::mem::replace(&mut batch, Vec::with_capacity(max_records));
-                    started = None;
-                    if let Some(dispatched) = register(&shared, next_id, records, permit) {
-                        next_id += 1;
-                        if batches.blocking_send(dispatched).is_err() {
-                            tracing::error!("scoring stage stopped; source stops");
-                            break;
-                        }
-                    }
-                }
-                None if !paused => {
-                    tracing::info!("every in-flight batch is waiting on a sink; pausing consumption");
-                    set_paused(&consumer, true);
-                    paused = true;
-                }
-                None => {}
-            }
-        }
-        if last_commit.elapsed() >= Duration::from_millis(200) {
-            let offsets = shared.tracker.lock().expect("tracker lock").take_committable(None);
-            commit(&consumer, &topic, &offsets, CommitMode::Async);
-            last_commit = Instant::now();
-        }
+        Flow::Continue
     }
 
-    // Shutdown: records not dispatched are simply not committed (the next
-    // owner reads them); dispatched ones get a bounded time to be stored.
-    let left = shared.wait_idle(None, Instant::now() + settings.drain);
-    if left > 0 {
-        tracing::warn!(batches = left, "shutdown deadline passed; unfinished batches will be re-read on restart");
+    /// Hands the batch to scoring once an in-flight permit is free; pauses
+    /// the partitions when none frees up for [`PAUSE_AFTER`].
+    fn dispatch(&mut self) -> Flow {
+        // A permit frees up quickly unless a sink is down: wait for one
+        // briefly without polling. Only a longer wait pauses the partitions
+        // (pausing drops librdkafka's prefetched records, so doing it on
+        // every momentary shortage would thrash).
+        let permits = &self.permits;
+        let permit = permits.clone().try_acquire_owned().ok().or_else(|| {
+            self.runtime
+                .block_on(async { tokio::time::timeout(PAUSE_AFTER, permits.clone().acquire_owned()).await.ok()?.ok() })
+        });
+        match permit {
+            Some(permit) => {
+                let max_records = self.settings.kafka.batch_max_records;
+                let records = std::mem::replace(&mut self.batch, Vec::with_capacity(max_records));
+                self.opened = None;
+                if let Some(dispatched) = register(&self.shared, self.next_id, records, permit) {
+                    self.next_id += 1;
+                    if self.batches.blocking_send(dispatched).is_err() {
+                        tracing::error!("scoring stage stopped; source stops");
+                        return Flow::Stop;
+                    }
+                }
+            }
+            None if !self.paused => {
+                tracing::info!("every in-flight batch is waiting on a sink; pausing consumption");
+                set_paused(&self.consumer, true);
+                self.paused = true;
+            }
+            None => {}
+        }
+        Flow::Continue
     }
-    abandon.cancel();
-    shared.closing.store(true, Ordering::SeqCst);
-    let offsets = shared.tracker.lock().expect("tracker lock").take_committable(None);
-    commit(&consumer, &topic, &offsets, CommitMode::Sync);
-    tracing::info!(?offsets, "source stopped; final offsets committed");
-    drop(consumer);
+
+    /// Shutdown: records not dispatched are simply not committed (the next
+    /// owner reads them); dispatched ones get a bounded time to be stored.
+    fn finish(self, abandon: tokio_util::sync::CancellationToken) {
+        let left = self.shared.wait_idle(None, Instant::now() + self.settings.drain);
+        if left > 0 {
+            tracing::warn!(batches = left, "shutdown deadline passed; unfinished batches will be re-read on restart");
+        }
+        abandon.cancel();
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let offsets = self.shared.tracker.lock().expect("tracker lock").take_committable(None);
+        commit(&self.consumer, &self.settings.kafka.topic, &offsets, CommitMode::Sync);
+        tracing::info!(?offsets, "source stopped; final offsets committed");
+    }
 }
 
 /// Registers a batch with the tracker; records of partitions no longer owned

@@ -239,8 +239,9 @@ mod tests {
             .join("\n");
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/schema/cassandra.cql");
         if std::env::var_os("FRAUDFLIGHT_REGENERATE_SCHEMA").is_some() {
-            let header = "-- fraudflight's Cassandra schema (DESIGN.md, \"Cassandra\"), generated from the outcome\n\
-                -- schema by src/cassandra/rows.rs: the service creates the same tables itself (with its\n\
+            let header =
+                "-- fraudflight's Cassandra schema (docs/architecture.md, \"Contracts\"), generated from the outcome\n\
+                -- schema by src/sink/cassandra/rows.rs: the service creates the same tables itself (with its\n\
                 -- configured keyspace and replication); compose's init job runs this file.\n\
                 -- Regenerate: FRAUDFLIGHT_REGENERATE_SCHEMA=1 cargo test --lib cql_file\n";
             std::fs::write(path, format!("{header}{generated}")).unwrap();
@@ -255,7 +256,7 @@ mod tests {
         use crate::simulate::{SimConfig, Simulator};
         let txns: Vec<_> = Simulator::new(SimConfig::default()).take(50).collect();
         let batch = crate::record::to_batch(&txns);
-        let features = crate::score::features::derive(&batch);
+        let features = crate::features::derive(&batch);
         let scores: Vec<f32> = (0..50).map(|i| i as f32 / 50.0).collect();
         let outcomes = outcome::build(&batch, &features, &scores, 0.5, "v1");
         let positions: Vec<(i32, i64)> = (0..50).map(|i| (i % 3, i as i64 * 7)).collect();

@@ -1,6 +1,6 @@
 //! Cassandra: the durable store of every outcome (`transactions`, a card's
 //! history in one partition), of predicted frauds by day (`alerts`) and of
-//! deployed models (`models`). DESIGN.md, "Cassandra".
+//! deployed models (`models`). docs/architecture.md, "Contracts".
 //!
 //! Writes are idempotent upserts keyed by `trans_num` (redelivery never
 //! duplicates), prepared once, at most `concurrency` in flight over all
@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CassandraConfig;
-use crate::retry::{Abandoned, Backoff};
+use crate::retry::{Abandoned, Retry};
 use crate::score::model::ModelMeta;
 use crate::score::outcome::IS_FRAUD_PREDICTED;
 use crate::store::Query;
@@ -74,7 +74,7 @@ impl Cassandra {
             let tls = crate::security::tls::client_config("cassandra.tls_ca", &config.tls_ca)?;
             builder = builder.tls_context(Some(tls));
         }
-        let mut backoff = Backoff::default();
+        let mut retry = Retry::new("cassandra", abandon);
         let session = loop {
             let built = builder
                 .build()
@@ -90,7 +90,7 @@ impl Cassandra {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "Cassandra not reachable yet; retrying");
-                    if !backoff.wait(abandon).await {
+                    if retry.failed(&e).await.is_err() {
                         return Err(e);
                     }
                 }
@@ -162,10 +162,8 @@ impl Cassandra {
         values: rows::Values,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        let mut backoff = Backoff::default();
-        let mut attempts: u32 = 0;
+        let mut retry = Retry::new("cassandra", abandon);
         loop {
-            attempts += 1;
             let result = {
                 let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
                 self.session.execute_unpaged(statement, &values).await
@@ -177,12 +175,7 @@ impl Cassandra {
                 }
                 Err(e) => {
                     self.health.failed(&e.to_string());
-                    if attempts.is_multiple_of(50) {
-                        tracing::warn!(error = %e, attempts, "Cassandra write still failing; retrying");
-                    }
-                    if !backoff.wait(abandon).await {
-                        return Err(Abandoned { sink: "cassandra", attempts, last: e.to_string() });
-                    }
+                    retry.failed(e).await?;
                 }
             }
         }

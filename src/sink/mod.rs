@@ -3,15 +3,19 @@
 //! returns only when every sink has accepted every record of the batch, which
 //! is what lets the source commit its offsets (end-to-end acknowledgement).
 
+pub mod cassandra;
+pub mod kafka;
+pub mod search;
+
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use tokio_util::sync::CancellationToken;
 
-use crate::cassandra::Cassandra;
-use crate::kafka::sink::{DeadLetter, KafkaSink};
 use crate::retry::Abandoned;
-use crate::search::{Refused, Search};
+use crate::sink::cassandra::Cassandra;
+use crate::sink::kafka::{DeadLetter, KafkaSink};
+use crate::sink::search::{Refused, Search};
 
 #[derive(Default, Clone)]
 pub struct Sinks {

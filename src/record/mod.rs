@@ -3,10 +3,13 @@
 //! builder are all generated.
 //!
 //! Field names and order are those of the public Sparkov / Kaggle
-//! `fraudTrain.csv` layout (see DESIGN.md, "Transaction record"), so exported
+//! `fraudTrain.csv` layout (docs/architecture.md, "Contracts"), so exported
 //! data replays unchanged and the CSV writer's header is the Kaggle header.
 //! Every source turns its input into Arrow batches of [`schema()`]; every sink
 //! consumes batches. Nothing else in the code base lists these fields again.
+
+pub mod conform;
+pub mod kaggle_csv;
 
 use std::sync::{Arc, OnceLock};
 
@@ -37,7 +40,7 @@ impl Kind {
     }
 }
 
-/// Whether a record must carry a field (DESIGN.md's "required" column).
+/// Whether a record must carry a field (docs/architecture.md, "Contracts").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
     Required,

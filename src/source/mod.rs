@@ -1,4 +1,4 @@
-//! The streaming pipeline of `fraudflight serve` (DESIGN.md, "Shape"):
+//! The streaming pipeline of `fraudflight serve` (docs/architecture.md, "A record's way from Kafka to Cassandra"):
 //!
 //! ```text
 //! source thread (Kafka, batches) -> scoring stage (2 at once, in order) -> sink tasks (concurrent)
@@ -12,9 +12,8 @@
 //! which bounds memory whatever the sinks do.
 
 pub mod decode;
+pub mod kafka;
 pub mod offsets;
-pub mod sinks;
-pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::KafkaConfig;
-use crate::retry::Backoff;
+use crate::retry::Retry;
 use crate::shutdown::Shutdown;
-use source::{Dispatched, Shared, SourceSettings};
+use kafka::{Dispatched, Shared, SourceSettings};
 
 /// A running pipeline.
 pub struct Pipeline {
@@ -46,11 +45,11 @@ impl Pipeline {
         drain: Duration,
         shutdown: Shutdown,
         abandon: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, kafka::SourceError> {
         let permits = Arc::new(Semaphore::new(kafka.max_in_flight_batches));
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
-        let settings = SourceSettings { kafka: kafka.clone(), instance_id, drain, metrics: app.metrics.clone() };
-        let source = source::start(settings, tx, permits, shutdown, abandon.clone())?;
+        let settings = SourceSettings { kafka: kafka.clone(), instance_id, drain, metrics: app.metrics().clone() };
+        let source = kafka::start(settings, tx, permits, shutdown, abandon.clone())?;
         let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));
         Ok(Self { source: source.thread, scoring })
     }
@@ -92,16 +91,15 @@ async fn scoring_stage(
     futures::pin_mut!(scored);
     while let Some((spans, id, permit, records, scored)) = scored.next().await {
         let Some(scored) = scored else { continue };
-        let (app, shared, abandon) = (app.clone(), shared.clone(), abandon.clone());
+        let (app, shared) = (app.clone(), shared.clone());
         writers.spawn(async move {
             let outcomes = scored.outcomes;
-            app.store.insert(&outcomes);
-            match app.sinks.write(&outcomes, scored.dead, &abandon).await {
+            match app.store(&outcomes, scored.dead).await {
                 Ok(written) => {
                     shared.ack(id, &spans);
                     // Every record of the batch is done now, stored or dead-lettered.
                     let created = records.iter().filter_map(|r| r.timestamp_ms);
-                    app.metrics.stored(outcomes.num_rows(), written.dead_letters, created);
+                    app.metrics().stored(outcomes.num_rows(), written.dead_letters, created);
                 }
                 Err(e) => tracing::warn!(error = %e, batch = id, "batch not stored; it will be re-read"),
             }
@@ -121,24 +119,22 @@ async fn score_with_retry(
     max_record_bytes: usize,
     abandon: &CancellationToken,
 ) -> Option<decode::ScoredRecords> {
-    let mut backoff = Backoff::default();
+    let mut retry = Retry::new("scoring", abandon);
     loop {
         let (app, records) = (app.clone(), records.clone());
         let result = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let mut scored = decode::score_records(&records, &app.scorer, max_record_bytes)?;
-            scored.outcomes = app.protect(scored.outcomes);
-            app.metrics.scored(records.len(), &scored.outcomes, scored.dead.len(), started.elapsed());
+            let scored = decode::score_records(&records, max_record_bytes, |batch| app.score_for_storage(batch))?;
+            app.metrics().scored(records.len(), &scored.outcomes, scored.dead.len(), started.elapsed());
             Ok::<_, crate::score::ScoreError>(scored)
         })
         .await;
-        match result {
+        let error = match result {
             Ok(Ok(scored)) => return Some(scored),
-            Ok(Err(e)) => tracing::error!(error = %e, "scoring a batch failed; retrying"),
-            Err(e) => tracing::error!(error = %e, "scoring task panicked; retrying"),
-        }
-        if !backoff.wait(abandon).await {
-            return None;
-        }
+            Ok(Err(e)) => format!("scoring a batch failed: {e}"),
+            Err(e) => format!("scoring task panicked: {e}"),
+        };
+        tracing::error!(error, "batch not scored; retrying");
+        retry.failed(error).await.ok()?;
     }
 }

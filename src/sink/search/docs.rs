@@ -1,5 +1,5 @@
-//! Outcomes as OpenSearch / Elasticsearch documents (DESIGN.md, "OpenSearch /
-//! Elasticsearch"): every outcome field as written by Arrow's JSON writer,
+//! Outcomes as OpenSearch / Elasticsearch documents (docs/architecture.md,
+//! "Contracts", search index): every outcome field as written by Arrow's JSON writer,
 //! plus `@timestamp` (transaction time, ms), `location` (merchant) and `home`
 //! (customer) as geo points. Each document goes to the daily index of its
 //! transaction time, with `_id` = `trans_num`, so a redelivered record
@@ -77,7 +77,7 @@ mod tests {
         use crate::simulate::{SimConfig, Simulator};
         let txns: Vec<_> = Simulator::new(SimConfig::default()).take(20).collect();
         let batch = crate::record::to_batch(&txns);
-        let features = crate::score::features::derive(&batch);
+        let features = crate::features::derive(&batch);
         let outcomes = outcome::build(&batch, &features, &[0.25; 20], 0.5, "v1");
         let docs = build(&outcomes, "p");
         assert_eq!(docs.len(), 20);
