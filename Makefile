@@ -75,14 +75,14 @@ test-browser: setup-browser shared-target
 	$(CARGO) test --no-run
 	cd web && npm test
 
-## Tests against the real services: brings them up (scripts/services.sh), stops what it started.
-## One test at a time: the fault tests stop and restart Cassandra and OpenSearch.
+## Tests against the real services: brings them up (scripts/services.sh, Elasticsearch 7.17 too), stops what it started.
+## One test at a time: the fault tests stop and restart Cassandra, OpenSearch and Elasticsearch.
 SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real \
 	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults --test dashboards_field_caps \
-	--test kafka_sasl --test backend_security --test readme_serve
+	--test kafka_sasl --test backend_security --test readme_serve --test search_sink_engines
 test-services: shared-target
 	$(CARGO) test --no-run $(SERVICE_TESTS)
-	scripts/with-services.sh sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \
+	scripts/with-services.sh --services "kafka cassandra opensearch elasticsearch" sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \
 		$(PY) -m pytest -q -m services spark-job/tests'
 
 ## Only the `serve` pipeline tests (end to end, bad input, faults), for a quicker loop.

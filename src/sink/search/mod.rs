@@ -1,5 +1,6 @@
-//! The search sink: OpenSearch 2 or Elasticsearch 8 (both speak the same
-//! `_bulk`, `_index_template` and `_search` APIs used here). Installs the
+//! The search sink: OpenSearch 2 or Elasticsearch 7.17 / 8 (all speak the
+//! `_bulk`, `_index_template` and `_search` APIs used here; OpenSearch 2.19
+//! and Elasticsearch 7.17 are tested, `tests/search_sink_engines.rs`). Installs the
 //! index template on start, bulk-indexes outcomes into daily indices with
 //! `_id` = `trans_num`, checks every item of every bulk response, retries
 //! only the items that failed for a transient reason (429, 5xx) and backs off
