@@ -28,17 +28,15 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
+from fraudflight_spark import server
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "target" / "release" / "fraudflight"
 
 
 def start(command: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        proc.kill()
-        raise SystemExit(f"{command[0]} did not start: {line!r}")
-    return proc, dict(p.split("=", 1) for p in line.split()[1:])["flight"]
+    running = server.start(command, cwd=ROOT)
+    return running.proc, running.flight
 
 
 def exchange(endpoint: str, batches: list[pa.RecordBatch], count: int) -> tuple[int, float, pa.RecordBatch]:

@@ -126,6 +126,7 @@ async fn killed_then_succeeded(
     })
     .await;
     let took = started.elapsed().as_secs_f64();
+    eprintln!("{}: the successor stored its first outcome {took:.1} s after it started", names.topic);
     assert_all_stored_once(names, &records).await;
     assert!(successor.terminate().success());
     took

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from fraudflight_spark import server
+
 ROOT = Path(__file__).resolve().parents[2]
 SPARK_JOB = ROOT / "spark-job"
 BIN = ROOT / "target" / "release" / "fraudflight"
@@ -48,13 +50,9 @@ def submit(master: str, script: Path, *args: object) -> dict:
 
 
 def start_server(model: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([BIN, "demo", "--rate", "0", "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-                             "--model", str(model)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, dict(p.split("=", 1) for p in line.split()[1:])["flight"]
+    running = server.start([BIN, "demo", "--rate", "0", "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+                            "--model", model], cwd=ROOT)
+    return running.proc, running.flight
 
 
 def main() -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from fraudflight_spark import server as processes
 
 ROOT = Path(__file__).resolve().parents[2]
 SPARK_JOB = ROOT / "spark-job"
@@ -49,29 +52,18 @@ class Server:
 
     def __init__(self, rate: int = 0, model: Path | None = None) -> None:
         extra = ["--model", str(model)] if model else []
-        self.proc = subprocess.Popen(
+        self.log = Path(tempfile.mkstemp(prefix="fraudflight-demo-", suffix=".log")[1])
+        running = processes.start(
             [binary(), "demo", "--rate", str(rate), "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
+            cwd=ROOT, log=self.log,
         )
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY"):
-            self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()}")
-        fields = dict(part.split("=", 1) for part in line.split()[1:])
-        self.flight = fields["flight"]
-        self.http = fields["http"]
+        self.proc, self.flight, self.http = running.proc, running.flight, running.http
+        self._running = running
 
     def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
+        """Stops the server; its log (stderr)."""
+        self._running.stop(timeout=20)
+        return self.log.read_text()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, SPARK_JOB, binary, simulate, train
+from fraudflight_spark import server
 
 pytestmark = pytest.mark.services
 CASSANDRA = os.environ.get("FRAUDFLIGHT_CASSANDRA_NODES", "127.0.0.1:9042").split(",")[0]
@@ -43,15 +44,9 @@ def serve(keyspace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         "FRAUDFLIGHT_HTTP_ADDR": "127.0.0.1:0",
     }
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([binary(), "serve"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        proc.kill()
-        pytest.fail(f"serve did not start: {line!r}\n{log.read_text()}")
-    yield dict(part.split("=", 1) for part in line.split()[1:])["flight"]
-    proc.terminate()
-    proc.wait(timeout=60)
+    running = server.start([binary(), "serve"], env=env, cwd=ROOT, log=log)
+    yield running.flight
+    running.stop(timeout=60)
 
 
 def test_train_from_what_serve_stored_and_deploy_back(serve: str, keyspace: str, tmp_path: Path) -> None:
