@@ -1,6 +1,6 @@
 //! Each sink's ceiling on this machine: the outcomes of simulated
 //! transactions, scored once beforehand, written through the fan-out `serve`
-//! uses (`pipeline::sinks::Sinks::write`) with only Cassandra, only
+//! uses (`sink::Sinks::write`) with only Cassandra, only
 //! OpenSearch, or both at once, with the client settings `serve` uses (the
 //! configuration's defaults plus any FRAUDFLIGHT_* variables) and as many
 //! batches in flight as `serve` keeps (`kafka.max_in_flight_batches` of

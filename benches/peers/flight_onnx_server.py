@@ -2,7 +2,7 @@
 obvious way in Python. A `pyarrow.flight` server whose DoExchange reads each
 Arrow batch of transactions, derives the model's features with numpy
 (haversine distance, age at the transaction date, UTC hour: the formulas of
-src/score/features.rs), runs `onnxruntime` on the same model.onnx, and
+src/features.rs), runs `onnxruntime` on the same model.onnx, and
 answers with fraud_score, is_fraud_predicted and model_version, batch by
 batch — the same contract as fraudflight's DoExchange.
 

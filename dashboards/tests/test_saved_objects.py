@@ -10,16 +10,13 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+import build
+import check
 import pytest
 
 HERE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(HERE))
-
-import build  # noqa: E402
-import check  # noqa: E402
 
 
 @pytest.fixture(params=check.PRODUCTS)

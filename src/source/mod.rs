@@ -1,4 +1,5 @@
-//! The streaming pipeline of `fraudflight serve` (docs/architecture.md, "A record's way from Kafka to Cassandra"):
+//! The Kafka source of `fraudflight serve`, a front end over the app core
+//! (docs/architecture.md, "A record's way from Kafka to Cassandra"):
 //!
 //! ```text
 //! source thread (Kafka, batches) -> scoring stage (2 at once, in order) -> sink tasks (concurrent)
@@ -6,9 +7,9 @@
 //!        +------------- acknowledgement: offsets committable -------+
 //! ```
 //!
-//! [`source`] polls and batches; [`decode`] turns records into outcomes and
-//! dead letters; [`sinks`] writes them everywhere; [`offsets`] decides what
-//! may be committed. At most `max_in_flight_batches` batches exist at once,
+//! [`kafka`] polls and batches; [`decode`] turns records into outcomes and
+//! dead letters (scored by the app); the app's sinks write them everywhere;
+//! [`offsets`] decides what may be committed. At most `max_in_flight_batches` batches exist at once,
 //! which bounds memory whatever the sinks do.
 
 pub mod decode;

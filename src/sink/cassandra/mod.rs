@@ -33,8 +33,12 @@ use crate::store::Query;
 pub enum CassandraError {
     #[error("Cassandra at {nodes}: {message}")]
     Connect { nodes: String, message: String },
-    #[error("Cassandra {what}: {message}")]
-    Request { what: &'static str, message: String },
+    #[error("Cassandra {what}: {source}")]
+    Request {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("Cassandra TLS: {0}")]
     Tls(#[from] crate::security::tls::TlsError),
     #[error(transparent)]
@@ -57,8 +61,8 @@ pub struct Cassandra {
     pub health: crate::retry::Health,
 }
 
-fn request(what: &'static str) -> impl Fn(String) -> CassandraError {
-    move |message| CassandraError::Request { what, message }
+fn request<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl Fn(E) -> CassandraError {
+    move |e| CassandraError::Request { what, source: Box::new(e) }
 }
 
 impl Cassandra {
@@ -98,15 +102,15 @@ impl Cassandra {
         };
         let ks = &config.keyspace;
         for statement in rows::create_statements(ks, &config.replication) {
-            session.query_unpaged(statement, &[]).await.map_err(|e| request("schema")(e.to_string()))?;
+            session.query_unpaged(statement, &[]).await.map_err(request("schema"))?;
         }
-        session.await_schema_agreement().await.map_err(|e| request("schema agreement")(e.to_string()))?;
+        session.await_schema_agreement().await.map_err(request("schema agreement"))?;
 
         let timeout = Some(Duration::from_millis(config.request_timeout_ms));
         let prepare = |cql: String| {
             let session = &session;
             async move {
-                let mut p = session.prepare(cql).await.map_err(|e| request("prepare")(e.to_string()))?;
+                let mut p = session.prepare(cql).await.map_err(request("prepare"))?;
                 p.set_is_idempotent(true);
                 p.set_request_timeout(timeout);
                 Ok::<_, CassandraError>(p)
@@ -191,7 +195,7 @@ impl Cassandra {
             serde_json::to_string(&meta.metrics).unwrap_or_default(),
             serde_json::to_string(meta).unwrap_or_default(),
         );
-        self.session.execute_unpaged(&self.insert_model, values).await.map_err(|e| request("models")(e.to_string()))?;
+        self.session.execute_unpaged(&self.insert_model, values).await.map_err(request("models"))?;
         Ok(())
     }
 
@@ -207,13 +211,13 @@ impl Cassandra {
                     .session
                     .query_iter(format!("SELECT DISTINCT day FROM {}.alerts", self.keyspace), &[])
                     .await
-                    .map_err(|e| request("alerts days")(e.to_string()))?
+                    .map_err(request("alerts days"))?
                     .rows_stream::<(scylla::value::CqlDate,)>()
-                    .map_err(|e| request("alerts days")(e.to_string()))?
+                    .map_err(request("alerts days"))?
                     .map_ok(|(d,)| d)
                     .try_collect()
                     .await
-                    .map_err(|e| request("alerts days")(e.to_string()))?;
+                    .map_err(request("alerts days"))?;
                 days.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
                 let mut out = Vec::new();
                 let mut left = *limit;
@@ -247,13 +251,13 @@ impl Cassandra {
         self.session
             .execute_iter(statement.clone(), values)
             .await
-            .map_err(|e| request("select")(e.to_string()))?
+            .map_err(request("select"))?
             .rows_stream::<Row>()
-            .map_err(|e| request("select")(e.to_string()))?
+            .map_err(request("select"))?
             .take(limit)
             .try_collect()
             .await
-            .map_err(|e| request("select")(e.to_string()))
+            .map_err(request("select"))
     }
 
     /// True if Cassandra answers a trivial query.

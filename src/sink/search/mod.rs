@@ -37,6 +37,12 @@ pub enum SearchError {
     Url { url: String, message: String },
     #[error("OpenSearch {what}: {message}")]
     Request { what: &'static str, message: String },
+    #[error("OpenSearch {what}: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Documents to send again after a transient failure, and why.
@@ -288,7 +294,7 @@ impl Search {
             }
             let response =
                 checked("search", self.client.search(SearchParts::Index(&[&index])).body(body).send().await).await?;
-            let result: Value = response.json().await.map_err(|e| Self::request_error("search")(e.to_string()))?;
+            let result: Value = response.json().await.map_err(decode("search response"))?;
             let hits = result["hits"]["hits"].as_array().cloned().unwrap_or_default();
             if hits.is_empty() {
                 break;
@@ -303,9 +309,9 @@ impl Search {
             let reader = arrow::json::ReaderBuilder::new(outcome::schema())
                 .with_batch_size(PAGE)
                 .build(Cursor::new(lines))
-                .map_err(|e| Self::request_error("search results")(e.to_string()))?;
+                .map_err(decode("search results"))?;
             for batch in reader {
-                out.push(batch.map_err(|e| Self::request_error("search results")(e.to_string()))?);
+                out.push(batch.map_err(decode("search results"))?);
             }
             if hits.len() < PAGE {
                 break;
@@ -333,6 +339,10 @@ async fn checked(
     // One line, whatever the body (a proxy's 401 is an HTML page).
     let text = response.text().await.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
     Err(Search::request_error(what)(format!("{status}: {}", truncate(&text, 300))))
+}
+
+fn decode<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl Fn(E) -> SearchError {
+    move |e| SearchError::Decode { what, source: Box::new(e) }
 }
 
 /// An error with its causes: reqwest alone says only "error sending
