@@ -1,6 +1,9 @@
-//! The application core that every front end calls: Flight, HTTP and the
-//! demo's simulator loop. It owns the scorer, the outcome store and the live
-//! counters, and knows nothing of tonic or axum.
+//! The application core that every front end calls: the Kafka source,
+//! Flight, HTTP and the demo's simulator loop. It owns the scorer, the
+//! in-memory store, the sinks and the live counters; its fields are private,
+//! so a front end says what it wants done (score for storage, store, query,
+//! load a model) and never reaches into the parts. It knows nothing of
+//! tonic, axum or librdkafka (docs/architecture.md, "Layers").
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -133,11 +136,6 @@ impl App {
     /// Live counters, for front ends that show or export them.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// The models loaded, the one in service first.
-    pub fn registry(&self) -> &Arc<crate::score::registry::Registry> {
-        self.scorer.registry()
     }
 
     /// Version of the model in service.
