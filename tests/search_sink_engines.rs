@@ -70,12 +70,19 @@ fn unix_times(outcomes: &RecordBatch) -> Vec<i64> {
     outcomes.column_by_name("unix_time").unwrap().as_primitive::<Int64Type>().values().to_vec()
 }
 
-/// Template, bulk, mapping, `recent`, and a refusal, against the engine at `url`.
-async fn the_sink_writes_and_reads(url: &str, engine: &str) {
-    let prefix = support::unique(&format!("{engine}-sink")).to_lowercase().replace('_', "-");
+/// A search sink on `url` writing under a prefix of its own, connected
+/// (template installed); the prefix and the token that abandons writes.
+async fn connected(url: &str, name: &str) -> (Search, String, CancellationToken) {
+    let prefix = support::unique(name).to_lowercase().replace('_', "-");
     let config = OpenSearchConfig { url: url.to_string(), index_prefix: prefix.clone(), ..Default::default() };
     let abandon = CancellationToken::new();
     let search = Search::connect(&config, &abandon).await.expect("connects and installs the template");
+    (search, prefix, abandon)
+}
+
+/// Template, bulk, mapping, `recent`, and a refusal, against the engine at `url`.
+async fn the_sink_writes_and_reads(url: &str, engine: &str) {
+    let (search, prefix, abandon) = connected(url, &format!("{engine}-sink")).await;
     let es = client(url);
     let template = get(&es, &format!("/_index_template/{prefix}")).await;
     assert_eq!(template["index_templates"][0]["name"], json!(prefix), "{engine}: {template}");
@@ -148,10 +155,8 @@ fn services(action: &str, name: &str) {
 #[ignore = "stops and restarts Elasticsearch (make test-services runs it)"]
 async fn an_elasticsearch_outage_stalls_a_write_which_completes_when_it_returns() {
     let url = elasticsearch_url();
-    let prefix = support::unique("es-outage").to_lowercase().replace('_', "-");
-    let config = OpenSearchConfig { url: url.clone(), index_prefix: prefix.clone(), ..Default::default() };
-    let abandon = CancellationToken::new();
-    let search = Arc::new(Search::connect(&config, &abandon).await.expect("connects"));
+    let (search, prefix, abandon) = connected(&url, "es-outage").await;
+    let search = Arc::new(search);
     let batch = outcomes(43, 2_000);
 
     services("down", "elasticsearch");
@@ -173,10 +178,7 @@ async fn an_elasticsearch_outage_stalls_a_write_which_completes_when_it_returns(
 #[ignore = "needs Elasticsearch 7.17 and the Python environment (make test-services)"]
 async fn the_kibana_saved_objects_fit_what_the_sink_writes_to_elasticsearch() {
     let url = elasticsearch_url();
-    let prefix = support::unique("es-dash").to_lowercase().replace('_', "-");
-    let config = OpenSearchConfig { url: url.clone(), index_prefix: prefix.clone(), ..Default::default() };
-    let abandon = CancellationToken::new();
-    let search = Search::connect(&config, &abandon).await.expect("connects");
+    let (search, prefix, abandon) = connected(&url, "es-dash").await;
     assert!(search.write(&outcomes(47, 2_000), &abandon).await.unwrap().is_empty());
     let root = env!("CARGO_MANIFEST_DIR");
     let checked = Command::new(format!("{root}/.venv/bin/python"))
