@@ -198,6 +198,7 @@ macro_rules! define_transaction {
                 self.rows += 1;
             }
 
+            #[inline]
             fn append_ref(&mut self, t: &TransactionRef) {
                 $( append_ref!(self.$name, t.$name, $kind, $presence); )*
                 self.rows += 1;
@@ -311,6 +312,7 @@ trait Text<'de>: Sized {
 }
 
 impl<'de> Text<'de> for String {
+    #[inline]
     fn borrowed(v: &'de str) -> Self {
         v.to_owned()
     }
@@ -321,6 +323,7 @@ impl<'de> Text<'de> for String {
 }
 
 impl<'de: 'a, 'a> Text<'de> for &'a str {
+    #[inline]
     fn borrowed(v: &'de str) -> Self {
         v
     }
@@ -359,6 +362,7 @@ impl<'de, T: Text<'de>> serde::de::Visitor<'de> for TextOrInteger<T> {
     }
 }
 
+#[inline]
 fn text_or_integer<'de, D: serde::Deserializer<'de>, T: Text<'de>>(d: D) -> Result<T, D::Error> {
     d.deserialize_any(TextOrInteger(std::marker::PhantomData))
 }
@@ -386,6 +390,7 @@ impl<'de, T: Text<'de>> serde::de::Visitor<'de> for OptionalTextOrInteger<T> {
     }
 }
 
+#[inline]
 fn optional_text_or_integer<'de, D: serde::Deserializer<'de>, T: Text<'de>>(d: D) -> Result<Option<T>, D::Error> {
     d.deserialize_option(OptionalTextOrInteger(std::marker::PhantomData))
 }
