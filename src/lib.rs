@@ -11,6 +11,8 @@
 //!   struct and Arrow schema, JSON decoding, conforming a client's batch,
 //!   the Kaggle CSV layout.
 //! - [`features`]: row validation and the derived features (pure).
+//! - [`history`]: the card and merchant history features (a table shared
+//!   with Spark) and the keyed state that computes them.
 //! - [`security`] (tokens, TLS, card hashing) and [`kafka`] (librdkafka
 //!   settings, topics, the transaction producer).
 //! - [`simulate`]: the deterministic Sparkov-like transaction generator.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod features;
+pub mod history;
 pub mod flight;
 pub(crate) mod http;
 pub mod kafka;

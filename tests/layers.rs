@@ -23,21 +23,23 @@ const LAYERS: &[(&str, u8)] = &[
     ("security", 2),
     ("kafka", 2),
     ("simulate", 3),
+    // What a card and a merchant did before: definitions and keyed state.
+    ("history", 3),
     // A batch of transactions in, a batch of outcomes out.
-    ("score", 3),
+    ("score", 4),
     // Where outcomes go and are counted.
-    ("metrics", 4),
-    ("store", 4),
-    ("sink", 5),
+    ("metrics", 5),
+    ("store", 5),
+    ("sink", 6),
     // The core every front end calls.
-    ("app", 6),
+    ("app", 7),
     // Front ends.
-    ("source", 7),
-    ("flight", 7),
-    ("http", 7),
-    ("demo", 8),
-    ("serve", 8),
-    ("cli", 9),
+    ("source", 8),
+    ("flight", 8),
+    ("http", 8),
+    ("demo", 9),
+    ("serve", 9),
+    ("cli", 10),
 ];
 
 fn rank(module: &str) -> Option<u8> {

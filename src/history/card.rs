@@ -1,0 +1,256 @@
+//! One card's recent transactions and the card features of a new one
+//! (the `card` rows of [`super::definitions`]).
+//!
+//! Events are kept sorted by `(unix_time, trans_num)`, so the answer never
+//! depends on arrival order: a transaction's windows hold the card's
+//! transactions with `unix_time` in `[t - W, t)` (others in the same second
+//! are not earlier), and its "previous" transaction is the last event
+//! before `t` in that order (ties in the second: the greatest `trans_num`).
+//! Spark computes the same with range windows ending at `-1`
+//! (`fraudflight_spark/history.py`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::definitions::DAY;
+use crate::features::haversine_km;
+
+/// A confirmed outcome of one transaction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Label {
+    pub is_fraud: bool,
+    /// Unix seconds.
+    pub reported_at: i64,
+}
+
+/// One stored transaction of the card.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub unix_time: i64,
+    pub trans_num: Box<str>,
+    /// `round(amt * 100)`: sums in integer cents are exact in any order.
+    pub cents: i64,
+    pub merch_lat: f64,
+    pub merch_long: f64,
+    pub merchant: Option<Arc<str>>,
+    /// The newest label received for it, if any.
+    pub label: Option<Label>,
+}
+
+/// The transaction being scored, as the card features need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Current {
+    pub unix_time: i64,
+    pub amt: f64,
+    pub merch_lat: f64,
+    pub merch_long: f64,
+}
+
+/// Count and cent sum of one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    pub count: i64,
+    pub cents: i64,
+}
+
+impl Window {
+    /// Mean amount in currency units; 0 when empty.
+    pub fn mean(self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            // Same operations, in the same order, as Spark: double division.
+            self.cents as f64 / self.count as f64 / 100.0
+        }
+    }
+}
+
+/// The card side of a transaction's history features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardFeatures {
+    /// One per card window, in the order of the windows asked for.
+    pub windows: Vec<Window>,
+    /// `(seconds since, km from)` the previous transaction, if any.
+    pub previous: Option<(i64, f64)>,
+}
+
+/// Cents of an amount, as both sides round it (half away from zero).
+pub fn cents(amt: f64) -> i64 {
+    (amt * 100.0).round() as i64
+}
+
+/// The events of one card, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct Card {
+    events: VecDeque<Event>,
+}
+
+impl Card {
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Index of the first event at or after `(unix_time, trans_num)`.
+    fn position(&self, unix_time: i64, trans_num: &str) -> usize {
+        self.events.partition_point(|e| (e.unix_time, &*e.trans_num) < (unix_time, trans_num))
+    }
+
+    /// The card features of `current`; `windows` in days, ascending.
+    pub fn features(&self, current: &Current, windows: &[i64]) -> CardFeatures {
+        // Events before this second are the earlier ones.
+        let end = self.events.partition_point(|e| e.unix_time < current.unix_time);
+        let mut out = vec![Window::default(); windows.len()];
+        let mut running = Window::default();
+        let mut w = 0;
+        for e in self.events.range(..end).rev() {
+            while w < windows.len() && e.unix_time < current.unix_time - windows[w] * DAY {
+                out[w] = running;
+                w += 1;
+            }
+            if w == windows.len() {
+                break;
+            }
+            running.count += 1;
+            running.cents += e.cents;
+        }
+        for slot in &mut out[w..] {
+            *slot = running;
+        }
+        let previous = end.checked_sub(1).map(|i| {
+            let p = &self.events[i];
+            (
+                current.unix_time - p.unix_time,
+                haversine_km(p.merch_lat, p.merch_long, current.merch_lat, current.merch_long),
+            )
+        });
+        CardFeatures { windows: out, previous }
+    }
+
+    /// Adds an event in order; false (and nothing changes) when the card
+    /// already holds that `(unix_time, trans_num)`: a record delivered twice
+    /// counts once.
+    pub fn insert(&mut self, event: Event) -> bool {
+        let at = self.position(event.unix_time, &event.trans_num);
+        if self.events.get(at).is_some_and(|e| e.unix_time == event.unix_time && e.trans_num == event.trans_num) {
+            return false;
+        }
+        self.events.insert(at, event);
+        true
+    }
+
+    /// The event of a transaction, by its number.
+    pub fn find_mut(&mut self, trans_num: &str) -> Option<&mut Event> {
+        self.events.iter_mut().rev().find(|e| &*e.trans_num == trans_num)
+    }
+
+    /// Drops events older than `keep_secs` before the newest one, but never
+    /// the newest: it is the next transaction's "previous" however old.
+    pub fn prune(&mut self, keep_secs: i64) {
+        let Some(newest) = self.events.back().map(|e| e.unix_time) else { return };
+        while self.events.len() > 1 && self.events[0].unix_time < newest - keep_secs {
+            self.events.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(t: i64, n: &str, amt: f64) -> Event {
+        Event {
+            unix_time: t,
+            trans_num: n.into(),
+            cents: cents(amt),
+            merch_lat: 40.0,
+            merch_long: -75.0 + t as f64 * 1e-6,
+            merchant: None,
+            label: None,
+        }
+    }
+
+    /// The definition, written as plainly as possible: filter, count, sum.
+    fn reference(events: &[Event], cur: &Current, windows: &[i64]) -> CardFeatures {
+        let earlier: Vec<&Event> = events.iter().filter(|e| e.unix_time < cur.unix_time).collect();
+        let windows = windows
+            .iter()
+            .map(|w| {
+                let inside: Vec<&&Event> = earlier.iter().filter(|e| e.unix_time >= cur.unix_time - w * DAY).collect();
+                Window { count: inside.len() as i64, cents: inside.iter().map(|e| e.cents).sum() }
+            })
+            .collect();
+        let previous = earlier
+            .iter()
+            .max_by(|a, b| (a.unix_time, &a.trans_num).cmp(&(b.unix_time, &b.trans_num)))
+            .map(|p| {
+                (cur.unix_time - p.unix_time, haversine_km(p.merch_lat, p.merch_long, cur.merch_lat, cur.merch_long))
+            });
+        CardFeatures { windows, previous }
+    }
+
+    #[test]
+    fn windows_hold_earlier_seconds_only_and_equal_the_plain_definition() {
+        // Pseudo-random times with many same-second ties and window edges.
+        let mut card = Card::default();
+        let mut all = Vec::new();
+        let mut x: u64 = 7;
+        for i in 0..400 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let t = 1_600_000_000 + ((x >> 33) % (40 * DAY as u64)) as i64 / 600 * 600;
+            let e = event(t, &format!("tx{:04}", (x >> 20) % 1000), 1.0 + i as f64 * 0.37);
+            let cur = Current { unix_time: t, amt: 9.99, merch_lat: 41.0, merch_long: -74.0 };
+            let sorted = {
+                let mut v: Vec<Event> = card.events().cloned().collect();
+                v.sort_by(|a, b| (a.unix_time, &a.trans_num).cmp(&(b.unix_time, &b.trans_num)));
+                v
+            };
+            assert_eq!(card.features(&cur, &[1, 7, 30]), reference(&sorted, &cur, &[1, 7, 30]), "event {i}");
+            if card.insert(e.clone()) {
+                all.push(e);
+            }
+        }
+        assert_eq!(card.len(), all.len());
+        let times: Vec<i64> = card.events().map(|e| e.unix_time).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "events stay in time order");
+    }
+
+    #[test]
+    fn a_window_starts_at_exactly_t_minus_w() {
+        let mut card = Card::default();
+        let t = 1_700_000_000;
+        card.insert(event(t - DAY, "a", 10.0)); // in [t - 1d, t)
+        card.insert(event(t - DAY - 1, "b", 20.0)); // one second too old for 1d
+        card.insert(event(t, "c", 40.0)); // same second: not earlier
+        let f = card.features(&Current { unix_time: t, amt: 5.0, merch_lat: 40.0, merch_long: -75.0 }, &[1, 7]);
+        assert_eq!(f.windows, vec![Window { count: 1, cents: 1000 }, Window { count: 2, cents: 3000 }]);
+        assert_eq!(f.previous.unwrap().0, DAY, "previous is `a`, not the same-second `c`");
+    }
+
+    #[test]
+    fn a_duplicate_counts_once_and_pruning_keeps_the_newest() {
+        let mut card = Card::default();
+        assert!(card.insert(event(100, "a", 1.0)));
+        assert!(!card.insert(event(100, "a", 1.0)));
+        assert!(card.insert(event(100 + 90 * DAY, "b", 1.0)));
+        card.prune(30 * DAY);
+        assert_eq!(card.events().map(|e| &*e.trans_num).collect::<Vec<_>>(), ["b"]);
+        card.prune(30 * DAY);
+        assert_eq!(card.len(), 1, "the newest event stays whatever its age");
+    }
+
+    #[test]
+    fn means_divide_integer_cents() {
+        assert_eq!(cents(0.1 + 0.2), 30);
+        assert_eq!(cents(19.99), 1999, "19.99 * 100 is 1998.9999999999998 in double");
+        assert_eq!(Window { count: 3, cents: 1000 }.mean(), 1000.0 / 3.0 / 100.0);
+        assert_eq!(Window::default().mean(), 0.0);
+    }
+}

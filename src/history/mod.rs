@@ -1,0 +1,424 @@
+//! History: what the card and the merchant did before a transaction, as
+//! model inputs and outcome columns (docs/architecture.md, "History").
+//!
+//! - [`definitions`]: the feature table shared with Spark (data, not code).
+//! - [`card`]: one card's recent transactions, exact windows over them.
+//! - [`merchant`]: per (merchant, UTC day) tiles with a label delay.
+//!
+//! [`History`] keeps both for every card and merchant it has seen, fed in
+//! Kafka order (one card's transactions reach one consumer in order) and by
+//! labels. Computing features is read-only ([`Use::Read`], what-if scoring
+//! by DoExchange); ingest ([`Use::Update`]) records each transaction after
+//! computing its features, so a later row of the same batch sees it.
+//! Recording is idempotent per `(cc_num, unix_time, trans_num)`: a record
+//! delivered twice gets the same features and counts once.
+
+pub mod card;
+pub mod definitions;
+pub mod merchant;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::datatypes::Float64Type;
+use arrow::record_batch::RecordBatch;
+
+use crate::features::Features;
+use crate::record::column;
+use card::{Card, Current, Event, Label};
+use definitions::{table, Aggregate, Entity, Table, DAY};
+use merchant::{counts, day_of, Merchants};
+
+/// Whether computing features also records the transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// What-if scoring: the state is read, never changed.
+    Read,
+    /// Ingest: each row is recorded after its features are computed.
+    Update,
+}
+
+/// A label as it arrives (Kafka `<topic>.labels` or Flight DoPut).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelRecord {
+    pub trans_num: String,
+    pub cc_num: String,
+    pub is_fraud: bool,
+    /// Unix seconds.
+    pub reported_at: i64,
+}
+
+/// What happened to a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Its transaction is known: its tile is updated if the label is in time.
+    Known,
+    /// Its transaction has not been seen (yet): kept until it is.
+    Pending,
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    pub cards: AtomicU64,
+    pub events: AtomicU64,
+    pub evicted_cards: AtomicU64,
+    pub merchants: AtomicU64,
+    pub labels: AtomicU64,
+    pub labels_pending: AtomicU64,
+    pub labels_late: AtomicU64,
+}
+
+/// The history columns of a batch, in [`definitions::table`] order.
+#[derive(Debug, Clone)]
+pub struct HistoryColumns {
+    pub columns: Vec<(&'static str, Arc<Float64Array>)>,
+}
+
+impl HistoryColumns {
+    pub fn column(&self, name: &str) -> Option<ArrayRef> {
+        self.columns.iter().find(|(n, _)| *n == name).map(|(_, c)| c.clone() as ArrayRef)
+    }
+
+    /// The columns a batch carries itself (a Spark backfill sends them): all
+    /// of them, as Float64, or None.
+    pub fn carried_by(batch: &RecordBatch) -> Option<Self> {
+        let columns = table()
+            .names()
+            .map(|name| {
+                let c = batch.column_by_name(name)?.as_primitive_opt::<Float64Type>()?;
+                (c.null_count() == 0).then(|| (name, Arc::new(c.clone())))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { columns })
+    }
+}
+
+/// The history of every card and merchant seen, bounded by a card cache.
+pub struct History {
+    table: &'static Table,
+    card_windows: Vec<i64>,
+    merchant_windows: Vec<i64>,
+    state: Mutex<State>,
+    stats: HistoryStats,
+}
+
+struct State {
+    cards: lru::LruCache<Box<str>, Card>,
+    merchants: Merchants,
+    /// Labels whose transaction has not been seen, by (cc_num, trans_num).
+    pending: HashMap<(Box<str>, Box<str>), Label>,
+    /// The newest transaction day seen, for pruning merchant tiles.
+    newest_day: i64,
+}
+
+/// One row's inputs, borrowed from the batch.
+struct Row<'a> {
+    cc_num: &'a str,
+    trans_num: &'a str,
+    merchant: Option<&'a str>,
+    current: Current,
+}
+
+impl History {
+    /// An empty history keeping at most `max_cards` cards in memory.
+    pub fn new(max_cards: NonZeroUsize) -> Self {
+        let table = table();
+        Self {
+            table,
+            card_windows: table.card_windows(),
+            merchant_windows: table.merchant_windows(),
+            state: Mutex::new(State {
+                cards: lru::LruCache::new(max_cards),
+                merchants: Merchants::default(),
+                pending: HashMap::new(),
+                newest_day: i64::MIN,
+            }),
+            stats: HistoryStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &HistoryStats {
+        &self.stats
+    }
+
+    /// The history features of every row of a valid, conformed batch.
+    pub fn compute(&self, batch: &RecordBatch, features: &Features, mode: Use) -> HistoryColumns {
+        let text = |name| batch.column_by_name(name).expect("conformed batch").as_string::<i32>();
+        let number = |name| batch.column_by_name(name).expect("conformed batch").as_primitive::<Float64Type>();
+        let (cc_num, trans_num, merchant) = (text(column::cc_num), text(column::trans_num), text(column::merchant));
+        let (amt, merch_lat, merch_long) = (number(column::amt), number(column::merch_lat), number(column::merch_long));
+        let rows = batch.num_rows();
+        let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows); self.table.features.len()];
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..rows {
+            let row = Row {
+                cc_num: cc_num.value(i),
+                trans_num: trans_num.value(i),
+                merchant: merchant.is_valid(i).then(|| merchant.value(i)).filter(|m| !m.is_empty()),
+                current: Current {
+                    unix_time: features.unix_time.value(i),
+                    amt: amt.value(i),
+                    merch_lat: merch_lat.value(i),
+                    merch_long: merch_long.value(i),
+                },
+            };
+            self.row_features(&mut state, &row, &mut values);
+            if mode == Use::Update {
+                self.record(&mut state, &row);
+            }
+        }
+        self.publish(&state);
+        let columns = self.table.names().zip(values).map(|(name, v)| (name, Arc::new(Float64Array::from(v)))).collect();
+        // Names are 'static: the table lives as long as the program.
+        HistoryColumns { columns }
+    }
+
+    fn row_features(&self, state: &mut State, row: &Row, out: &mut [Vec<f64>]) {
+        let card = state.cards.peek(row.cc_num);
+        let empty = Card::default();
+        let card = card.unwrap_or(&empty).features(&row.current, &self.card_windows);
+        let day = day_of(row.current.unix_time);
+        let merchant =
+            state.merchants.features(row.merchant, day, &self.merchant_windows, self.table.label_delay_days);
+        let longest = *self.card_windows.last().expect("card windows") * DAY;
+        for (d, out) in self.table.features.iter().zip(out) {
+            let value = match (d.entity, d.aggregate) {
+                (Entity::Card, Aggregate::Count) => card.windows[self.card_index(d.days)].count as f64,
+                (Entity::Card, Aggregate::MeanAmount) => card.windows[self.card_index(d.days)].mean(),
+                (Entity::Card, Aggregate::AmountRatio) => {
+                    let mean = card.windows[self.card_index(d.days)].mean();
+                    if mean > 0.0 {
+                        row.current.amt / mean
+                    } else {
+                        -1.0
+                    }
+                }
+                (Entity::Card, Aggregate::SecsSincePrev) => {
+                    card.previous.map_or(longest + 1, |(secs, _)| secs.min(longest)) as f64
+                }
+                (Entity::Card, Aggregate::KmFromPrev) => card.previous.map_or(-1.0, |(_, km)| km),
+                (Entity::Merchant, Aggregate::Count) => merchant[self.merchant_index(d.days)].transactions as f64,
+                (Entity::Merchant, Aggregate::FraudRate) => merchant[self.merchant_index(d.days)].fraud_rate(),
+                (entity, aggregate) => unreachable!("{entity:?} {aggregate:?}: checked by the table's unit test"),
+            };
+            out.push(value);
+        }
+    }
+
+    fn card_index(&self, days: i64) -> usize {
+        self.card_windows.binary_search(&days).expect("a card window")
+    }
+
+    fn merchant_index(&self, days: i64) -> usize {
+        self.merchant_windows.binary_search(&days).expect("a merchant window")
+    }
+
+    /// Adds a transaction to its card and, the first time, to its
+    /// merchant's tile; applies a label that was waiting for it.
+    fn record(&self, state: &mut State, row: &Row) {
+        let merchant = row.merchant.map(|m| state.merchants.intern(m));
+        let label = state.pending.remove(&(row.cc_num.into(), row.trans_num.into()));
+        let event = Event {
+            unix_time: row.current.unix_time,
+            trans_num: row.trans_num.into(),
+            cents: card::cents(row.current.amt),
+            merch_lat: row.current.merch_lat,
+            merch_long: row.current.merch_long,
+            merchant: merchant.clone(),
+            label,
+        };
+        let card = match state.cards.get_mut(row.cc_num) {
+            Some(card) => card,
+            None => {
+                if let Some((_, evicted)) = state.cards.push(row.cc_num.into(), Card::default()) {
+                    self.stats.evicted_cards.fetch_add(1, Ordering::Relaxed);
+                    self.stats.events.fetch_sub(evicted.len() as u64, Ordering::Relaxed);
+                }
+                state.cards.get_mut(row.cc_num).expect("just pushed")
+            }
+        };
+        let before = card.len();
+        if !card.insert(event) {
+            return;
+        }
+        let longest = *self.card_windows.last().expect("card windows") * DAY;
+        card.prune(longest);
+        let after = card.len();
+        self.stats.events.fetch_add(after as u64, Ordering::Relaxed);
+        self.stats.events.fetch_sub(before as u64, Ordering::Relaxed);
+        let day = day_of(row.current.unix_time);
+        if let Some(m) = &merchant {
+            state.merchants.add_transaction(m, day);
+            if counts(label, day, self.table.label_delay_days) {
+                state.merchants.adjust_frauds(m, day, 1);
+            }
+        }
+        if day > state.newest_day {
+            state.newest_day = day;
+            let longest_merchant = *self.merchant_windows.last().expect("merchant windows");
+            state.merchants.prune(day - self.table.label_delay_days - longest_merchant);
+        }
+    }
+
+    /// Applies labels in order: the newest report of a transaction wins; a
+    /// label counts in merchant risk only when reported before its tile is
+    /// final ([`merchant::counts`]).
+    pub fn apply_labels(&self, labels: &[LabelRecord]) -> Vec<Applied> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let delay = self.table.label_delay_days;
+        let applied = labels
+            .iter()
+            .map(|l| {
+                self.stats.labels.fetch_add(1, Ordering::Relaxed);
+                let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at };
+                let State { cards, merchants, pending, .. } = &mut *state;
+                let Some(event) = cards.get_mut(l.cc_num.as_str()).and_then(|c| c.find_mut(&l.trans_num)) else {
+                    let slot = pending.entry((l.cc_num.as_str().into(), l.trans_num.as_str().into())).or_insert(label);
+                    if slot.reported_at <= label.reported_at {
+                        *slot = label;
+                    }
+                    return Applied::Pending;
+                };
+                if event.label.is_some_and(|old| old.reported_at > label.reported_at) {
+                    return Applied::Known;
+                }
+                let day = day_of(event.unix_time);
+                if label.reported_at >= (day + delay + 1) * DAY {
+                    self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
+                }
+                let (was, is) = (counts(event.label, day, delay), counts(Some(label), day, delay));
+                event.label = Some(label);
+                if let (Some(m), true) = (&event.merchant, was != is) {
+                    merchants.adjust_frauds(m, day, if is { 1 } else { -1 });
+                }
+                Applied::Known
+            })
+            .collect();
+        self.publish(&state);
+        applied
+    }
+
+    fn publish(&self, state: &State) {
+        self.stats.cards.store(state.cards.len() as u64, Ordering::Relaxed);
+        self.stats.merchants.store(state.merchants.len() as u64, Ordering::Relaxed);
+        self.stats.labels_pending.store(state.pending.len() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Transaction;
+
+    /// A card number (digits) named by a letter.
+    fn card(name: &str) -> String {
+        name.bytes().map(|b| b.to_string()).collect()
+    }
+
+    fn tx(name: &str, n: &str, t: i64, amt: f64, merchant: &str) -> Transaction {
+        Transaction {
+            cc_num: card(name),
+            trans_num: n.into(),
+            unix_time: Some(t),
+            amt,
+            merchant: Some(merchant.into()),
+            ..crate::simulate::Simulator::new(crate::simulate::SimConfig::default()).next().unwrap()
+        }
+    }
+
+    fn run(h: &History, txs: &[Transaction], mode: Use) -> HistoryColumns {
+        let batch = crate::record::to_batch(txs);
+        let batch = crate::record::conform::conform(&batch).unwrap();
+        let features = crate::features::derive(&batch);
+        assert!(features.invalid.is_empty(), "{:?}", features.invalid);
+        h.compute(&batch, &features, mode)
+    }
+
+    fn value(cols: &HistoryColumns, name: &str, row: usize) -> f64 {
+        cols.column(name).unwrap().as_primitive::<Float64Type>().value(row)
+    }
+
+    fn history() -> History {
+        History::new(NonZeroUsize::new(1000).unwrap())
+    }
+
+    #[test]
+    fn card_features_see_earlier_rows_of_the_same_batch() {
+        let h = history();
+        let t = 1_700_000_000;
+        let cols = run(&h, &[tx("c", "1", t, 10.0, "m"), tx("c", "2", t + 60, 30.0, "m")], Use::Update);
+        assert_eq!(value(&cols, "card_tx_1d", 0), 0.0);
+        assert_eq!(value(&cols, "card_secs_since_prev", 0), (30 * DAY + 1) as f64);
+        assert_eq!(value(&cols, "card_km_from_prev", 0), -1.0);
+        assert_eq!(value(&cols, "card_amt_ratio_30d", 0), -1.0);
+        assert_eq!(value(&cols, "card_tx_1d", 1), 1.0);
+        assert_eq!(value(&cols, "card_amt_mean_7d", 1), 10.0);
+        assert_eq!(value(&cols, "card_amt_ratio_30d", 1), 3.0);
+        assert_eq!(value(&cols, "card_secs_since_prev", 1), 60.0);
+    }
+
+    #[test]
+    fn reading_changes_nothing_and_a_redelivery_gets_the_same_features() {
+        let h = history();
+        let t = 1_700_000_000;
+        let first = [tx("c", "1", t, 10.0, "m"), tx("c", "2", t + 60, 30.0, "m")];
+        run(&h, &first, Use::Read);
+        assert_eq!(h.stats().events.load(Ordering::Relaxed), 0);
+        let once = run(&h, &first, Use::Update);
+        let twice = run(&h, &first, Use::Update);
+        assert_eq!(once.columns, twice.columns);
+        assert_eq!(h.stats().events.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn merchant_risk_counts_labels_reported_before_the_tile_is_final() {
+        let h = history();
+        let d = 20_000;
+        let at = |day: i64| day * DAY + 3600;
+        // Day d - 8 at the shop: two transactions, both frauds; one label
+        // on time, one reported the moment the tile became final (late).
+        run(&h, &[tx("a", "a1", at(d - 8), 5.0, "shop"), tx("b", "b1", at(d - 8), 5.0, "shop")], Use::Update);
+        let labels = [
+            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: true, reported_at: at(d - 2) },
+            LabelRecord { trans_num: "b1".into(), cc_num: card("b"), is_fraud: true, reported_at: d * DAY },
+            LabelRecord { trans_num: "zz".into(), cc_num: card("z"), is_fraud: true, reported_at: at(d - 2) },
+        ];
+        assert_eq!(h.apply_labels(&labels), [Applied::Known, Applied::Known, Applied::Pending]);
+        assert_eq!(h.stats().labels_late.load(Ordering::Relaxed), 1);
+        let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
+        assert_eq!(value(&cols, "merch_tx_1d", 0), 2.0);
+        assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.5);
+        assert_eq!(value(&cols, "merch_fraud_rate_30d", 0), 0.5);
+        // A newer report overturns the first: genuine after all.
+        let overturn = LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: at(d - 1) };
+        h.apply_labels(&[overturn]);
+        let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
+        assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.0);
+    }
+
+    #[test]
+    fn a_pending_label_applies_when_its_transaction_arrives() {
+        let h = history();
+        let d = 20_000;
+        let label = LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: d * DAY };
+        assert_eq!(h.apply_labels(&[label]), [Applied::Pending]);
+        run(&h, &[tx("c", "x", d * DAY - 10, 5.0, "shop")], Use::Update);
+        assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 0);
+        let cols = run(&h, &[tx("e", "e1", (d + 7) * DAY, 5.0, "shop")], Use::Read);
+        assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 1.0);
+    }
+
+    #[test]
+    fn the_card_cache_is_bounded() {
+        let h = History::new(NonZeroUsize::new(2).unwrap());
+        let t = 1_700_000_000;
+        run(&h, &[tx("a", "1", t, 1.0, "m"), tx("b", "2", t, 1.0, "m"), tx("c", "3", t, 1.0, "m")], Use::Update);
+        assert_eq!(h.stats().cards.load(Ordering::Relaxed), 2);
+        assert_eq!(h.stats().evicted_cards.load(Ordering::Relaxed), 1);
+        assert_eq!(h.stats().events.load(Ordering::Relaxed), 2);
+    }
+}
