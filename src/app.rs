@@ -12,6 +12,7 @@ use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
 use crate::features::RowError;
+use crate::history::order::Turn;
 use crate::metrics::Metrics;
 use crate::metrics::SinkState;
 use crate::score::model::{ModelError, ModelFiles, ParityReport};
@@ -178,9 +179,17 @@ impl App {
     /// outcomes of the valid rows with card numbers protected as configured,
     /// and the invalid rows. Not counted: the caller knows what else it
     /// dropped (see [`Metrics::scored`]).
-    pub fn score_for_storage(&self, batch: &RecordBatch) -> Result<Scored, ScoreError> {
-        let Scored { outcomes, invalid } = self.scorer.score(batch, &ScoreOptions::default())?;
+    /// Each valid row is recorded in the history; with a `turn` (from
+    /// [`Self::history_turn`]), after every batch dispatched before it.
+    pub fn score_for_storage(&self, batch: &RecordBatch, turn: Option<&Turn>) -> Result<Scored, ScoreError> {
+        let Scored { outcomes, invalid } = self.scorer.score_and_record(batch, &ScoreOptions::default(), turn)?;
         Ok(Scored { outcomes: self.protect(outcomes), invalid })
+    }
+
+    /// A place in the order of history updates, taken when a batch is
+    /// dispatched; None without history.
+    pub fn history_turn(&self) -> Option<Turn> {
+        self.scorer.history().map(|h| h.turn())
     }
 
     /// Keeps outcomes in memory and writes them, with the dead letters, to
@@ -211,7 +220,7 @@ impl App {
     /// the batch's transactions came to be (Unix ms), for the latency measure.
     pub fn ingest(&self, batch: &RecordBatch, created_ms: i64) -> Result<Ingested, ScoreError> {
         let started = std::time::Instant::now();
-        let Scored { outcomes, invalid } = self.score_for_storage(batch)?;
+        let Scored { outcomes, invalid } = self.score_for_storage(batch, None)?;
         let alerts = outcome::count_alerts(&outcomes);
         self.metrics.scored(batch.num_rows(), &outcomes, invalid.len(), started.elapsed());
         self.store.insert(&outcomes);
@@ -233,7 +242,7 @@ impl App {
         let app = self.clone();
         let scored = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let scored = app.score_for_storage(&batch)?;
+            let scored = app.score_for_storage(&batch, None)?;
             app.metrics.scored(batch.num_rows(), &scored.outcomes, scored.invalid.len(), started.elapsed());
             Ok::<_, ScoreError>(scored)
         })

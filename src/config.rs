@@ -39,6 +39,27 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub cassandra: CassandraConfig,
     pub opensearch: OpenSearchConfig,
+    pub history: HistoryConfig,
+}
+
+/// The card and merchant history features (docs/architecture.md, "History").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Compute history features; off = their outcome columns are null and a
+    /// model that needs them is refused.
+    pub enabled: bool,
+    /// Cards whose recent transactions are kept in memory (least recently
+    /// used first out).
+    pub max_cards: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        // About 100 bytes a card plus ~130 a recent transaction: 250,000
+        // cards stay well inside serve's 300 MB (README, "Performance").
+        Self { enabled: true, max_cards: 250_000 }
+    }
 }
 
 /// TLS on Flight and HTTP (PEM files; empty = plain text, loopback only).
@@ -225,6 +246,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             cassandra: CassandraConfig::default(),
             opensearch: OpenSearchConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -347,6 +369,7 @@ impl Config {
             ("limits.flight_max_message_bytes", self.limits.flight_max_message_bytes),
             ("limits.max_batch_rows", self.limits.max_batch_rows),
             ("limits.max_concurrent_streams", self.limits.max_concurrent_streams as usize),
+            ("history.max_cards", self.history.max_cards),
         ];
         for (key, value) in positive {
             if value == 0 {

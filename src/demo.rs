@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
+use crate::history::History;
 use crate::record::TransactionBatchBuilder;
 use crate::score::registry::Registry;
 use crate::score::Scorer;
@@ -65,12 +66,18 @@ pub enum DemoError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Cards the demo remembers: more than its simulator's population.
+const DEMO_MAX_CARDS: usize = 1_000_000;
+
 /// Loads the model, binds both ports and starts every task.
 pub async fn start(config: DemoConfig) -> Result<Running, DemoError> {
     let dir = config.model_dir.clone();
     let sessions = config.sessions;
     let registry = tokio::task::spawn_blocking(move || Registry::open(&dir, sessions)).await??;
-    let app = Arc::new(App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(200_000, 20_000)));
+    // The demo keeps every card's history in memory.
+    let history = Arc::new(History::new(std::num::NonZeroUsize::new(DEMO_MAX_CARDS).expect("nonzero")));
+    let scorer = Scorer::new(Arc::new(registry)).with_history(history);
+    let app = Arc::new(App::new(scorer, MemoryStore::new(200_000, 20_000)));
     let shutdown = Shutdown::default();
 
     let listen = |what, addr| move |source| DemoError::Listen { what, addr, source };

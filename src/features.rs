@@ -67,6 +67,9 @@ pub struct Features {
     pub hour: Arc<arrow::array::Int64Array>,
     /// Rows that failed validation, in row order.
     pub invalid: Vec<RowError>,
+    /// Feature columns a later stage adds, by name (the history features,
+    /// computed by the history stage for the valid rows).
+    pub extra: Vec<(&'static str, ArrayRef)>,
 }
 
 impl Features {
@@ -76,7 +79,7 @@ impl Features {
             name::DISTANCE_KM => Some(self.distance_km.clone()),
             name::AGE => Some(self.age.clone()),
             name::HOUR => Some(self.hour.clone()),
-            _ => None,
+            _ => self.extra.iter().find(|(n, _)| *n == name).map(|(_, c)| c.clone()),
         }
     }
 }
@@ -204,6 +207,7 @@ pub fn derive(batch: &RecordBatch) -> Features {
         age: Arc::new(age_b.finish()),
         hour: Arc::new(hour_b.finish()),
         invalid,
+        extra: Vec::new(),
     }
 }
 

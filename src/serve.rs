@@ -110,7 +110,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
 
     let sinks = connect_sinks(&config, &abandon).await?;
     let app = Arc::new(
-        App::new(Scorer::new(Arc::new(registry)), MemoryStore::new(config.memory_rows, 20_000))
+        App::new(scorer(registry, &config.history), MemoryStore::new(config.memory_rows, 20_000))
             .with_sinks(sinks, abandon.clone())
             .with_card_hasher(cards),
     );
@@ -203,4 +203,13 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<S
         None
     };
     Ok(Sinks { cassandra, search, kafka })
+}
+
+/// The scorer, with history as configured.
+fn scorer(registry: Registry, history: &crate::config::HistoryConfig) -> Scorer {
+    let scorer = Scorer::new(Arc::new(registry));
+    match std::num::NonZeroUsize::new(history.max_cards) {
+        Some(max_cards) if history.enabled => scorer.with_history(Arc::new(crate::history::History::new(max_cards))),
+        _ => scorer,
+    }
 }

@@ -107,7 +107,7 @@ async fn exchange_scores_every_row_in_order_and_matches_in_process_scoring() {
         input.column_by_name(column::trans_num).unwrap().as_string::<i32>()
     );
 
-    let local = running.app.score_for_storage(&input).unwrap().outcomes;
+    let local = running.app.score_for_storage(&input, None).unwrap().outcomes;
     let remote_scores = answer.column(1).as_primitive::<Float32Type>();
     let local_scores = local.column_by_name("fraud_score").unwrap().as_primitive::<Float32Type>();
     assert_eq!(remote_scores, local_scores);

@@ -148,6 +148,7 @@ fn score_status(e: ScoreError) -> Status {
         ScoreError::BadThreshold(_) => Status::invalid_argument(e.to_string()),
         ScoreError::UnknownVersion(_) => Status::not_found(e.to_string()),
         ScoreError::Model(e) => Status::internal(e.to_string()),
+        ScoreError::NoHistory { .. } => Status::failed_precondition(e.to_string()),
     }
 }
 

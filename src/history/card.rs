@@ -187,10 +187,8 @@ mod tests {
                 Window { count: inside.len() as i64, cents: inside.iter().map(|e| e.cents).sum() }
             })
             .collect();
-        let previous = earlier
-            .iter()
-            .max_by(|a, b| (a.unix_time, &a.trans_num).cmp(&(b.unix_time, &b.trans_num)))
-            .map(|p| {
+        let previous =
+            earlier.iter().max_by(|a, b| (a.unix_time, &a.trans_num).cmp(&(b.unix_time, &b.trans_num))).map(|p| {
                 (cur.unix_time - p.unix_time, haversine_km(p.merch_lat, p.merch_long, cur.merch_lat, cur.merch_long))
             });
         CardFeatures { windows, previous }

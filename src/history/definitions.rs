@@ -82,8 +82,9 @@ impl Table {
 pub fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let table: Table = serde_json::from_str(include_str!("../../spark-job/fraudflight_spark/history_features.json"))
-            .expect("history_features.json is valid (checked by the unit tests)");
+        let table: Table =
+            serde_json::from_str(include_str!("../../spark-job/fraudflight_spark/history_features.json"))
+                .expect("history_features.json is valid (checked by the unit tests)");
         assert_eq!(table.day_seconds, DAY, "history_features.json: day_seconds");
         table
     })

@@ -16,6 +16,7 @@
 pub mod card;
 pub mod definitions;
 pub mod merchant;
+pub mod order;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -79,6 +80,11 @@ pub struct HistoryColumns {
 }
 
 impl HistoryColumns {
+    /// The columns as feature columns ([`Features::extra`]).
+    pub fn into_columns(self) -> Vec<(&'static str, ArrayRef)> {
+        self.columns.into_iter().map(|(n, c)| (n, c as ArrayRef)).collect()
+    }
+
     pub fn column(&self, name: &str) -> Option<ArrayRef> {
         self.columns.iter().find(|(n, _)| *n == name).map(|(_, c)| c.clone() as ArrayRef)
     }
@@ -104,6 +110,7 @@ pub struct History {
     merchant_windows: Vec<i64>,
     state: Mutex<State>,
     stats: HistoryStats,
+    turns: Arc<order::Sequencer>,
 }
 
 struct State {
@@ -138,7 +145,14 @@ impl History {
                 newest_day: i64::MIN,
             }),
             stats: HistoryStats::default(),
+            turns: Arc::default(),
         }
+    }
+
+    /// The next batch's place in the order of history updates
+    /// ([`order`]): take it when the batch is dispatched.
+    pub fn turn(&self) -> order::Turn {
+        self.turns.turn()
     }
 
     pub fn stats(&self) -> &HistoryStats {
@@ -182,8 +196,7 @@ impl History {
         let empty = Card::default();
         let card = card.unwrap_or(&empty).features(&row.current, &self.card_windows);
         let day = day_of(row.current.unix_time);
-        let merchant =
-            state.merchants.features(row.merchant, day, &self.merchant_windows, self.table.label_delay_days);
+        let merchant = state.merchants.features(row.merchant, day, &self.merchant_windows, self.table.label_delay_days);
         let longest = *self.card_windows.last().expect("card windows") * DAY;
         for (d, out) in self.table.features.iter().zip(out) {
             let value = match (d.entity, d.aggregate) {
@@ -394,7 +407,8 @@ mod tests {
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.5);
         assert_eq!(value(&cols, "merch_fraud_rate_30d", 0), 0.5);
         // A newer report overturns the first: genuine after all.
-        let overturn = LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: at(d - 1) };
+        let overturn =
+            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: at(d - 1) };
         h.apply_labels(&[overturn]);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.0);

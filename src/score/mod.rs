@@ -1,10 +1,12 @@
 //! Scoring: a batch of transactions in, a batch of outcomes out.
 //!
 //! The stages, in order: [`crate::record::conform`] fits the batch to the record
-//! schema, [`features`] validates rows and derives features, the current
-//! [`model`] from the [`registry`] scores the valid rows (through [`native`]
-//! when it recognises the graph, else ONNX Runtime), and [`outcome`]
-//! assembles what every sink receives.
+//! schema, [`features`] validates rows and derives features, the
+//! [`crate::history`] adds the card and merchant history of the valid rows
+//! (or takes the history columns a batch carries), the current [`model`]
+//! from the [`registry`] scores them (through [`native`] when it recognises
+//! the graph, else ONNX Runtime), and [`outcome`] assembles what every sink
+//! receives.
 
 pub mod model;
 pub mod native;
@@ -20,6 +22,8 @@ use arrow::compute::{filter, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 
 use crate::features::{self, Features, RowError};
+use crate::history::order::Turn;
+use crate::history::{History, HistoryColumns, Use};
 use crate::record::conform::{conform, SchemaError};
 use model::{Model, ModelError};
 use registry::Registry;
@@ -35,6 +39,8 @@ pub enum ScoreError {
     BadThreshold(f64),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("model {version} needs history features ({inputs}) but history is off here (history.enabled)")]
+    NoHistory { version: String, inputs: String },
 }
 
 /// Per-request choices (from a Flight `ScoreCommand`).
@@ -57,18 +63,54 @@ pub struct Scored {
 #[derive(Clone)]
 pub struct Scorer {
     registry: Arc<Registry>,
+    history: Option<Arc<History>>,
 }
 
 impl Scorer {
+    /// A scorer without history: the history columns of outcomes are null
+    /// unless a batch carries them.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        Self { registry, history: None }
+    }
+
+    /// The same scorer computing history features from `history`.
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
 
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref()
+    }
+
+    /// Scores a batch; the history is read, never changed (what-if scoring).
     pub fn score(&self, batch: &RecordBatch, options: &ScoreOptions) -> Result<Scored, ScoreError> {
+        self.score_in(batch, options, Use::Read, None)
+    }
+
+    /// Scores a batch on its way to storage: each valid row's features are
+    /// computed, then the row is recorded in the history. With a `turn`, the
+    /// history step waits for every batch dispatched before this one.
+    pub fn score_and_record(
+        &self,
+        batch: &RecordBatch,
+        options: &ScoreOptions,
+        turn: Option<&Turn>,
+    ) -> Result<Scored, ScoreError> {
+        self.score_in(batch, options, Use::Update, turn)
+    }
+
+    fn score_in(
+        &self,
+        batch: &RecordBatch,
+        options: &ScoreOptions,
+        mode: Use,
+        turn: Option<&Turn>,
+    ) -> Result<Scored, ScoreError> {
         let model: Arc<Model> = match &options.model_version {
             Some(v) => self.registry.get(v).ok_or_else(|| ScoreError::UnknownVersion(v.clone()))?,
             None => self.registry.current(),
@@ -77,10 +119,29 @@ impl Scorer {
         if !(0.0..=1.0).contains(&threshold) {
             return Err(ScoreError::BadThreshold(threshold));
         }
+        // A backfill sends the history it computed (Spark, over the past);
+        // taken from the input before conforming drops unknown columns.
+        let carried = HistoryColumns::carried_by(batch);
         let batch = conform(batch)?;
-        let features = features::derive(&batch);
+        let mut features = features::derive(&batch);
+        features.extra = carried.map(|c| c.into_columns()).unwrap_or_default();
         let invalid = features.invalid.clone();
-        let (batch, features) = if invalid.is_empty() { (batch, features) } else { keep_valid(&batch, features) };
+        let (batch, mut features) = if invalid.is_empty() { (batch, features) } else { keep_valid(&batch, features) };
+        if let (true, Some(history)) = (features.extra.is_empty(), &self.history) {
+            if let Some(turn) = turn {
+                turn.wait();
+            }
+            features.extra = history.compute(&batch, &features, mode).into_columns();
+            if let Some(turn) = turn {
+                turn.finish();
+            }
+        }
+        if features.extra.is_empty() && batch.num_rows() > 0 {
+            let inputs = model.meta.history_inputs();
+            if !inputs.is_empty() {
+                return Err(ScoreError::NoHistory { version: model.version().into(), inputs: inputs.join(", ") });
+            }
+        }
         let scores = model.predict(&batch, &features)?;
         let outcomes = outcome::build(&batch, &features, &scores, threshold, model.version());
         Ok(Scored { outcomes, invalid })
@@ -101,6 +162,7 @@ fn keep_valid(batch: &RecordBatch, features: Features) -> (RecordBatch, Features
         age: Arc::new(f(features.age.as_ref()).as_any().downcast_ref().cloned().expect("int64")),
         hour: Arc::new(f(features.hour.as_ref()).as_any().downcast_ref().cloned().expect("int64")),
         invalid: features.invalid,
+        extra: features.extra.iter().map(|(name, c)| (*name, f(c.as_ref()))).collect(),
     };
     (batch, features)
 }

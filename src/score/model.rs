@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::native::{self, NativeModel};
 use super::runtime;
 use crate::features::{self, Features};
+use crate::history;
 use crate::record::{self, Kind};
 
 /// Files larger than this are refused before they are read.
@@ -123,7 +124,7 @@ fn input_source(input: &ModelInput) -> Result<(), ModelError> {
     let ok = match (record::field(&input.name), input.kind) {
         (Some(f), InputType::String) => f.kind == Kind::Str,
         (Some(f), InputType::Double) => f.kind != Kind::Str,
-        (None, InputType::Double) => derived.contains(&input.name.as_str()),
+        (None, InputType::Double) => derived.contains(&input.name.as_str()) || is_history(&input.name),
         (None, InputType::String) => false,
     };
     if ok {
@@ -133,6 +134,17 @@ fn input_source(input: &ModelInput) -> Result<(), ModelError> {
             "input `{}` ({:?}) is neither a record column of that type nor a derived feature",
             input.name, input.kind
         )))
+    }
+}
+
+fn is_history(name: &str) -> bool {
+    history::definitions::table().names().any(|n| n == name)
+}
+
+impl ModelMeta {
+    /// The history features among the model's inputs.
+    pub fn history_inputs(&self) -> Vec<&str> {
+        self.inputs.iter().map(|i| i.name.as_str()).filter(|n| is_history(n)).collect()
     }
 }
 
@@ -332,9 +344,24 @@ impl Model {
         }
         let records: Vec<_> = vectors.iter().map(|(_, v)| v.record.clone()).collect();
         let batch = record::to_batch(&records);
-        let features = features::derive(&batch);
+        let mut features = features::derive(&batch);
         if let Some(bad) = features.invalid.first() {
             return Err(ModelError::Parity { line: vectors[bad.row].0, detail: bad.error.to_string() });
+        }
+        // A history model's vectors carry Spark's history features (the
+        // stream's own are checked against Spark by tests/history_parity).
+        for name in self.meta.history_inputs() {
+            let name = history::definitions::table().names().find(|n| *n == name).expect("a history input");
+            let values = vectors
+                .iter()
+                .map(|(line, v)| {
+                    v.features.history.get(name).copied().ok_or_else(|| ModelError::Parity {
+                        line: *line,
+                        detail: format!("no `features.{name}` for the model's history input"),
+                    })
+                })
+                .collect::<Result<Vec<f64>, _>>()?;
+            features.extra.push((name, std::sync::Arc::new(arrow::array::Float64Array::from(values))));
         }
         let scores = self.predict(&batch, &features)?;
         let mut report = ParityReport { rows: vectors.len(), ..ParityReport::default() };
@@ -381,6 +408,9 @@ struct ParityFeatures {
     distance_km: f64,
     age: f64,
     hour: f64,
+    /// Spark's history features, by name (models with history inputs).
+    #[serde(flatten)]
+    history: std::collections::HashMap<String, f64>,
 }
 
 fn build_session(onnx: &[u8]) -> Result<Session, ModelError> {

@@ -1,6 +1,7 @@
 //! The outcome of scoring one transaction, as every sink receives it: the
 //! input fields, the score and its verdict, the model version, the time of
-//! scoring and the derived features (docs/architecture.md, "Contracts").
+//! scoring, the derived features and the history features
+//! (docs/architecture.md, "Contracts").
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,6 +33,11 @@ fn added_fields() -> Vec<Field> {
         Field::new(KAFKA_PARTITION, DataType::Int32, true),
         Field::new(KAFKA_OFFSET, DataType::Int64, true),
     ]
+    .into_iter()
+    // History features, in the shared table's order; null when scored
+    // without history.
+    .chain(crate::history::definitions::table().names().map(|n| Field::new(n, DataType::Float64, true)))
+    .collect()
 }
 
 /// Record fields followed by the scoring columns.
@@ -78,6 +84,9 @@ pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold
     columns.push(features.hour.clone());
     columns.push(arrow::array::new_null_array(&DataType::Int32, rows));
     columns.push(arrow::array::new_null_array(&DataType::Int64, rows));
+    for name in crate::history::definitions::table().names() {
+        columns.push(features.column(name).unwrap_or_else(|| arrow::array::new_null_array(&DataType::Float64, rows)));
+    }
     RecordBatch::try_new(schema(), columns).expect("outcome columns follow the outcome schema")
 }
 

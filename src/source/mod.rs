@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::KafkaConfig;
+use crate::history::order::Turn;
 use crate::retry::Retry;
 use crate::shutdown::Shutdown;
 use kafka::{Dispatched, Shared, SourceSettings};
@@ -82,9 +83,12 @@ async fn scoring_stage(
     let scored = tokio_stream::wrappers::ReceiverStream::new(batches)
         .map(|batch| {
             let (app, abandon) = (app.clone(), abandon.clone());
+            // Taken here, in dispatch order: the history is updated in the
+            // order batches were read, though two are scored at once.
+            let turn = app.history_turn().map(Arc::new);
             async move {
                 let records = Arc::new(batch.records);
-                let scored = score_with_retry(&app, &records, max_record_bytes, &abandon).await;
+                let scored = score_with_retry(&app, &records, max_record_bytes, turn, &abandon).await;
                 (batch.spans, batch.id, batch.permit, records, scored)
             }
         })
@@ -118,14 +122,17 @@ async fn score_with_retry(
     app: &Arc<App>,
     records: &Arc<Vec<decode::RawRecord>>,
     max_record_bytes: usize,
+    turn: Option<Arc<Turn>>,
     abandon: &CancellationToken,
 ) -> Option<decode::ScoredRecords> {
     let mut retry = Retry::new("scoring", abandon);
     loop {
-        let (app, records) = (app.clone(), records.clone());
+        let (app, records, turn) = (app.clone(), records.clone(), turn.clone());
         let result = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let scored = decode::score_records(&records, max_record_bytes, |batch| app.score_for_storage(batch))?;
+            let scored = decode::score_records(&records, max_record_bytes, |batch| {
+                app.score_for_storage(batch, turn.as_deref())
+            })?;
             app.metrics().scored(records.len(), &scored.outcomes, scored.dead.len(), started.elapsed());
             Ok::<_, crate::score::ScoreError>(scored)
         })

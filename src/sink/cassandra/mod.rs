@@ -104,6 +104,7 @@ impl Cassandra {
         for statement in rows::create_statements(ks, &config.replication) {
             session.query_unpaged(statement, &[]).await.map_err(request("schema"))?;
         }
+        add_missing_columns(&session, ks).await?;
         session.await_schema_agreement().await.map_err(request("schema agreement"))?;
 
         let timeout = Some(Duration::from_millis(config.request_timeout_ms));
@@ -264,4 +265,31 @@ impl Cassandra {
     pub async fn healthy(&self) -> bool {
         self.session.query_unpaged("SELECT release_version FROM system.local", &[]).await.is_ok()
     }
+}
+
+/// Tables created by an older version lack the columns added since (the
+/// history features): `CREATE TABLE IF NOT EXISTS` leaves them as they
+/// are, so each missing column is added (an upgrade needs no manual CQL).
+async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), CassandraError> {
+    for table in ["transactions", "alerts"] {
+        let existing: std::collections::HashSet<String> = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+                (ks, table),
+            )
+            .await
+            .map_err(request("schema"))?
+            .into_rows_result()
+            .map_err(request("schema"))?
+            .rows::<(String,)>()
+            .map_err(request("schema"))?
+            .filter_map(|r| r.ok().map(|(name,)| name))
+            .collect();
+        for c in rows::columns().iter().filter(|c| !existing.contains(&c.name)) {
+            tracing::info!(table, column = %c.name, "adding a column the table lacks");
+            let cql = format!("ALTER TABLE {ks}.{table} ADD \"{}\" {}", c.name, c.cql_type);
+            session.query_unpaged(cql, &[]).await.map_err(request("schema"))?;
+        }
+    }
+    Ok(())
 }

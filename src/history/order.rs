@@ -1,0 +1,114 @@
+//! Turns: history updates in the order batches were dispatched.
+//!
+//! The Kafka pipeline scores two batches at once, but a card's features
+//! depend on every earlier transaction of the card, so batches must update
+//! the history in the order they were read. A [`Turn`] is taken when a batch
+//! is dispatched (in order) and waited for just before the history step; the
+//! model runs after it, still two at once. A turn that is dropped unused (a
+//! batch abandoned at shutdown) passes, so no later batch waits forever;
+//! waiting again after finishing (a retried batch) returns at once.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Hands out turns and lets them pass in order.
+#[derive(Debug, Default)]
+pub struct Sequencer {
+    state: Mutex<State>,
+    passed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    issued: u64,
+    /// Every turn before this one has finished.
+    next: u64,
+    /// Finished turns after `next`.
+    finished: BTreeSet<u64>,
+}
+
+impl Sequencer {
+    pub fn turn(self: &Arc<Self>) -> Turn {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let n = state.issued;
+        state.issued += 1;
+        Turn { sequencer: self.clone(), n }
+    }
+}
+
+/// One batch's place in the order.
+#[derive(Debug)]
+pub struct Turn {
+    sequencer: Arc<Sequencer>,
+    n: u64,
+}
+
+impl Turn {
+    /// Blocks until every earlier turn has finished.
+    pub fn wait(&self) {
+        let s = &self.sequencer;
+        let mut state = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.next < self.n {
+            state = s.passed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Lets later turns pass (again: idempotent).
+    pub fn finish(&self) {
+        let s = &self.sequencer;
+        let mut state = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.n < state.next {
+            return;
+        }
+        state.finished.insert(self.n);
+        while state.finished.first() == Some(&state.next) {
+            state.finished.pop_first();
+            state.next += 1;
+        }
+        s.passed.notify_all();
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_pass_in_the_order_they_were_taken() {
+        let seq = Arc::new(Sequencer::default());
+        let turns: Vec<Turn> = (0..8).map(|_| seq.turn()).collect();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = turns
+            .into_iter()
+            .enumerate()
+            .rev()
+            .map(|(i, turn)| {
+                let order = order.clone();
+                std::thread::spawn(move || {
+                    turn.wait();
+                    order.lock().unwrap().push(i);
+                    turn.finish();
+                    turn.wait(); // a retry: passes at once
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_dropped_turn_lets_the_next_pass() {
+        let seq = Arc::new(Sequencer::default());
+        let (first, second) = (seq.turn(), seq.turn());
+        drop(first);
+        second.wait();
+    }
+}
