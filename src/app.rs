@@ -58,6 +58,24 @@ pub enum PutError {
     Task(String),
 }
 
+/// Why labels were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelsError {
+    #[error(transparent)]
+    Invalid(#[from] crate::history::labels::LabelError),
+    #[error("labels feed the history features, which are off here (history.enabled)")]
+    NoHistory,
+}
+
+/// What a labels call reports.
+#[derive(Debug, Serialize)]
+pub struct LabelsApplied {
+    pub labels: usize,
+    /// Of them, labels whose transaction has not been seen (yet): kept, and
+    /// applied when it arrives.
+    pub pending: usize,
+}
+
 /// A batch had rows that are not valid transactions.
 #[derive(Debug, thiserror::Error)]
 #[error("{} invalid row(s); first: {}", .0.len(), .0[0])]
@@ -184,6 +202,17 @@ impl App {
     pub fn score_for_storage(&self, batch: &RecordBatch, turn: Option<&Turn>) -> Result<Scored, ScoreError> {
         let Scored { outcomes, invalid } = self.scorer.score_and_record(batch, &ScoreOptions::default(), turn)?;
         Ok(Scored { outcomes: self.protect(outcomes), invalid })
+    }
+
+    /// Applies a batch of labels (Flight DoPut `["labels"]`) to the history:
+    /// all of it, or none when a row is bad.
+    pub fn apply_labels(&self, batch: &RecordBatch) -> Result<LabelsApplied, LabelsError> {
+        let history = self.scorer.history().ok_or(LabelsError::NoHistory)?;
+        let labels = crate::history::labels::from_batch(batch)?;
+        let received = crate::metrics::unix_ms() / 1000;
+        let applied = history.apply_labels(&labels, received);
+        let pending = applied.iter().filter(|a| **a == crate::history::Applied::Pending).count();
+        Ok(LabelsApplied { labels: labels.len(), pending })
     }
 
     /// A place in the order of history updates, taken when a batch is

@@ -35,7 +35,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::app::{App, ExchangeError, PutError};
+use crate::app::{App, ExchangeError, LabelsError, PutError};
 use crate::config::LimitsConfig;
 use crate::record;
 use crate::score::outcome;
@@ -152,6 +152,13 @@ fn score_status(e: ScoreError) -> Status {
     }
 }
 
+fn labels_status(e: LabelsError) -> Status {
+    match e {
+        LabelsError::Invalid(e) => Status::invalid_argument(e.to_string()),
+        LabelsError::NoHistory => Status::failed_precondition(e.to_string()),
+    }
+}
+
 fn put_status(e: PutError) -> Status {
     match e {
         PutError::Score(e) => score_status(e),
@@ -261,16 +268,28 @@ impl FlightService for FraudFlight {
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
         require(&request, Role::Admin, "DoPut (ingest)")?;
         let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
+        let (app, max_rows) = (self.app.clone(), self.max_batch_rows);
         match request::descriptor_path(&descriptor).as_deref() {
             Some(["transactions"]) => {}
+            Some(["labels"]) => {
+                let results = batches.map_err(flight_status).and_then(move |batch| {
+                    let app = app.clone();
+                    async move {
+                        within_limit(&batch, max_rows)?;
+                        let report = blocking(move || app.apply_labels(&batch)).await?.map_err(labels_status)?;
+                        let body = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
+                        Ok(PutResult { app_metadata: Bytes::from(body) })
+                    }
+                });
+                return Ok(Response::new(results.boxed()));
+            }
             _ => {
                 return Err(Status::invalid_argument(format!(
-                    "DoPut goes to path [\"transactions\"], not {}",
+                    "DoPut goes to path [\"transactions\"] or [\"labels\"], not {}",
                     request::describe(&descriptor)
                 )))
             }
         }
-        let (app, max_rows) = (self.app.clone(), self.max_batch_rows);
         let results = batches.map_err(flight_status).and_then(move |batch| {
             let app = app.clone();
             async move {

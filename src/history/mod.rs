@@ -15,6 +15,7 @@
 
 pub mod card;
 pub mod definitions;
+pub mod labels;
 pub mod merchant;
 pub mod order;
 
@@ -30,6 +31,7 @@ use arrow::record_batch::RecordBatch;
 use crate::features::Features;
 use crate::record::column;
 use card::{Card, Current, Event, Label};
+pub use labels::LabelRecord;
 use definitions::{table, Aggregate, Entity, Table, DAY};
 use merchant::{counts, day_of, Merchants};
 
@@ -40,16 +42,6 @@ pub enum Use {
     Read,
     /// Ingest: each row is recorded after its features are computed.
     Update,
-}
-
-/// A label as it arrives (Kafka `<topic>.labels` or Flight DoPut).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LabelRecord {
-    pub trans_num: String,
-    pub cc_num: String,
-    pub is_fraud: bool,
-    /// Unix seconds.
-    pub reported_at: i64,
 }
 
 /// What happened to a label.
@@ -279,15 +271,16 @@ impl History {
 
     /// Applies labels in order: the newest report of a transaction wins; a
     /// label counts in merchant risk only when reported before its tile is
-    /// final ([`merchant::counts`]).
-    pub fn apply_labels(&self, labels: &[LabelRecord]) -> Vec<Applied> {
+    /// final ([`merchant::counts`]). A label without `reported_at` was
+    /// reported when `received` (Unix seconds).
+    pub fn apply_labels(&self, labels: &[LabelRecord], received: i64) -> Vec<Applied> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let delay = self.table.label_delay_days;
         let applied = labels
             .iter()
             .map(|l| {
                 self.stats.labels.fetch_add(1, Ordering::Relaxed);
-                let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at };
+                let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received) };
                 let State { cards, merchants, pending, .. } = &mut *state;
                 let Some(event) = cards.get_mut(l.cc_num.as_str()).and_then(|c| c.find_mut(&l.trans_num)) else {
                     let slot = pending.entry((l.cc_num.as_str().into(), l.trans_num.as_str().into())).or_insert(label);
@@ -396,11 +389,11 @@ mod tests {
         // on time, one reported the moment the tile became final (late).
         run(&h, &[tx("a", "a1", at(d - 8), 5.0, "shop"), tx("b", "b1", at(d - 8), 5.0, "shop")], Use::Update);
         let labels = [
-            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: true, reported_at: at(d - 2) },
-            LabelRecord { trans_num: "b1".into(), cc_num: card("b"), is_fraud: true, reported_at: d * DAY },
-            LabelRecord { trans_num: "zz".into(), cc_num: card("z"), is_fraud: true, reported_at: at(d - 2) },
+            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: true, reported_at: Some(at(d - 2)) },
+            LabelRecord { trans_num: "b1".into(), cc_num: card("b"), is_fraud: true, reported_at: Some(d * DAY) },
+            LabelRecord { trans_num: "zz".into(), cc_num: card("z"), is_fraud: true, reported_at: Some(at(d - 2)) },
         ];
-        assert_eq!(h.apply_labels(&labels), [Applied::Known, Applied::Known, Applied::Pending]);
+        assert_eq!(h.apply_labels(&labels, 0), [Applied::Known, Applied::Known, Applied::Pending]);
         assert_eq!(h.stats().labels_late.load(Ordering::Relaxed), 1);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_tx_1d", 0), 2.0);
@@ -408,8 +401,8 @@ mod tests {
         assert_eq!(value(&cols, "merch_fraud_rate_30d", 0), 0.5);
         // A newer report overturns the first: genuine after all.
         let overturn =
-            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: at(d - 1) };
-        h.apply_labels(&[overturn]);
+            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: Some(at(d - 1)) };
+        h.apply_labels(&[overturn], 0);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.0);
     }
@@ -418,8 +411,8 @@ mod tests {
     fn a_pending_label_applies_when_its_transaction_arrives() {
         let h = history();
         let d = 20_000;
-        let label = LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: d * DAY };
-        assert_eq!(h.apply_labels(&[label]), [Applied::Pending]);
+        let label = LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: Some(d * DAY) };
+        assert_eq!(h.apply_labels(&[label], 0), [Applied::Pending]);
         run(&h, &[tx("c", "x", d * DAY - 10, 5.0, "shop")], Use::Update);
         assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 0);
         let cols = run(&h, &[tx("e", "e1", (d + 7) * DAY, 5.0, "shop")], Use::Read);
