@@ -153,7 +153,10 @@ mod tests {
             ("reported_at", Arc::new(Int64Array::from(vec![Some(100), None]))),
         ]);
         let labels = from_batch(&ok).unwrap();
-        assert_eq!(labels[0], LabelRecord { trans_num: "t1".into(), cc_num: "4111".into(), is_fraud: true, reported_at: Some(100) });
+        assert_eq!(
+            labels[0],
+            LabelRecord { trans_num: "t1".into(), cc_num: "4111".into(), is_fraud: true, reported_at: Some(100) }
+        );
         assert_eq!(labels[1].reported_at_or(7), 7);
 
         let no_flag = batch(vec![

@@ -31,8 +31,8 @@ use arrow::record_batch::RecordBatch;
 use crate::features::Features;
 use crate::record::column;
 use card::{Card, Current, Event, Label};
-pub use labels::LabelRecord;
 use definitions::{table, Aggregate, Entity, Table, DAY};
+pub use labels::LabelRecord;
 use merchant::{counts, day_of, Merchants};
 
 /// Whether computing features also records the transactions.
@@ -411,7 +411,8 @@ mod tests {
     fn a_pending_label_applies_when_its_transaction_arrives() {
         let h = history();
         let d = 20_000;
-        let label = LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: Some(d * DAY) };
+        let label =
+            LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: Some(d * DAY) };
         assert_eq!(h.apply_labels(&[label], 0), [Applied::Pending]);
         run(&h, &[tx("c", "x", d * DAY - 10, 5.0, "shop")], Use::Update);
         assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 0);
