@@ -215,6 +215,11 @@ impl App {
         Ok(LabelsApplied { labels: labels.len(), pending })
     }
 
+    /// The history's counters, for /metrics; None without history.
+    pub fn history_stats(&self) -> Option<&crate::history::HistoryStats> {
+        self.scorer.history().map(|h| h.stats())
+    }
+
     /// A place in the order of history updates, taken when a batch is
     /// dispatched; None without history.
     pub fn history_turn(&self) -> Option<Turn> {

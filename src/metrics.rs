@@ -19,6 +19,7 @@ use prometheus::{
 };
 use serde::Serialize;
 
+use crate::history::HistoryStats;
 use crate::score::outcome;
 
 /// Upper bounds of the end-to-end latency buckets, seconds: 0.5 ms to
@@ -230,6 +231,9 @@ impl Metrics {
         for (topic, partition, l) in self.lag() {
             lag.with_label_values(&[topic.as_str(), partition.to_string().as_str()]).set(l);
         }
+        if let Some(h) = extra.history {
+            families.extend(history_families(h));
+        }
         families.extend(sink_up.collect());
         families.extend(sink_errors.collect());
         families.extend(model.collect());
@@ -245,9 +249,47 @@ impl Metrics {
 }
 
 /// Scrape-time values from outside the registry.
-pub struct Scrape {
+pub struct Scrape<'a> {
     pub model_version: String,
     pub sinks: Vec<SinkState>,
+    /// The history's counters, when history is on.
+    pub history: Option<&'a HistoryStats>,
+}
+
+/// The history's gauges and counters (docs/architecture.md, "History").
+fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
+    let read = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let gauges = [
+        ("fraudflight_history_cards", "Cards whose recent history is in memory.", read(&h.cards)),
+        ("fraudflight_history_events", "Transactions held in the cards' histories.", read(&h.events)),
+        ("fraudflight_history_merchants", "Merchants with day tiles in memory.", read(&h.merchants)),
+        ("fraudflight_labels_pending", "Labels waiting for their transaction.", read(&h.labels_pending)),
+    ];
+    let counters = [
+        (
+            "fraudflight_history_evicted_cards_total",
+            "Cards dropped from the cache (least recently used).",
+            read(&h.evicted_cards),
+        ),
+        ("fraudflight_labels_total", "Labels received.", read(&h.labels)),
+        (
+            "fraudflight_labels_late_total",
+            "Labels reported after their tile was final (not in merchant risk).",
+            read(&h.labels_late),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, help, v) in gauges {
+        let g = prometheus::IntGauge::new(name, help).expect("valid gauge");
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        out.extend(g.collect());
+    }
+    for (name, help, v) in counters {
+        let c = IntCounter::new(name, help).expect("valid counter");
+        c.inc_by(v);
+        out.extend(c.collect());
+    }
+    out
 }
 
 pub struct SinkState {
@@ -330,7 +372,9 @@ mod tests {
         let m = Metrics::new();
         let now = unix_ms();
         m.stored(2, 0, [now, now]);
-        let scrape = |sinks| Scrape { model_version: "gbt-v1".into(), sinks };
+        let history = HistoryStats::default();
+        history.labels.store(3, std::sync::atomic::Ordering::Relaxed);
+        let scrape = |sinks| Scrape { model_version: "gbt-v1".into(), sinks, history: Some(&history) };
         // Before any lag or sink: empty families are left out, the rest parses.
         let text = m.render(&scrape(Vec::new())).unwrap();
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
@@ -356,6 +400,8 @@ mod tests {
         assert_eq!(value("fraudflight_sink_up", Some(("sink", "cassandra"))), Some(0.0));
         assert_eq!(value("fraudflight_sink_errors_total", Some(("sink", "cassandra"))), Some(4.0));
         assert_eq!(value("fraudflight_model_info", Some(("version", "gbt-v1"))), Some(1.0));
+        assert_eq!(value("fraudflight_labels_total", None), Some(3.0));
+        assert_eq!(value("fraudflight_history_cards", None), Some(0.0));
         let latency = parsed.samples.iter().find(|s| s.metric == "fraudflight_end_to_end_latency_seconds").unwrap();
         assert!(
             matches!(&latency.value, prometheus_parse::Value::Histogram(b) if b.len() == LATENCY_BUCKETS.len() + 1)

@@ -100,7 +100,9 @@ async fn events(State(ctx): State<Ctx>) -> Response {
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let scrape = crate::metrics::Scrape { model_version: ctx.app.model_version(), sinks: ctx.app.sink_states() };
+    let history = ctx.app.history_stats();
+    let scrape =
+        crate::metrics::Scrape { model_version: ctx.app.model_version(), sinks: ctx.app.sink_states(), history };
     match ctx.app.metrics().render(&scrape) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),
