@@ -16,6 +16,10 @@ final metrics are measured on test. The pipeline is exported to ONNX and
 checked against Spark's own probabilities (the job fails above 1e-5, and
 writes nothing). Writes DIR/model.onnx, model.json, parity.jsonl, report.md
 and pr_curve.png; with --deploy, loads the model into running servers.
+With --history the card and merchant history features
+(fraudflight_spark/history.py) become inputs too, computed over the whole
+input before the split; rows in the first 30 days (incomplete windows) are
+not trained on, and the parity vectors carry Spark's history values.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import onnx
 import onnxruntime as ort
 from pyspark.sql import functions as F
 
-from fraudflight_spark import data, deploy, evaluation, report, selection
+from fraudflight_spark import data, deploy, evaluation, history, report, selection
 from fraudflight_spark.errors import JobError, exit_on_job_error
 from fraudflight_spark.export_onnx import OUTPUT, ExportError, export_pipeline
 from fraudflight_spark.features import DERIVED
@@ -60,28 +64,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=5, help="GBT max depth (forests go deeper)")
     p.add_argument("--parity-rows", type=int, default=300, help="rows written to parity.jsonl")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--history", action="store_true",
+        help="add the card and merchant history features (fraudflight_spark/history_features.json) as model inputs",
+    )
     p.add_argument("--deploy", action="append", default=[], metavar="grpc://HOST:PORT", help="load the model into this server (repeatable)")
     p.add_argument("--token", help="admin token for --deploy (default: $FRAUDFLIGHT_TOKEN)")
     p.add_argument("--ca", type=Path, help="CA certificate for grpc+tls:// --deploy endpoints")
     return p.parse_args(argv)
 
 
-def onnx_inputs(rows: list[Any]) -> dict[str, np.ndarray]:
+def onnx_inputs(rows: list[Any], numeric: list[str]) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     for name in CATEGORICAL:
         feeds[name] = np.array([[r[name] if r[name] is not None else ""] for r in rows], dtype=object)
-    for name in NUMERIC:
+    for name in numeric:
         feeds[name] = np.array([[float(r[name])] for r in rows], dtype=np.float64)
     return feeds
 
 
-def check_parity(model_bytes: bytes, rows: list[Any]) -> float:
+def check_parity(model_bytes: bytes, rows: list[Any], numeric: list[str]) -> float:
     """Largest |ONNX - Spark| probability over the rows; raises above tolerance."""
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     worst = 0.0
     for start in range(0, len(rows), 10_000):
         chunk = rows[start : start + 10_000]
-        got = session.run([OUTPUT], onnx_inputs(chunk))[0][:, 0]
+        got = session.run([OUTPUT], onnx_inputs(chunk, numeric))[0][:, 0]
         want = np.array([r["score"] for r in chunk])
         worst = max(worst, float(np.max(np.abs(got - want))))
     if worst > PARITY_TOLERANCE:
@@ -89,11 +97,14 @@ def check_parity(model_bytes: bytes, rows: list[Any]) -> float:
     return worst
 
 
-def parity_vector(row: Any) -> dict[str, Any]:
+def parity_vector(row: Any, with_history: bool) -> dict[str, Any]:
+    """A parity line; a history model's carries Spark's history features,
+    which the server scores the record with when it checks the model."""
     record = {k: row[k] for k in RECORD_FIELDS if k in row.asDict() and row[k] is not None}
+    features = list(DERIVED) + (list(history.NAMES) if with_history else [])
     return {
         "record": record,
-        "features": {name: row[name] for name in DERIVED},
+        "features": {name: row[name] for name in features},
         "probability": row["score"],
     }
 
@@ -105,8 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     spark = spark_session("fraudflight-train", data.spark_config(args.input))
     started = dt.datetime.now(dt.timezone.utc)
 
-    rows = data.read_transactions(spark, args.input).cache()
+    rows = data.read_transactions(spark, args.input)
+    numeric = list(NUMERIC)
+    if args.history:
+        rows = history.with_history(rows)
+        numeric += history.NAMES
+    rows = rows.cache()
     train, validation, test = data.split_by_time(rows)
+    if args.history:
+        # The first 30 days' windows are incomplete: not trained on.
+        train = history.after_warm_up(train, rows)
     if validation.where(F.col("label") == 1).limit(1).count() == 0:
         raise JobError(f"{args.input}: no fraud in the validation period; more data is needed to train")
     best, tried = selection.select(
@@ -118,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         depth=args.depth,
         single=args.single,
         seed=args.seed,
+        numeric=numeric,
     )
     model = best.model
     val_scores, val_labels = evaluation.scores_and_labels(evaluation.with_score(model, validation))
@@ -126,11 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     test_metrics = evaluation.metrics(scored_test, threshold)
 
     try:
-        onnx_model, inputs = export_pipeline(model, CATEGORICAL, NUMERIC)
+        onnx_model, inputs = export_pipeline(model, CATEGORICAL, numeric)
     except ExportError as e:
         raise JobError(f"cannot export the {best.algorithm} model exactly: {e}") from e
-    check_rows = scored_test.select(*CATEGORICAL, *NUMERIC, "score").limit(PARITY_CHECK_ROWS).collect()
-    worst = check_parity(onnx_model.SerializeToString(), check_rows)
+    check_rows = scored_test.select(*CATEGORICAL, *numeric, "score").limit(PARITY_CHECK_ROWS).collect()
+    worst = check_parity(onnx_model.SerializeToString(), check_rows, numeric)
 
     frauds = scored_test.where(F.col("label") == 1).limit(args.parity_rows // 3)
     others = scored_test.where(F.col("label") == 0).limit(args.parity_rows - args.parity_rows // 3)
@@ -143,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     model.write().overwrite().save(str(out / "spark-model"))
     with open(out / "parity.jsonl", "w") as f:
         for row in parity_rows:
-            f.write(json.dumps(parity_vector(row)) + "\n")
+            f.write(json.dumps(parity_vector(row, args.history)) + "\n")
     meta = {
         "version": version,
         "created_at": started.isoformat(timespec="seconds"),

@@ -99,3 +99,11 @@ def with_history(df: DataFrame, label: str = "is_fraud") -> DataFrame:
     for name in merchant_names:
         out = out.withColumn(name, F.coalesce(F.col(name), F.lit(0.0)))
     return out.drop("day")
+
+
+def after_warm_up(part: DataFrame, everything: DataFrame) -> DataFrame:
+    """The rows of `part` at least the longest card window after the first
+    transaction of `everything`: before that no window is complete."""
+    longest = max(f["days"] for f in FEATURES if f["entity"] == "card")
+    first = everything.agg(F.min("event_time")).first()[0]
+    return part.where(F.col("event_time") >= F.lit(first + longest * DAY))

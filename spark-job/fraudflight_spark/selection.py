@@ -85,7 +85,7 @@ def classifier(algorithm: str, params: dict[str, Any], weighted: bool, seed: int
     return GBTClassifier(seed=seed, stepSize=0.2, **common, **params)
 
 
-def pipeline(stage: Any) -> Pipeline:
+def pipeline(stage: Any, numeric: list[str] = NUMERIC) -> Pipeline:
     indexers = [
         StringIndexer(inputCol=c, outputCol=f"{c}_idx", handleInvalid="keep", stringOrderType="alphabetAsc")
         for c in CATEGORICAL
@@ -93,7 +93,7 @@ def pipeline(stage: Any) -> Pipeline:
     encoder = OneHotEncoder(
         inputCols=[f"{c}_idx" for c in CATEGORICAL], outputCols=[f"{c}_oh" for c in CATEGORICAL], dropLast=True
     )
-    assembler = VectorAssembler(inputCols=[f"{c}_oh" for c in CATEGORICAL] + NUMERIC, outputCol="features")
+    assembler = VectorAssembler(inputCols=[f"{c}_oh" for c in CATEGORICAL] + numeric, outputCol="features")
     return Pipeline(stages=[*indexers, encoder, assembler, stage])
 
 
@@ -110,9 +110,10 @@ def validation_pr_auc(model: PipelineModel, validation: DataFrame) -> float:
     return float(evaluator.evaluate(model.transform(validation)))
 
 
-def fit(candidate: Candidate, train: DataFrame, validation: DataFrame, seed: int) -> Candidate:
+def fit(candidate: Candidate, train: DataFrame, validation: DataFrame, seed: int, numeric: list[str] = NUMERIC) -> Candidate:
     started = time.monotonic()
-    candidate.model = pipeline(classifier(candidate.algorithm, candidate.params, candidate.weighted, seed)).fit(train)
+    stage = classifier(candidate.algorithm, candidate.params, candidate.weighted, seed)
+    candidate.model = pipeline(stage, numeric).fit(train)
     candidate.fit_seconds = time.monotonic() - started
     candidate.validation_pr_auc = validation_pr_auc(candidate.model, validation)
     print(f"train: {candidate.summary()}", flush=True)
@@ -129,8 +130,10 @@ def select(
     depth: int,
     single: bool,
     seed: int,
+    numeric: list[str] = NUMERIC,
 ) -> tuple[Candidate, list[Candidate]]:
-    """Fits every candidate; returns the best by validation PR AUC and all of them."""
+    """Fits every candidate on the categorical and `numeric` inputs; returns
+    the best by validation PR AUC and all of them."""
     if class_weights not in ("auto", "balanced", "none"):
         raise JobError(f"--class-weights {class_weights!r}: use auto, balanced or none")
     weighted_train = with_balanced_weights(train).cache()
@@ -139,13 +142,15 @@ def select(
         points = grid(algorithm, trees, depth, single)
         if class_weights == "auto":
             # Measure both on the first grid point; the winner decides the rest.
-            first = [fit(Candidate(algorithm, points[0], w), weighted_train, validation, seed) for w in (False, True)]
+            first = [
+                fit(Candidate(algorithm, points[0], w), weighted_train, validation, seed, numeric) for w in (False, True)
+            ]
             tried.extend(first)
             weighted = max(first, key=lambda c: c.validation_pr_auc).weighted
             rest = points[1:]
         else:
             weighted = class_weights == "balanced"
             rest = points
-        tried.extend(fit(Candidate(algorithm, p, weighted), weighted_train, validation, seed) for p in rest)
+        tried.extend(fit(Candidate(algorithm, p, weighted), weighted_train, validation, seed, numeric) for p in rest)
     best = max(tried, key=lambda c: c.validation_pr_auc)
     return best, tried

@@ -11,6 +11,7 @@ stored outcomes, read back with DoGet, carry the features it computed.
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import Server, binary
+from conftest import Server, binary, train
 from fraudflight_spark import history
 from fraudflight_spark.data import read_transactions
 from fraudflight_spark.session import spark_session
@@ -127,3 +128,40 @@ def test_a_bad_label_is_refused_by_name(bad: dict[str, object]) -> None:
             put(client, ["labels"], table)
     finally:
         server.stop()
+
+
+def test_a_model_trained_with_history_loads_and_scores_with_the_streams_history(tmp_path: Path) -> None:
+    """train.py --history: the history features are model inputs, the parity
+    vectors carry Spark's values (the server checks them at load), and the
+    server feeds the model the history it computes itself."""
+    data = tmp_path / "train.csv"
+    command = [binary(), "simulate", "--count", 20_000, "--customers", 100, "--seed", 3, "--csv", data]
+    subprocess.run([str(c) for c in command], check=True)
+    out = tmp_path / "with-history"
+    train(data, out, "--model", "gbt", "--single", "--trees", 10, "--history", "--parity-rows", 150)
+    meta = json.loads((out / "model.json").read_text())
+    inputs = [i["name"] for i in meta["inputs"]]
+    assert set(history.NAMES) <= set(inputs), inputs
+    first = json.loads((out / "parity.jsonl").read_text().splitlines()[0])
+    assert set(history.NAMES) <= set(first["features"]), "parity vectors carry the history features"
+
+    server = Server(model=out)
+    try:
+        client = flight.connect(server.flight)
+        info = json.loads(next(client.do_action(flight.Action("model-info", b""))).body.to_pybytes())
+        assert info["version"] == out.name
+        with data.open() as f:
+            rows = sorted(csv.DictReader(f), key=lambda r: (int(r["unix_time"]), r["trans_num"]))[:3_000]
+        numbers = {"amt", "lat", "long", "merch_lat", "merch_long"}
+        columns = [c for c in rows[0] if c not in ("", "is_fraud", "unix_time", "city_pop")]
+        table = pa.table({
+            **{c: pa.array([float(r[c]) if c in numbers else r[c] for r in rows]) for c in columns},
+            "unix_time": pa.array([int(r["unix_time"]) for r in rows], pa.int64()),
+        })
+        put(client, ["transactions"], table)
+        stored = client.do_get(recent_ticket(len(rows))).read_all().to_pylist()
+    finally:
+        log = server.stop()
+    assert len(stored) == len(rows), log[-2000:]
+    assert all(r["model_version"] == out.name and 0.0 <= r["fraud_score"] <= 1.0 for r in stored)
+    assert max(r["card_tx_30d"] for r in stored) > 10, "the stream's own history reached the model's inputs"
