@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::simulate::output::{self, CsvWriter, ParquetWriter, TransactionWriter};
-use crate::simulate::{SimConfig, Simulator};
+use crate::simulate::{FraudModel, SimConfig, Simulator};
 
 #[derive(Debug, Parser)]
 #[command(name = "fraudflight", version, about = "Real-time credit-card fraud scoring over Arrow Flight")]
@@ -82,6 +82,11 @@ pub struct SimulateArgs {
     /// First simulated day, YYYY-MM-DD (UTC).
     #[arg(long, default_value = "2025-01-01")]
     pub start: String,
+    /// The fraud injected: sparkov (episodes visible in single transactions)
+    /// or handbook (compromised merchants, stolen numbers and cards, card
+    /// testing: visible in history).
+    #[arg(long, value_enum, default_value_t = FraudModel::Sparkov)]
+    pub fraud: FraudModel,
     /// Write a CSV file in the Kaggle fraudTrain.csv layout.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -129,6 +134,7 @@ impl SimulateArgs {
         Ok(SimConfig {
             seed: self.seed,
             customers: self.customers,
+            fraud: self.fraud,
             start_unix: start.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp(),
             ..SimConfig::default()
         })

@@ -17,6 +17,7 @@ pub mod category;
 pub mod geography;
 pub mod output;
 mod population;
+pub mod scenarios;
 
 use chrono::{DateTime, Datelike, NaiveDate};
 use rand::{Rng, SeedableRng};
@@ -36,6 +37,20 @@ pub struct SimConfig {
     pub start_unix: i64,
     /// Probability that a given card is compromised on a given day.
     pub compromise_rate: f64,
+    /// Which kind of fraud is injected.
+    pub fraud: FraudModel,
+}
+
+/// The fraud a simulation injects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FraudModel {
+    /// Sparkov-like episodes: card testing, then a night-time burst of large
+    /// purchases far from home (visible in single transactions).
+    #[default]
+    Sparkov,
+    /// The handbook's scenarios ([`scenarios`]): compromised merchants,
+    /// stolen card numbers and cards, card testing (visible in history).
+    Handbook,
 }
 
 impl Default for SimConfig {
@@ -46,6 +61,7 @@ impl Default for SimConfig {
             // 2025-01-01 00:00:00 UTC
             start_unix: 1_735_689_600,
             compromise_rate: 0.0032,
+            fraud: FraudModel::Sparkov,
         }
     }
 }
@@ -75,13 +91,16 @@ pub struct Simulator {
     today: Vec<Draft>,
     /// Fraud bursts that run past midnight, handed out the next day.
     carry: Vec<Draft>,
+    /// The handbook scenarios under way.
+    compromised: scenarios::Compromised,
 }
 
 impl Simulator {
     pub fn new(config: SimConfig) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let population = Population::generate(&mut rng, config.customers.max(1), config.start_unix);
-        Self { config, rng, population, day: 0, today: Vec::new(), carry: Vec::new() }
+        let compromised = scenarios::Compromised::default();
+        Self { config, rng, population, day: 0, today: Vec::new(), carry: Vec::new(), compromised }
     }
 
     /// The customers of this run (for tests and statistics).
@@ -93,13 +112,26 @@ impl Simulator {
         let day_start = self.config.start_unix + self.day * SECONDS_PER_DAY;
         let day_end = day_start + SECONDS_PER_DAY;
         let mut txns = std::mem::take(&mut self.carry);
+        if self.config.fraud == FraudModel::Handbook {
+            let merchants = self.population.merchants_per_category();
+            let rate = scenarios::Rates::default().merchant;
+            self.compromised.start_merchants(&mut self.rng, rate, self.day, &merchants);
+        }
         for c in 0..self.population.customers.len() {
             let rate = self.population.customers[c].daily_rate;
             for _ in 0..poisson(&mut self.rng, rate) {
-                txns.push(self.genuine(c, day_start));
+                let draft = self.genuine(c, day_start);
+                txns.push(match self.config.fraud {
+                    FraudModel::Sparkov => draft,
+                    FraudModel::Handbook => self.handbook_fraud(draft),
+                });
             }
-            if self.rng.random::<f64>() < self.config.compromise_rate {
-                self.fraud_episode(c, day_start, &mut txns);
+            match self.config.fraud {
+                FraudModel::Sparkov if self.rng.random::<f64>() < self.config.compromise_rate => {
+                    self.fraud_episode(c, day_start, &mut txns)
+                }
+                FraudModel::Sparkov => {}
+                FraudModel::Handbook => self.handbook_starts(c, day_start, &mut txns),
             }
         }
         let (later, mut txns): (Vec<_>, Vec<_>) = txns.into_iter().partition(|t| t.unix_time >= day_end);
@@ -144,6 +176,57 @@ impl Simulator {
             let merchant = self.population.merchant(&mut self.rng, cat);
             txns.push(self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, true, true));
             clock += self.rng.random_range(120..2400);
+        }
+    }
+}
+
+impl Simulator {
+    /// A genuine purchase as the handbook's scenarios leave it: fraud at a
+    /// compromised merchant; the fraudster's (another city, 5 x the amount)
+    /// a third of the time while the card's number is stolen.
+    fn handbook_fraud(&mut self, mut draft: Draft) -> Draft {
+        let c = draft.customer as usize;
+        if self.compromised.merchant_is(draft.category as usize, draft.merchant as usize, self.day) {
+            draft.fraud = true;
+        } else if self.compromised.number_is_stolen(c, self.day)
+            && self.rng.random::<f64>() < scenarios::CARD_NUMBER_SHARE
+        {
+            let amt = draft.amt * scenarios::CARD_NUMBER_FACTOR;
+            let (merchant, cat, time) = (draft.merchant as usize, draft.category as usize, draft.unix_time);
+            draft = self.population.draft(&mut self.rng, c, merchant, cat, amt, time, true, true);
+        }
+        draft
+    }
+
+    /// Scenarios that start on card `c` today.
+    fn handbook_starts(&mut self, c: usize, day_start: i64, txns: &mut Vec<Draft>) {
+        let rates = scenarios::Rates::default();
+        if self.rng.random::<f64>() < rates.card_number {
+            self.compromised.steal_number(c, self.day);
+        }
+        if self.rng.random::<f64>() < rates.physical_card {
+            // A burst of purchases in the thief's town, 2 to 4 times what
+            // the card would spend there, minutes apart.
+            let mut clock = day_start + self.rng.random_range(8..20) * 3600;
+            for _ in 0..self.rng.random_range(3..=8) {
+                let mut draft = self.genuine(c, day_start);
+                let amt = draft.amt * self.rng.random_range(2.0..4.0);
+                let (merchant, cat) = (draft.merchant as usize, draft.category as usize);
+                draft = self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, true, true);
+                txns.push(draft);
+                clock += self.rng.random_range(120..1800);
+            }
+        }
+        if self.rng.random::<f64>() < rates.card_testing {
+            let mut clock = day_start + self.rng.random_range(0..22) * 3600;
+            for _ in 0..self.rng.random_range(5..=15) {
+                let cat = category::index_of(TESTING_CATEGORIES[self.rng.random_range(0..TESTING_CATEGORIES.len())])
+                    .expect("testing categories exist");
+                let amt = 1.0 + self.rng.random::<f64>() * 9.0;
+                let merchant = self.population.merchant(&mut self.rng, cat);
+                txns.push(self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, false, true));
+                clock += self.rng.random_range(30..300);
+            }
         }
     }
 }
@@ -258,6 +341,20 @@ mod tests {
         let frauds = txns.iter().filter(|t| t.is_fraud == Some(1)).count();
         let rate = frauds as f64 / txns.len() as f64;
         assert!((0.005..=0.01).contains(&rate), "fraud rate {rate}");
+    }
+
+    #[test]
+    fn the_handbook_scenarios_make_about_one_percent_fraud_in_time_order() {
+        let config = SimConfig { seed: 5, customers: 500, fraud: FraudModel::Handbook, ..SimConfig::default() };
+        let txns: Vec<Transaction> = Simulator::new(config).take(100_000).collect();
+        let frauds = txns.iter().filter(|t| t.is_fraud == Some(1)).count();
+        assert!((300..3_000).contains(&frauds), "{frauds} frauds in 100,000");
+        assert!(txns.windows(2).all(|w| w[0].unix_time <= w[1].unix_time));
+        // A compromised merchant's frauds look like its genuine sales: the
+        // share of frauds below 100 dollars is far from zero (Sparkov's are
+        // nearly all large or tiny).
+        let small = txns.iter().filter(|t| t.is_fraud == Some(1) && (10.0..100.0).contains(&t.amt)).count();
+        assert!(small * 5 > frauds, "{small} of {frauds} frauds between 10 and 100");
     }
 
     #[test]

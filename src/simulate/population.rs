@@ -64,6 +64,11 @@ impl Population {
         Self { customers, category_sampler, hour_sampler, merchants }
     }
 
+    /// How many merchants each category has.
+    pub fn merchants_per_category(&self) -> Vec<usize> {
+        self.merchants.iter().map(Vec::len).collect()
+    }
+
     pub fn merchant(&self, rng: &mut impl Rng, category: usize) -> usize {
         rng.random_range(0..self.merchants[category].len())
     }
