@@ -160,14 +160,8 @@ impl Simulator {
         let night_start = self.rng.random_range(0..FRAUD_HOURS.len() - 2);
         let mut clock = day_start + FRAUD_HOURS[night_start] as i64 * 3600 + self.rng.random_range(0..1800);
         // Card testing: one to three tiny online amounts.
-        for _ in 0..self.rng.random_range(1..=3) {
-            let cat = category::index_of(TESTING_CATEGORIES[self.rng.random_range(0..TESTING_CATEGORIES.len())])
-                .expect("testing categories exist");
-            let amt = 1.0 + self.rng.random::<f64>() * 9.0;
-            let merchant = self.population.merchant(&mut self.rng, cat);
-            txns.push(self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, true, true));
-            clock += self.rng.random_range(60..900);
-        }
+        let tests = self.rng.random_range(1..=3);
+        clock = self.card_testing(c, tests, clock, true, 60..900, txns);
         // The burst: large amounts, far from home, minutes apart.
         for _ in 0..self.rng.random_range(2..=7) {
             let (name, median) = BURST_CATEGORIES[self.rng.random_range(0..BURST_CATEGORIES.len())];
@@ -198,6 +192,28 @@ impl Simulator {
         draft
     }
 
+    /// `count` tiny amounts in testing categories from `clock` on, `gap`
+    /// seconds apart; the clock after them.
+    fn card_testing(
+        &mut self,
+        c: usize,
+        count: u32,
+        mut clock: i64,
+        far: bool,
+        gap: std::ops::Range<i64>,
+        txns: &mut Vec<Draft>,
+    ) -> i64 {
+        for _ in 0..count {
+            let cat = category::index_of(TESTING_CATEGORIES[self.rng.random_range(0..TESTING_CATEGORIES.len())])
+                .expect("testing categories exist");
+            let amt = 1.0 + self.rng.random::<f64>() * 9.0;
+            let merchant = self.population.merchant(&mut self.rng, cat);
+            txns.push(self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, far, true));
+            clock += self.rng.random_range(gap.clone());
+        }
+        clock
+    }
+
     /// Scenarios that start on card `c` today.
     fn handbook_starts(&mut self, c: usize, day_start: i64, txns: &mut Vec<Draft>) {
         let rates = scenarios::Rates::default();
@@ -218,15 +234,9 @@ impl Simulator {
             }
         }
         if self.rng.random::<f64>() < rates.card_testing {
-            let mut clock = day_start + self.rng.random_range(0..22) * 3600;
-            for _ in 0..self.rng.random_range(5..=15) {
-                let cat = category::index_of(TESTING_CATEGORIES[self.rng.random_range(0..TESTING_CATEGORIES.len())])
-                    .expect("testing categories exist");
-                let amt = 1.0 + self.rng.random::<f64>() * 9.0;
-                let merchant = self.population.merchant(&mut self.rng, cat);
-                txns.push(self.population.draft(&mut self.rng, c, merchant, cat, amt, clock, false, true));
-                clock += self.rng.random_range(30..300);
-            }
+            let clock = day_start + self.rng.random_range(0..22) * 3600;
+            let tests = self.rng.random_range(5..=15);
+            self.card_testing(c, tests, clock, false, 30..300, txns);
         }
     }
 }
