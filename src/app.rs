@@ -65,6 +65,8 @@ pub enum LabelsError {
     Invalid(#[from] crate::history::labels::LabelError),
     #[error("labels feed the history features, which are off here (history.enabled)")]
     NoHistory,
+    #[error("labels not stored: {0}")]
+    Abandoned(#[from] crate::retry::Abandoned),
 }
 
 /// What a labels call reports.
@@ -204,14 +206,52 @@ impl App {
         Ok(Scored { outcomes: self.protect(outcomes), invalid })
     }
 
-    /// Applies a batch of labels (Flight DoPut `["labels"]`) to the history:
+    /// Applies and stores a batch of labels (Flight DoPut `["labels"]`):
     /// all of it, or none when a row is bad.
-    pub fn apply_labels(&self, batch: &RecordBatch) -> Result<LabelsApplied, LabelsError> {
-        let history = self.scorer.history().ok_or(LabelsError::NoHistory)?;
+    pub async fn put_labels(&self, batch: &RecordBatch) -> Result<LabelsApplied, LabelsError> {
+        if self.scorer.history().is_none() {
+            return Err(LabelsError::NoHistory);
+        }
         let labels = crate::history::labels::from_batch(batch)?;
-        let received = crate::metrics::unix_ms() / 1000;
-        let applied = history.apply_labels(&labels, received);
+        Ok(self.store_labels(&labels, crate::metrics::unix_ms(), Vec::new(), None).await?)
+    }
+
+    /// Applies labels to the history (a label without `reported_at` was
+    /// reported when received), stores them in Cassandra `labels` (card
+    /// numbers protected as configured) and sends `dead` ones to the
+    /// labels' DLQ (`topics` = (labels topic, its DLQ)); Ok once all are
+    /// stored, so a Kafka source may commit them.
+    pub async fn store_labels(
+        &self,
+        labels: &[crate::history::LabelRecord],
+        received_ms: i64,
+        dead: Vec<crate::sink::kafka::DeadLetter>,
+        topics: Option<(&str, &str)>,
+    ) -> Result<LabelsApplied, crate::retry::Abandoned> {
+        let applied = match self.scorer.history() {
+            Some(history) => history.apply_labels(labels, received_ms / 1000),
+            None => Vec::new(),
+        };
         let pending = applied.iter().filter(|a| **a == crate::history::Applied::Pending).count();
+        if let Some(cassandra) = &self.sinks.cassandra {
+            let rows: Vec<_> = labels
+                .iter()
+                .map(|l| crate::sink::cassandra::StoredLabel {
+                    cc_num: match &self.cards {
+                        Some(cards) => cards.hash(&l.cc_num),
+                        None => l.cc_num.clone(),
+                    },
+                    trans_num: l.trans_num.clone(),
+                    is_fraud: l.is_fraud,
+                    reported_at: l.reported_at_or(received_ms / 1000),
+                    received_at_ms: received_ms,
+                })
+                .collect();
+            cassandra.write_labels(&rows, &self.abandon).await?;
+        }
+        if let (Some(kafka), Some((source, dlq)), false) = (&self.sinks.kafka, topics, dead.is_empty()) {
+            kafka.dead_letters_to(dlq, source, &dead, &self.abandon).await?;
+        }
         Ok(LabelsApplied { labels: labels.len(), pending })
     }
 

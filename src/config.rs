@@ -457,6 +457,15 @@ impl KafkaConfig {
         format!("{}.scored", self.topic)
     }
 
+    /// Confirmed outcomes (docs/architecture.md, "History").
+    pub fn labels_topic(&self) -> String {
+        format!("{}.labels", self.topic)
+    }
+
+    pub fn labels_dlq_topic(&self) -> String {
+        format!("{}.labels.dlq", self.topic)
+    }
+
     /// The `group.instance.id` of a server whose Flight port is
     /// `flight_port`, or None for dynamic membership.
     pub fn group_instance_id(&self, flight_port: u16) -> Option<String> {
@@ -518,7 +527,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// This machine's name (Linux), or "localhost".
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

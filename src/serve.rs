@@ -195,7 +195,7 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<S
     let kafka = if config.kafka.enabled() {
         let k = &config.kafka;
         let scored = k.outcome_topic.then(|| k.scored_topic());
-        let mut topics = vec![k.dlq_topic()];
+        let mut topics = vec![k.dlq_topic(), k.labels_topic(), k.labels_dlq_topic()];
         topics.extend(scored.clone());
         crate::kafka::ensure_topics(&k.brokers, &k.properties(), &topics, -1).await;
         Some(KafkaSink::new(&k.brokers, &k.properties(), &k.topic, k.dlq_topic(), scored)?)

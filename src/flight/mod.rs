@@ -156,6 +156,7 @@ fn labels_status(e: LabelsError) -> Status {
     match e {
         LabelsError::Invalid(e) => Status::invalid_argument(e.to_string()),
         LabelsError::NoHistory => Status::failed_precondition(e.to_string()),
+        LabelsError::Abandoned(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -276,7 +277,7 @@ impl FlightService for FraudFlight {
                     let app = app.clone();
                     async move {
                         within_limit(&batch, max_rows)?;
-                        let report = blocking(move || app.apply_labels(&batch)).await?.map_err(labels_status)?;
+                        let report = app.put_labels(&batch).await.map_err(labels_status)?;
                         let body = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
                         Ok(PutResult { app_metadata: Bytes::from(body) })
                     }

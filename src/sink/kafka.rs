@@ -62,16 +62,28 @@ impl KafkaSink {
 
     /// Sends dead letters and waits until Kafka has every one.
     pub async fn dead_letters(&self, letters: &[DeadLetter], abandon: &CancellationToken) -> Result<(), Abandoned> {
+        self.dead_letters_to(&self.dlq_topic, &self.input_topic, letters, abandon).await
+    }
+
+    /// Sends dead letters from `source_topic` to `dlq_topic` (the labels'
+    /// own topics, say).
+    pub async fn dead_letters_to(
+        &self,
+        dlq_topic: &str,
+        source_topic: &str,
+        letters: &[DeadLetter],
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
         let sends = letters.iter().map(|letter| async move {
             let mut headers = OwnedHeaders::new().insert(Header { key: "error", value: Some(letter.error.as_bytes()) });
-            headers = headers.insert(Header { key: "source_topic", value: Some(self.input_topic.as_bytes()) });
+            headers = headers.insert(Header { key: "source_topic", value: Some(source_topic.as_bytes()) });
             if let Some((partition, offset)) = letter.source {
                 headers = headers
                     .insert(Header { key: "source_partition", value: Some(partition.to_string().as_bytes()) })
                     .insert(Header { key: "source_offset", value: Some(offset.to_string().as_bytes()) });
             }
             let key = letter.key.as_deref();
-            match self.send(&self.dlq_topic, key, &letter.value, headers.clone(), abandon).await {
+            match self.send(dlq_topic, key, &letter.value, headers.clone(), abandon).await {
                 Err(SendError::TooLarge) => {
                     tracing::warn!(bytes = letter.value.len(), "dead letter too large for the DLQ topic; truncated");
                     let cut = &letter.value[..letter.value.len().min(TRUNCATED_DLQ_VALUE)];
@@ -80,7 +92,7 @@ impl KafkaSink {
                             key: "original_bytes",
                             value: Some(letter.value.len().to_string().as_bytes()),
                         });
-                    self.send(&self.dlq_topic, key, cut, headers, abandon).await.map_err(SendError::into_abandoned)
+                    self.send(dlq_topic, key, cut, headers, abandon).await.map_err(SendError::into_abandoned)
                 }
                 other => other.map_err(SendError::into_abandoned),
             }

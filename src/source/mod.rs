@@ -14,6 +14,7 @@
 
 pub mod decode;
 pub mod kafka;
+pub mod labels;
 pub mod offsets;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ use kafka::{Dispatched, Shared, SourceSettings};
 pub struct Pipeline {
     source: std::thread::JoinHandle<()>,
     scoring: tokio::task::JoinHandle<()>,
+    /// The labels consumer, when history is on.
+    labels: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pipeline {
@@ -48,19 +51,32 @@ impl Pipeline {
         shutdown: Shutdown,
         abandon: CancellationToken,
     ) -> Result<Self, kafka::SourceError> {
+        // Every instance reads all labels, under a group of its own: the
+        // static instance id, else this host's name.
+        let labels = match app.history_stats() {
+            Some(_) => {
+                let instance = instance_id.clone().unwrap_or_else(crate::config::hostname);
+                Some(labels::start(app.clone(), kafka, &instance, shutdown.clone())?)
+            }
+            None => None,
+        };
         let permits = Arc::new(Semaphore::new(kafka.max_in_flight_batches));
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
         let settings = SourceSettings { kafka: kafka.clone(), instance_id, drain, metrics: app.metrics().clone() };
         let source = kafka::start(settings, tx, permits, shutdown, abandon.clone())?;
         let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));
-        Ok(Self { source: source.thread, scoring })
+        Ok(Self { source: source.thread, scoring, labels })
     }
 
     /// Waits for the source thread (it returns after its final commit) and
     /// the scoring stage.
     pub async fn join(self) {
-        let source = self.source;
-        let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        let (source, labels) = (self.source, self.labels);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = source.join();
+            labels.map(std::thread::JoinHandle::join)
+        })
+        .await;
         let _ = self.scoring.await;
     }
 }

@@ -47,6 +47,17 @@ pub enum CassandraError {
     Unsupported { query: &'static str, reason: &'static str },
 }
 
+/// A row of `labels`: the card number as stored (hashed if so configured).
+#[derive(Debug, Clone)]
+pub struct StoredLabel {
+    pub cc_num: String,
+    pub trans_num: String,
+    pub is_fraud: bool,
+    /// Unix seconds.
+    pub reported_at: i64,
+    pub received_at_ms: i64,
+}
+
 /// A connected Cassandra with the schema in place and statements prepared.
 pub struct Cassandra {
     session: Session,
@@ -54,6 +65,7 @@ pub struct Cassandra {
     insert_transaction: PreparedStatement,
     insert_alert: PreparedStatement,
     insert_model: PreparedStatement,
+    insert_label: PreparedStatement,
     select_card: PreparedStatement,
     select_alert_day: PreparedStatement,
     in_flight: Arc<Semaphore>,
@@ -126,6 +138,10 @@ impl Cassandra {
                 "INSERT INTO {ks}.models (version, created_at, deployed_at, threshold, metrics, meta) VALUES (?, ?, ?, ?, ?, ?)"
             ))
             .await?,
+            insert_label: prepare(format!(
+                "INSERT INTO {ks}.labels (cc_num, trans_num, is_fraud, reported_at, received_at) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?,
             select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
             select_alert_day: prepare(format!("SELECT {cols} FROM {ks}.alerts WHERE day = ? LIMIT ?")).await?,
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
@@ -184,6 +200,30 @@ impl Cassandra {
                 }
             }
         }
+    }
+
+    /// Stores labels in `labels` (an upsert per label: a redelivered label
+    /// writes the same row); returns once Cassandra has every one.
+    pub async fn write_labels(&self, labels: &[StoredLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
+        let rows: Vec<rows::Values> = labels
+            .iter()
+            .map(|l| {
+                vec![
+                    Some(CqlValue::Text(l.cc_num.clone())),
+                    Some(CqlValue::Text(l.trans_num.clone())),
+                    Some(CqlValue::Int(i32::from(l.is_fraud))),
+                    Some(CqlValue::Timestamp(CqlTimestamp(l.reported_at.saturating_mul(1000)))),
+                    Some(CqlValue::Timestamp(CqlTimestamp(l.received_at_ms))),
+                ]
+            })
+            .collect();
+        let mut writes = futures::stream::iter(rows)
+            .map(|values| self.execute(&self.insert_label, values, abandon))
+            .buffer_unordered(self.concurrency);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        Ok(())
     }
 
     /// Records a model deployment in `models`.

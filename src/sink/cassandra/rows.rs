@@ -77,7 +77,7 @@ pub fn column_list() -> String {
     columns().iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
 }
 
-/// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`.
+/// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`, `labels`.
 pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
     let defs = columns().iter().map(|c| format!("  \"{}\" {}", c.name, c.cql_type)).collect::<Vec<_>>().join(",\n");
     let order = "WITH CLUSTERING ORDER BY (trans_time DESC, trans_num DESC)";
@@ -91,6 +91,10 @@ pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {keyspace}.models (\n  version text PRIMARY KEY,\n  created_at text,\n  deployed_at timestamp,\n  threshold double,\n  metrics text,\n  meta text\n)"
+        ),
+        // Confirmed outcomes as they arrive (docs/architecture.md, "History").
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.labels (\n  cc_num text,\n  trans_num text,\n  is_fraud int,\n  reported_at timestamp,\n  received_at timestamp,\n  PRIMARY KEY ((cc_num), trans_num)\n)"
         ),
     ]
 }

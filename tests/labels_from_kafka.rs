@@ -1,0 +1,121 @@
+//! Labels from Kafka, against real Kafka and Cassandra: `serve` reads
+//! `<topic>.labels`, stores every label in Cassandra `labels`, sends a bad
+//! one to `<topic>.labels.dlq` with its reason, keeps a label for an unseen
+//! transaction (pending), counts a late one, and the labels on time reach
+//! the merchant risk of a transaction eight days later.
+//!
+//! Run by `make test-services` (needs the services up).
+
+mod support;
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use fraudflight::record::Transaction;
+use support::stack::{self, Names, Serve};
+
+const DAY: i64 = 86_400;
+const SHOP: &str = "fraud_Compromised Corner Shop";
+
+/// Four cards' purchases at the shop on `day` (Unix day number).
+fn purchases(day: i64) -> Vec<Transaction> {
+    stack::simulated(41, 4)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| Transaction {
+            merchant: Some(SHOP.into()),
+            unix_time: Some(day * DAY + 3_600 * (i as i64 + 1)),
+            trans_date_trans_time: None,
+            trans_num: format!("shop-{day}-{i}"),
+            cc_num: format!("41110000000{i}"),
+            ..t
+        })
+        .collect()
+}
+
+async fn send(producer: &FutureProducer, topic: &str, key: &str, value: &str) {
+    producer.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and Cassandra: make test-services"]
+async fn labels_are_stored_dead_lettered_pending_or_late_and_move_merchant_risk() {
+    let names = Names::new("labels");
+    stack::create_topic(&names.topic, 2).await;
+    let mut env = names.env();
+    env.push(("FRAUDFLIGHT_OPENSEARCH_URL".into(), String::new()));
+    let serve = Serve::start(&env);
+    let session = stack::cassandra().await;
+    let day = 20_100;
+    let first = purchases(day);
+    stack::produce(&names.topic, &first).await;
+    stack::wait_for_rows(&session, &names, first.len(), Duration::from_secs(120), "the shop's purchases").await;
+
+    let labels = format!("{}.labels", names.topic);
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", support::kafka_brokers()).create().unwrap();
+    let on_time = (day + 3) * DAY;
+    for (t, reported) in [(&first[0], Some(on_time)), (&first[1], Some(on_time)), (&first[2], None)] {
+        let reported = reported.map_or(String::new(), |r| format!(r#","reported_at":{r}"#));
+        let value = format!(r#"{{"trans_num":"{}","cc_num":"{}","is_fraud":1{reported}}}"#, t.trans_num, t.cc_num);
+        send(&producer, &labels, &t.cc_num, &value).await;
+    }
+    // Not a label; and a label for a transaction the service never saw.
+    send(&producer, &labels, "4111", r#"{"trans_num":"x","cc_num":"4111","is_fraud":7}"#).await;
+    send(&producer, &labels, "4222", r#"{"trans_num":"unseen","cc_num":"4222","is_fraud":0,"reported_at":1}"#).await;
+    let keyspace = names.keyspace.clone();
+    stack::wait_until(Duration::from_secs(60), "four labels in Cassandra", || {
+        let (session, keyspace) = (&session, &keyspace);
+        async move { stack::cassandra_count(session, keyspace, "labels").await == 4 }
+    })
+    .await;
+    // The label without reported_at was reported at its Kafka timestamp
+    // (now): long after the shop's tile was final, so it is late.
+    let rows: Vec<(String, i32, scylla::value::CqlTimestamp)> = session
+        .query_iter(format!("SELECT trans_num, is_fraud, reported_at FROM {keyspace}.labels"), &[])
+        .await
+        .unwrap()
+        .rows_stream()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let stamp = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.2 .0 / 1000).unwrap();
+    assert_eq!(stamp(&first[0].trans_num), on_time);
+    assert!(stamp(&first[2].trans_num) > (day + 8) * DAY, "Kafka timestamp used");
+
+    // Eight days later, a purchase at the shop reads day `day`'s tile: two
+    // on-time frauds of four purchases.
+    let later = Transaction { trans_num: "shop-later".into(), ..purchases(day + 8).remove(0) };
+    stack::produce(&names.topic, std::slice::from_ref(&later)).await;
+    stack::wait_for_rows(&session, &names, first.len() + 1, Duration::from_secs(120), "the later purchase").await;
+    let (rate, tx): (Option<f64>, Option<f64>) = session
+        .query_unpaged(
+            format!(
+                "SELECT merch_fraud_rate_1d, merch_tx_1d FROM {keyspace}.transactions WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
+            ),
+            (&later.cc_num, scylla::value::CqlTimestamp(later.unix_time.unwrap() * 1000), &later.trans_num),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row()
+        .unwrap();
+    assert_eq!((rate, tx), (Some(0.5), Some(4.0)));
+
+    let dlq = stack::reader(&format!("{labels}.dlq"));
+    let msg = tokio::time::timeout(Duration::from_secs(60), dlq.recv()).await.expect("a dead letter").unwrap();
+    let error = msg.headers().and_then(|h| h.iter().find(|h| h.key == "error")).and_then(|h| h.value).unwrap();
+    assert!(String::from_utf8_lossy(error).contains("is_fraud"), "{}", String::from_utf8_lossy(error));
+
+    let metrics = serve.metrics();
+    assert_eq!(metrics.value("fraudflight_labels_total", &[]), Some(4.0));
+    assert_eq!(metrics.value("fraudflight_labels_pending", &[]), Some(1.0));
+    assert_eq!(metrics.value("fraudflight_labels_late_total", &[]), Some(1.0));
+    assert!(serve.terminate().success());
+}
