@@ -233,14 +233,24 @@ impl App {
             None => Vec::new(),
         };
         let pending = applied.iter().filter(|a| **a == crate::history::Applied::Pending).count();
+        let stored_card = |cc_num: &str| match &self.cards {
+            Some(cards) => cards.hash(cc_num),
+            None => cc_num.to_string(),
+        };
+        // Labels that are now their transaction's: its stored outcome shows them.
+        let current: Vec<(&crate::history::LabelRecord, i64)> = labels
+            .iter()
+            .zip(&applied)
+            .filter_map(|(l, a)| match a {
+                crate::history::Applied::Current { unix_time } => Some((l, *unix_time)),
+                _ => None,
+            })
+            .collect();
         if let Some(cassandra) = &self.sinks.cassandra {
             let rows: Vec<_> = labels
                 .iter()
                 .map(|l| crate::sink::cassandra::StoredLabel {
-                    cc_num: match &self.cards {
-                        Some(cards) => cards.hash(&l.cc_num),
-                        None => l.cc_num.clone(),
-                    },
+                    cc_num: stored_card(&l.cc_num),
                     trans_num: l.trans_num.clone(),
                     is_fraud: l.is_fraud,
                     reported_at: l.reported_at_or(received_ms / 1000),
@@ -248,7 +258,22 @@ impl App {
                 })
                 .collect();
             cassandra.write_labels(&rows, &self.abandon).await?;
+            let outcomes: Vec<_> = current
+                .iter()
+                .map(|(l, unix_time)| crate::sink::cassandra::OutcomeLabel {
+                    cc_num: stored_card(&l.cc_num),
+                    unix_time: *unix_time,
+                    trans_num: l.trans_num.clone(),
+                    is_fraud: l.is_fraud,
+                })
+                .collect();
+            cassandra.write_outcome_labels(&outcomes, &self.abandon).await?;
         }
+        if let Some(search) = &self.sinks.search {
+            let docs: Vec<_> = current.iter().map(|(l, t)| (l.trans_num.clone(), *t, l.is_fraud)).collect();
+            search.write_labels(&docs, &self.abandon).await?;
+        }
+        self.store.set_labels(current.iter().map(|(l, _)| (l.trans_num.as_str(), l.is_fraud)));
         if let (Some(kafka), Some((source, dlq)), false) = (&self.sinks.kafka, topics, dead.is_empty()) {
             kafka.dead_letters_to(dlq, source, &dead, &self.abandon).await?;
         }

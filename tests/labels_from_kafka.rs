@@ -2,9 +2,10 @@
 //! `<topic>.labels`, stores every label in Cassandra `labels`, sends a bad
 //! one to `<topic>.labels.dlq` with its reason, keeps a label for an unseen
 //! transaction (pending), counts a late one, and the labels on time reach
-//! the merchant risk of a transaction eight days later.
+//! the merchant risk of a transaction eight days later; the stored outcome
+//! (Cassandra `transactions`, the search document) shows its label.
 //!
-//! Run by `make test-services` (needs the services up).
+//! Run by `make test-services` (needs Kafka, Cassandra and OpenSearch up).
 
 mod support;
 
@@ -32,6 +33,7 @@ fn purchases(day: i64) -> Vec<Transaction> {
             trans_date_trans_time: None,
             trans_num: format!("shop-{day}-{i}"),
             cc_num: format!("41110000000{i}"),
+            is_fraud: Some(0),
             ..t
         })
         .collect()
@@ -46,14 +48,15 @@ async fn send(producer: &FutureProducer, topic: &str, key: &str, value: &str) {
 async fn labels_are_stored_dead_lettered_pending_or_late_and_move_merchant_risk() {
     let names = Names::new("labels");
     stack::create_topic(&names.topic, 2).await;
-    let mut env = names.env();
-    env.push(("FRAUDFLIGHT_OPENSEARCH_URL".into(), String::new()));
-    let serve = Serve::start(&env);
+    let serve = Serve::start(&names.env());
     let session = stack::cassandra().await;
     let day = 20_100;
     let first = purchases(day);
     stack::produce(&names.topic, &first).await;
     stack::wait_for_rows(&session, &names, first.len(), Duration::from_secs(120), "the shop's purchases").await;
+    let search = stack::opensearch();
+    stack::wait_for_documents(&search, &names, first.len(), Duration::from_secs(120), "the shop's purchases").await;
+    let alerts = stack::cassandra_count(&session, &names.keyspace, "alerts").await;
 
     let labels = format!("{}.labels", names.topic);
     let producer: FutureProducer =
@@ -107,6 +110,30 @@ async fn labels_are_stored_dead_lettered_pending_or_late_and_move_merchant_risk(
         .single_row()
         .unwrap();
     assert_eq!((rate, tx), (Some(0.5), Some(4.0)));
+
+    // The stored outcomes show their labels; no alert row appeared for them.
+    for (t, want) in [(&first[0], 1), (&first[3], 0)] {
+        let (flag,): (Option<i64>,) = session
+            .query_unpaged(
+                format!("SELECT is_fraud FROM {keyspace}.transactions WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"),
+                (&t.cc_num, scylla::value::CqlTimestamp(t.unix_time.unwrap() * 1000), &t.trans_num),
+            )
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .single_row()
+            .unwrap();
+        assert_eq!(flag, Some(want), "{}", t.trans_num);
+    }
+    assert_eq!(stack::cassandra_count(&session, &names.keyspace, "alerts").await, alerts);
+    let index = format!("{}-*", names.index_prefix);
+    let query = serde_json::json!({"query": {"term": {"trans_num": first[0].trans_num}}});
+    stack::wait_until(Duration::from_secs(30), "the search document's label", || {
+        let (search, index, query) = (&search, &index, &query);
+        async move { stack::search(search, index, query.clone()).await["hits"]["hits"][0]["_source"]["is_fraud"] == 1 }
+    })
+    .await;
 
     let dlq = stack::reader(&format!("{labels}.dlq"));
     let msg = tokio::time::timeout(Duration::from_secs(60), dlq.recv()).await.expect("a dead letter").unwrap();

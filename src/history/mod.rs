@@ -47,8 +47,11 @@ pub enum Use {
 /// What happened to a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// Its transaction is known: its tile is updated if the label is in time.
-    Known,
+    /// Its transaction (made at `unix_time`) is known and this is now its
+    /// label; its tile is updated if the label is in time.
+    Current { unix_time: i64 },
+    /// A later report of the same transaction was applied already.
+    Superseded,
     /// Its transaction has not been seen (yet): kept until it is.
     Pending,
 }
@@ -290,7 +293,7 @@ impl History {
                     return Applied::Pending;
                 };
                 if event.label.is_some_and(|old| old.reported_at > label.reported_at) {
-                    return Applied::Known;
+                    return Applied::Superseded;
                 }
                 let day = day_of(event.unix_time);
                 if label.reported_at >= (day + delay + 1) * DAY {
@@ -301,7 +304,7 @@ impl History {
                 if let (Some(m), true) = (&event.merchant, was != is) {
                     merchants.adjust_frauds(m, day, if is { 1 } else { -1 });
                 }
-                Applied::Known
+                Applied::Current { unix_time: event.unix_time }
             })
             .collect();
         self.publish(&state);
@@ -393,7 +396,8 @@ mod tests {
             LabelRecord { trans_num: "b1".into(), cc_num: card("b"), is_fraud: true, reported_at: Some(d * DAY) },
             LabelRecord { trans_num: "zz".into(), cc_num: card("z"), is_fraud: true, reported_at: Some(at(d - 2)) },
         ];
-        assert_eq!(h.apply_labels(&labels, 0), [Applied::Known, Applied::Known, Applied::Pending]);
+        let current = |t| Applied::Current { unix_time: t };
+        assert_eq!(h.apply_labels(&labels, 0), [current(at(d - 8)), current(at(d - 8)), Applied::Pending]);
         assert_eq!(h.stats().labels_late.load(Ordering::Relaxed), 1);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_tx_1d", 0), 2.0);
@@ -402,7 +406,9 @@ mod tests {
         // A newer report overturns the first: genuine after all.
         let overturn =
             LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: Some(at(d - 1)) };
-        h.apply_labels(&[overturn], 0);
+        h.apply_labels(std::slice::from_ref(&overturn), 0);
+        let older = LabelRecord { reported_at: Some(at(d - 3)), ..overturn };
+        assert_eq!(h.apply_labels(&[older], 0), [Applied::Superseded]);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.0);
     }

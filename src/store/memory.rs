@@ -2,11 +2,12 @@
 //! batches. Old batches fall off the back once the row budget is used, so
 //! memory stays bounded however long the demo runs.
 
-use std::collections::VecDeque;
-use std::sync::RwLock;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{filter_record_batch, kernels::cmp::eq, take_record_batch};
+use arrow::datatypes::Int64Type;
 
 use super::Query;
 use crate::record::column;
@@ -47,6 +48,30 @@ impl Rows {
         }
     }
 
+    /// Sets `is_fraud` of the rows whose `trans_num` has a label.
+    fn relabel(&mut self, labels: &HashMap<&str, bool>) {
+        for batch in &mut self.batches {
+            let (Some(trans_num), Ok(at)) =
+                (batch.column_by_name(column::trans_num), batch.schema().index_of(column::is_fraud))
+            else {
+                continue;
+            };
+            let trans_num = trans_num.as_string::<i32>();
+            if !trans_num.iter().any(|t| t.is_some_and(|t| labels.contains_key(t))) {
+                continue;
+            }
+            let old = batch.column(at).as_primitive::<Int64Type>();
+            let new: Int64Array = trans_num
+                .iter()
+                .zip(old.iter())
+                .map(|(t, v)| t.and_then(|t| labels.get(t)).map_or(v, |&f| Some(i64::from(f))))
+                .collect();
+            let mut columns = batch.columns().to_vec();
+            columns[at] = Arc::new(new);
+            *batch = RecordBatch::try_new(batch.schema(), columns).expect("same schema, same rows");
+        }
+    }
+
     /// Up to `limit` rows matching `keep`, newest first.
     fn newest(&self, limit: usize, keep: impl Fn(&RecordBatch) -> RecordBatch) -> Vec<RecordBatch> {
         let mut out = Vec::new();
@@ -80,6 +105,17 @@ impl MemoryStore {
         let mut inner = self.inner.write().expect("store lock");
         inner.recent.push(outcomes.clone(), self.max_recent);
         inner.alerts.push(alerts, self.max_alerts);
+    }
+
+    /// Shows labels in the kept outcomes and alerts: (trans_num, is_fraud).
+    pub fn set_labels<'a>(&self, labels: impl Iterator<Item = (&'a str, bool)>) {
+        let labels: HashMap<&str, bool> = labels.collect();
+        if labels.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.write().expect("store lock");
+        inner.recent.relabel(&labels);
+        inner.alerts.relabel(&labels);
     }
 
     /// Answers a query, newest first.
@@ -138,6 +174,36 @@ mod tests {
         let predicted: BooleanArray = ids.clone().map(|i| Some(fraud(i))).collect();
         RecordBatch::try_new(Arc::new(schema), vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(predicted)])
             .unwrap()
+    }
+
+    #[test]
+    fn labels_show_in_kept_outcomes_and_alerts() {
+        let schema = Schema::new(vec![
+            Field::new(column::trans_num, DataType::Utf8, false),
+            Field::new(column::is_fraud, DataType::Int64, true),
+            Field::new(IS_FRAUD_PREDICTED, DataType::Boolean, false),
+        ]);
+        let outcomes = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                Arc::new(Int64Array::from(vec![None, Some(0), Some(0)])),
+                Arc::new(BooleanArray::from(vec![true, false, true])),
+            ],
+        )
+        .unwrap();
+        let store = MemoryStore::new(100, 100);
+        store.insert(&outcomes);
+        store.set_labels([("a", true), ("c", false), ("zz", true)].into_iter());
+        let flags = |q: &Query| {
+            let batches = store.query(q);
+            batches
+                .iter()
+                .flat_map(|b| b.column(1).as_primitive::<arrow::datatypes::Int64Type>().iter().collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(flags(&Query::Recent { limit: 10 }), vec![Some(0), Some(0), Some(1)]);
+        assert_eq!(flags(&Query::Alerts { limit: 10 }), vec![Some(0), Some(1)]);
     }
 
     fn ids(batches: &[RecordBatch]) -> Vec<i64> {

@@ -58,6 +58,15 @@ pub struct StoredLabel {
     pub received_at_ms: i64,
 }
 
+/// A label for a stored outcome: its key (card number as stored) and flag.
+#[derive(Debug, Clone)]
+pub struct OutcomeLabel {
+    pub cc_num: String,
+    pub unix_time: i64,
+    pub trans_num: String,
+    pub is_fraud: bool,
+}
+
 /// A connected Cassandra with the schema in place and statements prepared.
 pub struct Cassandra {
     session: Session,
@@ -66,6 +75,8 @@ pub struct Cassandra {
     insert_alert: PreparedStatement,
     insert_model: PreparedStatement,
     insert_label: PreparedStatement,
+    label_transaction: PreparedStatement,
+    label_alert: PreparedStatement,
     select_card: PreparedStatement,
     select_alert_day: PreparedStatement,
     in_flight: Arc<Semaphore>,
@@ -140,6 +151,15 @@ impl Cassandra {
             .await?,
             insert_label: prepare(format!(
                 "INSERT INTO {ks}.labels (cc_num, trans_num, is_fraud, reported_at, received_at) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            label_transaction: prepare(format!(
+                "UPDATE {ks}.transactions SET is_fraud = ? WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
+            ))
+            .await?,
+            // Only alerts that exist: a genuine prediction has no alert row.
+            label_alert: prepare(format!(
+                "UPDATE {ks}.alerts SET is_fraud = ? WHERE day = ? AND trans_time = ? AND trans_num = ? IF EXISTS"
             ))
             .await?,
             select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
@@ -219,6 +239,53 @@ impl Cassandra {
             .collect();
         let mut writes = futures::stream::iter(rows)
             .map(|values| self.execute(&self.insert_label, values, abandon))
+            .buffer_unordered(self.concurrency);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Sets the stored outcome's `is_fraud` (in `transactions`, and in
+    /// `alerts` when it was an alert) to its label.
+    pub async fn write_outcome_labels(
+        &self,
+        labels: &[OutcomeLabel],
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        // (alerts?, values): a flag, not the statement, crosses into the
+        // stream (a borrowed statement trips the closure's lifetime).
+        let statements: Vec<(bool, rows::Values)> = labels
+            .iter()
+            .flat_map(|l| {
+                let (flag, time) = (CqlValue::BigInt(i64::from(l.is_fraud)), CqlTimestamp(l.unix_time * 1000));
+                [
+                    (
+                        false,
+                        vec![
+                            Some(flag.clone()),
+                            Some(CqlValue::Text(l.cc_num.clone())),
+                            Some(CqlValue::Timestamp(time)),
+                            Some(CqlValue::Text(l.trans_num.clone())),
+                        ],
+                    ),
+                    (
+                        true,
+                        vec![
+                            Some(flag),
+                            Some(CqlValue::Date(rows::day_of(l.unix_time))),
+                            Some(CqlValue::Timestamp(time)),
+                            Some(CqlValue::Text(l.trans_num.clone())),
+                        ],
+                    ),
+                ]
+            })
+            .collect();
+        let mut writes = futures::stream::iter(statements)
+            .map(|(alert, values)| {
+                let statement = if alert { &self.label_alert } else { &self.label_transaction };
+                self.execute(statement, values, abandon)
+            })
             .buffer_unordered(self.concurrency);
         while let Some(result) = writes.next().await {
             result?;

@@ -178,6 +178,34 @@ impl Search {
         Ok(refused)
     }
 
+    /// Sets `is_fraud` of indexed outcomes to their labels: (trans_num,
+    /// transaction time, label). A document not indexed (yet) is left
+    /// alone; its outcome carries the record's own value when it comes.
+    pub async fn write_labels(
+        &self,
+        labels: &[(String, i64, bool)],
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let updates: Vec<docs::Doc> = labels
+            .iter()
+            .map(|(trans_num, unix_time, is_fraud)| {
+                let action =
+                    json!({"update": {"_index": docs::index_name(&self.prefix, *unix_time), "_id": trans_num}});
+                let source = json!({"doc": {"is_fraud": i32::from(*is_fraud)}});
+                docs::Doc {
+                    action: Bytes::from(serde_json::to_vec(&action).expect("JSON")),
+                    source: Bytes::from(serde_json::to_vec(&source).expect("JSON")),
+                }
+            })
+            .collect();
+        for chunk in updates.chunks(self.bulk_max_docs) {
+            for r in self.bulk(chunk, abandon).await? {
+                tracing::debug!(error = %r.error, "label not applied to a search document");
+            }
+        }
+        Ok(())
+    }
+
     async fn bulk(&self, docs: &[docs::Doc], abandon: &CancellationToken) -> Result<Vec<Refused>, Abandoned> {
         let mut pending: Vec<usize> = (0..docs.len()).collect();
         let mut refused = Vec::new();
