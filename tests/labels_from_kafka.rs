@@ -39,6 +39,26 @@ fn purchases(day: i64) -> Vec<Transaction> {
         .collect()
 }
 
+/// `columns` of the stored outcome of `t`.
+async fn stored<R>(session: &scylla::client::session::Session, keyspace: &str, t: &Transaction, columns: &str) -> R
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    session
+        .query_unpaged(
+            format!(
+                "SELECT {columns} FROM {keyspace}.transactions WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
+            ),
+            (&t.cc_num, scylla::value::CqlTimestamp(t.unix_time.unwrap() * 1000), &t.trans_num),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row()
+        .unwrap()
+}
+
 async fn send(producer: &FutureProducer, topic: &str, key: &str, value: &str) {
     producer.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10)).await.unwrap();
 }
@@ -96,34 +116,13 @@ async fn labels_are_stored_dead_lettered_pending_or_late_and_move_merchant_risk(
     let later = Transaction { trans_num: "shop-later".into(), ..purchases(day + 8).remove(0) };
     stack::produce(&names.topic, std::slice::from_ref(&later)).await;
     stack::wait_for_rows(&session, &names, first.len() + 1, Duration::from_secs(120), "the later purchase").await;
-    let (rate, tx): (Option<f64>, Option<f64>) = session
-        .query_unpaged(
-            format!(
-                "SELECT merch_fraud_rate_1d, merch_tx_1d FROM {keyspace}.transactions WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
-            ),
-            (&later.cc_num, scylla::value::CqlTimestamp(later.unix_time.unwrap() * 1000), &later.trans_num),
-        )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .single_row()
-        .unwrap();
+    let (rate, tx): (Option<f64>, Option<f64>) =
+        stored(&session, &keyspace, &later, "merch_fraud_rate_1d, merch_tx_1d").await;
     assert_eq!((rate, tx), (Some(0.5), Some(4.0)));
 
     // The stored outcomes show their labels; no alert row appeared for them.
     for (t, want) in [(&first[0], 1), (&first[3], 0)] {
-        let (flag,): (Option<i64>,) = session
-            .query_unpaged(
-                format!("SELECT is_fraud FROM {keyspace}.transactions WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"),
-                (&t.cc_num, scylla::value::CqlTimestamp(t.unix_time.unwrap() * 1000), &t.trans_num),
-            )
-            .await
-            .unwrap()
-            .into_rows_result()
-            .unwrap()
-            .single_row()
-            .unwrap();
+        let (flag,): (Option<i64>,) = stored(&session, &keyspace, t, "is_fraud").await;
         assert_eq!(flag, Some(want), "{}", t.trans_num);
     }
     assert_eq!(stack::cassandra_count(&session, &names.keyspace, "alerts").await, alerts);
