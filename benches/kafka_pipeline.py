@@ -85,9 +85,9 @@ def peer_submit(*args: object) -> list[str]:
     return spark_submit(PEER, "--brokers", BROKERS, *args, packages=KAFKA_PACKAGE)
 
 
-def simulate(topic: str, count: int, seed: int, rate: int = 0) -> None:
+def simulate(topic: str, count: int, seed: int, rate: int = 0, customers: int = 2000) -> None:
     run([BIN, "simulate", "--brokers", BROKERS, "--topic", topic, "--partitions", 8, "--count", count, "--seed", seed,
-         "--rate", rate])
+         "--rate", rate, "--customers", customers])
 
 
 def ensure_model(given: Path | None) -> Path:
@@ -213,9 +213,9 @@ class Serve:
         self.log_file.close()
 
 
-def kafka_to_score(model: Path, records: int, repeats: int, peer: bool) -> dict:
+def kafka_to_score(model: Path, records: int, repeats: int, peer: bool, customers: int = 2000) -> dict:
     topic = f"bench-kafka-{STAMP}"
-    simulate(topic, records, seed=21)
+    simulate(topic, records, seed=21, customers=customers)
     runs = []
     # Repeat 0 is the warm-up (the broker's page cache and JIT, the model's
     # first load), not counted.
@@ -230,7 +230,7 @@ def kafka_to_score(model: Path, records: int, repeats: int, peer: bool) -> dict:
               f"peak RSS {result['peak_rss_mb']} MB", flush=True)
         if r:
             runs.append(result)
-    out = {"topic_partitions": 8, "records": records, "runs": runs,
+    out = {"topic_partitions": 8, "records": records, "customers": customers, "runs": runs,
            "records_per_second": statistics.median(r["records_per_second"] for r in runs),
            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
     if peer:
@@ -369,6 +369,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="model directory with spark-model/ (default: train one, once)")
     p.add_argument("--records", type=int, default=1_500_000, help="Kafka to score: records in the topic")
+    p.add_argument("--customers", type=int, default=2000,
+                   help="Kafka to score: distinct cards (1000000 measures the history's card cache)")
     p.add_argument("--pipeline-records", type=int, default=100_000, help="full pipeline: records")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rate", type=int, default=5000, help="latency: records/s produced")
@@ -382,7 +384,7 @@ def main() -> None:
     out_path = BENCH / "kafka.json"
     result = json.loads(out_path.read_text()) if args.only and out_path.exists() else {}
     result |= {"machine": f"{os.cpu_count()} cores", "model": str(model)}
-    steps = {"kafka": ("kafka_to_score", lambda: kafka_to_score(model, args.records, args.repeats, not args.no_peer)),
+    steps = {"kafka": ("kafka_to_score", lambda: kafka_to_score(model, args.records, args.repeats, not args.no_peer, args.customers)),
              "latency": ("latency", lambda: latency_under_load(model, args.rate, args.seconds, not args.no_peer)),
              "pipeline": ("pipeline", lambda: full_pipeline(model, args.pipeline_records, args.repeats))}
     for part in parts:
