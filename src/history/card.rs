@@ -142,6 +142,9 @@ impl Card {
         if self.events.get(at).is_some_and(|e| e.unix_time == event.unix_time && e.trans_num == event.trans_num) {
             return false;
         }
+        // Grow by one: most cards hold a few events, and the default
+        // growth (to 4, then doubling) tripled the cache's memory.
+        self.events.reserve_exact(1);
         self.events.insert(at, event);
         true
     }
