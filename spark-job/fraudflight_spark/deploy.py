@@ -19,19 +19,20 @@ class DeployRefused(RuntimeError):
     """The server refused the model (or could not be reached); its reason is the message."""
 
 
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """One length-delimited protobuf field (wire type 2): tag, length, bytes.
     `LoadModel` is three such fields; a protobuf runtime would be a large
     dependency for this."""
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 

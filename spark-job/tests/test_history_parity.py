@@ -22,6 +22,7 @@ import pytest
 from conftest import Server, binary, train
 from fraudflight_spark import history
 from fraudflight_spark.data import read_transactions
+from fraudflight_spark.deploy import varint
 from fraudflight_spark.session import spark_session
 
 COUNT = 8_000
@@ -30,18 +31,9 @@ CUSTOMERS = 60
 TOLERANCE = 1e-9
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def recent_ticket(limit: int) -> flight.Ticket:
     """A `Query{recent: true, limit}` (proto/fraudflight.proto)."""
-    return flight.Ticket(b"\x10\x01\x20" + _varint(limit))
+    return flight.Ticket(b"\x10\x01\x20" + varint(limit))
 
 
 def put(client: flight.FlightClient, path: list[str], table: pa.Table, rows: int = 1_000) -> None:

@@ -182,7 +182,6 @@ impl History {
         }
         self.publish(&state);
         let columns = self.table.names().zip(values).map(|(name, v)| (name, Arc::new(Float64Array::from(v)))).collect();
-        // Names are 'static: the table lives as long as the program.
         HistoryColumns { columns }
     }
 
@@ -229,7 +228,13 @@ impl History {
     /// merchant's tile; applies a label that was waiting for it.
     fn record(&self, state: &mut State, row: &Row) {
         let merchant = row.merchant.map(|m| state.merchants.intern(m));
-        let label = state.pending.remove(&(row.cc_num.into(), row.trans_num.into()));
+        // Checked first: the key's two allocations are a cost on every
+        // record, and labels almost never wait.
+        let label = if state.pending.is_empty() {
+            None
+        } else {
+            state.pending.remove(&(row.cc_num.into(), row.trans_num.into()))
+        };
         let event = Event {
             unix_time: row.current.unix_time,
             trans_num: row.trans_num.into(),
