@@ -21,6 +21,12 @@ use crate::sink::{Sinks, Written};
 use crate::store::memory::MemoryStore;
 use crate::store::Query;
 
+/// Labels not applied because the history's store gave up (at shutdown):
+/// not committed, so they are read again.
+fn abandoned(last: String) -> crate::retry::Abandoned {
+    crate::retry::Abandoned { sink: "history", attempts: 1, last }
+}
+
 /// Shared state of a running fraudflight. Front ends reach it only through
 /// its methods.
 pub struct App {
@@ -228,24 +234,12 @@ impl App {
         dead: Vec<crate::sink::kafka::DeadLetter>,
         topics: Option<(&str, &str)>,
     ) -> Result<LabelsApplied, crate::retry::Abandoned> {
-        let applied = match self.scorer.history() {
-            Some(history) => history.apply_labels(labels, received_ms / 1000),
-            None => Vec::new(),
-        };
-        let pending = applied.iter().filter(|a| **a == crate::history::Applied::Pending).count();
         let stored_card = |cc_num: &str| match &self.cards {
             Some(cards) => cards.hash(cc_num),
             None => cc_num.to_string(),
         };
-        // Labels that are now their transaction's: its stored outcome shows them.
-        let current: Vec<(&crate::history::LabelRecord, i64)> = labels
-            .iter()
-            .zip(&applied)
-            .filter_map(|(l, a)| match a {
-                crate::history::Applied::Current { unix_time } => Some((l, *unix_time)),
-                _ => None,
-            })
-            .collect();
+        // Stored before they are applied: a card reloaded meanwhile reads
+        // them from `labels` (docs/architecture.md, "History").
         if let Some(cassandra) = &self.sinks.cassandra {
             let rows: Vec<_> = labels
                 .iter()
@@ -258,6 +252,29 @@ impl App {
                 })
                 .collect();
             cassandra.write_labels(&rows, &self.abandon).await?;
+        }
+        let applied = match self.scorer.history() {
+            // The history may ask the store (blocking calls).
+            Some(history) => {
+                let (history, owned) = (history.clone(), labels.to_vec());
+                tokio::task::spawn_blocking(move || history.apply_labels(&owned, received_ms / 1000))
+                    .await
+                    .map_err(|e| abandoned(format!("labels task failed: {e}")))?
+                    .map_err(|e| abandoned(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let pending = applied.iter().filter(|a| **a == crate::history::Applied::Pending).count();
+        // Labels that are now their transaction's: its stored outcome shows them.
+        let current: Vec<(&crate::history::LabelRecord, i64)> = labels
+            .iter()
+            .zip(&applied)
+            .filter_map(|(l, a)| match a {
+                crate::history::Applied::Current { unix_time } => Some((l, *unix_time)),
+                _ => None,
+            })
+            .collect();
+        if let Some(cassandra) = &self.sinks.cassandra {
             let outcomes: Vec<_> = current
                 .iter()
                 .map(|(l, unix_time)| crate::sink::cassandra::OutcomeLabel {
@@ -283,6 +300,14 @@ impl App {
     /// The history's counters, for /metrics; None without history.
     pub fn history_stats(&self) -> Option<&crate::history::HistoryStats> {
         self.scorer.history().map(|h| h.stats())
+    }
+
+    /// Kafka assigned partitions: cards held may have changed elsewhere
+    /// since, so the history reloads them when next seen.
+    pub fn partitions_assigned(&self) {
+        if let Some(history) = self.scorer.history() {
+            history.forget_cards();
+        }
     }
 
     /// A place in the order of history updates, taken when a batch is

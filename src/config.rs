@@ -378,6 +378,20 @@ impl Config {
                 return Err(ConfigError::Invalid { key, message: "must be at least 1".into() });
             }
         }
+        // A card evicted while a batch that changed it is still being
+        // stored would be reloaded without that change: the cache must
+        // outlast every batch in flight (docs/architecture.md, "History").
+        let in_flight = self.kafka.batch_max_records.saturating_mul(self.kafka.max_in_flight_batches + 1);
+        if self.history.enabled && self.cassandra.enabled() && self.history.max_cards < in_flight {
+            return Err(ConfigError::Invalid {
+                key: "history.max_cards",
+                message: format!(
+                    "{} is below kafka.batch_max_records x (kafka.max_in_flight_batches + 1) = {in_flight}: \
+                     a card could leave the cache before its batch is stored",
+                    self.history.max_cards
+                ),
+            });
+        }
         for (key, addr) in [("flight_addr", &self.flight_addr), ("http_addr", &self.http_addr)] {
             addr.parse::<std::net::SocketAddr>()
                 .map_err(|e| ConfigError::Invalid { key, message: format!("{addr:?} is not host:port ({e})") })?;

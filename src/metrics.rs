@@ -271,6 +271,11 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
             "Cards dropped from the cache (least recently used).",
             read(&h.evicted_cards),
         ),
+        (
+            "fraudflight_history_loaded_cards_total",
+            "Cards read back from Cassandra (after a restart, a rebalance or eviction).",
+            read(&h.loaded_cards),
+        ),
         ("fraudflight_labels_total", "Labels received.", read(&h.labels)),
         (
             "fraudflight_labels_late_total",

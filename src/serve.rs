@@ -109,8 +109,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
     let registry = tokio::task::spawn_blocking(move || Registry::open(&model_dir, sessions)).await??;
 
     let sinks = connect_sinks(&config, &abandon).await?;
+    // With Cassandra, the history reloads what it does not hold from there
+    // and shares merchant tiles with every instance.
+    let store = sinks.cassandra.clone().map(|c| {
+        Arc::new(crate::sink::cassandra::history::CassandraHistory::new(c, cards.clone(), abandon.clone()))
+            as Arc<dyn crate::history::Store>
+    });
     let app = Arc::new(
-        App::new(scorer(registry, &config.history), MemoryStore::new(config.memory_rows, 20_000))
+        App::new(scorer(registry, &config.history, store), MemoryStore::new(config.memory_rows, 20_000))
             .with_sinks(sinks, abandon.clone())
             .with_card_hasher(cards),
     );
@@ -179,7 +185,7 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<S
         if !config.cassandra.enabled() {
             return Ok(None);
         }
-        let c = Cassandra::connect(&config.cassandra, abandon).await?;
+        let c = Cassandra::connect(&config.cassandra, abandon).await?.with_merchant_days(config.history.enabled);
         tracing::info!(nodes = %config.cassandra.nodes, keyspace = %config.cassandra.keyspace, "Cassandra ready");
         Ok::<_, ServeError>(Some(Arc::new(c)))
     };
@@ -205,11 +211,19 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<S
     Ok(Sinks { cassandra, search, kafka })
 }
 
-/// The scorer, with history as configured.
-fn scorer(registry: Registry, history: &crate::config::HistoryConfig) -> Scorer {
+/// The scorer, with history as configured (over `store` when there is one).
+fn scorer(
+    registry: Registry,
+    history: &crate::config::HistoryConfig,
+    store: Option<Arc<dyn crate::history::Store>>,
+) -> Scorer {
+    use crate::history::History;
     let scorer = Scorer::new(Arc::new(registry));
-    match std::num::NonZeroUsize::new(history.max_cards) {
-        Some(max_cards) if history.enabled => scorer.with_history(Arc::new(crate::history::History::new(max_cards))),
+    match (std::num::NonZeroUsize::new(history.max_cards), store) {
+        (Some(max_cards), Some(store)) if history.enabled => {
+            scorer.with_history(Arc::new(History::with_store(max_cards, store)))
+        }
+        (Some(max_cards), None) if history.enabled => scorer.with_history(Arc::new(History::new(max_cards))),
         _ => scorer,
     }
 }

@@ -149,6 +149,7 @@ fn score_status(e: ScoreError) -> Status {
         ScoreError::UnknownVersion(_) => Status::not_found(e.to_string()),
         ScoreError::Model(e) => Status::internal(e.to_string()),
         ScoreError::NoHistory { .. } => Status::failed_precondition(e.to_string()),
+        ScoreError::History(_) => Status::unavailable(e.to_string()),
     }
 }
 

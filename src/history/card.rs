@@ -33,8 +33,11 @@ pub struct Event {
     pub merch_lat: f64,
     pub merch_long: f64,
     pub merchant: Option<Arc<str>>,
-    /// The newest label received for it, if any.
+    /// The newest label received for it, if any (what the outcome shows).
     pub label: Option<Label>,
+    /// The newest label reported before its merchant tile was final (what
+    /// merchant risk counts, [`super::merchant::counts`]).
+    pub tile: Option<Label>,
 }
 
 /// The transaction being scored, as the card features need it.
@@ -88,6 +91,10 @@ pub struct Card {
 impl Card {
     pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter()
+    }
+
+    pub fn into_events(self) -> impl Iterator<Item = Event> {
+        self.events.into_iter()
     }
 
     pub fn len(&self) -> usize {
@@ -177,6 +184,7 @@ mod tests {
             merch_long: -75.0 + t as f64 * 1e-6,
             merchant: None,
             label: None,
+            tile: None,
         }
     }
 

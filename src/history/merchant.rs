@@ -50,7 +50,19 @@ pub fn day_of(unix_time: i64) -> i64 {
 /// Whether `label` counts as a fraud in the tile of a transaction made on
 /// `day`: a fraud, reported before the tile is final.
 pub fn counts(label: Option<Label>, day: i64, delay_days: i64) -> bool {
-    label.is_some_and(|l| l.is_fraud && l.reported_at < (day + delay_days + 1) * DAY)
+    label.is_some_and(|l| l.is_fraud && on_time(l, day, delay_days))
+}
+
+/// Whether `label`, of a transaction made on `day`, was reported before
+/// the transaction's tile became final.
+pub fn on_time(label: Label, day: i64, delay_days: i64) -> bool {
+    label.reported_at < (day + delay_days + 1) * DAY
+}
+
+/// The days whose tiles a transaction on `day` reads, for the longest
+/// window.
+pub fn read_days(day: i64, longest: i64, delay_days: i64) -> std::ops::Range<i64> {
+    day - delay_days - longest..day - delay_days
 }
 
 /// Every merchant's tiles.
@@ -93,12 +105,22 @@ impl Merchants {
         windows
             .iter()
             .map(|w| {
-                days.range(day - delay - w..day - delay).fold(MerchantWindow::default(), |acc, (_, t)| MerchantWindow {
+                days.range(read_days(day, *w, delay)).fold(MerchantWindow::default(), |acc, (_, t)| MerchantWindow {
                     transactions: acc.transactions + t.transactions,
                     frauds: acc.frauds + t.frauds,
                 })
             })
             .collect()
+    }
+
+    /// Whether the tile of (merchant, day) is held (with a store: was read).
+    pub fn holds(&self, merchant: &str, day: i64) -> bool {
+        self.tiles.get(merchant).is_some_and(|days| days.contains_key(&day))
+    }
+
+    /// Sets a tile read from the store.
+    pub fn set_tile(&mut self, merchant: &Arc<str>, day: i64, tile: Tile) {
+        self.tiles.entry(merchant.clone()).or_default().insert(day, tile);
     }
 
     /// Forgets tiles before `day` (no transaction from now on reads them).

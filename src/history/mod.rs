@@ -18,8 +18,9 @@ pub mod definitions;
 pub mod labels;
 pub mod merchant;
 pub mod order;
+pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,8 @@ use crate::record::column;
 use card::{Card, Current, Event, Label};
 use definitions::{table, Aggregate, Entity, Table, DAY};
 pub use labels::LabelRecord;
-use merchant::{counts, day_of, Merchants};
+use merchant::{counts, day_of, on_time, read_days, Merchants};
+pub use store::{Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
 
 /// Whether computing features also records the transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,9 @@ pub struct HistoryStats {
     pub cards: AtomicU64,
     pub events: AtomicU64,
     pub evicted_cards: AtomicU64,
+    /// Cards read back from the store with transactions in it (after a
+    /// restart, a rebalance or eviction).
+    pub loaded_cards: AtomicU64,
     pub merchants: AtomicU64,
     pub labels: AtomicU64,
     pub labels_pending: AtomicU64,
@@ -106,13 +111,17 @@ pub struct History {
     state: Mutex<State>,
     stats: HistoryStats,
     turns: Arc<order::Sequencer>,
+    /// Where cards not held are reloaded from and merchant tiles are shared
+    /// (`serve` with Cassandra); None = everything in memory (the demo).
+    store: Option<Arc<dyn Store>>,
 }
 
 struct State {
     cards: lru::LruCache<Box<str>, Card>,
     merchants: Merchants,
     /// Labels whose transaction has not been seen, by (cc_num, trans_num).
-    pending: HashMap<(Box<str>, Box<str>), Label>,
+    /// With a store they are also stored, so the cache is bounded.
+    pending: lru::LruCache<(Box<str>, Box<str>), Label>,
     /// The newest transaction day seen, for pruning merchant tiles.
     newest_day: i64,
 }
@@ -126,9 +135,24 @@ struct Row<'a> {
 }
 
 impl History {
-    /// An empty history keeping at most `max_cards` cards in memory.
+    /// A history kept in memory only, holding at most `max_cards` cards.
     pub fn new(max_cards: NonZeroUsize) -> Self {
+        Self::build(max_cards, None)
+    }
+
+    /// A history over a durable `store`: cards it does not hold are
+    /// reloaded, merchant tiles are read from it.
+    pub fn with_store(max_cards: NonZeroUsize, store: Arc<dyn Store>) -> Self {
+        Self::build(max_cards, Some(store))
+    }
+
+    fn build(max_cards: NonZeroUsize, store: Option<Arc<dyn Store>>) -> Self {
         let table = table();
+        let pending = match store {
+            Some(_) => lru::LruCache::new(max_cards),
+            // Nowhere else to find them: kept until their transaction comes.
+            None => lru::LruCache::unbounded(),
+        };
         Self {
             table,
             card_windows: table.card_windows(),
@@ -136,11 +160,12 @@ impl History {
             state: Mutex::new(State {
                 cards: lru::LruCache::new(max_cards),
                 merchants: Merchants::default(),
-                pending: HashMap::new(),
+                pending,
                 newest_day: i64::MIN,
             }),
             stats: HistoryStats::default(),
             turns: Arc::default(),
+            store,
         }
     }
 
@@ -154,17 +179,39 @@ impl History {
         &self.stats
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets every card held (they are reloaded from the store when next
+    /// seen): called when Kafka assigns partitions, whose cards another
+    /// instance may have changed since this one last held them.
+    pub fn forget_cards(&self) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut state = self.lock();
+        state.cards.clear();
+        self.stats.events.store(0, Ordering::Relaxed);
+        self.publish(&state);
+    }
+
+    fn longest_card_secs(&self) -> i64 {
+        *self.card_windows.last().expect("card windows") * DAY
+    }
+
+    fn longest_merchant_days(&self) -> i64 {
+        *self.merchant_windows.last().expect("merchant windows")
+    }
+
     /// The history features of every row of a valid, conformed batch.
-    pub fn compute(&self, batch: &RecordBatch, features: &Features, mode: Use) -> HistoryColumns {
+    pub fn compute(&self, batch: &RecordBatch, features: &Features, mode: Use) -> Result<HistoryColumns, StoreError> {
         let text = |name| batch.column_by_name(name).expect("conformed batch").as_string::<i32>();
         let number = |name| batch.column_by_name(name).expect("conformed batch").as_primitive::<Float64Type>();
         let (cc_num, trans_num, merchant) = (text(column::cc_num), text(column::trans_num), text(column::merchant));
         let (amt, merch_lat, merch_long) = (number(column::amt), number(column::merch_lat), number(column::merch_long));
-        let rows = batch.num_rows();
-        let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows); self.table.features.len()];
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for i in 0..rows {
-            let row = Row {
+        let rows: Vec<Row> = (0..batch.num_rows())
+            .map(|i| Row {
                 cc_num: cc_num.value(i),
                 trans_num: trans_num.value(i),
                 merchant: merchant.is_valid(i).then(|| merchant.value(i)).filter(|m| !m.is_empty()),
@@ -174,24 +221,146 @@ impl History {
                     merch_lat: merch_lat.value(i),
                     merch_long: merch_long.value(i),
                 },
-            };
-            self.row_features(&mut state, &row, &mut values);
+            })
+            .collect();
+        // Read mode: cards loaded for this batch only (what-if scoring
+        // changes nothing, the cache included).
+        let mut loaded = match &self.store {
+            Some(store) => self.load(store.as_ref(), &rows)?,
+            None => HashMap::new(),
+        };
+        let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); self.table.features.len()];
+        let mut tile_labels = Vec::new();
+        let mut state = self.lock();
+        if mode == Use::Update {
+            // Under the same lock as the rows: a `forget_cards` in between
+            // would leave them without their history.
+            for (cc_num, card) in loaded.drain() {
+                self.keep_loaded(&mut state, cc_num, card);
+            }
+        }
+        for row in &rows {
+            let card = state.cards.peek(row.cc_num).or_else(|| loaded.get(row.cc_num));
+            self.row_features(card, &state.merchants, row, &mut values);
             if mode == Use::Update {
-                self.record(&mut state, &row);
+                self.record(&mut state, row, &mut tile_labels);
             }
         }
         self.publish(&state);
+        drop(state);
+        if let (Some(store), false) = (&self.store, tile_labels.is_empty()) {
+            store.write_tile_labels(&tile_labels)?;
+        }
         let columns = self.table.names().zip(values).map(|(name, v)| (name, Arc::new(Float64Array::from(v)))).collect();
-        HistoryColumns { columns }
+        Ok(HistoryColumns { columns })
     }
 
-    fn row_features(&self, state: &mut State, row: &Row, out: &mut [Vec<f64>]) {
-        let card = state.cards.peek(row.cc_num);
+    /// Reads from the store the cards and merchant tiles the rows need and
+    /// this process does not hold: the tiles are kept, the cards returned.
+    fn load<'r>(&self, store: &dyn Store, rows: &[Row<'r>]) -> Result<HashMap<&'r str, Card>, StoreError> {
+        let longest = self.longest_card_secs();
+        let (cards, tiles) = {
+            let state = self.lock();
+            let mut cards: HashMap<&str, i64> = HashMap::new();
+            let mut tiles: HashSet<(Arc<str>, i64)> = HashSet::new();
+            for row in rows {
+                if !state.cards.contains(row.cc_num) {
+                    let since = cards.entry(row.cc_num).or_insert(i64::MAX);
+                    *since = (*since).min(row.current.unix_time - longest);
+                }
+                let Some(m) = row.merchant else { continue };
+                let day = day_of(row.current.unix_time);
+                for d in read_days(day, self.longest_merchant_days(), self.table.label_delay_days) {
+                    if !state.merchants.holds(m, d) {
+                        tiles.insert((m.into(), d));
+                    }
+                }
+            }
+            (cards.into_iter().collect::<Vec<_>>(), tiles.into_iter().collect::<Vec<_>>())
+        };
+        let stored_cards = if cards.is_empty() { Vec::new() } else { store.cards(&cards)? };
+        let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles)? };
+        let mut state = self.lock();
+        for ((merchant, day), tile) in tiles.into_iter().zip(stored_tiles) {
+            let merchant = state.merchants.intern(&merchant);
+            state.merchants.set_tile(&merchant, day, tile);
+        }
+        let mut kept = HashMap::new();
+        for ((cc_num, _), stored) in cards.into_iter().zip(stored_cards) {
+            if !stored.events.is_empty() {
+                self.stats.loaded_cards.fetch_add(1, Ordering::Relaxed);
+            }
+            let card = self.card_from(&mut state, cc_num, stored);
+            kept.insert(cc_num, card);
+        }
+        self.publish(&state);
+        Ok(kept)
+    }
+
+    /// A card rebuilt from the store: its events with their labels; labels
+    /// of transactions not stored yet wait in `pending`.
+    fn card_from(&self, state: &mut State, cc_num: &str, stored: StoredCard) -> Card {
+        let mut card = Card::default();
+        for e in stored.events {
+            let merchant = e.merchant.filter(|m| !m.is_empty()).map(|m| state.merchants.intern(&m));
+            card.insert(Event {
+                unix_time: e.unix_time,
+                trans_num: e.trans_num.into(),
+                cents: card::cents(e.amt),
+                merch_lat: e.merch_lat,
+                merch_long: e.merch_long,
+                merchant,
+                label: None,
+                tile: None,
+            });
+        }
+        let delay = self.table.label_delay_days;
+        for (trans_num, label) in stored.labels {
+            match card.find_mut(&trans_num) {
+                Some(event) => {
+                    event.label = Some(label);
+                    event.tile = on_time(label, day_of(event.unix_time), delay).then_some(label);
+                }
+                None => keep_pending(&mut state.pending, cc_num, &trans_num, label),
+            }
+        }
+        card.prune(self.longest_card_secs());
+        card
+    }
+
+    /// Caches a card loaded from the store; one recorded meanwhile (a
+    /// concurrent DoPut) gets the loaded events too (inserting is
+    /// idempotent).
+    fn keep_loaded(&self, state: &mut State, cc_num: &str, card: Card) {
+        match state.cards.get_mut(cc_num) {
+            Some(held) => {
+                let before = held.len();
+                for e in card.into_events() {
+                    held.insert(e);
+                }
+                self.stats.events.fetch_add((held.len() - before) as u64, Ordering::Relaxed);
+            }
+            None => {
+                self.stats.events.fetch_add(card.len() as u64, Ordering::Relaxed);
+                self.push_card(state, cc_num, card);
+            }
+        }
+    }
+
+    /// Puts a card in the cache, counting the one it evicts.
+    fn push_card(&self, state: &mut State, cc_num: &str, card: Card) {
+        if let Some((_, evicted)) = state.cards.push(cc_num.into(), card) {
+            self.stats.evicted_cards.fetch_add(1, Ordering::Relaxed);
+            self.stats.events.fetch_sub(evicted.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn row_features(&self, card: Option<&Card>, merchants: &Merchants, row: &Row, out: &mut [Vec<f64>]) {
         let empty = Card::default();
         let card = card.unwrap_or(&empty).features(&row.current, &self.card_windows);
         let day = day_of(row.current.unix_time);
-        let merchant = state.merchants.features(row.merchant, day, &self.merchant_windows, self.table.label_delay_days);
-        let longest = *self.card_windows.last().expect("card windows") * DAY;
+        let merchant = merchants.features(row.merchant, day, &self.merchant_windows, self.table.label_delay_days);
+        let longest = self.longest_card_secs();
         for (d, out) in self.table.features.iter().zip(out) {
             let value = match (d.entity, d.aggregate) {
                 (Entity::Card, Aggregate::Count) => card.windows[self.card_index(d.days)].count as f64,
@@ -224,17 +393,17 @@ impl History {
         self.merchant_windows.binary_search(&days).expect("a merchant window")
     }
 
-    /// Adds a transaction to its card and, the first time, to its
-    /// merchant's tile; applies a label that was waiting for it.
-    fn record(&self, state: &mut State, row: &Row) {
+    /// Adds a transaction to its card and, in memory, the first time, to
+    /// its merchant's tile (with a store, the stored outcome is the tile's
+    /// row); applies a label that was waiting for it.
+    fn record(&self, state: &mut State, row: &Row, tile_labels: &mut Vec<TileLabel>) {
         let merchant = row.merchant.map(|m| state.merchants.intern(m));
         // Checked first: the key's two allocations are a cost on every
         // record, and labels almost never wait.
-        let label = if state.pending.is_empty() {
-            None
-        } else {
-            state.pending.remove(&(row.cc_num.into(), row.trans_num.into()))
-        };
+        let label =
+            if state.pending.is_empty() { None } else { state.pending.pop(&(row.cc_num.into(), row.trans_num.into())) };
+        let day = day_of(row.current.unix_time);
+        let delay = self.table.label_delay_days;
         let event = Event {
             unix_time: row.current.unix_time,
             trans_num: row.trans_num.into(),
@@ -243,83 +412,157 @@ impl History {
             merch_long: row.current.merch_long,
             merchant: merchant.clone(),
             label,
+            tile: label.filter(|l| on_time(*l, day, delay)),
         };
-        let card = match state.cards.get_mut(row.cc_num) {
-            Some(card) => card,
-            None => {
-                if let Some((_, evicted)) = state.cards.push(row.cc_num.into(), Card::default()) {
-                    self.stats.evicted_cards.fetch_add(1, Ordering::Relaxed);
-                    self.stats.events.fetch_sub(evicted.len() as u64, Ordering::Relaxed);
-                }
-                state.cards.get_mut(row.cc_num).expect("just pushed")
-            }
-        };
+        if !state.cards.contains(row.cc_num) {
+            self.push_card(state, row.cc_num, Card::default());
+        }
+        let card = state.cards.get_mut(row.cc_num).expect("just pushed");
         let before = card.len();
+        let tile = event.tile;
         if !card.insert(event) {
             return;
         }
-        let longest = *self.card_windows.last().expect("card windows") * DAY;
-        card.prune(longest);
+        card.prune(self.longest_card_secs());
         let after = card.len();
         self.stats.events.fetch_add(after as u64, Ordering::Relaxed);
         self.stats.events.fetch_sub(before as u64, Ordering::Relaxed);
-        let day = day_of(row.current.unix_time);
         if let Some(m) = &merchant {
-            state.merchants.add_transaction(m, day);
-            if counts(label, day, self.table.label_delay_days) {
-                state.merchants.adjust_frauds(m, day, 1);
+            if self.store.is_none() {
+                state.merchants.add_transaction(m, day);
+                if counts(tile, day, delay) {
+                    state.merchants.adjust_frauds(m, day, 1);
+                }
+            } else if let Some(label) = tile {
+                tile_labels.push(TileLabel {
+                    cc_num: row.cc_num.into(),
+                    trans_num: row.trans_num.into(),
+                    merchant: m.clone(),
+                    day,
+                    label,
+                });
             }
         }
         if day > state.newest_day {
             state.newest_day = day;
-            let longest_merchant = *self.merchant_windows.last().expect("merchant windows");
-            state.merchants.prune(day - self.table.label_delay_days - longest_merchant);
+            state.merchants.prune(day - delay - self.longest_merchant_days());
         }
     }
 
     /// Applies labels in order: the newest report of a transaction wins; a
     /// label counts in merchant risk only when reported before its tile is
     /// final ([`merchant::counts`]). A label without `reported_at` was
-    /// reported when `received` (Unix seconds).
-    pub fn apply_labels(&self, labels: &[LabelRecord], received: i64) -> Vec<Applied> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    /// reported when `received` (Unix seconds). With a store, the
+    /// transaction of a card not held is looked up there.
+    pub fn apply_labels(&self, labels: &[LabelRecord], received: i64) -> Result<Vec<Applied>, StoreError> {
         let delay = self.table.label_delay_days;
-        let applied = labels
-            .iter()
-            .map(|l| {
-                self.stats.labels.fetch_add(1, Ordering::Relaxed);
-                let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received) };
-                let State { cards, merchants, pending, .. } = &mut *state;
-                let Some(event) = cards.get_mut(l.cc_num.as_str()).and_then(|c| c.find_mut(&l.trans_num)) else {
-                    let slot = pending.entry((l.cc_num.as_str().into(), l.trans_num.as_str().into())).or_insert(label);
-                    if slot.reported_at <= label.reported_at {
-                        *slot = label;
+        let mut tile_labels = Vec::new();
+        // None: the card is not held; look its transaction up in the store.
+        let mut applied: Vec<Option<Applied>> = {
+            let mut state = self.lock();
+            labels
+                .iter()
+                .map(|l| {
+                    self.stats.labels.fetch_add(1, Ordering::Relaxed);
+                    let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received) };
+                    let State { cards, merchants, pending, .. } = &mut *state;
+                    let Some(card) = cards.get_mut(l.cc_num.as_str()) else {
+                        if self.store.is_some() {
+                            return None;
+                        }
+                        keep_pending(pending, &l.cc_num, &l.trans_num, label);
+                        return Some(Applied::Pending);
+                    };
+                    let Some(event) = card.find_mut(&l.trans_num) else {
+                        keep_pending(pending, &l.cc_num, &l.trans_num, label);
+                        return Some(Applied::Pending);
+                    };
+                    if event.label.is_some_and(|old| old.reported_at > label.reported_at) {
+                        return Some(Applied::Superseded);
                     }
-                    return Applied::Pending;
-                };
-                if event.label.is_some_and(|old| old.reported_at > label.reported_at) {
-                    return Applied::Superseded;
-                }
-                let day = day_of(event.unix_time);
-                if label.reported_at >= (day + delay + 1) * DAY {
-                    self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
-                }
-                let (was, is) = (counts(event.label, day, delay), counts(Some(label), day, delay));
-                event.label = Some(label);
-                if let (Some(m), true) = (&event.merchant, was != is) {
-                    merchants.adjust_frauds(m, day, if is { 1 } else { -1 });
-                }
-                Applied::Current { unix_time: event.unix_time }
-            })
-            .collect();
-        self.publish(&state);
-        applied
+                    event.label = Some(label);
+                    let day = day_of(event.unix_time);
+                    if !on_time(label, day, delay) {
+                        self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
+                    } else if event.tile.is_none_or(|old| old.reported_at <= label.reported_at) {
+                        let was = counts(event.tile, day, delay);
+                        event.tile = Some(label);
+                        match (&event.merchant, &self.store) {
+                            (Some(m), None) if was != l.is_fraud => {
+                                merchants.adjust_frauds(m, day, if l.is_fraud { 1 } else { -1 })
+                            }
+                            (Some(m), Some(_)) => tile_labels.push(TileLabel {
+                                cc_num: l.cc_num.clone(),
+                                trans_num: l.trans_num.clone(),
+                                merchant: m.clone(),
+                                day,
+                                label,
+                            }),
+                            _ => {}
+                        }
+                    }
+                    Some(Applied::Current { unix_time: event.unix_time })
+                })
+                .collect()
+        };
+        if let Some(store) = &self.store {
+            let asked: Vec<(&str, &str)> = labels
+                .iter()
+                .zip(&applied)
+                .filter(|(_, a)| a.is_none())
+                .map(|(l, _)| (l.cc_num.as_str(), l.trans_num.as_str()))
+                .collect();
+            let mut found = if asked.is_empty() { Vec::new() } else { store.find(&asked)? }.into_iter();
+            let mut state = self.lock();
+            for (l, slot) in labels.iter().zip(&mut applied).filter(|(_, a)| a.is_none()) {
+                let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received) };
+                *slot = Some(match found.next().flatten() {
+                    Some(Found { unix_time, merchant }) => {
+                        let day = day_of(unix_time);
+                        if !on_time(label, day, delay) {
+                            self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
+                        } else if let Some(m) = merchant.filter(|m| !m.is_empty()) {
+                            let merchant = state.merchants.intern(&m);
+                            tile_labels.push(TileLabel {
+                                cc_num: l.cc_num.clone(),
+                                trans_num: l.trans_num.clone(),
+                                merchant,
+                                day,
+                                label,
+                            });
+                        }
+                        Applied::Current { unix_time }
+                    }
+                    None => {
+                        keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label);
+                        Applied::Pending
+                    }
+                });
+            }
+            self.publish(&state);
+            drop(state);
+            if !tile_labels.is_empty() {
+                store.write_tile_labels(&tile_labels)?;
+            }
+        } else {
+            self.publish(&self.lock());
+        }
+        Ok(applied.into_iter().map(|a| a.expect("every label classified")).collect())
     }
 
     fn publish(&self, state: &State) {
         self.stats.cards.store(state.cards.len() as u64, Ordering::Relaxed);
         self.stats.merchants.store(state.merchants.len() as u64, Ordering::Relaxed);
         self.stats.labels_pending.store(state.pending.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Keeps a label for a transaction not seen yet, unless a newer report of
+/// it waits already.
+fn keep_pending(pending: &mut lru::LruCache<(Box<str>, Box<str>), Label>, cc_num: &str, trans_num: &str, label: Label) {
+    let slot = pending.get_or_insert_mut((cc_num.into(), trans_num.into()), || label);
+    if slot.reported_at <= label.reported_at {
+        *slot = label;
     }
 }
 
@@ -349,7 +592,7 @@ mod tests {
         let batch = crate::record::conform::conform(&batch).unwrap();
         let features = crate::features::derive(&batch);
         assert!(features.invalid.is_empty(), "{:?}", features.invalid);
-        h.compute(&batch, &features, mode)
+        h.compute(&batch, &features, mode).unwrap()
     }
 
     fn value(cols: &HistoryColumns, name: &str, row: usize) -> f64 {
@@ -402,7 +645,7 @@ mod tests {
             LabelRecord { trans_num: "zz".into(), cc_num: card("z"), is_fraud: true, reported_at: Some(at(d - 2)) },
         ];
         let current = |t| Applied::Current { unix_time: t };
-        assert_eq!(h.apply_labels(&labels, 0), [current(at(d - 8)), current(at(d - 8)), Applied::Pending]);
+        assert_eq!(h.apply_labels(&labels, 0).unwrap(), [current(at(d - 8)), current(at(d - 8)), Applied::Pending]);
         assert_eq!(h.stats().labels_late.load(Ordering::Relaxed), 1);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_tx_1d", 0), 2.0);
@@ -411,9 +654,9 @@ mod tests {
         // A newer report overturns the first: genuine after all.
         let overturn =
             LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: Some(at(d - 1)) };
-        h.apply_labels(std::slice::from_ref(&overturn), 0);
+        h.apply_labels(std::slice::from_ref(&overturn), 0).unwrap();
         let older = LabelRecord { reported_at: Some(at(d - 3)), ..overturn };
-        assert_eq!(h.apply_labels(&[older], 0), [Applied::Superseded]);
+        assert_eq!(h.apply_labels(&[older], 0).unwrap(), [Applied::Superseded]);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.0);
     }
@@ -424,7 +667,7 @@ mod tests {
         let d = 20_000;
         let label =
             LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: Some(d * DAY) };
-        assert_eq!(h.apply_labels(&[label], 0), [Applied::Pending]);
+        assert_eq!(h.apply_labels(&[label], 0).unwrap(), [Applied::Pending]);
         run(&h, &[tx("c", "x", d * DAY - 10, 5.0, "shop")], Use::Update);
         assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 0);
         let cols = run(&h, &[tx("e", "e1", (d + 7) * DAY, 5.0, "shop")], Use::Read);

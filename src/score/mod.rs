@@ -41,6 +41,8 @@ pub enum ScoreError {
     Model(#[from] ModelError),
     #[error("model {version} needs history features ({inputs}) but history is off here (history.enabled)")]
     NoHistory { version: String, inputs: String },
+    #[error(transparent)]
+    History(#[from] crate::history::StoreError),
 }
 
 /// Per-request choices (from a Flight `ScoreCommand`).
@@ -131,7 +133,9 @@ impl Scorer {
             if let Some(turn) = turn {
                 turn.wait();
             }
-            features.extra = history.compute(&batch, &features, mode).into_columns();
+            // An error leaves the turn unfinished: the batch is retried in
+            // its place (or abandoned at shutdown, which lets later ones pass).
+            features.extra = history.compute(&batch, &features, mode)?.into_columns();
             if let Some(turn) = turn {
                 turn.finish();
             }

@@ -81,6 +81,7 @@ pub struct SourceContext {
     revoked: Mutex<Vec<i32>>,
     assignment_changed: AtomicBool,
     metrics: Arc<crate::metrics::Metrics>,
+    on_assign: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl ClientContext for SourceContext {
@@ -136,6 +137,7 @@ impl ConsumerContext for SourceContext {
                 tracing::info!(?partitions, "partitions assigned");
                 self.shared.tracker.lock().expect("tracker lock").assign(partitions);
                 self.assignment_changed.store(true, Ordering::SeqCst);
+                (self.on_assign)();
             }
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
             Rebalance::Revoke(_) => {}
@@ -179,6 +181,9 @@ pub struct SourceSettings {
     pub drain: Duration,
     /// Where consumer lag is reported.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Called when partitions are assigned (their cards may have changed
+    /// elsewhere since this instance last held them).
+    pub on_assign: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// A started source: the thread and the shared acknowledgement state.
@@ -215,6 +220,7 @@ pub fn start(
         revoked: Mutex::default(),
         assignment_changed: AtomicBool::new(false),
         metrics: settings.metrics.clone(),
+        on_assign: settings.on_assign.clone(),
     };
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
     config

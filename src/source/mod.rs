@@ -62,7 +62,12 @@ impl Pipeline {
         };
         let permits = Arc::new(Semaphore::new(kafka.max_in_flight_batches));
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
-        let settings = SourceSettings { kafka: kafka.clone(), instance_id, drain, metrics: app.metrics().clone() };
+        let on_assign = {
+            let app = app.clone();
+            Arc::new(move || app.partitions_assigned())
+        };
+        let settings =
+            SourceSettings { kafka: kafka.clone(), instance_id, drain, metrics: app.metrics().clone(), on_assign };
         let source = kafka::start(settings, tx, permits, shutdown, abandon.clone())?;
         let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));
         Ok(Self { source: source.thread, scoring, labels })

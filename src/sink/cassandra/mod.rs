@@ -7,6 +7,7 @@
 //! batches, each retried with backoff until it succeeds or the pipeline
 //! abandons it at shutdown.
 
+pub mod history;
 pub mod rows;
 
 use std::sync::Arc;
@@ -79,6 +80,9 @@ pub struct Cassandra {
     label_alert: PreparedStatement,
     select_card: PreparedStatement,
     select_alert_day: PreparedStatement,
+    history: history::Statements,
+    /// Set = every outcome also gets its row in `merchant_days` (history on).
+    merchant_days: bool,
     in_flight: Arc<Semaphore>,
     concurrency: usize,
     pub health: crate::retry::Health,
@@ -149,8 +153,9 @@ impl Cassandra {
                 "INSERT INTO {ks}.models (version, created_at, deployed_at, threshold, metrics, meta) VALUES (?, ?, ?, ?, ?, ?)"
             ))
             .await?,
+            // The newest report wins, whichever instance writes last.
             insert_label: prepare(format!(
-                "INSERT INTO {ks}.labels (cc_num, trans_num, is_fraud, reported_at, received_at) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO {ks}.labels (cc_num, trans_num, is_fraud, reported_at, received_at) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             label_transaction: prepare(format!(
@@ -164,6 +169,8 @@ impl Cassandra {
             .await?,
             select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
             select_alert_day: prepare(format!("SELECT {cols} FROM {ks}.alerts WHERE day = ? LIMIT ?")).await?,
+            history: history::Statements::prepare(ks, &prepare).await?,
+            merchant_days: false,
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
             health: crate::retry::Health::new("cassandra"),
@@ -172,15 +179,27 @@ impl Cassandra {
         })
     }
 
-    /// Writes every outcome (and the predicted frauds to `alerts`); returns
-    /// once Cassandra accepted all of them.
+    /// The same Cassandra also writing each outcome's row of its merchant
+    /// tile (`merchant_days`), which the history reads.
+    pub fn with_merchant_days(mut self, on: bool) -> Self {
+        self.merchant_days = on;
+        self
+    }
+
+    /// Writes every outcome (and the predicted frauds to `alerts`, and with
+    /// history its `merchant_days` row); returns once Cassandra accepted
+    /// all of them.
     pub async fn write(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<(), Abandoned> {
         let predicted = outcomes.column_by_name(IS_FRAUD_PREDICTED).expect("outcome column").as_boolean().clone();
         let rows = rows::to_rows(outcomes);
         let mut writes = futures::stream::iter(rows.into_iter().enumerate())
             .map(|(i, (values, day))| {
                 let alert = predicted.value(i);
+                let tile = if self.merchant_days { history::tile_row(&values) } else { None };
                 async move {
+                    if let Some(tile) = tile {
+                        self.execute(&self.history.insert_tile_row, tile, abandon).await?;
+                    }
                     if alert {
                         let mut with_day = Vec::with_capacity(values.len() + 1);
                         with_day.push(Some(CqlValue::Date(day)));
@@ -197,7 +216,7 @@ impl Cassandra {
         Ok(())
     }
 
-    async fn execute(
+    pub(crate) async fn execute(
         &self,
         statement: &PreparedStatement,
         values: rows::Values,
@@ -234,6 +253,7 @@ impl Cassandra {
                     Some(CqlValue::Int(i32::from(l.is_fraud))),
                     Some(CqlValue::Timestamp(CqlTimestamp(l.reported_at.saturating_mul(1000)))),
                     Some(CqlValue::Timestamp(CqlTimestamp(l.received_at_ms))),
+                    Some(CqlValue::BigInt(l.reported_at.saturating_mul(1_000_000))),
                 ]
             })
             .collect();

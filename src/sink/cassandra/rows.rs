@@ -77,7 +77,8 @@ pub fn column_list() -> String {
     columns().iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
 }
 
-/// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`, `labels`.
+/// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`, `labels`,
+/// `merchant_days`.
 pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
     let defs = columns().iter().map(|c| format!("  \"{}\" {}", c.name, c.cql_type)).collect::<Vec<_>>().join(",\n");
     let order = "WITH CLUSTERING ORDER BY (trans_time DESC, trans_num DESC)";
@@ -95,6 +96,12 @@ pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
         // Confirmed outcomes as they arrive (docs/architecture.md, "History").
         format!(
             "CREATE TABLE IF NOT EXISTS {keyspace}.labels (\n  cc_num text,\n  trans_num text,\n  is_fraud int,\n  reported_at timestamp,\n  received_at timestamp,\n  PRIMARY KEY ((cc_num), trans_num)\n)"
+        ),
+        // Merchant tiles shared by every instance: a row per transaction
+        // (idempotent), `fraud` set by labels on time, the newest report
+        // winning by its write timestamp (docs/architecture.md, "History").
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.merchant_days (\n  merchant text,\n  day date,\n  cc_num text,\n  trans_num text,\n  fraud boolean,\n  PRIMARY KEY ((merchant, day), cc_num, trans_num)\n)"
         ),
     ]
 }

@@ -1,0 +1,248 @@
+//! The history's durable side over Cassandra ([`crate::history::Store`]):
+//! a card is reloaded from its `transactions` partition and its `labels`;
+//! merchant tiles are the `merchant_days` partitions, one per (merchant,
+//! day), a row per transaction written with the outcome, `fraud` set by
+//! labels on time with the report's time as the write timestamp (so the
+//! newest report wins whichever instance writes last).
+//!
+//! Card numbers are protected as the outcomes are (keyed hash when
+//! configured). Each request is retried until it succeeds or shutdown
+//! gives up; the calls block, on the blocking pool the history runs on.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlTimestamp, CqlValue};
+use tokio_util::sync::CancellationToken;
+
+use super::{rows, Cassandra, CassandraError};
+use crate::history::card::Label;
+use crate::history::merchant::Tile;
+use crate::history::{Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
+use crate::retry::Retry;
+use crate::security::card::CardHasher;
+
+/// The history's prepared statements.
+pub struct Statements {
+    card_since: PreparedStatement,
+    card_before: PreparedStatement,
+    card_labels: PreparedStatement,
+    find: PreparedStatement,
+    tile: PreparedStatement,
+    tile_label: PreparedStatement,
+    pub(super) insert_tile_row: PreparedStatement,
+}
+
+const EVENT_COLUMNS: &str = "trans_time, trans_num, amt, merch_lat, merch_long, merchant";
+type EventRow = (CqlTimestamp, String, Option<f64>, Option<f64>, Option<f64>, Option<String>);
+
+impl Statements {
+    pub(super) async fn prepare<F, Fut>(ks: &str, prepare: F) -> Result<Self, CassandraError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<PreparedStatement, CassandraError>>,
+    {
+        Ok(Self {
+            card_since: prepare(format!(
+                "SELECT {EVENT_COLUMNS} FROM {ks}.transactions WHERE cc_num = ? AND trans_time >= ?"
+            ))
+            .await?,
+            // Clustered newest first: the newest before `since`.
+            card_before: prepare(format!(
+                "SELECT {EVENT_COLUMNS} FROM {ks}.transactions WHERE cc_num = ? AND trans_time < ? LIMIT 1"
+            ))
+            .await?,
+            card_labels: prepare(format!("SELECT trans_num, is_fraud, reported_at FROM {ks}.labels WHERE cc_num = ?"))
+                .await?,
+            // Filtering inside one card's partition only.
+            find: prepare(format!(
+                "SELECT trans_time, merchant FROM {ks}.transactions WHERE cc_num = ? AND trans_num = ? ALLOW FILTERING"
+            ))
+            .await?,
+            tile: prepare(format!("SELECT fraud FROM {ks}.merchant_days WHERE merchant = ? AND day = ?")).await?,
+            tile_label: prepare(format!(
+                "UPDATE {ks}.merchant_days USING TIMESTAMP ? SET fraud = ? WHERE merchant = ? AND day = ? AND cc_num = ? AND trans_num = ?"
+            ))
+            .await?,
+            insert_tile_row: prepare(format!(
+                "INSERT INTO {ks}.merchant_days (merchant, day, cc_num, trans_num) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+        })
+    }
+}
+
+/// The `merchant_days` row of a stored outcome row; None without merchant.
+pub(super) fn tile_row(values: &rows::Values) -> Option<rows::Values> {
+    static MERCHANT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let merchant = *MERCHANT.get_or_init(|| {
+        rows::columns().iter().position(|c| c.name == crate::record::column::merchant).expect("merchant column")
+    });
+    // Key columns come first: cc_num, trans_time, trans_num.
+    let Some(CqlValue::Timestamp(time)) = &values[1] else { return None };
+    match &values[merchant] {
+        Some(CqlValue::Text(m)) if !m.is_empty() => Some(vec![
+            Some(CqlValue::Text(m.clone())),
+            Some(CqlValue::Date(rows::day_of(time.0.div_euclid(1000)))),
+            values[0].clone(),
+            values[2].clone(),
+        ]),
+        _ => None,
+    }
+}
+
+/// How many requests of one call run at once.
+const CONCURRENCY: usize = 64;
+
+/// [`Store`] over a connected Cassandra.
+pub struct CassandraHistory {
+    cassandra: Arc<Cassandra>,
+    cards: Option<CardHasher>,
+    runtime: tokio::runtime::Handle,
+    abandon: CancellationToken,
+}
+
+impl CassandraHistory {
+    /// Must be built inside the runtime its calls will block on.
+    pub fn new(cassandra: Arc<Cassandra>, cards: Option<CardHasher>, abandon: CancellationToken) -> Self {
+        Self { cassandra, cards, runtime: tokio::runtime::Handle::current(), abandon }
+    }
+
+    fn stored(&self, cc_num: &str) -> String {
+        match &self.cards {
+            Some(cards) => cards.hash(cc_num),
+            None => cc_num.to_string(),
+        }
+    }
+
+    /// Rows of a statement, retried until read or abandoned.
+    async fn rows<R>(&self, statement: &PreparedStatement, values: &rows::Values) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> + Send,
+    {
+        let session = &self.cassandra.session;
+        let mut retry = Retry::new("history store", &self.abandon);
+        loop {
+            let read = async {
+                session
+                    .execute_iter(statement.clone(), values)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .rows_stream::<R>()
+                    .map_err(|e| e.to_string())?
+                    .try_collect::<Vec<R>>()
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match read.await {
+                Ok(rows) => return Ok(rows),
+                // A row that does not decode will not decode next time either.
+                Err(e) if e.contains("deserializ") || e.contains("type check") => return Err(StoreError(e)),
+                Err(e) => retry.failed(e).await.map_err(|a| StoreError(a.to_string()))?,
+            }
+        }
+    }
+
+    async fn card(&self, cc_num: &str, since: i64) -> Result<StoredCard, StoreError> {
+        let key = Some(CqlValue::Text(self.stored(cc_num)));
+        let at = Some(CqlValue::Timestamp(CqlTimestamp(since.saturating_mul(1000))));
+        let (key_at, key) = (vec![key.clone(), at], vec![key]);
+        let (recent, before, labels) = futures::try_join!(
+            self.rows::<EventRow>(&self.cassandra.history.card_since, &key_at),
+            self.rows::<EventRow>(&self.cassandra.history.card_before, &key_at),
+            self.rows::<(String, Option<i32>, Option<CqlTimestamp>)>(&self.cassandra.history.card_labels, &key),
+        )?;
+        let events = recent
+            .into_iter()
+            .chain(before)
+            .map(|(time, trans_num, amt, lat, long, merchant)| StoredEvent {
+                unix_time: time.0.div_euclid(1000),
+                trans_num,
+                amt: amt.unwrap_or(0.0),
+                merch_lat: lat.unwrap_or(f64::NAN),
+                merch_long: long.unwrap_or(f64::NAN),
+                merchant,
+            })
+            .collect();
+        let labels = labels
+            .into_iter()
+            .filter_map(|(trans_num, flag, reported)| {
+                Some((trans_num, Label { is_fraud: flag? != 0, reported_at: reported?.0.div_euclid(1000) }))
+            })
+            .collect();
+        Ok(StoredCard { events, labels })
+    }
+
+    async fn tile(&self, values: rows::Values) -> Result<Tile, StoreError> {
+        let rows = self.rows::<(Option<bool>,)>(&self.cassandra.history.tile, &values).await?;
+        let frauds = rows.iter().filter(|(f,)| *f == Some(true)).count() as u64;
+        Ok(Tile { transactions: rows.len() as u64, frauds })
+    }
+
+    async fn find_one(&self, values: rows::Values) -> Result<Option<Found>, StoreError> {
+        let rows = self.rows::<(CqlTimestamp, Option<String>)>(&self.cassandra.history.find, &values).await?;
+        Ok(rows.into_iter().next().map(|(t, merchant)| Found { unix_time: t.0.div_euclid(1000), merchant }))
+    }
+
+    fn block<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.runtime.block_on(work)
+    }
+}
+
+fn day(day: i64) -> Option<CqlValue> {
+    Some(CqlValue::Date(rows::day_of(day * 86_400)))
+}
+
+impl Store for CassandraHistory {
+    fn cards(&self, cards: &[(&str, i64)]) -> Result<Vec<StoredCard>, StoreError> {
+        self.block(
+            futures::stream::iter(cards.iter().map(|(cc_num, since)| self.card(cc_num, *since)))
+                .buffered(CONCURRENCY)
+                .try_collect(),
+        )
+    }
+
+    fn tiles(&self, keys: &[(Arc<str>, i64)]) -> Result<Vec<Tile>, StoreError> {
+        let read = |(merchant, d): &(Arc<str>, i64)| {
+            let values = vec![Some(CqlValue::Text(merchant.to_string())), day(*d)];
+            self.tile(values)
+        };
+        self.block(futures::stream::iter(keys.iter().map(read)).buffered(CONCURRENCY).try_collect())
+    }
+
+    fn find(&self, transactions: &[(&str, &str)]) -> Result<Vec<Option<Found>>, StoreError> {
+        let find = |(cc_num, trans_num): &(&str, &str)| {
+            let values = vec![Some(CqlValue::Text(self.stored(cc_num))), Some(CqlValue::Text(trans_num.to_string()))];
+            self.find_one(values)
+        };
+        self.block(futures::stream::iter(transactions.iter().map(find)).buffered(CONCURRENCY).try_collect())
+    }
+
+    fn write_tile_labels(&self, labels: &[TileLabel]) -> Result<(), StoreError> {
+        let write = |l: &TileLabel| {
+            let values = vec![
+                Some(CqlValue::BigInt(l.label.reported_at.saturating_mul(1_000_000))),
+                Some(CqlValue::Boolean(l.label.is_fraud)),
+                Some(CqlValue::Text(l.merchant.to_string())),
+                day(l.day),
+                Some(CqlValue::Text(self.stored(&l.cc_num))),
+                Some(CqlValue::Text(l.trans_num.clone())),
+            ];
+            async move {
+                self.cassandra
+                    .execute(&self.cassandra.history.tile_label, values, &self.abandon)
+                    .await
+                    .map_err(|a| StoreError(a.to_string()))
+            }
+        };
+        self.block(async {
+            let mut writes = futures::stream::iter(labels.iter().map(write)).buffer_unordered(CONCURRENCY);
+            while let Some(result) = writes.next().await {
+                result?;
+            }
+            Ok(())
+        })
+    }
+}

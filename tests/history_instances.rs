@@ -1,0 +1,195 @@
+//! History that survives, against real Kafka and Cassandra: two `serve`
+//! instances in one consumer group; the second joins mid-stream (a
+//! rebalance), is killed with SIGKILL mid-day (its partitions move back to
+//! the first, which held some of their cards before), and restarts (another
+//! rebalance). Every stored outcome's 15 history features must equal what
+//! one uninterrupted history computes for the same stream (the library's
+//! `History`, which tests/history_parity in spark-job ties to Spark), so
+//! neither instance, restart nor rebalance changes a feature.
+//!
+//! The stream is replayed a day at a time, each day stored before the next
+//! is sent: merchant tiles are read from Cassandra once a day is 7 days
+//! past, the guarantee docs/architecture.md ("History") states.
+//!
+//! Run by `make test-services` (needs Kafka and Cassandra up).
+
+mod support;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use scylla::value::{CqlValue, Row};
+
+use fraudflight::history::{History, LabelRecord, Use};
+use fraudflight::record::Transaction;
+use fraudflight::simulate::{FraudModel, SimConfig, Simulator};
+use support::stack::{self, Names, Serve};
+
+const DAY: i64 = 86_400;
+const DAYS: i64 = 44;
+
+/// Handbook-style fraud over 60 cards for `DAYS` days, in time order.
+fn stream() -> Vec<Transaction> {
+    let config = SimConfig { seed: 23, customers: 60, fraud: FraudModel::Handbook, ..SimConfig::default() };
+    let end = config.start_unix + DAYS * DAY;
+    Simulator::new(config).take_while(|t| t.unix_time.unwrap() < end).collect()
+}
+
+/// A label for every fraud: most reported two days after the purchase (on
+/// time for merchant risk), every fifth three weeks after (late).
+fn labels(stream: &[Transaction]) -> Vec<LabelRecord> {
+    stream
+        .iter()
+        .filter(|t| t.is_fraud == Some(1))
+        .enumerate()
+        .map(|(i, t)| LabelRecord {
+            trans_num: t.trans_num.clone(),
+            cc_num: t.cc_num.clone(),
+            is_fraud: true,
+            reported_at: Some(t.unix_time.unwrap() + if i % 5 == 4 { 21 * DAY } else { 2 * DAY }),
+        })
+        .collect()
+}
+
+/// One uninterrupted in-memory history: labels first, then the stream.
+fn reference(stream: &[Transaction], labels: &[LabelRecord]) -> HashMap<String, Vec<f64>> {
+    let history = History::new(NonZeroUsize::new(1_000_000).unwrap());
+    history.apply_labels(labels, 0).unwrap();
+    let batch = fraudflight::record::conform::conform(&fraudflight::record::to_batch(stream)).unwrap();
+    let features = fraudflight::features::derive(&batch);
+    let columns = history.compute(&batch, &features, Use::Update).unwrap();
+    stream
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let row = columns.columns.iter().map(|(_, c)| c.value(i)).collect();
+            (t.trans_num.clone(), row)
+        })
+        .collect()
+}
+
+fn instance(names: &Names, id: &str) -> Serve {
+    let mut env = names.env();
+    env.extend(
+        [
+            ("FRAUDFLIGHT_OPENSEARCH_URL", ""),
+            ("FRAUDFLIGHT_KAFKA_INSTANCE_ID", id),
+            // The broker's minimum: a dead member's partitions move on soon.
+            ("FRAUDFLIGHT_KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Serve::start(&env)
+}
+
+/// Sends the days `days` of the stream, each one stored before the next.
+async fn replay(
+    session: &scylla::client::session::Session,
+    names: &Names,
+    stream: &[Transaction],
+    days: std::ops::Range<i64>,
+) {
+    let start = stream[0].unix_time.unwrap().div_euclid(DAY);
+    for day in days {
+        let today: Vec<Transaction> =
+            stream.iter().filter(|t| t.unix_time.unwrap().div_euclid(DAY) == start + day).cloned().collect();
+        stack::produce(&names.topic, &today).await;
+        let sent = stream.iter().filter(|t| t.unix_time.unwrap().div_euclid(DAY) <= start + day).count();
+        stack::wait_for_rows(session, names, sent, Duration::from_secs(120), &format!("day {day}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and Cassandra: make test-services"]
+async fn two_instances_a_kill_and_two_rebalances_give_the_features_of_one_uninterrupted_history() {
+    let stream = stream();
+    let labels = labels(&stream);
+    assert!(labels.len() >= 20, "{} frauds: too few to test merchant risk", labels.len());
+    let expected = reference(&stream, &labels);
+
+    let names = Names::new("instances");
+    stack::create_topic(&names.topic, 4).await;
+    let session = stack::cassandra().await;
+    let a = instance(&names, "a");
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", support::kafka_brokers()).create().unwrap();
+    let labels_topic = format!("{}.labels", names.topic);
+    for l in &labels {
+        let value = serde_json::json!({
+            "trans_num": l.trans_num, "cc_num": l.cc_num, "is_fraud": 1, "reported_at": l.reported_at
+        })
+        .to_string();
+        let record = FutureRecord::to(&labels_topic).key(&l.cc_num).payload(&value);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    let labels_in = |serve: &Serve| serve.metrics().value("fraudflight_labels_total", &[]) == Some(labels.len() as f64);
+    stack::wait_until(Duration::from_secs(60), "instance a read the labels", || async { labels_in(&a) }).await;
+
+    // a alone, then b joins: a's partitions are shared out.
+    replay(&session, &names, &stream, 0..12).await;
+    let b = instance(&names, "b");
+    stack::wait_until(Duration::from_secs(60), "instance b read the labels", || async { labels_in(&b) }).await;
+    replay(&session, &names, &stream, 12..22).await;
+
+    // b dies mid-day: its records of the day are redelivered to a, once
+    // the group gives b up, and a reloads the cards b changed.
+    let start = stream[0].unix_time.unwrap().div_euclid(DAY);
+    let day22: Vec<Transaction> =
+        stream.iter().filter(|t| t.unix_time.unwrap().div_euclid(DAY) == start + 22).cloned().collect();
+    stack::produce(&names.topic, &day22).await;
+    b.kill9();
+    let sent = stream.iter().filter(|t| t.unix_time.unwrap().div_euclid(DAY) <= start + 22).count();
+    stack::wait_for_rows(&session, &names, sent, Duration::from_secs(120), "day 22 after the kill").await;
+    replay(&session, &names, &stream, 23..30).await;
+    let reloaded_by_a = a.metrics().value("fraudflight_history_loaded_cards_total", &[]).unwrap();
+
+    // b comes back: a second rebalance.
+    let b = instance(&names, "b");
+    replay(&session, &names, &stream, 30..DAYS).await;
+    let reloaded_by_b = b.metrics().value("fraudflight_history_loaded_cards_total", &[]).unwrap();
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+
+    let names_of: Vec<&str> = fraudflight::history::definitions::table().names().collect();
+    let rows: Vec<Row> = session
+        .query_unpaged(format!("SELECT trans_num, {} FROM {}.transactions", names_of.join(", "), names.keyspace), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<Row>()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), stream.len(), "every record stored once");
+    let mut wrong = Vec::new();
+    for row in &rows {
+        let Some(CqlValue::Text(trans_num)) = &row.columns[0] else { panic!("trans_num") };
+        let want = &expected[trans_num];
+        for (i, name) in names_of.iter().enumerate() {
+            let got = match &row.columns[i + 1] {
+                Some(CqlValue::Double(v)) => *v,
+                other => panic!("{trans_num} {name}: {other:?}"),
+            };
+            if (got - want[i]).abs() > 1e-9 {
+                wrong.push(format!("{trans_num} {name}: stored {got}, uninterrupted {}", want[i]));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} features differ; first: {:?}",
+        wrong.len(),
+        rows.len() * 15,
+        &wrong[..wrong.len().min(10)]
+    );
+
+    // Not vacuous: cards were reloaded by both, and merchant risk is there.
+    assert!(reloaded_by_a > 0.0 && reloaded_by_b > 0.0, "reloaded: a {reloaded_by_a}, b {reloaded_by_b}");
+    let rate = names_of.iter().position(|n| *n == "merch_fraud_rate_30d").unwrap();
+    let risky = expected.values().filter(|v| v[rate] > 0.0).count();
+    assert!(risky >= 10, "only {risky} records see a merchant fraud rate");
+}
