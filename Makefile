@@ -9,7 +9,7 @@ PY := .venv/bin/python
 BIN := target/release/fraudflight
 
 .PHONY: setup setup-runtime setup-build shared-target setup-browser build demo check test test-unit test-rust \
-	test-python test-browser test-services test-pipeline services-up services-down bench model dashboards fuzz
+	test-python test-browser test-services test-pipeline services-up services-down bench model model-handbook dashboards fuzz
 
 ## Before anything builds, a fresh clone's target/ becomes a link to the Cargo
 ## build cache shared by the clones on this machine, so a clean-clone `make
@@ -116,3 +116,11 @@ model: setup build
 	mkdir -p target/data
 	$(BIN) simulate --count 500000 --seed 1 --csv target/data/train.csv
 	cd spark-job && ../$(PY) train.py --input ../target/data/train.csv --output ../models/$(or $(VERSION),gbt-sim-v1) --model gbt --single --class-weights none
+
+## Retrain the shipped history model from 300,000 simulated transactions of handbook fraud
+## (models/handbook/: not the demo's default; `fraudflight demo --fraud handbook --model ...`).
+model-handbook: setup build
+	mkdir -p target/data
+	$(BIN) simulate --fraud handbook --customers 1000 --count 300000 --seed 1 --csv target/data/handbook.csv
+	cd spark-job && ../$(PY) train.py --input ../target/data/handbook.csv --output ../models/handbook/gbt-handbook-history-v1 --history --model gbt --single
+	rm -rf models/handbook/gbt-handbook-history-v1/spark-model

@@ -90,6 +90,18 @@ def rows() -> list[dict[str, Any]]:
         out.append(row(f"Spark batch scoring, {spark['rows']:,} rows ({spark['master']})",
                        f"through Flight {b['flight_rows_per_second']:,.0f} rows/s = {b['ratio']:.2f} x Spark transform "
                        f"({b['spark_transform_rows_per_second']:,.0f} rows/s)", "(reported)", None))
+    model = load("history_model.json")
+    target = ">= 1.0 x the handbook's windowed random forest (AP, last week)"
+    if model:
+        ours, forest = model["ours"], model["handbook_random_forest"]
+        out.append(row(
+            f"Model with history, handbook data ({model['transactions']:,} transactions, {model['test_frauds']} test frauds)",
+            f"AP {ours['average_precision']:.3f} (ROC {ours['roc_auc']:.3f}) = {model['ratio']:.2f} x the random forest's "
+            f"{forest['average_precision']:.3f} (ROC {forest['roc_auc']:.3f}); without history "
+            f"{model['ours_without_history']['average_precision']:.3f}",
+            target, model["ratio"] >= 1.0))
+    else:
+        out.append(row("Model with history vs the handbook's random forest", "not run", target, None))
     return out
 
 

@@ -165,7 +165,38 @@ def visualisations() -> list[dict]:
              otherBucket=False, missingBucket=False)],
         query=ALERTS,
     )
-    return [per_minute, fraud_rate, scores, amount, merchants, states]
+    # Labels (Kafka `<topic>.labels`, Flight) set a document's `is_fraud`:
+    # confirmed frauds next to predicted ones, the precision of the alerts.
+    labelled = vis(
+        "fraudflight-labelled-vs-predicted", "Labelled against predicted",
+        "Alerts confirmed or refuted by a label, labelled frauds the model missed, alerts not labelled yet.",
+        "table", table_params,
+        [agg("1", "count", "metric", customLabel="transactions"),
+         agg("2", "filters", "bucket", filters=[
+             {"input": {"query": f"{ALERTS} and is_fraud:1", "language": "kuery"}, "label": "alert, labelled fraud"},
+             {"input": {"query": f"{ALERTS} and is_fraud:0", "language": "kuery"},
+              "label": "alert, labelled genuine"},
+             {"input": {"query": "is_fraud_predicted:false and is_fraud:1", "language": "kuery"},
+              "label": "no alert, labelled fraud (missed)"},
+             {"input": {"query": f"{ALERTS} and not is_fraud:*", "language": "kuery"}, "label": "alert, no label yet"},
+         ])],
+    )
+    precision_params = {
+        **fraud_rate_params, "id": "fraudflight-alert-precision",
+        "series": [{
+            **fraud_rate_params["series"][0], "id": "precision", "label": "labelled alerts confirmed as fraud",
+            "color": "#54B399",
+            "metrics": [{
+                "id": "ratio", "type": "filter_ratio", "metric_agg": "count",
+                "numerator": {"query": f"{ALERTS} and is_fraud:1", "language": "kuery"},
+                "denominator": {"query": f"{ALERTS} and is_fraud:*", "language": "kuery"},
+            }],
+        }],
+    }
+    precision = vis("fraudflight-alert-precision", "Precision of labelled alerts",
+                    "Of the alerts with a label, the share labelled fraud, per minute.", "metrics",
+                    precision_params, [], with_index=False)
+    return [per_minute, fraud_rate, scores, amount, merchants, states, labelled, precision]
 
 
 def latest_alerts() -> dict:
@@ -174,9 +205,10 @@ def latest_alerts() -> dict:
         "type": "search",
         "attributes": {
             "title": "Latest alerts",
-            "description": "Predicted frauds, newest first.",
+            "description": "Predicted frauds, newest first, with their label and the card's and merchant's history.",
             "columns": ["amt", "category", "merchant", "city", "state", "distance_km", "fraud_score",
-                        "model_version"],
+                        "model_version", "is_fraud", "card_tx_1d", "card_amt_ratio_30d", "card_secs_since_prev",
+                        "card_km_from_prev", "merch_fraud_rate_30d"],
             "sort": [[TIME_FIELD, "desc"]],
             "version": 1,
             "kibanaSavedObjectMeta": search_source(ALERTS),
@@ -247,7 +279,9 @@ LAYOUT = [
     ("fraudflight-amount-by-category", "visualization", 30, 24, 18, 11),
     ("fraudflight-top-merchants", "visualization", 0, 35, 24, 15),
     ("fraudflight-top-states", "visualization", 24, 35, 24, 15),
-    ("fraudflight-latest-alerts", "search", 0, 50, 48, 18),
+    ("fraudflight-labelled-vs-predicted", "visualization", 0, 50, 24, 13),
+    ("fraudflight-alert-precision", "visualization", 24, 50, 24, 13),
+    ("fraudflight-latest-alerts", "search", 0, 63, 48, 18),
 ]
 
 

@@ -13,7 +13,10 @@
 #      serve's peak RSS, latency under a fixed 5,000 records/s, and the full
 #      pipeline against each sink's ceiling alone (benches/sink_ceiling.rs);
 #      BENCH_KAFKA=0 skips it;
-#   4. with BENCH_SPARK=1, Spark training and batch scoring through Flight next
+#   4. our model with history against the fraud-detection handbook's windowed
+#      random forest on handbook-family data (benches/history_model.py, Spark,
+#      a few minutes);
+#   5. with BENCH_SPARK=1, Spark training and batch scoring through Flight next
 #      to Spark's own transform (benches/spark/batch_scoring.py; ~15 min more).
 # Each step after a warm-up, medians over repeats; each is bounded in time.
 set -euo pipefail
@@ -40,6 +43,9 @@ if [ "${BENCH_KAFKA:-1}" = 1 ]; then
   step "Kafka + Cassandra + OpenSearch: full pipeline and each sink's ceiling alone"
   scripts/with-services.sh "$PY" benches/kafka_pipeline.py --only pipeline ${KAFKA_BENCH_ARGS:-}
 fi
+
+step "Spark: the model with history vs the handbook's windowed random forest (same data, same split)"
+"$PY" benches/history_model.py
 
 if [ "${BENCH_SPARK:-0}" = 1 ]; then
   step "Spark: training, batch scoring through Flight vs Spark transform"

@@ -181,6 +181,11 @@ impl App {
         self.store.alerts_since(seq, max)
     }
 
+    /// Labels against predictions over the outcomes held in memory.
+    pub fn labelled(&self) -> crate::store::memory::Labelled {
+        self.store.labelled()
+    }
+
     /// (recent outcomes, alerts) held in memory.
     pub fn memory_rows(&self) -> (usize, usize) {
         self.store.len()

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::history::History;
+use crate::history::LabelRecord;
 use crate::record::TransactionBatchBuilder;
 use crate::score::registry::Registry;
 use crate::score::Scorer;
 use crate::shutdown::Shutdown;
+use crate::simulate::labels::Reporter;
 use crate::simulate::{SimConfig, Simulator};
 use crate::store::memory::MemoryStore;
 
@@ -24,6 +26,8 @@ pub struct DemoConfig {
     /// Simulated transactions per second; 0 = no simulator.
     pub rate: f64,
     pub seed: u64,
+    /// The fraud the simulator injects.
+    pub fraud: crate::simulate::FraudModel,
     /// ONNX Runtime sessions (scoring threads) per model.
     pub sessions: usize,
 }
@@ -101,15 +105,19 @@ pub async fn start(config: DemoConfig) -> Result<Running, DemoError> {
         ),
     ];
     if config.rate > 0.0 {
-        let sim = Simulator::new(SimConfig { seed: config.seed, ..SimConfig::default() });
-        tasks.push(tokio::spawn(simulate(app.clone(), sim, config.rate, shutdown.clone())));
+        let sim = Simulator::new(SimConfig { seed: config.seed, fraud: config.fraud, ..SimConfig::default() });
+        let labels = Reporter::new(config.seed);
+        tasks.push(tokio::spawn(simulate(app.clone(), sim, labels, config.rate, shutdown.clone())));
     }
     tracing::info!(flight = %flight_addr, http = %http_addr, rate = config.rate, "fraudflight demo running");
     Ok(Running { flight_addr, http_addr, app, shutdown, tasks })
 }
 
-/// Feeds simulated transactions at `rate` per second, in small batches.
-async fn simulate(app: Arc<App>, mut sim: Simulator, rate: f64, shutdown: Shutdown) {
+/// Feeds simulated transactions at `rate` per second, in small batches,
+/// and the frauds' labels as the simulated clock passes their report
+/// times (so the demo's merchant risk fills as in `serve` with
+/// `<topic>.labels`).
+async fn simulate(app: Arc<App>, mut sim: Simulator, mut labels: Reporter, rate: f64, shutdown: Shutdown) {
     const TICK: Duration = Duration::from_millis(100);
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,8 +139,24 @@ async fn simulate(app: Arc<App>, mut sim: Simulator, rate: f64, shutdown: Shutdo
         }
         owed -= n as f64;
         let mut builder = TransactionBatchBuilder::with_capacity(n);
+        let mut due = Vec::new();
         for t in sim.by_ref().take(n) {
+            due.extend(labels.observe(&t));
             builder.append(&t);
+        }
+        if !due.is_empty() {
+            let due: Vec<LabelRecord> = due
+                .into_iter()
+                .map(|r| LabelRecord {
+                    trans_num: r.trans_num,
+                    cc_num: r.cc_num,
+                    is_fraud: true,
+                    reported_at: Some(r.reported_at),
+                })
+                .collect();
+            if let Err(e) = app.store_labels(&due, crate::metrics::unix_ms(), Vec::new(), None).await {
+                tracing::error!(error = %e, "applying simulated labels failed");
+            }
         }
         let batch = builder.finish();
         let created = crate::metrics::unix_ms();

@@ -32,6 +32,7 @@ async fn start(model_dir: PathBuf) -> (Running, FlightServiceClient<Channel>) {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         rate: 0.0,
         seed: 1,
+        fraud: Default::default(),
         sessions: 1,
     })
     .await

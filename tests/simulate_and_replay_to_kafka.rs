@@ -1,6 +1,7 @@
 //! `fraudflight simulate --brokers` and `fraudflight replay` against the real
 //! Kafka from `scripts/services.sh`: every record arrives once, keyed by its
-//! card number, as the JSON the pipeline decodes. Run by `make test-services`.
+//! card number, as the JSON the pipeline decodes; `simulate --labels` sends
+//! one label per fraud to `<topic>.labels`. Run by `make test-services`.
 
 mod support;
 
@@ -8,9 +9,10 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use fraudflight::history::LabelRecord;
 use fraudflight::record::kaggle_csv::KaggleCsv;
 use fraudflight::record::{decode_json, Transaction};
-use fraudflight::simulate::{SimConfig, Simulator};
+use fraudflight::simulate::{FraudModel, SimConfig, Simulator};
 use rdkafka::Message;
 
 async fn topic(partitions: i32) -> String {
@@ -55,6 +57,37 @@ async fn simulate_writes_every_record_once_keyed_by_card() {
         let (key, got) = seen.get(&t.trans_num).expect("every simulated record arrives");
         assert_eq!(key, &t.cc_num);
         assert_eq!(got, t);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka: scripts/services.sh up kafka (make test-services runs it)"]
+async fn simulate_labels_reports_every_fraud_once_after_it() {
+    let topic = topic(2).await;
+    let brokers = support::kafka_brokers();
+    let args = ["simulate", "--brokers", &brokers, "--topic", &topic, "--count", "20000", "--seed", "9"];
+    let out = fraudflight(&[&args[..], &["--fraud", "handbook", "--customers", "300", "--labels"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = SimConfig { seed: 9, customers: 300, fraud: FraudModel::Handbook, ..SimConfig::default() };
+    let frauds: HashMap<String, Transaction> = Simulator::new(config)
+        .take(20_000)
+        .filter(|t| t.is_fraud == Some(1))
+        .map(|t| (t.trans_num.clone(), t))
+        .collect();
+    assert!(frauds.len() > 50, "{} frauds", frauds.len());
+    let consumer = support::stack::reader(&format!("{topic}.labels"));
+    let mut seen = HashMap::new();
+    while seen.len() < frauds.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} labels arrived", seen.len(), frauds.len()))
+            .unwrap();
+        let label: LabelRecord = serde_json::from_slice(msg.payload().unwrap()).expect("a label");
+        assert_eq!(msg.key(), Some(label.cc_num.as_bytes()), "keyed by card");
+        let t = frauds.get(&label.trans_num).expect("a label of a simulated fraud");
+        assert!(label.is_fraud && label.cc_num == t.cc_num);
+        assert!(label.reported_at.unwrap() > t.unix_time.unwrap(), "reported after the purchase");
+        assert!(seen.insert(label.trans_num.clone(), label).is_none(), "one label per fraud");
     }
 }
 

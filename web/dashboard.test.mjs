@@ -77,6 +77,14 @@ test('the live dashboard shows fraud happening', { timeout: 120_000 }, async () 
     const firstRow = await page.$$eval('#alerts tbody tr:first-child td', (tds) => tds.map((td) => td.textContent));
     assert.match(firstRow[1], /^\$\d+\.\d\d$/, `amount cell: ${firstRow}`);
     assert.ok(Number(firstRow[6]) > 0 && Number(firstRow[6]) <= 1, `score cell: ${firstRow}`);
+    // Next to the alert: its label (the demo's records carry one) and the
+    // card's and merchant's history.
+    assert.match(firstRow[7], /^(fraud|genuine)$/, `label cell: ${firstRow}`);
+    assert.match(firstRow[8], /^\d+$/, `card 24 h cell: ${firstRow}`);
+    assert.match(firstRow[10], /^(\d+ (s|min|h|d)|none)$/, `since-previous cell: ${firstRow}`);
+    assert.match(firstRow[12], /^\d+\.\d %$/, `merchant fraud cell: ${firstRow}`);
+    await page.waitForFunction(() => document.getElementById('precision').textContent.includes('% of'), null,
+      { timeout: 10_000 });
 
     const read = () => page.evaluate(() => ({
       scored: document.getElementById('scored-total').textContent,

@@ -44,6 +44,11 @@ pub struct DemoArgs {
     /// Seed of the simulator.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// The fraud the simulator injects: sparkov (visible in single
+    /// transactions) or handbook (visible in history; pair it with
+    /// --model models/handbook/gbt-handbook-history-v1).
+    #[arg(long, value_enum, default_value_t = FraudModel::Sparkov)]
+    pub fraud: FraudModel,
     /// Model directory (model.onnx + model.json); default: newest under models/.
     #[arg(long, env = "FRAUDFLIGHT_MODEL")]
     pub model: Option<PathBuf>,
@@ -87,6 +92,11 @@ pub struct SimulateArgs {
     /// testing: visible in history).
     #[arg(long, value_enum, default_value_t = FraudModel::Sparkov)]
     pub fraud: FraudModel,
+    /// Also send a label for every fraud to `<topic>.labels`, reported 1
+    /// hour to 20 days after it (three in four within 6 days), each sent
+    /// once the stream has passed its report time (Kafka only).
+    #[arg(long)]
+    pub labels: bool,
     /// Write a CSV file in the Kaggle fraudTrain.csv layout.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -170,6 +180,71 @@ async fn send_to_kafka(
     Ok(())
 }
 
+/// Sends the simulator's fraud reports to `<topic>.labels` as the stream
+/// passes their report times.
+struct LabelSender {
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+    reporter: std::cell::RefCell<crate::simulate::labels::Reporter>,
+    sent: std::cell::RefCell<Vec<rdkafka::producer::DeliveryFuture>>,
+}
+
+impl LabelSender {
+    fn new(brokers: &str, out: &KafkaOut, seed: u64) -> anyhow::Result<Self> {
+        let config =
+            crate::kafka::producer_config(brokers, &[("queue.buffering.max.messages", "500000")], &out.properties);
+        Ok(Self {
+            producer: config.create()?,
+            topic: format!("{}.labels", out.topic),
+            reporter: crate::simulate::labels::Reporter::new(seed).into(),
+            sent: Vec::new().into(),
+        })
+    }
+
+    fn observe(&self, t: &crate::record::Transaction) {
+        let due = self.reporter.borrow_mut().observe(t);
+        self.send(due);
+    }
+
+    fn send(&self, reports: Vec<crate::simulate::labels::Report>) {
+        for r in reports {
+            let value = r.to_json();
+            let mut record = rdkafka::producer::FutureRecord::to(&self.topic).key(&r.cc_num).payload(&value);
+            // A full queue empties as Kafka acknowledges: wait and retry.
+            let future = loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => break f,
+                    Err((e, back)) => {
+                        tracing::debug!(error = %e, "labels queue full; waiting");
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        record = back;
+                    }
+                }
+            };
+            self.sent.borrow_mut().push(future);
+        }
+    }
+
+    /// Sends the reports still waiting and waits for every acknowledgement.
+    async fn finish(self) -> anyhow::Result<()> {
+        let rest = self.reporter.borrow_mut().rest();
+        self.send(rest);
+        let sent = self.sent.take();
+        let n = sent.len();
+        let mut failed = 0;
+        for delivery in sent {
+            if !matches!(delivery.await, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            anyhow::bail!("{failed} of {n} labels were not delivered to {}", self.topic);
+        }
+        eprintln!("{n} labels sent to Kafka topic {}", self.topic);
+        Ok(())
+    }
+}
+
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let brokers = args.kafka.brokers.clone().ok_or_else(|| anyhow::anyhow!("replay needs --brokers HOST:PORT"))?;
     let mut rejected = Vec::new();
@@ -203,6 +278,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         http_addr: args.http_addr,
         rate: args.rate,
         seed: args.seed,
+        fraud: args.fraud,
         sessions: args.sessions,
     };
     let running = crate::demo::start(config).await?;
@@ -237,7 +313,18 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             anyhow::bail!("simulate writes to Kafka or to files, not both in one run");
         }
         let source = Simulator::new(args.sim_config()?).take(args.count);
-        return runtime()?.block_on(send_to_kafka(brokers, &args.kafka, source, Some(args.count as u64)));
+        if !args.labels {
+            return runtime()?.block_on(send_to_kafka(brokers, &args.kafka, source, Some(args.count as u64)));
+        }
+        return runtime()?.block_on(async {
+            let labels = LabelSender::new(brokers, &args.kafka, args.seed)?;
+            let source = source.inspect(|t| labels.observe(t));
+            send_to_kafka(brokers, &args.kafka, source, Some(args.count as u64)).await?;
+            labels.finish().await
+        });
+    }
+    if args.labels {
+        anyhow::bail!("--labels sends labels to Kafka `<topic>.labels`: it needs --brokers HOST:PORT");
     }
     let mut writers: Vec<Box<dyn TransactionWriter>> = Vec::new();
     if let Some(path) = &args.csv {

@@ -35,7 +35,7 @@ use card::{Card, Current, Event, Label};
 use definitions::{table, Aggregate, Entity, Table, DAY};
 pub use labels::LabelRecord;
 use merchant::{counts, day_of, on_time, read_days, Merchants};
-pub use store::{Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
+pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
 
 /// Whether computing features also records the transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,12 +261,13 @@ impl History {
         let longest = self.longest_card_secs();
         let (cards, tiles) = {
             let state = self.lock();
+            // The first transaction time of each card not held.
             let mut cards: HashMap<&str, i64> = HashMap::new();
             let mut tiles: HashSet<(Arc<str>, i64)> = HashSet::new();
             for row in rows {
                 if !state.cards.contains(row.cc_num) {
-                    let since = cards.entry(row.cc_num).or_insert(i64::MAX);
-                    *since = (*since).min(row.current.unix_time - longest);
+                    let first = cards.entry(row.cc_num).or_insert(i64::MAX);
+                    *first = (*first).min(row.current.unix_time);
                 }
                 let Some(m) = row.merchant else { continue };
                 let day = day_of(row.current.unix_time);
@@ -278,7 +279,9 @@ impl History {
             }
             (cards.into_iter().collect::<Vec<_>>(), tiles.into_iter().collect::<Vec<_>>())
         };
-        let stored_cards = if cards.is_empty() { Vec::new() } else { store.cards(&cards)? };
+        let requests: Vec<CardRequest> =
+            cards.iter().map(|(cc_num, first)| CardRequest { cc_num, since: first - longest, first: *first }).collect();
+        let stored_cards = if cards.is_empty() { Vec::new() } else { store.cards(&requests)? };
         let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles)? };
         let mut state = self.lock();
         for ((merchant, day), tile) in tiles.into_iter().zip(stored_tiles) {

@@ -26,11 +26,21 @@ pub struct StoredEvent {
     pub merchant: Option<String>,
 }
 
+/// A card to reload for transactions from `first` on (Unix seconds),
+/// whose windows reach back to `since`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CardRequest<'a> {
+    pub cc_num: &'a str,
+    pub since: i64,
+    pub first: i64,
+}
+
 /// What the store holds of one card.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredCard {
-    /// Transactions at or after the `since` asked for, and the newest one
-    /// before it (the next transaction's "previous" however old), any order.
+    /// Transactions at or after the `since` asked for, and, when none is
+    /// before `first`, the newest one before `since` (the "previous" of the
+    /// transaction at `first`, however old); any order.
     pub events: Vec<StoredEvent>,
     /// Its labels, by transaction number.
     pub labels: Vec<(String, Label)>,
@@ -62,9 +72,9 @@ pub struct StoreError(pub String);
 /// The durable side of the history. Card numbers are the real ones; the
 /// store protects them as it stores them.
 pub trait Store: Send + Sync {
-    /// Each card's transactions from `since` (Unix seconds) on, the newest
-    /// one before, and its labels; in the order asked.
-    fn cards(&self, cards: &[(&str, i64)]) -> Result<Vec<StoredCard>, StoreError>;
+    /// Each card's stored transactions ([`StoredCard::events`]) and labels;
+    /// in the order asked.
+    fn cards(&self, cards: &[CardRequest]) -> Result<Vec<StoredCard>, StoreError>;
 
     /// The tiles of (merchant, UTC day): every transaction stored for it and
     /// those marked fraud; in the order asked.

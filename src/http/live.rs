@@ -45,6 +45,14 @@ pub const ALERT_COLUMNS: &[&str] = &[
     "fraud_score",
     "is_fraud_predicted",
     "model_version",
+    // The label, when one came; and the card's and merchant's history that
+    // explains the alert.
+    "is_fraud",
+    "card_tx_1d",
+    "card_amt_ratio_30d",
+    "card_secs_since_prev",
+    "card_km_from_prev",
+    "merch_fraud_rate_30d",
 ];
 
 /// One second of the service, as charted.
@@ -96,6 +104,8 @@ impl Live {
             "counters": counters,
             "rates": last,
             "store": { "recent_rows": recent_rows, "alert_rows": alert_rows },
+            // Confirmed against predicted, over the outcomes held in memory.
+            "labels": self.app.labelled(),
             "model": self.app.model_info(),
             "sinks": self.app.sink_health(),
             "consumer_lag": lag,

@@ -15,6 +15,7 @@
 
 pub mod category;
 pub mod geography;
+pub mod labels;
 pub mod output;
 mod population;
 pub mod scenarios;

@@ -94,7 +94,47 @@ impl Rows {
     }
 }
 
+/// Labels against predictions over the outcomes held (the live view's
+/// precision of alerts).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Labelled {
+    /// Alerts held, those with a label, those labelled fraud.
+    pub alerts: usize,
+    pub alerts_labelled: usize,
+    pub alerts_confirmed: usize,
+    /// Outcomes labelled fraud, and of them those not alerted.
+    pub frauds: usize,
+    pub frauds_missed: usize,
+}
+
+/// (rows with a label, rows labelled fraud, rows labelled fraud and not predicted).
+fn count_labels(rows: &Rows) -> (usize, usize, usize) {
+    let (mut labelled, mut fraud, mut missed) = (0, 0, 0);
+    for batch in &rows.batches {
+        let Some(flags) = batch.column_by_name(column::is_fraud) else { continue };
+        let flags = flags.as_primitive::<Int64Type>();
+        let predicted = predicted(batch);
+        for (flag, predicted) in flags.iter().zip(predicted.iter()) {
+            let Some(flag) = flag else { continue };
+            labelled += 1;
+            if flag == 1 {
+                fraud += 1;
+                missed += usize::from(predicted != Some(true));
+            }
+        }
+    }
+    (labelled, fraud, missed)
+}
+
 impl MemoryStore {
+    /// Labels against predictions over the outcomes and alerts held.
+    pub fn labelled(&self) -> Labelled {
+        let inner = self.inner.read().expect("store lock");
+        let (alerts_labelled, alerts_confirmed, _) = count_labels(&inner.alerts);
+        let (_, frauds, frauds_missed) = count_labels(&inner.recent);
+        Labelled { alerts: inner.alerts.rows, alerts_labelled, alerts_confirmed, frauds, frauds_missed }
+    }
+
     pub fn new(max_recent: usize, max_alerts: usize) -> Self {
         Self { inner: RwLock::new(Inner::default()), max_recent, max_alerts }
     }
@@ -204,6 +244,11 @@ mod tests {
         };
         assert_eq!(flags(&Query::Recent { limit: 10 }), vec![Some(0), Some(0), Some(1)]);
         assert_eq!(flags(&Query::Alerts { limit: 10 }), vec![Some(0), Some(1)]);
+        // Alerts a and c are labelled: one confirmed; no labelled fraud missed.
+        let want = Labelled { alerts: 2, alerts_labelled: 2, alerts_confirmed: 1, frauds: 1, frauds_missed: 0 };
+        assert_eq!(store.labelled(), want);
+        store.set_labels([("b", true)].into_iter());
+        assert_eq!(store.labelled(), Labelled { frauds: 2, frauds_missed: 1, ..want }, "b was not alerted");
     }
 
     fn ids(batches: &[RecordBatch]) -> Vec<i64> {

@@ -74,6 +74,10 @@ function update(status) {
   $('alerts-total').textContent = fmtInt.format(c.alerts);
   $('scored-total').textContent = fmtInt.format(c.scored);
   $('rejected').textContent = `${fmtInt.format(c.invalid)} / ${fmtInt.format(c.dead_letters)}`;
+  const l = status.labels;
+  $('precision').textContent = l && l.alerts_labelled > 0
+    ? `${(100 * l.alerts_confirmed / l.alerts_labelled).toFixed(1)} % of ${fmtInt.format(l.alerts_labelled)}` : '–';
+  $('missed').textContent = l ? `${fmtInt.format(l.frauds_missed)} of ${fmtInt.format(l.frauds)}` : '–';
 
   const m = status.model;
   $('model-version').textContent = m.version;
@@ -114,11 +118,32 @@ function renderTable(fresh) {
       [a.city, a.state].filter(Boolean).join(', '),
       [fmtInt.format(a.distance_km), 'num'],
       [Number(a.fraud_score).toFixed(3), 'num score'],
+      a.is_fraud == null ? '–' : a.is_fraud === 1 ? 'fraud' : 'genuine',
+      [num(a.card_tx_1d, 0), 'num'],
+      [a.card_amt_ratio_30d == null || a.card_amt_ratio_30d < 0 ? '–' : num(a.card_amt_ratio_30d, 1) + ' x', 'num'],
+      [sincePrev(a.card_secs_since_prev), 'num'],
+      [a.card_km_from_prev == null || a.card_km_from_prev < 0 ? '–' : fmtInt.format(a.card_km_from_prev), 'num'],
+      [a.merch_fraud_rate_30d == null ? '–' : num(100 * a.merch_fraud_rate_30d, 1) + ' %', 'num'],
     ]);
     if (i < fresh) tr.className = 'new';
     return tr;
   });
   $('alerts').querySelector('tbody').replaceChildren(...rows);
+}
+
+// History columns are null when history is off.
+function num(v, digits) {
+  return v == null ? '–' : Number(v).toFixed(digits);
+}
+
+// Seconds as the largest whole unit; "none" past 30 days (the cap).
+function sincePrev(secs) {
+  if (secs == null) return '–';
+  if (secs > 30 * 86400) return 'none';
+  if (secs < 120) return `${secs} s`;
+  if (secs < 7200) return `${Math.round(secs / 60)} min`;
+  if (secs < 172800) return `${Math.round(secs / 3600)} h`;
+  return `${Math.round(secs / 86400)} d`;
 }
 
 function row(cells) {

@@ -9,18 +9,19 @@
 //! configured). Each request is retried until it succeeds or shutdown
 //! gives up; the calls block, on the blocking pool the history runs on.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimestamp, CqlValue};
+use scylla::value::{CqlDate, CqlTimestamp, CqlValue};
 use tokio_util::sync::CancellationToken;
 
 use super::{rows, Cassandra, CassandraError};
 use crate::history::card::Label;
 use crate::history::merchant::Tile;
-use crate::history::{Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
+use crate::history::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
 use crate::retry::Retry;
 use crate::security::card::CardHasher;
 
@@ -30,7 +31,7 @@ pub struct Statements {
     card_before: PreparedStatement,
     card_labels: PreparedStatement,
     find: PreparedStatement,
-    tile: PreparedStatement,
+    tiles: PreparedStatement,
     tile_label: PreparedStatement,
     pub(super) insert_tile_row: PreparedStatement,
 }
@@ -61,13 +62,16 @@ impl Statements {
                 "SELECT trans_time, merchant FROM {ks}.transactions WHERE cc_num = ? AND trans_num = ? ALLOW FILTERING"
             ))
             .await?,
-            tile: prepare(format!("SELECT fraud FROM {ks}.merchant_days WHERE merchant = ? AND day = ?")).await?,
+            tiles: prepare(format!(
+                "SELECT day, fraud FROM {ks}.merchant_days WHERE merchant = ? AND week IN ? AND day >= ? AND day <= ?"
+            ))
+            .await?,
             tile_label: prepare(format!(
-                "UPDATE {ks}.merchant_days USING TIMESTAMP ? SET fraud = ? WHERE merchant = ? AND day = ? AND cc_num = ? AND trans_num = ?"
+                "UPDATE {ks}.merchant_days USING TIMESTAMP ? SET fraud = ? WHERE merchant = ? AND week = ? AND day = ? AND cc_num = ? AND trans_num = ?"
             ))
             .await?,
             insert_tile_row: prepare(format!(
-                "INSERT INTO {ks}.merchant_days (merchant, day, cc_num, trans_num) VALUES (?, ?, ?, ?)"
+                "INSERT INTO {ks}.merchant_days (merchant, week, day, cc_num, trans_num) VALUES (?, ?, ?, ?, ?)"
             ))
             .await?,
         })
@@ -82,19 +86,17 @@ pub(super) fn tile_row(values: &rows::Values) -> Option<rows::Values> {
     });
     // Key columns come first: cc_num, trans_time, trans_num.
     let Some(CqlValue::Timestamp(time)) = &values[1] else { return None };
+    let day = time.0.div_euclid(1000).div_euclid(86_400);
     match &values[merchant] {
-        Some(CqlValue::Text(m)) if !m.is_empty() => Some(vec![
-            Some(CqlValue::Text(m.clone())),
-            Some(CqlValue::Date(rows::day_of(time.0.div_euclid(1000)))),
-            values[0].clone(),
-            values[2].clone(),
-        ]),
+        Some(CqlValue::Text(m)) if !m.is_empty() => Some(
+            [vec![Some(CqlValue::Text(m.clone()))], week_day(day), vec![values[0].clone(), values[2].clone()]].concat(),
+        ),
         _ => None,
     }
 }
 
 /// How many requests of one call run at once.
-const CONCURRENCY: usize = 64;
+const CONCURRENCY: usize = 128;
 
 /// [`Store`] over a connected Cassandra.
 pub struct CassandraHistory {
@@ -118,7 +120,7 @@ impl CassandraHistory {
     }
 
     /// Rows of a statement, retried until read or abandoned.
-    async fn rows<R>(&self, statement: &PreparedStatement, values: &rows::Values) -> Result<Vec<R>, StoreError>
+    async fn rows<R>(&self, statement: &PreparedStatement, values: rows::Values) -> Result<Vec<R>, StoreError>
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> + Send,
     {
@@ -127,7 +129,7 @@ impl CassandraHistory {
         loop {
             let read = async {
                 session
-                    .execute_iter(statement.clone(), values)
+                    .execute_iter(statement.clone(), &values)
                     .await
                     .map_err(|e| e.to_string())?
                     .rows_stream::<R>()
@@ -136,24 +138,39 @@ impl CassandraHistory {
                     .await
                     .map_err(|e| e.to_string())
             };
+            // Cassandra's health (/ready, /metrics) counts these reads too:
+            // while they fail, the pipeline waits on them, not on writes.
             match read.await {
-                Ok(rows) => return Ok(rows),
+                Ok(rows) => {
+                    self.cassandra.health.succeeded();
+                    return Ok(rows);
+                }
                 // A row that does not decode will not decode next time either.
                 Err(e) if e.contains("deserializ") || e.contains("type check") => return Err(StoreError(e)),
-                Err(e) => retry.failed(e).await.map_err(|a| StoreError(a.to_string()))?,
+                Err(e) => {
+                    self.cassandra.health.failed(&e);
+                    retry.failed(e).await.map_err(|a| StoreError(a.to_string()))?
+                }
             }
         }
     }
 
-    async fn card(&self, cc_num: &str, since: i64) -> Result<StoredCard, StoreError> {
-        let key = Some(CqlValue::Text(self.stored(cc_num)));
-        let at = Some(CqlValue::Timestamp(CqlTimestamp(since.saturating_mul(1000))));
+    async fn card(&self, request: CardRequest<'_>) -> Result<StoredCard, StoreError> {
+        let key = Some(CqlValue::Text(self.stored(request.cc_num)));
+        let at = Some(CqlValue::Timestamp(CqlTimestamp(request.since.saturating_mul(1000))));
         let (key_at, key) = (vec![key.clone(), at], vec![key]);
-        let (recent, before, labels) = futures::try_join!(
-            self.rows::<EventRow>(&self.cassandra.history.card_since, &key_at),
-            self.rows::<EventRow>(&self.cassandra.history.card_before, &key_at),
-            self.rows::<(String, Option<i32>, Option<CqlTimestamp>)>(&self.cassandra.history.card_labels, &key),
+        let (recent, labels) = futures::try_join!(
+            self.rows::<EventRow>(&self.cassandra.history.card_since, key_at.clone()),
+            self.rows::<(String, Option<i32>, Option<CqlTimestamp>)>(&self.cassandra.history.card_labels, key),
         )?;
+        // The previous transaction is among the recent ones unless none is
+        // before the first to score: one more read only then.
+        let first_ms = request.first.saturating_mul(1000);
+        let before = if recent.iter().any(|r| r.0 .0 < first_ms) {
+            Vec::new()
+        } else {
+            self.rows::<EventRow>(&self.cassandra.history.card_before, key_at).await?
+        };
         let events = recent
             .into_iter()
             .chain(before)
@@ -175,14 +192,8 @@ impl CassandraHistory {
         Ok(StoredCard { events, labels })
     }
 
-    async fn tile(&self, values: rows::Values) -> Result<Tile, StoreError> {
-        let rows = self.rows::<(Option<bool>,)>(&self.cassandra.history.tile, &values).await?;
-        let frauds = rows.iter().filter(|(f,)| *f == Some(true)).count() as u64;
-        Ok(Tile { transactions: rows.len() as u64, frauds })
-    }
-
     async fn find_one(&self, values: rows::Values) -> Result<Option<Found>, StoreError> {
-        let rows = self.rows::<(CqlTimestamp, Option<String>)>(&self.cassandra.history.find, &values).await?;
+        let rows = self.rows::<(CqlTimestamp, Option<String>)>(&self.cassandra.history.find, values).await?;
         Ok(rows.into_iter().next().map(|(t, merchant)| Found { unix_time: t.0.div_euclid(1000), merchant }))
     }
 
@@ -195,21 +206,49 @@ fn day(day: i64) -> Option<CqlValue> {
     Some(CqlValue::Date(rows::day_of(day * 86_400)))
 }
 
+/// The `week` and `day` key columns of a Unix day.
+fn week_day(d: i64) -> Vec<Option<CqlValue>> {
+    vec![Some(CqlValue::BigInt(d.div_euclid(7))), day(d)]
+}
+
+/// The Unix day of a CQL date.
+fn unix_day(date: CqlDate) -> i64 {
+    i64::from(date.0) - (1i64 << 31)
+}
+
 impl Store for CassandraHistory {
-    fn cards(&self, cards: &[(&str, i64)]) -> Result<Vec<StoredCard>, StoreError> {
+    fn cards(&self, cards: &[CardRequest]) -> Result<Vec<StoredCard>, StoreError> {
         self.block(
-            futures::stream::iter(cards.iter().map(|(cc_num, since)| self.card(cc_num, *since)))
-                .buffered(CONCURRENCY)
-                .try_collect(),
+            futures::stream::iter(cards.iter().map(|request| self.card(*request))).buffered(CONCURRENCY).try_collect(),
         )
     }
 
     fn tiles(&self, keys: &[(Arc<str>, i64)]) -> Result<Vec<Tile>, StoreError> {
-        let read = |(merchant, d): &(Arc<str>, i64)| {
-            let values = vec![Some(CqlValue::Text(merchant.to_string())), day(*d)];
-            self.tile(values)
+        // One read per merchant: its weeks' partitions (IN), the days asked.
+        let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
+        for (merchant, d) in keys {
+            let range = ranges.entry(merchant).or_insert((*d, *d));
+            *range = (range.0.min(*d), range.1.max(*d));
+        }
+        let ranges: Vec<_> = ranges.into_iter().collect();
+        let read = |(merchant, (first, last)): &(&str, (i64, i64))| {
+            let weeks = (first.div_euclid(7)..=last.div_euclid(7)).map(CqlValue::BigInt).collect();
+            let values =
+                vec![Some(CqlValue::Text(merchant.to_string())), Some(CqlValue::List(weeks)), day(*first), day(*last)];
+            self.rows::<(CqlDate, Option<bool>)>(&self.cassandra.history.tiles, values)
         };
-        self.block(futures::stream::iter(keys.iter().map(read)).buffered(CONCURRENCY).try_collect())
+        let read: Vec<Vec<(CqlDate, Option<bool>)>> =
+            self.block(futures::stream::iter(ranges.iter().map(read)).buffered(CONCURRENCY).try_collect())?;
+        let rows = ranges.iter().zip(read).flat_map(|((merchant, _), rows)| {
+            rows.into_iter().map(|(d, fraud)| ((*merchant, unix_day(d)), fraud == Some(true)))
+        });
+        let mut tiles: HashMap<(&str, i64), Tile> = HashMap::new();
+        for (key, fraud) in rows {
+            let tile = tiles.entry(key).or_default();
+            tile.transactions += 1;
+            tile.frauds += u64::from(fraud);
+        }
+        Ok(keys.iter().map(|(m, d)| tiles.get(&(&**m, *d)).copied().unwrap_or_default()).collect())
     }
 
     fn find(&self, transactions: &[(&str, &str)]) -> Result<Vec<Option<Found>>, StoreError> {
@@ -226,6 +265,7 @@ impl Store for CassandraHistory {
                 Some(CqlValue::BigInt(l.label.reported_at.saturating_mul(1_000_000))),
                 Some(CqlValue::Boolean(l.label.is_fraud)),
                 Some(CqlValue::Text(l.merchant.to_string())),
+                Some(CqlValue::BigInt(l.day.div_euclid(7))),
                 day(l.day),
                 Some(CqlValue::Text(self.stored(&l.cc_num))),
                 Some(CqlValue::Text(l.trans_num.clone())),

@@ -99,9 +99,11 @@ pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
         ),
         // Merchant tiles shared by every instance: a row per transaction
         // (idempotent), `fraud` set by labels on time, the newest report
-        // winning by its write timestamp (docs/architecture.md, "History").
+        // winning by its write timestamp; a partition per merchant and week
+        // (`day` / 7), so a month of tiles is a few range reads
+        // (docs/architecture.md, "History").
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.merchant_days (\n  merchant text,\n  day date,\n  cc_num text,\n  trans_num text,\n  fraud boolean,\n  PRIMARY KEY ((merchant, day), cc_num, trans_num)\n)"
+            "CREATE TABLE IF NOT EXISTS {keyspace}.merchant_days (\n  merchant text,\n  week bigint,\n  day date,\n  cc_num text,\n  trans_num text,\n  fraud boolean,\n  PRIMARY KEY ((merchant, week), day, cc_num, trans_num)\n)"
         ),
     ]
 }
