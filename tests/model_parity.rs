@@ -1,4 +1,5 @@
-//! Every model shipped under `models/` agrees with Spark: the Rust features
+//! Every model shipped under `models/` (and `models/handbook/`, the model
+//! trained with history) agrees with Spark: the Rust features
 //! equal Spark's on its parity vectors, and the ONNX probabilities are within
 //! 1e-5 of Spark's, scored by the native evaluator (which the loader checked
 //! against ONNX Runtime) as well as by ONNX Runtime itself.
@@ -11,11 +12,20 @@ use fraudflight::score::model::{Model, PARITY_TOLERANCE};
 fn every_shipped_model_matches_spark_on_its_parity_vectors() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut checked = 0;
+    // models/NAME and one level of grouping (models/handbook/NAME).
+    let mut dirs = Vec::new();
     for entry in std::fs::read_dir(&root).expect("models/ exists") {
         let dir = entry.unwrap().path();
-        if !dir.join("model.json").exists() {
-            continue;
+        if dir.join("model.json").exists() {
+            dirs.push(dir);
+        } else if dir.is_dir() {
+            dirs.extend(
+                std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|d| d.join("model.json").exists()),
+            );
         }
+    }
+    assert!(dirs.len() >= 2, "the demo's model and the history model: {dirs:?}");
+    for dir in dirs {
         assert!(dir.join("parity.jsonl").exists(), "{} ships no parity.jsonl", dir.display());
         let (model, report) = Model::load_dir(&dir, 1).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert!(report.rows >= 100, "{}: only {} parity vectors", dir.display(), report.rows);
