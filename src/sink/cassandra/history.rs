@@ -79,7 +79,7 @@ impl Statements {
 }
 
 /// The `merchant_days` row of a stored outcome row; None without merchant.
-pub(super) fn tile_row(values: &rows::Values) -> Option<rows::Values> {
+fn tile_row(values: &rows::Values) -> Option<rows::Values> {
     static MERCHANT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let merchant = *MERCHANT.get_or_init(|| {
         rows::columns().iter().position(|c| c.name == crate::record::column::merchant).expect("merchant column")
@@ -93,6 +93,19 @@ pub(super) fn tile_row(values: &rows::Values) -> Option<rows::Values> {
         ),
         _ => None,
     }
+}
+
+/// The `merchant_days` rows of stored outcome rows, grouped by partition
+/// (merchant, week), in batches of at most 100.
+pub(super) fn tile_batches<'a>(rows: impl Iterator<Item = &'a rows::Values>) -> Vec<Vec<rows::Values>> {
+    let mut groups: HashMap<(String, i64), Vec<rows::Values>> = HashMap::new();
+    for row in rows.filter_map(tile_row) {
+        let (Some(CqlValue::Text(merchant)), Some(CqlValue::BigInt(week))) = (&row[0], &row[1]) else { continue };
+        groups.entry((merchant.clone(), *week)).or_default().push(row);
+    }
+    // Cassandra refuses batches over 50 KiB (batch_size_fail_threshold):
+    // at most 100 rows of about 150 bytes each.
+    groups.into_values().flat_map(|rows| rows.chunks(100).map(<[_]>::to_vec).collect::<Vec<_>>()).collect()
 }
 
 /// How many requests of one call run at once.

@@ -192,14 +192,16 @@ impl Cassandra {
     pub async fn write(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<(), Abandoned> {
         let predicted = outcomes.column_by_name(IS_FRAUD_PREDICTED).expect("outcome column").as_boolean().clone();
         let rows = rows::to_rows(outcomes);
+        // The tile rows of one (merchant, week) go as one single-partition
+        // batch: a few requests per batch of outcomes, not one per outcome.
+        let tiles = if self.merchant_days { history::tile_batches(rows.iter().map(|(v, _)| v)) } else { Vec::new() };
+        let mut tile_writes = futures::stream::iter(tiles)
+            .map(|values| self.execute_batch(&self.history.insert_tile_row, values, abandon))
+            .buffer_unordered(self.concurrency);
         let mut writes = futures::stream::iter(rows.into_iter().enumerate())
             .map(|(i, (values, day))| {
                 let alert = predicted.value(i);
-                let tile = if self.merchant_days { history::tile_row(&values) } else { None };
                 async move {
-                    if let Some(tile) = tile {
-                        self.execute(&self.history.insert_tile_row, tile, abandon).await?;
-                    }
                     if alert {
                         let mut with_day = Vec::with_capacity(values.len() + 1);
                         with_day.push(Some(CqlValue::Date(day)));
@@ -213,7 +215,26 @@ impl Cassandra {
         while let Some(result) = writes.next().await {
             result?;
         }
+        while let Some(result) = tile_writes.next().await {
+            result?;
+        }
         Ok(())
+    }
+
+    /// One statement for each of `rows`, as an unlogged batch (all in one
+    /// partition), retried like [`Self::execute`].
+    async fn execute_batch(
+        &self,
+        statement: &PreparedStatement,
+        rows: Vec<rows::Values>,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let mut batch = scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Unlogged);
+        for _ in &rows {
+            batch.append_statement(statement.clone());
+        }
+        batch.set_is_idempotent(true);
+        self.retrying(abandon, || self.session.batch(&batch, &rows)).await
     }
 
     pub(crate) async fn execute(
@@ -222,11 +243,21 @@ impl Cassandra {
         values: rows::Values,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
+        self.retrying(abandon, || self.session.execute_unpaged(statement, &values)).await
+    }
+
+    /// Runs a request (at most `concurrency` in flight) until it succeeds
+    /// or `abandon` fires, keeping the health up to date.
+    async fn retrying<T, F, Fut>(&self, abandon: &CancellationToken, request: F) -> Result<(), Abandoned>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, scylla::errors::ExecutionError>>,
+    {
         let mut retry = Retry::new("cassandra", abandon);
         loop {
             let result = {
                 let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
-                self.session.execute_unpaged(statement, &values).await
+                request().await
             };
             match result {
                 Ok(_) => {
