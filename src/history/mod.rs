@@ -35,7 +35,10 @@ use card::{Card, Current, Event, Label};
 use definitions::{table, Aggregate, Entity, Table, DAY};
 pub use labels::LabelRecord;
 use merchant::{counts, day_of, on_time, read_days, Merchants};
-pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
+pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel, Wait};
+
+/// How long what-if scoring waits for the store to reload what it needs.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether computing features also records the transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +229,10 @@ impl History {
         // Read mode: cards loaded for this batch only (what-if scoring
         // changes nothing, the cache included).
         let mut loaded = match &self.store {
-            Some(store) => self.load(store.as_ref(), &rows)?,
+            Some(store) => {
+                let wait = if mode == Use::Read { Wait::For(READ_WAIT) } else { Wait::UntilShutdown };
+                self.load(store.as_ref(), &rows, wait)?
+            }
             None => HashMap::new(),
         };
         let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); self.table.features.len()];
@@ -257,7 +263,7 @@ impl History {
 
     /// Reads from the store the cards and merchant tiles the rows need and
     /// this process does not hold: the tiles are kept, the cards returned.
-    fn load<'r>(&self, store: &dyn Store, rows: &[Row<'r>]) -> Result<HashMap<&'r str, Card>, StoreError> {
+    fn load<'r>(&self, store: &dyn Store, rows: &[Row<'r>], wait: Wait) -> Result<HashMap<&'r str, Card>, StoreError> {
         let longest = self.longest_card_secs();
         let (cards, tiles) = {
             let state = self.lock();
@@ -281,8 +287,8 @@ impl History {
         };
         let requests: Vec<CardRequest> =
             cards.iter().map(|(cc_num, first)| CardRequest { cc_num, since: first - longest, first: *first }).collect();
-        let stored_cards = if cards.is_empty() { Vec::new() } else { store.cards(&requests)? };
-        let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles)? };
+        let stored_cards = if cards.is_empty() { Vec::new() } else { store.cards(&requests, wait)? };
+        let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles, wait)? };
         let mut state = self.lock();
         for ((merchant, day), tile) in tiles.into_iter().zip(stored_tiles) {
             let merchant = state.merchants.intern(&merchant);

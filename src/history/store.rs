@@ -64,7 +64,19 @@ pub struct TileLabel {
     pub label: Label,
 }
 
-/// The store gave up (at shutdown) or answered something unreadable.
+/// How long a read may wait for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until it answers or shutdown gives up: ingest, where a record must
+    /// get its exact history.
+    UntilShutdown,
+    /// At most this long: what-if scoring, whose client gets an error
+    /// rather than waiting out an outage.
+    For(std::time::Duration),
+}
+
+/// The store gave up (at shutdown), did not answer in time, or answered
+/// something unreadable.
 #[derive(Debug, thiserror::Error)]
 #[error("history store: {0}")]
 pub struct StoreError(pub String);
@@ -74,11 +86,11 @@ pub struct StoreError(pub String);
 pub trait Store: Send + Sync {
     /// Each card's stored transactions ([`StoredCard::events`]) and labels;
     /// in the order asked.
-    fn cards(&self, cards: &[CardRequest]) -> Result<Vec<StoredCard>, StoreError>;
+    fn cards(&self, cards: &[CardRequest], wait: Wait) -> Result<Vec<StoredCard>, StoreError>;
 
     /// The tiles of (merchant, UTC day): every transaction stored for it and
     /// those marked fraud; in the order asked.
-    fn tiles(&self, keys: &[(Arc<str>, i64)]) -> Result<Vec<Tile>, StoreError>;
+    fn tiles(&self, keys: &[(Arc<str>, i64)], wait: Wait) -> Result<Vec<Tile>, StoreError>;
 
     /// The stored transaction of each `(cc_num, trans_num)`, if any.
     fn find(&self, transactions: &[(&str, &str)]) -> Result<Vec<Option<Found>>, StoreError>;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{rows, Cassandra, CassandraError};
 use crate::history::card::Label;
 use crate::history::merchant::Tile;
-use crate::history::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel};
+use crate::history::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel, Wait};
 use crate::retry::Retry;
 use crate::security::card::CardHasher;
 
@@ -213,6 +213,17 @@ impl CassandraHistory {
     fn block<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         self.runtime.block_on(work)
     }
+
+    fn block_within<T>(&self, wait: Wait, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match wait {
+            Wait::UntilShutdown => self.block(work),
+            Wait::For(limit) => self.block(async {
+                tokio::time::timeout(limit, work)
+                    .await
+                    .map_err(|_| StoreError(format!("Cassandra did not answer within {} s", limit.as_secs())))?
+            }),
+        }
+    }
 }
 
 fn day(day: i64) -> Option<CqlValue> {
@@ -230,13 +241,14 @@ fn unix_day(date: CqlDate) -> i64 {
 }
 
 impl Store for CassandraHistory {
-    fn cards(&self, cards: &[CardRequest]) -> Result<Vec<StoredCard>, StoreError> {
-        self.block(
+    fn cards(&self, cards: &[CardRequest], wait: Wait) -> Result<Vec<StoredCard>, StoreError> {
+        self.block_within(
+            wait,
             futures::stream::iter(cards.iter().map(|request| self.card(*request))).buffered(CONCURRENCY).try_collect(),
         )
     }
 
-    fn tiles(&self, keys: &[(Arc<str>, i64)]) -> Result<Vec<Tile>, StoreError> {
+    fn tiles(&self, keys: &[(Arc<str>, i64)], wait: Wait) -> Result<Vec<Tile>, StoreError> {
         // One read per merchant: its weeks' partitions (IN), the days asked.
         let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
         for (merchant, d) in keys {
@@ -250,8 +262,8 @@ impl Store for CassandraHistory {
                 vec![Some(CqlValue::Text(merchant.to_string())), Some(CqlValue::List(weeks)), day(*first), day(*last)];
             self.rows::<(CqlDate, Option<bool>)>(&self.cassandra.history.tiles, values)
         };
-        let read: Vec<Vec<(CqlDate, Option<bool>)>> =
-            self.block(futures::stream::iter(ranges.iter().map(read)).buffered(CONCURRENCY).try_collect())?;
+        let read: Vec<Vec<(CqlDate, Option<bool>)>> = self
+            .block_within(wait, futures::stream::iter(ranges.iter().map(read)).buffered(CONCURRENCY).try_collect())?;
         let rows = ranges.iter().zip(read).flat_map(|((merchant, _), rows)| {
             rows.into_iter().map(|(d, fraud)| ((*merchant, unix_day(d)), fraud == Some(true)))
         });
