@@ -120,7 +120,7 @@ async fn action(client: &mut Client, kind: &str, body: &[u8]) -> Result<serde_js
 
 fn shipped_model() -> String {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let newest = std::fs::read_dir(&models).unwrap().filter_map(Result::ok).map(|e| e.path()).max().unwrap();
+    let newest = fraudflight::score::registry::newest_model_dir(&models).expect("a shipped model");
     newest.display().to_string()
 }
 

@@ -135,7 +135,17 @@ impl Scorer {
             }
             // An error leaves the turn unfinished: the batch is retried in
             // its place (or abandoned at shutdown, which lets later ones pass).
-            features.extra = history.compute(&batch, &features, mode)?.into_columns();
+            features.extra = match history.compute(&batch, &features, mode) {
+                Ok(columns) => columns.into_columns(),
+                // What-if scoring by a model that does not read history
+                // goes on without it (null history columns) while the
+                // store is out; ingest and history models must wait.
+                Err(e) if mode == Use::Read && model.meta.history_inputs().is_empty() => {
+                    tracing::warn!(error = %e, "history unavailable; scoring without it (the model does not use it)");
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(turn) = turn {
                 turn.finish();
             }

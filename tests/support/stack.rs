@@ -230,6 +230,21 @@ impl Drop for Serve {
     }
 }
 
+/// DoExchange of `records`: the answer's batches, or the server's status.
+pub async fn try_exchange(serve: &Serve, records: &[Transaction]) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let mut client = serve.client().await;
+    let input = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["score".into()])))
+        .build(futures::stream::iter([Ok(fraudflight::record::to_batch(records))]))
+        .map(|d| d.expect("encodes"));
+    let response = client.do_exchange(input).await?.into_inner();
+    FlightRecordBatchStream::new_from_flight_data(response.map_err(Into::into)).try_collect().await.map_err(|e| match e
+    {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::internal(other.to_string()),
+    })
+}
+
 /// DoExchange scores of `records`, by trans_num.
 pub async fn exchange_scores(serve: &Serve, records: &[Transaction]) -> HashMap<String, f32> {
     let mut client = serve.client().await;

@@ -151,6 +151,14 @@ impl CassandraHistory {
                     .await
                     .map_err(|e| e.to_string())
             };
+            // A node that stopped answering (draining, overloaded) would
+            // otherwise hold the read, and the pipeline, for ever.
+            let limit = self.cassandra.request_timeout;
+            let read = async {
+                tokio::time::timeout(limit, read)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {} ms", limit.as_millis())))
+            };
             // Cassandra's health (/ready, /metrics) counts these reads too:
             // while they fail, the pipeline waits on them, not on writes.
             match read.await {

@@ -85,6 +85,9 @@ pub struct Cassandra {
     merchant_days: bool,
     in_flight: Arc<Semaphore>,
     concurrency: usize,
+    /// `request_timeout_ms`: reads that page (the history's) are bounded
+    /// by it per attempt too.
+    request_timeout: Duration,
     pub health: crate::retry::Health,
 }
 
@@ -173,6 +176,7 @@ impl Cassandra {
             merchant_days: false,
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
             health: crate::retry::Health::new("cassandra"),
             keyspace: ks.clone(),
             session,
