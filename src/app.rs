@@ -302,6 +302,11 @@ impl App {
         Ok(LabelsApplied { labels: labels.len(), pending })
     }
 
+    /// The history, when it is on.
+    pub fn history(&self) -> Option<&Arc<crate::history::History>> {
+        self.scorer.history()
+    }
+
     /// The history's counters, for /metrics; None without history.
     pub fn history_stats(&self) -> Option<&crate::history::HistoryStats> {
         self.scorer.history().map(|h| h.stats())

@@ -52,6 +52,11 @@ pub struct HistoryConfig {
     /// Cards whose recent transactions are kept in memory (least recently
     /// used first out).
     pub max_cards: usize,
+    /// How long a batch from Kafka waits, at most, for the labels stream to
+    /// deliver the labels its merchant risk counts (docs/architecture.md,
+    /// "History"); after that the stream is reported stalled and scoring
+    /// goes on. 0 = never wait.
+    pub labels_wait_ms: u64,
 }
 
 impl Default for HistoryConfig {
@@ -60,7 +65,7 @@ impl Default for HistoryConfig {
         // 250,000 cards added ~78 MB to serve's peak RSS); 150,000 keep
         // serve under 300 MB on 1,000,000 distinct cards (README,
         // "Performance").
-        Self { enabled: true, max_cards: 150_000 }
+        Self { enabled: true, max_cards: 150_000, labels_wait_ms: 30_000 }
     }
 }
 

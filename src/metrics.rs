@@ -264,6 +264,11 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
         ("fraudflight_history_events", "Transactions held in the cards' histories.", read(&h.events)),
         ("fraudflight_history_merchants", "Merchants with day tiles in memory.", read(&h.merchants)),
         ("fraudflight_labels_pending", "Labels waiting for their transaction.", read(&h.labels_pending)),
+        (
+            "fraudflight_labels_stalled",
+            "1 while the labels stream is behind and batches no longer wait for it (history.labels_wait_ms).",
+            read(&h.labels_stalled),
+        ),
     ];
     let counters = [
         (
@@ -282,6 +287,16 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
             "Labels reported after their tile was final (not in merchant risk).",
             read(&h.labels_late),
         ),
+        (
+            "fraudflight_labels_waits_total",
+            "Batches that waited for the labels stream before reading merchant risk.",
+            read(&h.labels_waits),
+        ),
+        (
+            "fraudflight_labels_stalls_total",
+            "Times a batch gave up waiting for the labels stream (history.labels_wait_ms).",
+            read(&h.labels_stalls),
+        ),
     ];
     let mut out = Vec::new();
     for (name, help, v) in gauges {
@@ -294,6 +309,13 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
         c.inc_by(v);
         out.extend(c.collect());
     }
+    let waited = prometheus::Counter::new(
+        "fraudflight_labels_wait_seconds_total",
+        "Time batches spent waiting for the labels stream.",
+    )
+    .expect("valid counter");
+    waited.inc_by(read(&h.labels_wait_ms) as f64 / 1000.0);
+    out.extend(waited.collect());
     out
 }
 

@@ -18,12 +18,13 @@ pub mod definitions;
 pub mod labels;
 pub mod merchant;
 pub mod order;
+pub mod progress;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::datatypes::Float64Type;
@@ -35,6 +36,7 @@ use card::{Card, Current, Event, Label};
 use definitions::{table, Aggregate, Entity, Table, DAY};
 pub use labels::LabelRecord;
 use merchant::{counts, day_of, on_time, read_days, Merchants};
+use progress::{LabelsProgress, Seen, Waited};
 pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel, Wait};
 
 /// How long what-if scoring waits for the store to reload what it needs.
@@ -74,12 +76,24 @@ pub struct HistoryStats {
     pub labels: AtomicU64,
     pub labels_pending: AtomicU64,
     pub labels_late: AtomicU64,
+    /// Batches that waited for the labels stream ([`progress`]), and how
+    /// long in all.
+    pub labels_waits: AtomicU64,
+    pub labels_wait_ms: AtomicU64,
+    /// Times the wait gave up, and 1 while the labels stream is stalled.
+    pub labels_stalls: AtomicU64,
+    pub labels_stalled: AtomicU64,
 }
 
 /// The history columns of a batch, in [`definitions::table`] order.
 #[derive(Debug, Clone)]
 pub struct HistoryColumns {
     pub columns: Vec<(&'static str, Arc<Float64Array>)>,
+    /// Ingest: each row's label, when one was known as it was recorded (a
+    /// label that came first, or a redelivered record already labelled);
+    /// the stored outcome's `is_fraud` shows it. Empty for what-if scoring
+    /// and carried columns.
+    pub labels: Vec<Option<bool>>,
 }
 
 impl HistoryColumns {
@@ -102,7 +116,7 @@ impl HistoryColumns {
                 (c.null_count() == 0).then(|| (name, Arc::new(c.clone())))
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Self { columns })
+        Some(Self { columns, labels: Vec::new() })
     }
 }
 
@@ -117,6 +131,9 @@ pub struct History {
     /// Where cards not held are reloaded from and merchant tiles are shared
     /// (`serve` with Cassandra); None = everything in memory (the demo).
     store: Option<Arc<dyn Store>>,
+    /// The labels stream that ingest waits for (`serve` with Kafka); unset
+    /// = labels are applied as they come (the demo, Flight only).
+    labels: OnceLock<Arc<LabelsProgress>>,
 }
 
 struct State {
@@ -169,7 +186,73 @@ impl History {
             stats: HistoryStats::default(),
             turns: Arc::default(),
             store,
+            labels: OnceLock::new(),
         }
+    }
+
+    /// From now on ingest waits, at most `max_wait` a batch, for the labels
+    /// stream whose progress the returned handle reports
+    /// ([`progress`]; the Kafka labels consumer calls this once).
+    pub fn follow_labels(&self, max_wait: std::time::Duration) -> Arc<LabelsProgress> {
+        self.labels.get_or_init(|| Arc::new(LabelsProgress::new(max_wait))).clone()
+    }
+
+    /// The labels consumer's partitions changed (empty: no labels topic).
+    pub fn labels_assigned(&self, partitions: &[i32]) {
+        if let Some(progress) = self.labels.get() {
+            let recovered = progress.assigned(partitions);
+            self.labels_recovered(recovered);
+        }
+    }
+
+    /// Labels applied and stored, and partition ends, in the order read.
+    pub fn labels_seen(&self, seen: &[Seen]) {
+        if let Some(progress) = self.labels.get() {
+            let recovered = progress.applied(seen);
+            self.labels_recovered(recovered);
+        }
+    }
+
+    /// The labels consumer stopped (shutdown): batches waiting for it give up.
+    pub fn labels_stopped(&self) {
+        if let Some(progress) = self.labels.get() {
+            progress.stop();
+        }
+    }
+
+    fn labels_recovered(&self, recovered: bool) {
+        if recovered {
+            self.stats.labels_stalled.store(0, Ordering::Relaxed);
+            tracing::info!("the labels stream caught up: batches wait for it again");
+        }
+    }
+
+    /// Waits, bounded, until the labels stream has delivered every label
+    /// that can count in the tiles a transaction at `unix_time` reads:
+    /// those reported before its day began (its newest tile's final time).
+    fn wait_for_labels(&self, unix_time: i64) -> Result<(), StoreError> {
+        let Some(progress) = self.labels.get() else { return Ok(()) };
+        let needed = day_of(unix_time) * DAY;
+        match progress.wait_for(needed) {
+            Ok(Waited::Delivered { waited }) if !waited.is_zero() => {
+                self.stats.labels_waits.fetch_add(1, Ordering::Relaxed);
+                let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+                self.stats.labels_wait_ms.fetch_add(ms, Ordering::Relaxed);
+            }
+            Ok(Waited::Stalled) => {
+                self.stats.labels_stalls.fetch_add(1, Ordering::Relaxed);
+                self.stats.labels_stalled.store(1, Ordering::Relaxed);
+                tracing::warn!(
+                    needed,
+                    "the labels stream has not delivered the labels reported before {needed} (Unix s) within \
+                     history.labels_wait_ms: scoring goes on without waiting until it catches up, and merchant \
+                     risk may miss labels meanwhile"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return Err(StoreError(format!("{e}: shutting down"))),
+        }
+        Ok(())
     }
 
     /// The next batch's place in the order of history updates
@@ -208,7 +291,15 @@ impl History {
     }
 
     /// The history features of every row of a valid, conformed batch.
-    pub fn compute(&self, batch: &RecordBatch, features: &Features, mode: Use) -> Result<HistoryColumns, StoreError> {
+    /// With a `turn` (the Kafka pipeline), tiles are read once the earlier
+    /// batches holding their days are stored ([`order`]).
+    pub fn compute(
+        &self,
+        batch: &RecordBatch,
+        features: &Features,
+        mode: Use,
+        turn: Option<&order::Turn>,
+    ) -> Result<HistoryColumns, StoreError> {
         let text = |name| batch.column_by_name(name).expect("conformed batch").as_string::<i32>();
         let number = |name| batch.column_by_name(name).expect("conformed batch").as_primitive::<Float64Type>();
         let (cc_num, trans_num, merchant) = (text(column::cc_num), text(column::trans_num), text(column::merchant));
@@ -226,17 +317,23 @@ impl History {
                 },
             })
             .collect();
+        if mode == Use::Update {
+            if let Some(newest) = rows.iter().map(|r| r.current.unix_time).max() {
+                self.wait_for_labels(newest)?;
+            }
+        }
         // Read mode: cards loaded for this batch only (what-if scoring
         // changes nothing, the cache included).
         let mut loaded = match &self.store {
             Some(store) => {
                 let wait = if mode == Use::Read { Wait::For(READ_WAIT) } else { Wait::UntilShutdown };
-                self.load(store.as_ref(), &rows, wait)?
+                self.load(store.as_ref(), &rows, wait, turn)?
             }
             None => HashMap::new(),
         };
         let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); self.table.features.len()];
         let mut tile_labels = Vec::new();
+        let mut labels = Vec::new();
         let mut state = self.lock();
         if mode == Use::Update {
             // Under the same lock as the rows: a `forget_cards` in between
@@ -249,21 +346,32 @@ impl History {
             let card = state.cards.peek(row.cc_num).or_else(|| loaded.get(row.cc_num));
             self.row_features(card, &state.merchants, row, &mut values);
             if mode == Use::Update {
-                self.record(&mut state, row, &mut tile_labels);
+                labels.push(self.record(&mut state, row, &mut tile_labels).map(|l| l.is_fraud));
             }
         }
         self.publish(&state);
         drop(state);
+        if let (Some(_), Some(turn), Use::Update) = (&self.store, turn, mode) {
+            if let Some(oldest) = rows.iter().map(|r| r.current.unix_time).min() {
+                turn.recorded(day_of(oldest));
+            }
+        }
         if let (Some(store), false) = (&self.store, tile_labels.is_empty()) {
             store.write_tile_labels(&tile_labels)?;
         }
         let columns = self.table.names().zip(values).map(|(name, v)| (name, Arc::new(Float64Array::from(v)))).collect();
-        Ok(HistoryColumns { columns })
+        Ok(HistoryColumns { columns, labels })
     }
 
     /// Reads from the store the cards and merchant tiles the rows need and
     /// this process does not hold: the tiles are kept, the cards returned.
-    fn load<'r>(&self, store: &dyn Store, rows: &[Row<'r>], wait: Wait) -> Result<HashMap<&'r str, Card>, StoreError> {
+    fn load<'r>(
+        &self,
+        store: &dyn Store,
+        rows: &[Row<'r>],
+        wait: Wait,
+        turn: Option<&order::Turn>,
+    ) -> Result<HashMap<&'r str, Card>, StoreError> {
         let longest = self.longest_card_secs();
         let (cards, tiles) = {
             let state = self.lock();
@@ -288,6 +396,9 @@ impl History {
         let requests: Vec<CardRequest> =
             cards.iter().map(|(cc_num, first)| CardRequest { cc_num, since: first - longest, first: *first }).collect();
         let stored_cards = if cards.is_empty() { Vec::new() } else { store.cards(&requests, wait)? };
+        if let (Some(turn), Some(newest)) = (turn, tiles.iter().map(|(_, day)| *day).max()) {
+            turn.wait_stored(newest);
+        }
         let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles, wait)? };
         let mut state = self.lock();
         for ((merchant, day), tile) in tiles.into_iter().zip(stored_tiles) {
@@ -404,8 +515,9 @@ impl History {
 
     /// Adds a transaction to its card and, in memory, the first time, to
     /// its merchant's tile (with a store, the stored outcome is the tile's
-    /// row); applies a label that was waiting for it.
-    fn record(&self, state: &mut State, row: &Row, tile_labels: &mut Vec<TileLabel>) {
+    /// row); applies a label that was waiting for it. Returns the
+    /// transaction's label, if it has one now.
+    fn record(&self, state: &mut State, row: &Row, tile_labels: &mut Vec<TileLabel>) -> Option<Label> {
         let merchant = row.merchant.map(|m| state.merchants.intern(m));
         // Checked first: the key's two allocations are a cost on every
         // record, and labels almost never wait.
@@ -430,19 +542,25 @@ impl History {
         let before = card.len();
         let tile = event.tile;
         if !card.insert(event) {
-            return;
+            // Redelivered: its label, if one came since, is the card's.
+            return card.find_mut(row.trans_num).and_then(|e| e.label);
         }
         card.prune(self.longest_card_secs());
         let after = card.len();
         self.stats.events.fetch_add(after as u64, Ordering::Relaxed);
         self.stats.events.fetch_sub(before as u64, Ordering::Relaxed);
         if let Some(m) = &merchant {
-            if self.store.is_none() {
+            // In memory the tiles are the history's own. With a store, a
+            // tile already read from it (a batch spanning over a week, or a
+            // late record) lacks this row until it is stored: counted here
+            // too, so the rows after it see it.
+            if self.store.is_none() || state.merchants.holds(m, day) {
                 state.merchants.add_transaction(m, day);
                 if counts(tile, day, delay) {
                     state.merchants.adjust_frauds(m, day, 1);
                 }
-            } else if let Some(label) = tile {
+            }
+            if let (Some(_), Some(label)) = (&self.store, tile) {
                 tile_labels.push(TileLabel {
                     cc_num: row.cc_num.into(),
                     trans_num: row.trans_num.into(),
@@ -456,6 +574,7 @@ impl History {
             state.newest_day = day;
             state.merchants.prune(day - delay - self.longest_merchant_days());
         }
+        label
     }
 
     /// Applies labels in order: the newest report of a transaction wins; a
@@ -601,7 +720,7 @@ mod tests {
         let batch = crate::record::conform::conform(&batch).unwrap();
         let features = crate::features::derive(&batch);
         assert!(features.invalid.is_empty(), "{:?}", features.invalid);
-        h.compute(&batch, &features, mode).unwrap()
+        h.compute(&batch, &features, mode, None).unwrap()
     }
 
     fn value(cols: &HistoryColumns, name: &str, row: usize) -> f64 {
@@ -677,10 +796,14 @@ mod tests {
         let label =
             LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: Some(d * DAY) };
         assert_eq!(h.apply_labels(&[label], 0).unwrap(), [Applied::Pending]);
-        run(&h, &[tx("c", "x", d * DAY - 10, 5.0, "shop")], Use::Update);
+        let arrived = [tx("c", "x", d * DAY - 10, 5.0, "shop"), tx("c", "y", d * DAY - 5, 5.0, "shop")];
+        let cols = run(&h, &arrived, Use::Update);
+        assert_eq!(cols.labels, [Some(true), None], "the outcome shows the label that came first");
         assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 0);
+        let again = run(&h, &arrived[..1], Use::Update);
+        assert_eq!(again.labels, [Some(true)], "a redelivered record keeps its label");
         let cols = run(&h, &[tx("e", "e1", (d + 7) * DAY, 5.0, "shop")], Use::Read);
-        assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 1.0);
+        assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.5, "one of the shop's two is a fraud");
     }
 
     #[test]

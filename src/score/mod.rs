@@ -17,7 +17,7 @@ pub mod tree_depth;
 
 use std::sync::Arc;
 
-use arrow::array::BooleanArray;
+use arrow::array::{Array, AsArray, BooleanArray, Int64Array};
 use arrow::compute::{filter, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 
@@ -128,15 +128,19 @@ impl Scorer {
         let mut features = features::derive(&batch);
         features.extra = carried.map(|c| c.into_columns()).unwrap_or_default();
         let invalid = features.invalid.clone();
-        let (batch, mut features) = if invalid.is_empty() { (batch, features) } else { keep_valid(&batch, features) };
+        let (mut batch, mut features) =
+            if invalid.is_empty() { (batch, features) } else { keep_valid(&batch, features) };
         if let (true, Some(history)) = (features.extra.is_empty(), &self.history) {
             if let Some(turn) = turn {
                 turn.wait();
             }
             // An error leaves the turn unfinished: the batch is retried in
             // its place (or abandoned at shutdown, which lets later ones pass).
-            features.extra = match history.compute(&batch, &features, mode) {
-                Ok(columns) => columns.into_columns(),
+            features.extra = match history.compute(&batch, &features, mode, turn) {
+                Ok(columns) => {
+                    batch = with_labels(&batch, &columns.labels);
+                    columns.into_columns()
+                }
                 // What-if scoring by a model that does not read history
                 // goes on without it (null history columns) while the
                 // store is out; ingest and history models must wait.
@@ -160,6 +164,23 @@ impl Scorer {
         let outcomes = outcome::build(&batch, &features, &scores, threshold, model.version());
         Ok(Scored { outcomes, invalid })
     }
+}
+
+/// The batch with `is_fraud` set to the label the history knows for a row
+/// (DESIGN.md, "Outcome": `is_fraud` holds the label once one arrives).
+fn with_labels(batch: &RecordBatch, labels: &[Option<bool>]) -> RecordBatch {
+    if labels.iter().all(Option::is_none) {
+        return batch.clone();
+    }
+    let Some(at) = batch.schema().index_of(crate::record::column::is_fraud).ok() else {
+        return batch.clone();
+    };
+    let old = batch.column(at).as_primitive::<arrow::datatypes::Int64Type>();
+    let labelled: Int64Array =
+        (0..batch.num_rows()).map(|i| labels[i].map(i64::from).or(old.is_valid(i).then(|| old.value(i)))).collect();
+    let mut columns = batch.columns().to_vec();
+    columns[at] = Arc::new(labelled);
+    RecordBatch::try_new(batch.schema(), columns).expect("same schema, same length")
 }
 
 fn keep_valid(batch: &RecordBatch, features: Features) -> (RecordBatch, Features) {

@@ -13,11 +13,17 @@
 //! Every instance reads every labels partition (its own consumer group,
 //! `<group>.labels.<instance>`): merchant risk needs all labels, whichever
 //! cards an instance owns.
+//!
+//! After each stored batch it tells the history how far each partition has
+//! been applied (the newest report time, or its end), so transactions wait,
+//! bounded, for the labels their merchant risk counts
+//! (`history::progress`); a missing topic has nothing to wait for.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -25,6 +31,7 @@ use super::kafka::SourceError;
 use crate::app::App;
 use crate::config::KafkaConfig;
 use crate::history::labels::from_json;
+use crate::history::progress::Seen;
 use crate::history::LabelRecord;
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::DeadLetter;
@@ -35,10 +42,13 @@ const BATCH: usize = 1_000;
 const BATCH_WAIT: Duration = Duration::from_millis(100);
 
 /// Starts the labels consumer thread; it returns once `shutdown` fires.
+/// From then on the history's ingest waits, at most `wait` a batch, for
+/// the labels this consumer has yet to deliver (`history::progress`).
 pub fn start(
     app: Arc<App>,
     kafka: &KafkaConfig,
     instance: &str,
+    wait: Duration,
     shutdown: Shutdown,
 ) -> Result<std::thread::JoinHandle<()>, SourceError> {
     let topic = kafka.labels_topic();
@@ -47,32 +57,129 @@ pub fn start(
         .set("group.id", format!("{}.labels.{instance}", kafka.group))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        // Ends tell the history a partition has nothing more to deliver.
+        .set("enable.partition.eof", "true");
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
     let consumer: BaseConsumer =
         config.create().map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     consumer.subscribe(&[&topic]).map_err(|source| SourceError::Subscribe { topic: topic.clone(), source })?;
+    let history = app.history().cloned();
+    if let Some(history) = &history {
+        history.follow_labels(wait);
+    }
     let runtime = tokio::runtime::Handle::current();
     let dlq = kafka.labels_dlq_topic();
     let thread = std::thread::Builder::new().name("kafka-labels".into()).spawn(move || {
+        let mut partitions = Partitions::default();
         while !shutdown.is_triggered() {
-            let batch = poll_batch(&consumer);
-            if batch.is_empty() {
+            let polled = poll_batch(&consumer);
+            if let (Some(history), Some(now)) = (&history, partitions.changed(&consumer, &topic)) {
+                history.labels_assigned(&now);
+            }
+            if polled.is_empty() {
                 continue;
             }
-            let (labels, dead) = decode(&batch);
-            let stored =
-                runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms(), dead, Some((&topic, &dlq))));
-            if stored.is_err() {
-                // Abandoned at shutdown: nothing committed, re-read next time.
-                break;
+            let messages: Vec<&Raw> = polled
+                .iter()
+                .filter_map(|p| match p {
+                    Polled::Message(m) => Some(m),
+                    Polled::End(_) => None,
+                })
+                .collect();
+            let (labels, dead, reported) = decode(&messages);
+            if !messages.is_empty() {
+                let stored =
+                    runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms(), dead, Some((&topic, &dlq))));
+                if stored.is_err() {
+                    // Abandoned at shutdown: nothing committed, re-read next time.
+                    break;
+                }
+                commit(&consumer, &topic, &messages);
             }
-            commit(&consumer, &topic, &batch);
+            if let Some(history) = &history {
+                history.labels_seen(&seen(&polled, &reported));
+            }
+        }
+        if let Some(history) = &history {
+            history.labels_stopped();
         }
     })?;
     Ok(thread)
+}
+
+/// The labels partitions this consumer reads, as last told to the history.
+#[derive(Default)]
+struct Partitions {
+    told: Option<Vec<i32>>,
+    /// When the topic's existence was last asked of the brokers.
+    asked: Option<Instant>,
+}
+
+/// How often to ask whether the labels topic exists while no partition is
+/// assigned.
+const ASK_EVERY: Duration = Duration::from_secs(1);
+
+impl Partitions {
+    /// The partitions now, if the history should be told: the assignment
+    /// when it changed; none (empty) once the brokers say the topic does
+    /// not exist, so batches do not wait for labels that cannot come.
+    fn changed(&mut self, consumer: &BaseConsumer, topic: &str) -> Option<Vec<i32>> {
+        let assigned: Vec<i32> = consumer
+            .assignment()
+            .map(|list| list.elements_for_topic(topic).iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let now = if !assigned.is_empty() {
+            assigned
+        } else if self.asked.is_none_or(|at| at.elapsed() >= ASK_EVERY) {
+            self.asked = Some(Instant::now());
+            if !topic_missing(consumer, topic) {
+                return None;
+            }
+            Vec::new()
+        } else {
+            return None;
+        };
+        if self.told.as_ref() == Some(&now) {
+            return None;
+        }
+        self.told = Some(now.clone());
+        Some(now)
+    }
+}
+
+/// The brokers say `topic` does not exist (any other answer: it may).
+fn topic_missing(consumer: &BaseConsumer, topic: &str) -> bool {
+    match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+        Ok(metadata) => metadata.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error() == Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+        }),
+        Err(_) => false,
+    }
+}
+
+/// What one poll gave, in order.
+enum Polled {
+    Message(Raw),
+    /// The consumer reached the end of this partition.
+    End(i32),
+}
+
+/// The history's view of a stored batch: each message's report time (a bad
+/// value's Kafka timestamp) and the partition ends, in the order read.
+fn seen(polled: &[Polled], reported: &[i64]) -> Vec<Seen> {
+    let mut reported = reported.iter();
+    polled
+        .iter()
+        .map(|p| match p {
+            Polled::Message(m) => {
+                Seen::Label { partition: m.partition, reported_at: *reported.next().expect("one per message") }
+            }
+            Polled::End(partition) => Seen::End { partition: *partition },
+        })
+        .collect()
 }
 
 /// One polled message, owned.
@@ -85,7 +192,7 @@ struct Raw {
     timestamp_ms: Option<i64>,
 }
 
-fn poll_batch(consumer: &BaseConsumer) -> Vec<Raw> {
+fn poll_batch(consumer: &BaseConsumer) -> Vec<Polled> {
     let deadline = Instant::now() + BATCH_WAIT;
     let mut batch = Vec::new();
     while batch.len() < BATCH {
@@ -94,13 +201,14 @@ fn poll_batch(consumer: &BaseConsumer) -> Vec<Raw> {
             break;
         }
         match consumer.poll(left) {
-            Some(Ok(m)) => batch.push(Raw {
+            Some(Ok(m)) => batch.push(Polled::Message(Raw {
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 timestamp_ms: m.timestamp().to_millis(),
-            }),
+            })),
+            Some(Err(KafkaError::PartitionEOF(partition))) => batch.push(Polled::End(partition)),
             Some(Err(e)) => tracing::warn!(error = %e, "labels consumer"),
             None => break,
         }
@@ -108,31 +216,37 @@ fn poll_batch(consumer: &BaseConsumer) -> Vec<Raw> {
     batch
 }
 
-/// Labels, and dead letters for the values that are not labels.
-fn decode(batch: &[Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>) {
+/// Labels, dead letters for the values that are not labels, and when each
+/// message was reported (a bad one: its Kafka timestamp).
+fn decode(batch: &[&Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<i64>) {
     let mut labels = Vec::with_capacity(batch.len());
     let mut dead = Vec::new();
+    let mut reported = Vec::with_capacity(batch.len());
+    let now = crate::metrics::unix_ms().div_euclid(1000);
     for r in batch {
+        let timestamp = r.timestamp_ms.map_or(now, |ms| ms.div_euclid(1000));
         match from_json(&r.value) {
             Ok(mut label) => {
-                if label.reported_at.is_none() {
-                    label.reported_at = r.timestamp_ms.map(|ms| ms.div_euclid(1000));
-                }
+                let at = *label.reported_at.get_or_insert(timestamp);
+                reported.push(at);
                 labels.push(label);
             }
-            Err(e) => dead.push(DeadLetter {
-                key: r.key.clone(),
-                value: r.value.clone(),
-                error: e.to_string(),
-                source: Some((r.partition, r.offset)),
-            }),
+            Err(e) => {
+                reported.push(timestamp);
+                dead.push(DeadLetter {
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    error: e.to_string(),
+                    source: Some((r.partition, r.offset)),
+                });
+            }
         }
     }
-    (labels, dead)
+    (labels, dead, reported)
 }
 
 /// Commits past the last message of each partition in `batch`.
-fn commit(consumer: &BaseConsumer, topic: &str, batch: &[Raw]) {
+fn commit(consumer: &BaseConsumer, topic: &str, batch: &[&Raw]) {
     let mut next = std::collections::BTreeMap::new();
     for r in batch {
         let at = next.entry(r.partition).or_insert(r.offset + 1);

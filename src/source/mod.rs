@@ -42,21 +42,23 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts consuming. Stops when `shutdown` fires: drains in-flight
     /// batches for at most `drain`, then abandons what is left (through
-    /// `abandon`) and commits what was stored.
+    /// `abandon`) and commits what was stored. With history, a batch waits
+    /// at most `labels_wait` for the labels its merchant risk counts.
     pub fn start(
         app: Arc<App>,
         kafka: &KafkaConfig,
         instance_id: Option<String>,
         drain: Duration,
+        labels_wait: Duration,
         shutdown: Shutdown,
         abandon: CancellationToken,
     ) -> Result<Self, kafka::SourceError> {
         // Every instance reads all labels, under a group of its own: the
         // static instance id, else this host's name.
-        let labels = match app.history_stats() {
+        let labels = match app.history() {
             Some(_) => {
                 let instance = instance_id.clone().unwrap_or_else(crate::config::hostname);
-                Some(labels::start(app.clone(), kafka, &instance, shutdown.clone())?)
+                Some(labels::start(app.clone(), kafka, &instance, labels_wait, shutdown.clone())?)
             }
             None => None,
         };
@@ -109,17 +111,20 @@ async fn scoring_stage(
             let turn = app.history_turn().map(Arc::new);
             async move {
                 let records = Arc::new(batch.records);
-                let scored = score_with_retry(&app, &records, max_record_bytes, turn, &abandon).await;
-                (batch.spans, batch.id, batch.permit, records, scored)
+                let scored = score_with_retry(&app, &records, max_record_bytes, turn.clone(), &abandon).await;
+                (batch.spans, batch.id, batch.permit, records, scored, turn)
             }
         })
         .buffered(SCORING_CONCURRENCY);
     futures::pin_mut!(scored);
-    while let Some((spans, id, permit, records, scored)) = scored.next().await {
+    while let Some((spans, id, permit, records, scored, turn)) = scored.next().await {
         let Some(scored) = scored else { continue };
         let (app, shared) = (app.clone(), shared.clone());
         writers.spawn(async move {
             let outcomes = scored.outcomes;
+            // Held until stored: later batches read merchant tiles only once
+            // this batch's rows are in them (history::order).
+            let _turn = turn;
             match app.store(&outcomes, scored.dead).await {
                 Ok(written) => {
                     shared.ack(id, &spans);
