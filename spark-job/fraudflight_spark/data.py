@@ -3,7 +3,9 @@
 Inputs: a CSV in the Kaggle `fraudTrain.csv` layout, Parquet written by
 `fraudflight simulate` (file or folder), or `cassandra://HOST:PORT/KEYSPACE`,
 the `transactions` table the service writes (through the Spark Cassandra
-Connector) — training on what the service stored closes the loop.
+Connector) with the confirmed outcomes of its `labels` table winning over
+the records' own `is_fraud` — training on what the service stored closes
+the loop.
 
 The split is by time: train on the oldest transactions, validate on the
 next, test on the newest, so no future leaks into the past.
@@ -73,7 +75,9 @@ def read_raw(spark: SparkSession, path: str) -> DataFrame:
     becomes `unix_time`), without derived features."""
     source = cassandra_source(path)
     if source is not None:
-        df = spark.read.format("org.apache.spark.sql.cassandra").options(keyspace=source.keyspace, table=source.table).load()
+        df = cassandra_table(spark, source.keyspace, source.table)
+        if source.table == "transactions":
+            df = with_stored_labels(df, cassandra_table(spark, source.keyspace, "labels"))
     elif path.endswith(".csv"):
         df = spark.read.option("header", True).option("inferSchema", False).csv(path).drop("_c0")
         for name, kind in CSV_TYPES.items():
@@ -85,6 +89,25 @@ def read_raw(spark: SparkSession, path: str) -> DataFrame:
         # Cassandra's table keeps the transaction time as a timestamp.
         df = df.withColumn("unix_time", F.col("trans_time").cast("long"))
     return df
+
+
+def cassandra_table(spark: SparkSession, keyspace: str, table: str) -> DataFrame:
+    return spark.read.format("org.apache.spark.sql.cassandra").options(keyspace=keyspace, table=table).load()
+
+
+def with_stored_labels(transactions: DataFrame, labels: DataFrame) -> DataFrame:
+    """`is_fraud` from the `labels` table where it has a row for the
+    transaction (confirmed outcomes win over what the record said).
+
+    The service also writes a label into its outcome row as it applies it,
+    but a label is stored in `labels` first, so it is the record of truth
+    (for example for a label whose transaction came later and was stored
+    by an instance that no longer held the label)."""
+    confirmed = labels.select("cc_num", "trans_num", F.col("is_fraud").cast("long").alias("_confirmed"))
+    joined = transactions.join(confirmed, on=["cc_num", "trans_num"], how="left")
+    return joined.withColumn("is_fraud", F.coalesce(F.col("_confirmed"), F.col("is_fraud").cast("long"))).drop(
+        "_confirmed"
+    )
 
 
 def read_transactions(spark: SparkSession, path: str) -> DataFrame:

@@ -80,6 +80,40 @@ def test_train_from_what_serve_stored_and_deploy_back(serve: str, keyspace: str,
     assert stored["confusion"] == meta["metrics"]["confusion"]
 
 
+def test_training_from_cassandra_takes_labels_from_the_labels_table(serve: str, keyspace: str, tmp_path: Path) -> None:
+    """A row in `labels` wins over the stored record's `is_fraud` (written
+    straight to the table, so the outcome rows still say the opposite)."""
+    table = pq.read_table(simulate(tmp_path, 2_000, seed=41, kind="parquet"))
+    client = flight.connect(serve)
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("transactions"), table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    writer.close()
+    rows = table.select(["cc_num", "trans_num", "is_fraud"]).to_pylist()
+    flipped = rows[:5]
+    out = tmp_path / "labelled.json"
+    code = f"""
+import json
+from fraudflight_spark import data
+from fraudflight_spark.session import spark_session
+source = "cassandra://{CASSANDRA}/{keyspace}"
+spark = spark_session("labels-join", data.spark_config(source))
+flipped = {flipped!r}
+labels = spark.createDataFrame(
+    [(str(r["cc_num"]), r["trans_num"], 1 - r["is_fraud"]) for r in flipped], "cc_num string, trans_num string, is_fraud int")
+labels.write.format("org.apache.spark.sql.cassandra").options(keyspace={keyspace!r}, table="labels").mode("append").save()
+df = data.read_transactions(spark, source)
+wanted = [r["trans_num"] for r in flipped]
+got = {{r["trans_num"]: r["is_fraud"] for r in df.where(df.trans_num.isin(wanted)).collect()}}
+stored = data.cassandra_table(spark, {keyspace!r}, "transactions").count()
+open({str(out)!r}, "w").write(json.dumps({{"rows": df.count(), "stored": stored, "labels": got}}))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=SPARK_JOB)
+    result = json.loads(out.read_text())
+    assert result["rows"] == result["stored"] >= 2_000, "the join neither drops nor repeats a transaction"
+    assert result["labels"] == {r["trans_num"]: 1 - r["is_fraud"] for r in flipped}
+
+
 def models_table(keyspace: str, tmp_path: Path) -> dict[str, dict]:
     """The `models` table, read with the same connector."""
     out = tmp_path / "models.json"
