@@ -13,9 +13,10 @@
 //!
 //! A second test leaves both topics a backlog (every transaction and every
 //! label, in report order, sent before `serve` starts): consumed at full
-//! speed, the transactions would outrun the labels, so batches wait for the
-//! labels stream (`history.labels_wait_ms`) and the features again equal
-//! the uninterrupted history's.
+//! speed, the transactions would outrun the labels and one partition would
+//! run weeks ahead of another, so batches wait for the labels stream
+//! (`history.labels_wait_ms`), the source aligns its partitions in event
+//! time, and the features again equal the uninterrupted history's.
 //!
 //! Run by `make test-services` (needs Kafka and Cassandra up).
 
@@ -167,10 +168,9 @@ async fn a_backlog_of_transactions_and_labels_gives_the_features_of_live_operati
     let expected = reference(&stream, &labels);
 
     let names = Names::new("backlog");
-    // One partition of transactions: partitions consumed at different
-    // speeds are not aligned in event time yet (docs/architecture.md,
-    // "History"), which this test is not about.
-    stack::create_topic(&names.topic, 1).await;
+    // Four partitions, read in runs of weeks each: the source aligns them
+    // in event time.
+    stack::create_topic(&names.topic, 4).await;
     stack::create_topic(&format!("{}.labels", names.topic), 2).await;
     let session = stack::cassandra().await;
     stack::produce(&names.topic, &stream).await;

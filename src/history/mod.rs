@@ -39,6 +39,9 @@ use merchant::{counts, day_of, on_time, read_days, Merchants};
 use progress::{LabelsProgress, Seen, Waited};
 pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel, Wait};
 
+/// Days of merchant tiles kept beyond what the newest transaction reads.
+const PRUNE_MARGIN_DAYS: i64 = 3;
+
 /// How long what-if scoring waits for the store to reload what it needs.
 const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -572,7 +575,10 @@ impl History {
         }
         if day > state.newest_day {
             state.newest_day = day;
-            state.merchants.prune(day - delay - self.longest_merchant_days());
+            // Kept a little longer than the newest transaction needs: the
+            // Kafka source lets partitions run up to a day apart, so the
+            // next row may be a day older (source/align.rs).
+            state.merchants.prune(day - delay - self.longest_merchant_days() - PRUNE_MARGIN_DAYS);
         }
         label
     }

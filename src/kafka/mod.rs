@@ -63,3 +63,17 @@ pub async fn ensure_topics(brokers: &str, properties: &[(String, String)], topic
         Err(e) => tracing::warn!(error = %e, "cannot create topics"),
     }
 }
+
+/// librdkafka's client errors, as its default context logs them, except a
+/// partition's end: a consumer with `enable.partition.eof` gets that from
+/// its poll too, and rust-rdkafka also reports it here as a "global error"
+/// (fede1024/rust-rdkafka#820), which is none.
+pub fn log_client_error(error: &rdkafka::error::KafkaError, reason: &str) {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    match error {
+        KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_) => {
+            tracing::trace!(reason, "partition end")
+        }
+        _ => tracing::error!("librdkafka: {error}: {reason}"),
+    }
+}

@@ -11,6 +11,7 @@
 //! stored, and forgets them; records not yet dispatched are dropped and
 //! redelivered to the partition's next owner.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use rdkafka::message::{Message, Timestamp};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::align::Aligner;
 use super::decode::RawRecord;
 use super::offsets::{BatchId, OffsetTracker, Span};
 use crate::config::KafkaConfig;
@@ -85,6 +87,10 @@ pub struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::log_client_error(&error, reason);
+    }
+
     /// librdkafka's periodic statistics: the consumer lag of each partition
     /// we own (`statistics.interval.ms`).
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
@@ -184,6 +190,9 @@ pub struct SourceSettings {
     /// Called when partitions are assigned (their cards may have changed
     /// elsewhere since this instance last held them).
     pub on_assign: Arc<dyn Fn() + Send + Sync>,
+    /// Let records out in event-time order across partitions (the history
+    /// needs it; `super::align`).
+    pub align: bool,
 }
 
 /// A started source: the thread and the shared acknowledgement state.
@@ -227,7 +236,8 @@ pub fn start(
         .set("group.id", &kafka.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
+        // Ends tell the aligner a partition holds nothing back.
+        .set("enable.partition.eof", if settings.align { "true" } else { "false" })
         // Bounds what librdkafka prefetches (16 MiB queued, 256 KiB per
         // partition per fetch); our own in-flight permits bound the rest.
         .set("queued.max.messages.kbytes", "16384")
@@ -261,6 +271,7 @@ pub fn start(
     let runtime = tokio::runtime::Handle::current();
     let thread = std::thread::Builder::new().name("kafka-source".into()).spawn(move || {
         let max_records = settings.kafka.batch_max_records;
+        let aligner = settings.align.then(Aligner::default);
         let mut poller = Poller {
             runtime,
             consumer,
@@ -272,6 +283,8 @@ pub fn start(
             batch: Vec::with_capacity(max_records),
             opened: None,
             paused: false,
+            aligner,
+            held: BTreeSet::new(),
             next_id: 1,
             last_commit: Instant::now(),
             last_error: None,
@@ -307,6 +320,10 @@ struct Poller {
     opened: Option<Instant>,
     /// Partitions paused because every in-flight permit is taken.
     paused: bool,
+    /// Records waiting for the other partitions (history on), and the
+    /// partitions paused because their buffers are full.
+    aligner: Option<Aligner>,
+    held: BTreeSet<i32>,
     next_id: BatchId,
     last_commit: Instant,
     last_error: Option<Instant>,
@@ -338,6 +355,7 @@ impl Poller {
         if let Flow::Stop = self.take(polled) {
             return Flow::Stop;
         }
+        self.release_aligned();
         if self.batch.is_empty() {
             self.opened = None;
         }
@@ -347,7 +365,14 @@ impl Poller {
             tracing::info!("batches complete again; resuming consumption");
             set_paused(&self.consumer, false);
             self.paused = false;
+            // Resumed them all: the full ones are paused again below, and
+            // silence while paused says nothing about a partition.
+            self.held.clear();
+            if let Some(aligner) = &mut self.aligner {
+                aligner.heard_all(Instant::now());
+            }
         }
+        self.hold_full();
         let due = self.opened.is_some_and(|t| t.elapsed() >= self.max_wait());
         if !self.batch.is_empty() && (self.batch.len() >= self.settings.kafka.batch_max_records || due) {
             if let Flow::Stop = self.dispatch() {
@@ -369,20 +394,86 @@ impl Poller {
         let revoked = std::mem::take(&mut *context.revoked.lock().expect("revoked lock"));
         if !revoked.is_empty() {
             self.batch.retain(|r| !revoked.contains(&r.partition));
+            if let Some(aligner) = &mut self.aligner {
+                aligner.revoke(&revoked);
+            }
         }
         if context.assignment_changed.swap(false, Ordering::SeqCst) {
             // librdkafka may keep a partition's pause flag across a
             // rebalance: state it explicitly for the new assignment.
             set_paused(&self.consumer, self.paused);
+            self.held.clear();
+            if let Some(aligner) = &mut self.aligner {
+                let assigned: Vec<i32> = self
+                    .consumer
+                    .assignment()
+                    .map(|l| l.elements_for_topic(&self.settings.kafka.topic).iter().map(|e| e.partition()).collect())
+                    .unwrap_or_default();
+                aligner.assign(&assigned, Instant::now());
+            }
+        }
+    }
+
+    /// Moves the records the aligner lets out into the batch (none while
+    /// consumption is paused: no batch can go out then).
+    fn release_aligned(&mut self) {
+        let Some(aligner) = &mut self.aligner else { return };
+        let room = self.settings.kafka.batch_max_records.saturating_sub(self.batch.len());
+        if self.paused || room == 0 {
+            return;
+        }
+        let before = self.batch.len();
+        aligner.release(&mut self.batch, room, Instant::now());
+        if self.batch.len() > before {
+            self.opened.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Pauses partitions whose aligner buffers are full, resumes them once
+    /// drained to half (unless everything is paused for the sinks).
+    fn hold_full(&mut self) {
+        let (Some(aligner), false) = (&self.aligner, self.paused) else { return };
+        let (full, drained) = aligner.full();
+        let topic = &self.settings.kafka.topic;
+        let list = |partitions: &[i32]| {
+            let mut list = TopicPartitionList::new();
+            for p in partitions {
+                list.add_partition(topic, *p);
+            }
+            list
+        };
+        let pause: Vec<i32> = full.into_iter().filter(|p| !self.held.contains(p)).collect();
+        let resume: Vec<i32> = drained.into_iter().filter(|p| self.held.contains(p)).collect();
+        if !pause.is_empty() {
+            if let Err(e) = self.consumer.pause(&list(&pause)) {
+                tracing::warn!(error = %e, "cannot pause partitions ahead in event time");
+            }
+            self.held.extend(pause);
+        }
+        if !resume.is_empty() {
+            if let Err(e) = self.consumer.resume(&list(&resume)) {
+                tracing::warn!(error = %e, "cannot resume partitions");
+            }
+            for p in resume {
+                self.held.remove(&p);
+            }
         }
     }
 
     /// Adds a polled record to the batch, or reports the error.
     fn take(&mut self, polled: Option<Result<RawRecord, KafkaError>>) -> Flow {
         match polled {
-            Some(Ok(record)) => {
-                self.batch.push(record);
-                self.opened.get_or_insert_with(Instant::now);
+            Some(Ok(record)) => match &mut self.aligner {
+                Some(aligner) => aligner.push(record, Instant::now()),
+                None => {
+                    self.batch.push(record);
+                    self.opened.get_or_insert_with(Instant::now);
+                }
+            },
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if let Some(aligner) = &mut self.aligner {
+                    aligner.end(partition, Instant::now());
+                }
             }
             // Fatal: the consumer is finished (another member took our
             // group.instance.id). Polling on would consume nothing while

@@ -10,9 +10,9 @@
 //! without `reported_at` was reported at its Kafka timestamp, so a replay
 //! gives the same features as live operation.
 //!
-//! Every instance reads every labels partition (its own consumer group,
-//! `<group>.labels.<instance>`): merchant risk needs all labels, whichever
-//! cards an instance owns.
+//! Every instance reads every labels partition, assigned by hand (no group
+//! to join; its committed offsets under `<group>.labels.<instance>`):
+//! merchant risk needs all labels, whichever cards an instance owns.
 //!
 //! After each stored batch it tells the history how far each partition has
 //! been applied (the newest report time, or its end), so transactions wait,
@@ -62,9 +62,9 @@ pub fn start(
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
-    let consumer: BaseConsumer =
-        config.create().map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
-    consumer.subscribe(&[&topic]).map_err(|source| SourceError::Subscribe { topic: topic.clone(), source })?;
+    let consumer: BaseConsumer<LabelsContext> = config
+        .create_with_context(LabelsContext)
+        .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     let history = app.history().cloned();
     if let Some(history) = &history {
         history.follow_labels(wait);
@@ -74,10 +74,12 @@ pub fn start(
     let thread = std::thread::Builder::new().name("kafka-labels".into()).spawn(move || {
         let mut partitions = Partitions::default();
         while !shutdown.is_triggered() {
-            let polled = poll_batch(&consumer);
-            if let (Some(history), Some(now)) = (&history, partitions.changed(&consumer, &topic)) {
-                history.labels_assigned(&now);
+            if let Some(now) = partitions.refresh(&consumer, &topic) {
+                if let Some(history) = &history {
+                    history.labels_assigned(&now);
+                }
             }
+            let polled = poll_batch(&consumer);
             if polled.is_empty() {
                 continue;
             }
@@ -109,54 +111,78 @@ pub fn start(
     Ok(thread)
 }
 
-/// The labels partitions this consumer reads, as last told to the history.
-#[derive(Default)]
-struct Partitions {
-    told: Option<Vec<i32>>,
-    /// When the topic's existence was last asked of the brokers.
-    asked: Option<Instant>,
-}
+/// The labels consumer's context: librdkafka's errors logged, partition
+/// ends not (they are expected here).
+struct LabelsContext;
 
-/// How often to ask whether the labels topic exists while no partition is
-/// assigned.
-const ASK_EVERY: Duration = Duration::from_secs(1);
-
-impl Partitions {
-    /// The partitions now, if the history should be told: the assignment
-    /// when it changed; none (empty) once the brokers say the topic does
-    /// not exist, so batches do not wait for labels that cannot come.
-    fn changed(&mut self, consumer: &BaseConsumer, topic: &str) -> Option<Vec<i32>> {
-        let assigned: Vec<i32> = consumer
-            .assignment()
-            .map(|list| list.elements_for_topic(topic).iter().map(|e| e.partition()).collect())
-            .unwrap_or_default();
-        let now = if !assigned.is_empty() {
-            assigned
-        } else if self.asked.is_none_or(|at| at.elapsed() >= ASK_EVERY) {
-            self.asked = Some(Instant::now());
-            if !topic_missing(consumer, topic) {
-                return None;
-            }
-            Vec::new()
-        } else {
-            return None;
-        };
-        if self.told.as_ref() == Some(&now) {
-            return None;
-        }
-        self.told = Some(now.clone());
-        Some(now)
+impl rdkafka::ClientContext for LabelsContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::log_client_error(&error, reason);
     }
 }
 
-/// The brokers say `topic` does not exist (any other answer: it may).
-fn topic_missing(consumer: &BaseConsumer, topic: &str) -> bool {
-    match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-        Ok(metadata) => metadata.topics().iter().any(|t| {
-            t.name() == topic
-                && t.error() == Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-        }),
-        Err(_) => false,
+impl rdkafka::consumer::ConsumerContext for LabelsContext {}
+
+/// The labels partitions this consumer reads: all of the topic's,
+/// assigned by hand. Every instance reads every label, so there is nothing
+/// to share out and no group to join: a restarted instance reads at once
+/// (a group would hold its partitions until the killed member's session
+/// expired). The group id only keeps the committed offsets.
+#[derive(Default)]
+struct Partitions {
+    /// None until the brokers answered.
+    assigned: Option<Vec<i32>>,
+    /// When the brokers were last asked.
+    asked: Option<Instant>,
+}
+
+/// How often the brokers are asked for the topic's partitions while it has
+/// none (or does not exist), and once it has.
+const ASK_EVERY: Duration = Duration::from_secs(1);
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+impl Partitions {
+    /// Asks the brokers for the topic's partitions when due, and assigns
+    /// them (from the committed offsets) when they changed. Returns the new
+    /// list for the history: empty when the topic does not exist, so
+    /// batches do not wait for labels that cannot come.
+    fn refresh(&mut self, consumer: &BaseConsumer<LabelsContext>, topic: &str) -> Option<Vec<i32>> {
+        let every = if self.assigned.as_ref().is_some_and(|a| !a.is_empty()) { REFRESH_EVERY } else { ASK_EVERY };
+        if self.asked.is_some_and(|at| at.elapsed() < every) {
+            return None;
+        }
+        self.asked = Some(Instant::now());
+        let metadata = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, topic, "labels topic: no answer from the brokers");
+                return None;
+            }
+        };
+        let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+        let mut now: Vec<i32> = match t.error() {
+            Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Vec::new(),
+            Some(_) => return None,
+            None => t.partitions().iter().map(|p| p.id()).collect(),
+        };
+        now.sort_unstable();
+        if self.assigned.as_ref() == Some(&now) {
+            return None;
+        }
+        let mut list = TopicPartitionList::new();
+        for p in &now {
+            if let Err(e) = list.add_partition_offset(topic, *p, Offset::Stored) {
+                tracing::warn!(error = %e, partition = p, "labels partition not assigned");
+                return None;
+            }
+        }
+        if let Err(e) = consumer.assign(&list) {
+            tracing::warn!(error = %e, topic, "labels partitions not assigned");
+            return None;
+        }
+        tracing::info!(topic, partitions = ?now, "reading labels");
+        self.assigned = Some(now.clone());
+        Some(now)
     }
 }
 
@@ -192,7 +218,7 @@ struct Raw {
     timestamp_ms: Option<i64>,
 }
 
-fn poll_batch(consumer: &BaseConsumer) -> Vec<Polled> {
+fn poll_batch(consumer: &BaseConsumer<LabelsContext>) -> Vec<Polled> {
     let deadline = Instant::now() + BATCH_WAIT;
     let mut batch = Vec::new();
     while batch.len() < BATCH {
@@ -246,7 +272,7 @@ fn decode(batch: &[&Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<i64>) {
 }
 
 /// Commits past the last message of each partition in `batch`.
-fn commit(consumer: &BaseConsumer, topic: &str, batch: &[&Raw]) {
+fn commit(consumer: &BaseConsumer<LabelsContext>, topic: &str, batch: &[&Raw]) {
     let mut next = std::collections::BTreeMap::new();
     for r in batch {
         let at = next.entry(r.partition).or_insert(r.offset + 1);

@@ -7,11 +7,13 @@
 //!        +------------- acknowledgement: offsets committable -------+
 //! ```
 //!
-//! [`kafka`] polls and batches; [`decode`] turns records into outcomes and
+//! [`kafka`] polls and batches (with history on, [`align`] lets records
+//! out in event-time order across partitions); [`decode`] turns records into outcomes and
 //! dead letters (scored by the app); the app's sinks write them everywhere;
 //! [`offsets`] decides what may be committed. At most `max_in_flight_batches` batches exist at once,
 //! which bounds memory whatever the sinks do.
 
+pub mod align;
 pub mod decode;
 pub mod kafka;
 pub mod labels;
@@ -68,8 +70,14 @@ impl Pipeline {
             let app = app.clone();
             Arc::new(move || app.partitions_assigned())
         };
-        let settings =
-            SourceSettings { kafka: kafka.clone(), instance_id, drain, metrics: app.metrics().clone(), on_assign };
+        let settings = SourceSettings {
+            kafka: kafka.clone(),
+            instance_id,
+            drain,
+            metrics: app.metrics().clone(),
+            on_assign,
+            align: app.history().is_some(),
+        };
         let source = kafka::start(settings, tx, permits, shutdown, abandon.clone())?;
         let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));
         Ok(Self { source: source.thread, scoring, labels })

@@ -1,0 +1,329 @@
+//! Event-time alignment of the transactions partitions one instance reads
+//! (docs/architecture.md, "History": partitions in event time).
+//!
+//! Merchant risk counts every partition's transactions of a day, and a
+//! transaction reads a day's tile 8 days later. Live, every partition is at
+//! "now". A backlog read at full speed is not: librdkafka hands over a
+//! partition's records in runs (256 KiB a fetch, weeks of a sparse stream),
+//! so one partition could be scored past a day another has not delivered
+//! yet. The aligner buffers records per partition and lets them out in
+//! event-time order, within [`SLACK_SECS`]: a partition's next record goes
+//! out only while no other partition that may still send earlier ones is
+//! more than the slack behind it. A partition read to its end (EOF) holds
+//! nothing back; one that has said nothing for [`IDLE`] is not waited for
+//! (its records are late when they come, and a warning says so). A
+//! partition whose buffer holds [`MAX_BUFFERED`] records is paused until it
+//! drains to half. Only the history needs this: with history off, records
+//! go out as they come.
+//!
+//! The event time is the record's `unix_time`, read without decoding the
+//! whole value (else `trans_date_trans_time`); a value without either goes
+//! out at once (it becomes a dead letter).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use memchr::memmem;
+
+use super::decode::RawRecord;
+
+/// How far ahead of the slowest partition another may run. Less than the
+/// label delay's week by a margin for records a little out of order within
+/// a partition; live, partitions are seconds apart and nothing waits.
+pub const SLACK_SECS: i64 = 86_400;
+/// A partition silent this long, not at its end, is not waited for.
+pub const IDLE: Duration = Duration::from_secs(5);
+/// Records buffered per partition before it is paused (a few MB).
+pub const MAX_BUFFERED: usize = 5_000;
+
+#[derive(Debug)]
+struct Part {
+    /// Records not let out yet, with their event times.
+    buffer: VecDeque<(i64, RawRecord)>,
+    /// The newest event time let out.
+    released: Option<i64>,
+    /// Read to its end, nothing buffered since.
+    at_end: bool,
+    /// When it last delivered a record or its end.
+    heard: Instant,
+}
+
+impl Part {
+    fn new(now: Instant) -> Self {
+        Self { buffer: VecDeque::new(), released: None, at_end: false, heard: now }
+    }
+
+    /// The earliest event time it may still send, or None when it holds
+    /// nothing back (at its end, or idle).
+    fn bound(&self, now: Instant) -> Option<i64> {
+        match self.buffer.front() {
+            Some((t, _)) => Some(*t),
+            None if self.at_end || now.duration_since(self.heard) >= IDLE => None,
+            None => Some(self.released.unwrap_or(i64::MIN)),
+        }
+    }
+}
+
+/// The buffers of the partitions assigned to this instance.
+#[derive(Debug, Default)]
+pub struct Aligner {
+    parts: BTreeMap<i32, Part>,
+    /// Partitions skipped as idle (warned about once).
+    idle: BTreeSet<i32>,
+}
+
+impl Aligner {
+    /// The partitions assigned now: new ones start empty, gone ones lose
+    /// their buffers (not committed: their next owner reads them).
+    pub fn assign(&mut self, partitions: &[i32], now: Instant) {
+        self.parts.retain(|p, _| partitions.contains(p));
+        for p in partitions {
+            self.parts.entry(*p).or_insert_with(|| Part::new(now));
+        }
+        self.idle.retain(|p| partitions.contains(p));
+    }
+
+    /// Partitions taken away: their records are their next owner's.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        self.parts.retain(|p, _| !partitions.contains(p));
+        self.idle.retain(|p| !partitions.contains(p));
+    }
+
+    pub fn push(&mut self, record: RawRecord, now: Instant) {
+        let part = self.parts.entry(record.partition).or_insert_with(|| Part::new(now));
+        // A value without a time goes out at once, in its partition's order.
+        let at = record.value.as_deref().and_then(event_time).unwrap_or(i64::MIN);
+        part.buffer.push_back((at, record));
+        part.at_end = false;
+        part.heard = now;
+    }
+
+    /// The partition was read to its end.
+    pub fn end(&mut self, partition: i32, now: Instant) {
+        if let Some(part) = self.parts.get_mut(&partition) {
+            // What it buffered still bounds it (Part::bound looks there first).
+            part.at_end = true;
+            part.heard = now;
+        }
+    }
+
+    /// Restarts every partition's silence clock (after consumption was
+    /// paused as a whole, when silence meant nothing).
+    pub fn heard_all(&mut self, now: Instant) {
+        for part in self.parts.values_mut() {
+            part.heard = now;
+        }
+    }
+
+    /// Moves up to `max` records into `out`, in event-time order within the
+    /// slack, as far as every partition allows.
+    pub fn release(&mut self, out: &mut Vec<RawRecord>, max: usize, now: Instant) {
+        let mut left = max;
+        while left > 0 {
+            // The partition with the earliest record waiting...
+            let Some((p, head)) = self
+                .parts
+                .iter()
+                .filter_map(|(p, part)| part.buffer.front().map(|(t, _)| (*p, *t)))
+                .min_by_key(|x| x.1)
+            else {
+                break;
+            };
+            // ... may run up to the slack past every other one.
+            let floor = self.parts.iter().filter(|(q, _)| **q != p).filter_map(|(_, part)| part.bound(now)).min();
+            let limit = floor.map_or(i64::MAX, |f| f.saturating_add(SLACK_SECS));
+            if head > limit {
+                self.warn_idle(now);
+                break;
+            }
+            let part = self.parts.get_mut(&p).expect("picked from parts");
+            while left > 0 && part.buffer.front().is_some_and(|(t, _)| *t <= limit) {
+                let (t, record) = part.buffer.pop_front().expect("front checked");
+                part.released = Some(part.released.map_or(t, |r| r.max(t)));
+                out.push(record);
+                left -= 1;
+            }
+        }
+        self.warn_idle(now);
+    }
+
+    /// Says once when a partition is not waited for any more.
+    fn warn_idle(&mut self, now: Instant) {
+        for (p, part) in &self.parts {
+            let idle = part.buffer.is_empty() && !part.at_end && now.duration_since(part.heard) >= IDLE;
+            if idle && self.idle.insert(*p) {
+                tracing::warn!(
+                    partition = p,
+                    "Kafka partition silent for {} s and not at its end: the others go on without it; its \
+                     transactions count as late in merchant risk when they come",
+                    IDLE.as_secs()
+                );
+            } else if !idle {
+                self.idle.remove(p);
+            }
+        }
+    }
+
+    /// Partitions whose buffers are full (to pause), and those drained to
+    /// half or less (to resume if paused).
+    pub fn full(&self) -> (Vec<i32>, Vec<i32>) {
+        let full = self.parts.iter().filter(|(_, part)| part.buffer.len() >= MAX_BUFFERED).map(|(p, _)| *p).collect();
+        let drained =
+            self.parts.iter().filter(|(_, part)| part.buffer.len() <= MAX_BUFFERED / 2).map(|(p, _)| *p).collect();
+        (full, drained)
+    }
+
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
+        self.parts.values().map(|p| p.buffer.len()).sum()
+    }
+}
+
+/// A JSON record's transaction time, Unix seconds: `unix_time` found by
+/// its key (no full decode: this runs on the source thread for every
+/// record), else the whole value decoded for either time field.
+pub fn event_time(value: &[u8]) -> Option<i64> {
+    static KEY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\"unix_time\""));
+    if let Some(at) = KEY.find(value) {
+        if let Some(t) = integer_after_colon(&value[at + KEY.needle().len()..]) {
+            return Some(t);
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Times {
+        unix_time: Option<f64>,
+        trans_date_trans_time: Option<String>,
+    }
+    let times: Times = serde_json::from_slice(value).ok()?;
+    match (times.unix_time, times.trans_date_trans_time) {
+        (Some(t), _) if t.is_finite() => Some(t as i64),
+        (_, Some(text)) => crate::features::parse_datetime(&text),
+        _ => None,
+    }
+}
+
+/// `: 123` -> 123; None for anything else (a float, a string, null).
+fn integer_after_colon(rest: &[u8]) -> Option<i64> {
+    let mut i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[i] != b':' {
+        return None;
+    }
+    i += 1;
+    i += rest[i..].iter().position(|b| !b.is_ascii_whitespace())?;
+    let negative = rest[i] == b'-';
+    if negative {
+        i += 1;
+    }
+    let digits = rest[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 18 || matches!(rest.get(i + digits), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let n = rest[i..i + digits].iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    Some(if negative { -n } else { n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    fn record(partition: i32, offset: i64, unix_time: i64) -> RawRecord {
+        RawRecord {
+            partition,
+            offset,
+            key: None,
+            value: Some(format!(r#"{{"trans_num":"t{offset}","unix_time":{unix_time},"amt":1.5}}"#).into_bytes()),
+            timestamp_ms: None,
+        }
+    }
+
+    fn released(out: &[RawRecord]) -> Vec<(i32, i64)> {
+        out.iter().map(|r| (r.partition, r.offset)).collect()
+    }
+
+    #[test]
+    fn event_times_are_read_fast_and_otherwise_decoded() {
+        assert_eq!(event_time(br#"{"a":1,"unix_time" : 1700000000,"b":"x"}"#), Some(1_700_000_000));
+        assert_eq!(event_time(br#"{"unix_time":1.7e9}"#), Some(1_700_000_000));
+        assert_eq!(event_time(br#"{"trans_date_trans_time":"2019-01-01 00:00:18"}"#), Some(1_546_300_818));
+        assert_eq!(event_time(br#"{"unix_time":null}"#), None);
+        assert_eq!(event_time(b"not json"), None);
+    }
+
+    #[test]
+    fn a_partition_ahead_waits_for_one_behind_until_it_delivers_or_ends() {
+        let now = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0, 1], now);
+        // Partition 0 delivers ten days at once; 1 has said nothing yet.
+        for day in 0..10 {
+            a.push(record(0, day, day * DAY), now);
+        }
+        let mut out = Vec::new();
+        a.release(&mut out, 100, now);
+        assert!(out.is_empty(), "partition 1 may still send day 0");
+        a.push(record(1, 0, 0), now);
+        a.release(&mut out, 100, now);
+        // Up to a day past partition 1's last record (day 0).
+        assert_eq!(released(&out), [(0, 0), (0, 1), (1, 0)]);
+        out.clear();
+        a.end(1, now);
+        a.release(&mut out, 100, now);
+        assert_eq!(out.len(), 8, "partition 1 is at its end: 0 goes on");
+    }
+
+    #[test]
+    fn records_go_out_in_event_time_order_within_the_slack() {
+        let now = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0, 1, 2], now);
+        for i in 0..20 {
+            a.push(record(i % 3, i as i64, i as i64 * DAY / 2), now);
+        }
+        for p in 0..3 {
+            a.end(p, now);
+        }
+        let mut out = Vec::new();
+        a.release(&mut out, 7, now);
+        assert_eq!(out.len(), 7, "at most max");
+        a.release(&mut out, 100, now);
+        assert_eq!(out.len(), 20);
+        let times: Vec<i64> = out.iter().map(|r| event_time(r.value.as_deref().unwrap()).unwrap()).collect();
+        for (i, t) in times.iter().enumerate() {
+            let newest_before = times[..i].iter().max().copied().unwrap_or(i64::MIN);
+            assert!(*t >= newest_before.saturating_sub(SLACK_SECS), "record {i} at {t} after {newest_before}");
+        }
+    }
+
+    #[test]
+    fn a_silent_partition_is_not_waited_for_and_a_revoked_one_is_dropped() {
+        let start = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0, 1], start);
+        a.push(record(0, 0, 10 * DAY), start);
+        let mut out = Vec::new();
+        a.release(&mut out, 10, start + IDLE / 2);
+        assert!(out.is_empty());
+        a.release(&mut out, 10, start + IDLE);
+        assert_eq!(out.len(), 1, "partition 1 silent for IDLE");
+
+        a.push(record(0, 1, 11 * DAY), start + IDLE);
+        a.assign(&[1], start + IDLE);
+        assert_eq!(a.buffered(), 0, "partition 0 revoked: its records are its next owner's");
+    }
+
+    #[test]
+    fn full_buffers_are_reported_for_pausing() {
+        let now = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0, 1], now);
+        for i in 0..MAX_BUFFERED as i64 {
+            a.push(record(0, i, DAY * 100 + i), now);
+        }
+        let (full, drained) = a.full();
+        assert_eq!(full, [0]);
+        assert_eq!(drained, [1]);
+    }
+}
