@@ -136,7 +136,7 @@ pub struct History {
     store: Option<Arc<dyn Store>>,
     /// The labels stream that ingest waits for (`serve` with Kafka); unset
     /// = labels are applied as they come (the demo, Flight only).
-    labels: OnceLock<Arc<LabelsProgress>>,
+    labels: OnceLock<LabelsProgress>,
 }
 
 struct State {
@@ -194,10 +194,10 @@ impl History {
     }
 
     /// From now on ingest waits, at most `max_wait` a batch, for the labels
-    /// stream whose progress the returned handle reports
-    /// ([`progress`]; the Kafka labels consumer calls this once).
-    pub fn follow_labels(&self, max_wait: std::time::Duration) -> Arc<LabelsProgress> {
-        self.labels.get_or_init(|| Arc::new(LabelsProgress::new(max_wait))).clone()
+    /// stream, whose progress the Kafka labels consumer reports through
+    /// [`Self::labels_assigned`] and [`Self::labels_seen`] ([`progress`]).
+    pub fn follow_labels(&self, max_wait: std::time::Duration) {
+        self.labels.get_or_init(|| LabelsProgress::new(max_wait));
     }
 
     /// The labels consumer's partitions changed (empty: no labels topic).
