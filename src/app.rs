@@ -11,15 +11,24 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
+use crate::config::QualityConfig;
 use crate::features::RowError;
 use crate::history::order::Turn;
 use crate::metrics::Metrics;
 use crate::metrics::SinkState;
+use crate::quality::{Quality, RowLabel, VersionInfo};
 use crate::score::model::{ModelError, ModelFiles, ParityReport};
+use crate::score::registry::{Role, SwitchError, Switched};
 use crate::score::{outcome, ScoreError, ScoreOptions, Scored, Scorer};
 use crate::sink::{Sinks, Written};
 use crate::store::memory::MemoryStore;
 use crate::store::Query;
+
+/// Days after a transaction's day that its labels are awaited (the
+/// history's label delay).
+fn label_delay_days() -> i64 {
+    crate::history::definitions::table().label_delay_days
+}
 
 /// Labels not applied because the history's store gave up (at shutdown):
 /// not committed, so they are read again.
@@ -42,6 +51,8 @@ pub struct App {
     abandon: tokio_util::sync::CancellationToken,
     /// Set = card numbers are replaced by their keyed hash before storage.
     cards: Option<crate::security::card::CardHasher>,
+    /// Live model quality from labels.
+    quality: Arc<Quality>,
 }
 
 /// Why a query could not be answered.
@@ -109,8 +120,11 @@ pub enum ModelSource {
 #[derive(Debug, Serialize)]
 pub struct Loaded {
     pub version: String,
+    /// The champion before the load.
     pub previous: String,
     pub parity: ParityReport,
+    /// Champion, shadow and previous after it.
+    pub lineup: Switched,
 }
 
 /// What an ingest call reports.
@@ -136,7 +150,19 @@ impl App {
             sinks: Sinks::default(),
             abandon: tokio_util::sync::CancellationToken::new(),
             cards: None,
+            quality: Arc::new(Quality::in_memory(QualityConfig::default(), label_delay_days())),
         }
+    }
+
+    /// The same app measuring live quality with `config`: its book in
+    /// Cassandra when that sink is on (call after [`Self::with_sinks`]),
+    /// in memory otherwise.
+    pub fn with_quality(mut self, config: QualityConfig) -> Self {
+        self.quality = Arc::new(match self.sinks.cassandra {
+            Some(_) => Quality::stored(config, label_delay_days()),
+            None => Quality::in_memory(config, label_delay_days()),
+        });
+        self
     }
 
     /// The same app storing keyed hashes of card numbers.
@@ -295,6 +321,19 @@ impl App {
             let docs: Vec<_> = current.iter().map(|(l, t)| (l.trans_num.clone(), *t, l.is_fraud)).collect();
             search.write_labels(&docs, &self.abandon).await?;
         }
+        let row_labels: Vec<RowLabel> = current
+            .iter()
+            .map(|(l, unix_time)| RowLabel {
+                trans_num: l.trans_num.clone(),
+                day: unix_time.div_euclid(86_400),
+                is_fraud: l.is_fraud,
+                reported_at: l.reported_at_or(received_ms / 1000),
+            })
+            .collect();
+        if let Some(cassandra) = &self.sinks.cassandra {
+            cassandra.write_score_labels(&row_labels, &self.abandon).await?;
+        }
+        self.quality.labelled(&row_labels);
         self.store.set_labels(current.iter().map(|(l, _)| (l.trans_num.as_str(), l.is_fraud)));
         if let (Some(kafka), Some((source, dlq)), false) = (&self.sinks.kafka, topics, dead.is_empty()) {
             kafka.dead_letters_to(dlq, source, &dead, &self.abandon).await?;
@@ -334,7 +373,16 @@ impl App {
         dead: Vec<crate::sink::kafka::DeadLetter>,
     ) -> Result<Written, crate::retry::Abandoned> {
         self.store.insert(outcomes);
-        self.sinks.write(outcomes, dead, &self.abandon).await
+        let written = self.sinks.write(outcomes, dead, &self.abandon).await?;
+        self.note_quality(outcomes);
+        Ok(written)
+    }
+
+    /// Tells live quality of stored outcomes (its book is Cassandra, which
+    /// the sink wrote, or memory, kept here).
+    fn note_quality(&self, outcomes: &RecordBatch) {
+        let (rows, labels) = crate::quality::rows_of(outcomes);
+        self.quality.recorded(rows, &labels);
     }
 
     /// Scores a client's batch for DoExchange: every row must be valid, and
@@ -358,6 +406,7 @@ impl App {
         let alerts = outcome::count_alerts(&outcomes);
         self.metrics.scored(batch.num_rows(), &outcomes, invalid.len(), started.elapsed());
         self.store.insert(&outcomes);
+        self.note_quality(&outcomes);
         self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(created_ms, outcomes.num_rows()));
         for e in &invalid {
             tracing::warn!(row = e.row, error = %e.error, "rejected record");
@@ -413,14 +462,95 @@ impl App {
         }
     }
 
-    /// Records the model in service in Cassandra's `models` table.
-    pub async fn record_model(&self) {
+    /// Records the models in service, with their roles, in Cassandra's
+    /// `models` table (every version ever served stays listed there).
+    pub async fn record_models(&self) {
         if let Some(cassandra) = &self.sinks.cassandra {
-            let model = self.scorer.registry().current();
-            if let Err(e) = cassandra.record_model(&model.meta).await {
-                tracing::warn!(error = %e, version = model.version(), "cannot record the model in Cassandra");
+            let lineup = self.scorer.registry().lineup();
+            let roles = [
+                ("champion", Some(&lineup.champion)),
+                ("shadow", lineup.shadow.as_ref()),
+                ("previous", lineup.previous.as_ref()),
+            ];
+            for (role, model) in roles {
+                let Some(model) = model else { continue };
+                if let Err(e) = cassandra.record_model(&model.meta, role).await {
+                    tracing::warn!(error = %e, version = model.version(), "cannot record the model in Cassandra");
+                }
             }
         }
+    }
+
+    /// Live quality per version and day, and drift.
+    pub fn model_quality(&self) -> crate::quality::Summary {
+        self.quality.summary()
+    }
+
+    /// Measures again the days whose outcomes or labels changed, saves
+    /// them, and shows what every instance saved. A day whose rows cannot
+    /// be read is measured at the next call.
+    pub async fn refresh_quality(&self) -> Result<(), QueryError> {
+        let config = self.quality.config().clone();
+        let versions = self.version_infos().await;
+        let days = self.quality.take_touched();
+        for (i, &day) in days.iter().enumerate() {
+            let rows = match (&self.sinks.cassandra, self.quality.memory()) {
+                (Some(cassandra), _) => match cassandra.score_rows(day).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        self.quality.retry(days[i..].iter().copied());
+                        return Err(e.into());
+                    }
+                },
+                (None, Some(book)) => book.rows(day),
+                (None, None) => Vec::new(),
+            };
+            let measured = crate::quality::measure_day(day, &rows, &versions, &config);
+            match &self.sinks.cassandra {
+                Some(cassandra) => {
+                    if let Err(e) = cassandra.save_quality(&measured).await {
+                        self.quality.retry(days[i..].iter().copied());
+                        return Err(e.into());
+                    }
+                }
+                None => self.quality.keep(day, measured),
+            }
+        }
+        if let Some(cassandra) = &self.sinks.cassandra {
+            self.quality.show(cassandra.saved_quality(config.days).await?);
+        }
+        Ok(())
+    }
+
+    /// Measures quality every `quality.interval_ms` until shutdown (and
+    /// once at the start, to show what other instances saved).
+    pub async fn run_quality(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        let every = std::time::Duration::from_millis(self.quality.config().interval_ms);
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            if let Err(e) = self.refresh_quality().await {
+                tracing::warn!(error = %e, "measuring model quality failed; retrying at the next interval");
+            }
+        }
+    }
+
+    /// Threshold and training reference of every version known: those
+    /// loaded, and those in Cassandra's `models`.
+    async fn version_infos(&self) -> std::collections::HashMap<String, VersionInfo> {
+        let mut metas = Vec::new();
+        if let Some(cassandra) = &self.sinks.cassandra {
+            match cassandra.model_metas().await {
+                Ok(saved) => metas.extend(saved),
+                Err(e) => tracing::warn!(error = %e, "cannot read the models table; measuring with loaded models only"),
+            }
+        }
+        metas.extend(self.scorer.registry().loaded());
+        metas.into_iter().map(|m| (m.version.clone(), VersionInfo::of(&m))).collect()
     }
 
     /// The model in service, as JSON.
@@ -439,17 +569,31 @@ impl App {
         for (k, v) in &meta.extra {
             info[k] = v.clone();
         }
+        let lineup = crate::score::registry::Switched::from(&*self.scorer.registry().lineup());
+        info["shadow"] = serde_json::json!(lineup.shadow);
+        info["previous"] = serde_json::json!(lineup.previous);
         info
     }
 
-    /// Verifies and swaps in a new model; the old one keeps serving on error.
-    pub fn load_model(&self, source: ModelSource) -> Result<Loaded, ModelError> {
+    /// Verifies a new model and puts it in service (`Role::Champion`) or
+    /// beside the champion (`Role::Shadow`); nothing changes on error.
+    pub fn load_model(&self, source: ModelSource, role: Role) -> Result<Loaded, ModelError> {
         let previous = self.scorer.registry().current().version().to_string();
         let files = match source {
             ModelSource::Dir(dir) => ModelFiles::read_dir(&dir)?,
             ModelSource::Files(files) => files,
         };
-        let (model, parity) = self.scorer.registry().load(&files)?;
-        Ok(Loaded { version: model.version().to_string(), previous, parity })
+        let (model, parity, lineup) = self.scorer.registry().load(&files, role)?;
+        Ok(Loaded { version: model.version().to_string(), previous, parity, lineup })
+    }
+
+    /// The shadow model becomes the champion, at once.
+    pub fn promote(&self) -> Result<Switched, SwitchError> {
+        self.scorer.registry().promote()
+    }
+
+    /// The previous champion serves again, at once.
+    pub fn rollback(&self) -> Result<Switched, SwitchError> {
+        self.scorer.registry().rollback()
     }
 }

@@ -40,6 +40,7 @@ pub struct Config {
     pub cassandra: CassandraConfig,
     pub opensearch: OpenSearchConfig,
     pub history: HistoryConfig,
+    pub quality: QualityConfig,
 }
 
 /// The card and merchant history features (docs/architecture.md, "History").
@@ -67,6 +68,30 @@ impl Default for HistoryConfig {
         // "Performance"; 150,000 did until the Kafka source's event-time
         // alignment took a few MB).
         Self { enabled: true, max_cards: 140_000, labels_wait_ms: 30_000 }
+    }
+}
+
+/// Live model quality from labels (docs/architecture.md, "Model quality").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// How often the days that changed are measured again, ms.
+    pub interval_ms: u64,
+    /// Days measured and shown, back from the newest transaction's day.
+    pub days: usize,
+    /// A day's score distribution drifts when its population stability
+    /// index against the training scores is over this.
+    pub psi_limit: f64,
+    /// A day's fraud rate drifts when it is over this many times the
+    /// training data's, or under its inverse.
+    pub fraud_rate_ratio_limit: f64,
+    /// Score rows kept in memory when there is no Cassandra (the demo).
+    pub max_memory_rows: usize,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self { interval_ms: 30_000, days: 30, psi_limit: 0.2, fraud_rate_ratio_limit: 2.0, max_memory_rows: 1_000_000 }
     }
 }
 
@@ -255,6 +280,7 @@ impl Default for Config {
             cassandra: CassandraConfig::default(),
             opensearch: OpenSearchConfig::default(),
             history: HistoryConfig::default(),
+            quality: QualityConfig::default(),
         }
     }
 }
@@ -378,11 +404,23 @@ impl Config {
             ("limits.max_batch_rows", self.limits.max_batch_rows),
             ("limits.max_concurrent_streams", self.limits.max_concurrent_streams as usize),
             ("history.max_cards", self.history.max_cards),
+            ("quality.interval_ms", self.quality.interval_ms as usize),
+            ("quality.days", self.quality.days),
+            ("quality.max_memory_rows", self.quality.max_memory_rows),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError::Invalid { key, message: "must be at least 1".into() });
             }
+        }
+        if self.quality.psi_limit.is_nan() || self.quality.psi_limit <= 0.0 {
+            return Err(ConfigError::Invalid { key: "quality.psi_limit", message: "must be above 0".into() });
+        }
+        if self.quality.fraud_rate_ratio_limit.is_nan() || self.quality.fraud_rate_ratio_limit <= 1.0 {
+            return Err(ConfigError::Invalid {
+                key: "quality.fraud_rate_ratio_limit",
+                message: "must be above 1 (a ratio either way)".into(),
+            });
         }
         // A card evicted while a batch that changed it is still being
         // stored would be reloaded without that change: the cache must

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
+use crate::config::QualityConfig;
 use crate::history::History;
 use crate::history::LabelRecord;
 use crate::record::TransactionBatchBuilder;
@@ -70,6 +71,9 @@ pub enum DemoError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// The demo measures quality often: its book is small and in memory.
+const DEMO_QUALITY_INTERVAL_MS: u64 = 5_000;
+
 /// Cards the demo remembers: more than its simulator's population.
 const DEMO_MAX_CARDS: usize = 1_000_000;
 
@@ -81,7 +85,10 @@ pub async fn start(config: DemoConfig) -> Result<Running, DemoError> {
     // The demo keeps every card's history in memory.
     let history = Arc::new(History::new(std::num::NonZeroUsize::new(DEMO_MAX_CARDS).expect("nonzero")));
     let scorer = Scorer::new(Arc::new(registry)).with_history(history);
-    let app = Arc::new(App::new(scorer, MemoryStore::new(200_000, 20_000)));
+    let app = Arc::new(
+        App::new(scorer, MemoryStore::new(200_000, 20_000))
+            .with_quality(QualityConfig { interval_ms: DEMO_QUALITY_INTERVAL_MS, ..QualityConfig::default() }),
+    );
     let shutdown = Shutdown::default();
 
     let listen = |what, addr| move |source| DemoError::Listen { what, addr, source };
@@ -103,6 +110,7 @@ pub async fn start(config: DemoConfig) -> Result<Running, DemoError> {
             &shutdown,
             crate::http::serve(app.clone(), http_listener, shutdown.clone(), Default::default()),
         ),
+        tokio::spawn(app.clone().run_quality(shutdown.clone())),
     ];
     if config.rate > 0.0 {
         let sim = Simulator::new(SimConfig { seed: config.seed, fraud: config.fraud, ..SimConfig::default() });

@@ -19,8 +19,9 @@
 //! - [`score`]: the model files, the native tree evaluator, ONNX Runtime and
 //!   the registry that hot-swaps models; a batch of transactions in, a batch
 //!   of outcomes out.
-//! - [`metrics`] (counters and histograms) and [`store`] (recent outcomes
-//!   and alerts in memory).
+//! - [`metrics`] (counters and histograms), [`store`] (recent outcomes
+//!   and alerts in memory) and [`quality`] (live model quality per version
+//!   and day, from labels; drift).
 //! - [`sink`]: Cassandra, OpenSearch / Elasticsearch, the Kafka DLQ and
 //!   outcome topics, and the fan-out that writes a batch to all of them.
 //! - [`app`]: the core every front end calls (scoring, ingest, queries,
@@ -43,6 +44,7 @@ pub mod kafka;
 pub mod logging;
 pub(crate) mod metrics;
 pub mod proto;
+pub mod quality;
 pub mod record;
 pub(crate) mod retry;
 pub mod score;

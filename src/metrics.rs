@@ -14,8 +14,8 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Float32Type;
 use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use serde::Serialize;
 
@@ -234,6 +234,7 @@ impl Metrics {
         if let Some(h) = extra.history {
             families.extend(history_families(h));
         }
+        families.extend(quality_families(&extra.quality));
         families.extend(sink_up.collect());
         families.extend(sink_errors.collect());
         families.extend(model.collect());
@@ -254,6 +255,43 @@ pub struct Scrape<'a> {
     pub sinks: Vec<SinkState>,
     /// The history's counters, when history is on.
     pub history: Option<&'a HistoryStats>,
+    /// Each model version's live quality on its newest measured day.
+    pub quality: Vec<ModelQuality>,
+}
+
+/// A model version's live quality, for its gauges.
+pub struct ModelQuality {
+    pub version: String,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub average_precision: Option<f64>,
+    pub roc_auc: Option<f64>,
+    pub score_psi: Option<f64>,
+    pub drifting: bool,
+}
+
+/// Live quality gauges, labelled by version; a measure that is undefined
+/// (no fraud labelled yet) is left out rather than sent as 0.
+fn quality_families(quality: &[ModelQuality]) -> Vec<prometheus::proto::MetricFamily> {
+    let gauge = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &["version"]).expect("valid gauge");
+    let families = [
+        (gauge("fraudflight_model_precision", "Live precision at the threshold on the newest measured day, from labels."), 0),
+        (gauge("fraudflight_model_recall", "Live recall at the threshold on the newest measured day, from labels."), 1),
+        (gauge("fraudflight_model_average_precision", "Live average precision on the newest measured day, from labels."), 2),
+        (gauge("fraudflight_model_roc_auc", "Live ROC AUC on the newest measured day, from labels."), 3),
+        (gauge("fraudflight_model_score_psi", "Population stability index of the newest day's scores against the training scores."), 4),
+        (gauge("fraudflight_model_drift", "1 when the newest measured day is flagged for drift (quality.psi_limit, quality.fraud_rate_ratio_limit)."), 5),
+    ];
+    for q in quality {
+        let values =
+            [q.precision, q.recall, q.average_precision, q.roc_auc, q.score_psi, Some(f64::from(u8::from(q.drifting)))];
+        for (family, at) in &families {
+            if let Some(v) = values[*at] {
+                family.with_label_values(&[q.version.as_str()]).set(v);
+            }
+        }
+    }
+    families.iter().flat_map(|(f, _)| f.collect()).collect()
 }
 
 /// The history's gauges and counters (docs/architecture.md, "History").
@@ -401,7 +439,19 @@ mod tests {
         m.stored(2, 0, [now, now]);
         let history = HistoryStats::default();
         history.labels.store(3, std::sync::atomic::Ordering::Relaxed);
-        let scrape = |sinks| Scrape { model_version: "gbt-v1".into(), sinks, history: Some(&history) };
+        let quality = || {
+            vec![ModelQuality {
+                version: "gbt-v1".into(),
+                precision: Some(0.75),
+                recall: None,
+                average_precision: Some(0.5),
+                roc_auc: Some(0.9),
+                score_psi: Some(0.3),
+                drifting: true,
+            }]
+        };
+        let scrape =
+            |sinks| Scrape { model_version: "gbt-v1".into(), sinks, history: Some(&history), quality: quality() };
         // Before any lag or sink: empty families are left out, the rest parses.
         let text = m.render(&scrape(Vec::new())).unwrap();
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
@@ -429,6 +479,10 @@ mod tests {
         assert_eq!(value("fraudflight_model_info", Some(("version", "gbt-v1"))), Some(1.0));
         assert_eq!(value("fraudflight_labels_total", None), Some(3.0));
         assert_eq!(value("fraudflight_history_cards", None), Some(0.0));
+        assert_eq!(value("fraudflight_model_precision", Some(("version", "gbt-v1"))), Some(0.75));
+        assert_eq!(value("fraudflight_model_average_precision", Some(("version", "gbt-v1"))), Some(0.5));
+        assert_eq!(value("fraudflight_model_drift", Some(("version", "gbt-v1"))), Some(1.0));
+        assert_eq!(value("fraudflight_model_recall", None), None, "an undefined recall is left out");
         let latency = parsed.samples.iter().find(|s| s.metric == "fraudflight_end_to_end_latency_seconds").unwrap();
         assert!(
             matches!(&latency.value, prometheus_parse::Value::Histogram(b) if b.len() == LATENCY_BUCKETS.len() + 1)

@@ -118,9 +118,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
     let app = Arc::new(
         App::new(scorer(registry, &config.history, store), MemoryStore::new(config.memory_rows, 20_000))
             .with_sinks(sinks, abandon.clone())
+            .with_quality(config.quality.clone())
             .with_card_hasher(cards),
     );
-    app.record_model().await;
+    app.record_models().await;
 
     let listen = |what, addr| move |source| ServeError::Listen { what, addr, source };
     let flight_listener = tokio::net::TcpListener::bind(flight_addr).await.map_err(listen("Flight", flight_addr))?;
@@ -143,6 +144,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
             &shutdown,
             crate::http::serve(app.clone(), http_listener, shutdown.clone(), guard.clone()),
         ),
+        tokio::spawn(app.clone().run_quality(shutdown.clone())),
     ];
 
     let pipeline = if config.kafka.enabled() {

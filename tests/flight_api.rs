@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, Float64Array, RecordBatch};
 use arrow::datatypes::{Float32Type, Schema};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -306,6 +306,7 @@ async fn load_model_swaps_the_version_and_refuses_corrupt_huge_or_mismatched_mod
         model_onnx: b"not an onnx graph".to_vec(),
         model_json: std::fs::read(next.join("model.json")).unwrap(),
         parity_jsonl: Default::default(),
+        mode: String::new(),
     };
     let err = action(&mut client, "load-model", corrupt.encode_to_vec()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -362,7 +363,7 @@ async fn load_model_swaps_the_version_and_refuses_corrupt_huge_or_mismatched_mod
 
     let actions: Vec<_> = client.list_actions(Empty {}).await.unwrap().into_inner().try_collect().await.unwrap();
     let names: Vec<_> = actions.iter().map(|a| a.r#type.as_str()).collect();
-    assert_eq!(names, ["model-info", "load-model", "health"]);
+    assert_eq!(names, ["model-info", "load-model", "promote", "rollback", "model-quality", "health"]);
     assert_eq!(action(&mut client, "health", vec![]).await.unwrap()["status"], "ok");
     running.stop().await;
 }
@@ -375,5 +376,169 @@ async fn get_schema_of_score_is_the_record_schema() {
     assert_eq!(&schema, record::schema().as_ref());
     let err = client.get_schema(descriptor_path("elsewhere")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    running.stop().await;
+}
+
+/// Average precision as scikit-learn computes it, written out again here so
+/// the server's number is checked against an independent one.
+fn sklearn_average_precision(mut scored: Vec<(f32, bool)>) -> f64 {
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let positives = scored.iter().filter(|s| s.1).count() as f64;
+    let (mut tp, mut fp, mut previous_recall, mut ap) = (0.0, 0.0, 0.0, 0.0);
+    let mut i = 0;
+    while i < scored.len() {
+        let mut j = i;
+        while j < scored.len() && scored[j].0 == scored[i].0 {
+            if scored[j].1 {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
+            j += 1;
+        }
+        let recall = tp / positives;
+        ap += (recall - previous_recall) * tp / (tp + fp);
+        previous_recall = recall;
+        i = j;
+    }
+    ap
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_model_is_measured_on_labels_beside_the_champion_and_promote_and_rollback_switch_at_once() {
+    let (running, mut client) = start(shipped_model()).await;
+    let champion = action(&mut client, "model-info", vec![]).await.unwrap()["version"].as_str().unwrap().to_string();
+    let challenger_dir = shipped_model().parent().unwrap().join("handbook/gbt-handbook-history-v1");
+    let err = action(&mut client, "rollback", vec![]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("no previous model"), "{}", err.message());
+    assert!(action(&mut client, "promote", vec![]).await.unwrap_err().message().contains("no shadow model"));
+
+    let body = serde_json::json!({ "path": challenger_dir, "mode": "shadow" }).to_string().into_bytes();
+    let loaded = action(&mut client, "load-model", body).await.unwrap();
+    assert_eq!(loaded["lineup"]["champion"], champion.as_str());
+    assert_eq!(loaded["lineup"]["shadow"], "gbt-handbook-history-v1");
+    let info = action(&mut client, "model-info", vec![]).await.unwrap();
+    assert_eq!(
+        (info["version"].as_str().unwrap(), info["shadow"].as_str()),
+        (champion.as_str(), Some("gbt-handbook-history-v1"))
+    );
+
+    // Ingest: the champion's scores are the outcomes, the shadow's sit beside them.
+    let input = simulated(11, 3_000);
+    let put = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor_path("transactions")))
+        .build(futures::stream::iter([Ok(input.clone())]))
+        .map(|d| d.unwrap());
+    let _: Vec<_> = client.do_put(put).await.unwrap().into_inner().try_collect().await.unwrap();
+    let recent = do_get(&mut client, b"recent".to_vec()).await;
+    let mut differ = 0;
+    for b in &recent {
+        let versions = b.column_by_name("model_version").unwrap().as_string::<i32>();
+        let shadows = b.column_by_name("shadow_version").unwrap().as_string::<i32>();
+        let (score, shadow) = (
+            b.column_by_name("fraud_score").unwrap().as_primitive::<Float32Type>(),
+            b.column_by_name("shadow_score").unwrap().as_primitive::<Float32Type>(),
+        );
+        for i in 0..b.num_rows() {
+            assert_eq!(versions.value(i), champion);
+            assert_eq!(shadows.value(i), "gbt-handbook-history-v1");
+            assert!(shadow.is_valid(i));
+            differ += usize::from(score.value(i) != shadow.value(i));
+        }
+    }
+    assert!(differ > 0, "the shadow is another model: its scores differ");
+
+    // Labels for the input's frauds, reported an hour after each.
+    let is_fraud = input.column_by_name(column::is_fraud).unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+    let times = input.column_by_name(column::unix_time).unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+    let frauds: Vec<usize> = (0..input.num_rows()).filter(|&i| is_fraud.value(i) == 1).collect();
+    assert!(frauds.len() >= 5, "the simulator makes some fraud: {}", frauds.len());
+    let pick = |name: &str| {
+        let c = input.column_by_name(name).unwrap().as_string::<i32>();
+        arrow::array::StringArray::from_iter_values(frauds.iter().map(|&i| c.value(i)))
+    };
+    let labels = RecordBatch::try_from_iter([
+        ("trans_num", Arc::new(pick(column::trans_num)) as arrow::array::ArrayRef),
+        ("cc_num", Arc::new(pick(column::cc_num))),
+        ("is_fraud", Arc::new(arrow::array::Int64Array::from(vec![1; frauds.len()]))),
+        (
+            "reported_at",
+            Arc::new(arrow::array::Int64Array::from_iter_values(frauds.iter().map(|&i| times.value(i) + 3_600))),
+        ),
+    ])
+    .unwrap();
+    let put = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor_path("labels")))
+        .build(futures::stream::iter([Ok(labels)]))
+        .map(|d| d.unwrap());
+    let _: Vec<_> = client.do_put(put).await.unwrap().into_inner().try_collect().await.unwrap();
+
+    // The demo measures every few seconds; both versions appear per day.
+    let days: std::collections::BTreeSet<i64> = times.values().iter().map(|t| t.div_euclid(86_400)).collect();
+    let quality = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let q = action(&mut client, "model-quality", vec![]).await.unwrap();
+            let measured: usize = q["days"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["version"] == champion.as_str())
+                .map(|d| d["frauds"].as_u64().unwrap() as usize)
+                .sum();
+            if measured == frauds.len() {
+                return q;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .expect("quality measured within 30 s");
+    // Each day's champion AP equals one computed here from the same scores.
+    let scores = exchange(&mut client, descriptor_path("score"), vec![input.clone()]).await.unwrap();
+    let champion_scores = scores[0].column(1).as_primitive::<Float32Type>();
+    for day in &days {
+        let rows: Vec<(f32, bool)> = (0..input.num_rows())
+            .filter(|&i| times.value(i).div_euclid(86_400) == *day)
+            .map(|i| (champion_scores.value(i), is_fraud.value(i) == 1))
+            .collect();
+        let served = quality["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["version"] == champion.as_str() && d["day"] == *day)
+            .unwrap_or_else(|| panic!("day {day} measured: {quality}"));
+        assert_eq!(served["transactions"].as_u64().unwrap() as usize, rows.len());
+        if rows.iter().any(|r| r.1) {
+            let expected = sklearn_average_precision(rows);
+            let got = served["average_precision"].as_f64().unwrap();
+            assert!((got - expected).abs() < 1e-9, "day {day}: AP {got} vs {expected}");
+        }
+    }
+    let shadow_days: u64 = quality["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["version"] == "gbt-handbook-history-v1")
+        .map(|d| d["transactions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(shadow_days as usize, input.num_rows(), "the shadow is measured on every stored record");
+
+    // Promote: the shadow serves at once; rollback brings the champion back.
+    let promoted = action(&mut client, "promote", vec![]).await.unwrap();
+    assert_eq!(
+        (promoted["champion"].as_str(), promoted["previous"].as_str()),
+        (Some("gbt-handbook-history-v1"), Some(champion.as_str()))
+    );
+    assert!(promoted["shadow"].is_null());
+    let answers = exchange(&mut client, descriptor_path("score"), vec![simulated(2, 10)]).await.unwrap();
+    assert_eq!(answers[0].column(3).as_string::<i32>().value(0), "gbt-handbook-history-v1");
+    let rolled = action(&mut client, "rollback", vec![]).await.unwrap();
+    assert_eq!(
+        (rolled["champion"].as_str(), rolled["previous"].as_str()),
+        (Some(champion.as_str()), Some("gbt-handbook-history-v1"))
+    );
+    let answers = exchange(&mut client, descriptor_path("score"), vec![simulated(2, 10)]).await.unwrap();
+    assert_eq!(answers[0].column(3).as_string::<i32>().value(0), champion);
     running.stop().await;
 }

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Where outcomes go and are counted.
     ("metrics", 5),
     ("store", 5),
+    ("quality", 5),
     ("sink", 6),
     // The core every front end calls.
     ("app", 7),

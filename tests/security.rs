@@ -179,6 +179,11 @@ async fn tls_and_tokens_guard_every_flight_method_and_http_route() {
     assert_eq!(refused.code(), Code::PermissionDenied);
     assert!(refused.message().contains("load-model needs an `admin` token"), "{}", refused.message());
     assert_eq!(reader.do_put(put).await.unwrap_err().code(), Code::PermissionDenied);
+    for switch in ["promote", "rollback"] {
+        let refused = action(&mut reader, switch, b"").await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{switch}");
+        assert!(refused.message().contains(&format!("{switch} needs an `admin` token")), "{}", refused.message());
+    }
     assert_eq!(action(&mut reader, "model-info", b"").await.unwrap()["version"], before);
 
     // The admin token may.

@@ -7,11 +7,12 @@
 //!   batch, same rows, same order.
 //! - `DoPut(["transactions"])`: ingest through the scorer into the store.
 //! - `ListFlights` / `GetFlightInfo` / `DoGet`: `alerts`, `recent`, card history.
-//! - `ListActions` / `DoAction`: `model-info`, `load-model`, `health`.
+//! - `ListActions` / `DoAction`: `model-info`, `model-quality`, `load-model`
+//!   (champion or shadow), `promote`, `rollback`, `health`.
 //!
 //! With tokens configured every call needs `authorization: Bearer <token>`
 //! (checked by an interceptor before any method runs); DoPut and
-//! `load-model` need an `admin` token, the rest a `read` one. TLS and the
+//! `load-model`, `promote` and `rollback` need an `admin` token, the rest a `read` one. TLS and the
 //! limits (message size, rows per batch, streams per connection) are set
 //! where the server is built, in [`serve`].
 
@@ -332,8 +333,8 @@ impl FlightService for FraudFlight {
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
         let role = role_of(&request);
         let action = request::parse_action(request.into_inner())?;
-        if matches!(action, FfAction::LoadModel(_)) {
-            tokens::require(role, Role::Admin, "load-model").map_err(Status::permission_denied)?;
+        if let Some(name) = action.needs_admin() {
+            tokens::require(role, Role::Admin, name).map_err(Status::permission_denied)?;
         }
         let result = match action {
             FfAction::ModelInfo => json_result(&self.app.model_info())?,
@@ -341,14 +342,25 @@ impl FlightService for FraudFlight {
                 "status": "ok",
                 "model_version": self.app.model_version(),
             }))?,
-            FfAction::LoadModel(source) => {
+            FfAction::LoadModel(source, model_role) => {
                 let app = self.app.clone();
-                let loaded = blocking(move || app.load_model(source)).await?.map_err(|e| {
+                let loaded = blocking(move || app.load_model(source, model_role)).await?.map_err(|e| {
                     Status::invalid_argument(format!("model refused, the old model keeps serving: {e}"))
                 })?;
-                self.app.record_model().await;
+                self.app.record_models().await;
                 json_result(&loaded)?
             }
+            FfAction::Promote => {
+                let switched = self.app.promote().map_err(|e| Status::failed_precondition(e.to_string()))?;
+                self.app.record_models().await;
+                json_result(&switched)?
+            }
+            FfAction::Rollback => {
+                let switched = self.app.rollback().map_err(|e| Status::failed_precondition(e.to_string()))?;
+                self.app.record_models().await;
+                json_result(&switched)?
+            }
+            FfAction::ModelQuality => json_result(&self.app.model_quality())?,
         };
         Ok(Response::new(stream::iter([Ok(result)]).boxed()))
     }

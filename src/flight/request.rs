@@ -13,13 +13,20 @@ use tonic::{Status, Streaming};
 use crate::app::ModelSource;
 use crate::proto;
 use crate::score::model::ModelFiles;
+use crate::score::registry::Role;
 use crate::score::ScoreOptions;
 use crate::store::{Query, DEFAULT_LIMIT, MAX_LIMIT};
 
 /// The actions of `DoAction`, with their descriptions for `ListActions`.
 pub const ACTIONS: &[(&str, &str)] = &[
     ("model-info", "JSON: the model in service (version, features, threshold, metrics)"),
-    ("load-model", "hot-swap the model: body JSON {\"path\": DIR} or a LoadModel protobuf with the files"),
+    (
+        "load-model",
+        "hot-swap the model (admin): body JSON {\"path\": DIR, \"mode\": \"champion\"|\"shadow\"} or a LoadModel protobuf",
+    ),
+    ("promote", "the shadow model becomes the champion; the champion stays loaded for rollback (admin)"),
+    ("rollback", "the previous champion serves again, at once (admin)"),
+    ("model-quality", "JSON: live precision, recall, AP, ROC AUC and drift per model version and UTC day"),
     ("health", "JSON: {\"status\": \"ok\", \"model_version\": ...}"),
 ];
 
@@ -28,7 +35,22 @@ pub const ACTIONS: &[(&str, &str)] = &[
 pub enum Action {
     ModelInfo,
     Health,
-    LoadModel(ModelSource),
+    LoadModel(ModelSource, Role),
+    Promote,
+    Rollback,
+    ModelQuality,
+}
+
+impl Action {
+    /// Actions that change the models in service need an `admin` token.
+    pub fn needs_admin(&self) -> Option<&'static str> {
+        match self {
+            Action::LoadModel(..) => Some("load-model"),
+            Action::Promote => Some("promote"),
+            Action::Rollback => Some("rollback"),
+            Action::ModelInfo | Action::Health | Action::ModelQuality => None,
+        }
+    }
 }
 
 /// The path of a PATH descriptor.
@@ -137,7 +159,10 @@ pub fn parse_action(action: arrow_flight::Action) -> Result<Action, Status> {
     match action.r#type.as_str() {
         "model-info" => Ok(Action::ModelInfo),
         "health" => Ok(Action::Health),
-        "load-model" => load_model_source(&action.body).map(Action::LoadModel),
+        "load-model" => load_model_source(&action.body).map(|(source, role)| Action::LoadModel(source, role)),
+        "promote" => Ok(Action::Promote),
+        "rollback" => Ok(Action::Rollback),
+        "model-quality" => Ok(Action::ModelQuality),
         other => Err(Status::invalid_argument(format!(
             "unknown action {other:?}; known: {}",
             ACTIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
@@ -145,31 +170,47 @@ pub fn parse_action(action: arrow_flight::Action) -> Result<Action, Status> {
     }
 }
 
-fn load_model_source(body: &[u8]) -> Result<ModelSource, Status> {
+fn load_model_source(body: &[u8]) -> Result<(ModelSource, Role), Status> {
     if body.trim_ascii_start().starts_with(b"{") {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct PathBody {
             path: String,
+            #[serde(default)]
+            mode: String,
         }
-        let parsed: PathBody = serde_json::from_slice(body)
-            .map_err(|e| Status::invalid_argument(format!("load-model body is not {{\"path\": DIR}}: {e}")))?;
-        return Ok(ModelSource::Dir(parsed.path.into()));
+        let parsed: PathBody = serde_json::from_slice(body).map_err(|e| {
+            Status::invalid_argument(format!("load-model body is not {{\"path\": DIR, \"mode\"?: ...}}: {e}"))
+        })?;
+        return Ok((ModelSource::Dir(parsed.path.into()), role(&parsed.mode)?));
     }
     let msg = proto::LoadModel::decode(body).map_err(|e| {
         Status::invalid_argument(format!("load-model body is neither JSON nor a LoadModel protobuf: {e}"))
     })?;
+    let role = role(&msg.mode)?;
     if !msg.path.is_empty() {
-        return Ok(ModelSource::Dir(msg.path.into()));
+        return Ok((ModelSource::Dir(msg.path.into()), role));
     }
     if msg.model_onnx.is_empty() || msg.model_json.is_empty() {
         return Err(Status::invalid_argument("LoadModel needs a path, or both model_onnx and model_json"));
     }
-    Ok(ModelSource::Files(ModelFiles {
+    let files = ModelFiles {
         onnx: msg.model_onnx.to_vec(),
         json: msg.model_json.to_vec(),
         parity: Some(msg.parity_jsonl.to_vec()).filter(|p| !p.is_empty()),
-    }))
+    };
+    Ok((ModelSource::Files(files), role))
+}
+
+/// The role a `mode` asks for.
+fn role(mode: &str) -> Result<Role, Status> {
+    match mode {
+        "" | "champion" => Ok(Role::Champion),
+        "shadow" => Ok(Role::Shadow),
+        other => Err(Status::invalid_argument(format!(
+            "load-model mode {other:?} is unknown; use \"champion\" (the default) or \"shadow\""
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +243,27 @@ mod tests {
         assert!(err.message().contains("path"), "{}", err.message());
         let err = parse_action(arrow_flight::Action { r#type: "reboot".into(), body: Default::default() }).unwrap_err();
         assert!(err.message().contains("model-info"));
+        let body = "{\"path\": \"m\", \"mode\": \"canary\"}";
+        let err = parse_action(arrow_flight::Action { r#type: "load-model".into(), body: body.into() }).unwrap_err();
+        assert!(err.message().contains("shadow"), "{}", err.message());
+    }
+
+    #[test]
+    fn load_model_takes_a_mode_and_switches_need_admin() {
+        let action = |t: &str, body: &str| {
+            parse_action(arrow_flight::Action { r#type: t.into(), body: body.to_string().into() }).unwrap()
+        };
+        assert!(matches!(action("load-model", "{\"path\": \"m\"}"), Action::LoadModel(_, Role::Champion)));
+        let shadow = action("load-model", "{\"path\": \"m\", \"mode\": \"shadow\"}");
+        assert!(matches!(shadow, Action::LoadModel(_, Role::Shadow)));
+        let proto_body = proto::LoadModel { path: "m".into(), mode: "shadow".into(), ..Default::default() };
+        let decoded =
+            parse_action(arrow_flight::Action { r#type: "load-model".into(), body: proto_body.encode_to_vec().into() })
+                .unwrap();
+        assert!(matches!(decoded, Action::LoadModel(_, Role::Shadow)));
+        assert_eq!(action("promote", "").needs_admin(), Some("promote"));
+        assert_eq!(action("rollback", "").needs_admin(), Some("rollback"));
+        assert_eq!(action("model-quality", "").needs_admin(), None);
     }
 
     #[test]

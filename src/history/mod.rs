@@ -32,7 +32,8 @@ use arrow::record_batch::RecordBatch;
 
 use crate::features::Features;
 use crate::record::column;
-use card::{Card, Current, Event, Label};
+pub use card::Label;
+use card::{Card, Current, Event};
 use definitions::{table, Aggregate, Entity, Table, DAY};
 pub use labels::LabelRecord;
 use merchant::{counts, day_of, on_time, read_days, Merchants};
@@ -96,7 +97,7 @@ pub struct HistoryColumns {
     /// label that came first, or a redelivered record already labelled);
     /// the stored outcome's `is_fraud` shows it. Empty for what-if scoring
     /// and carried columns.
-    pub labels: Vec<Option<bool>>,
+    pub labels: Vec<Option<Label>>,
 }
 
 impl HistoryColumns {
@@ -349,7 +350,7 @@ impl History {
             let card = state.cards.peek(row.cc_num).or_else(|| loaded.get(row.cc_num));
             self.row_features(card, &state.merchants, row, &mut values);
             if mode == Use::Update {
-                labels.push(self.record(&mut state, row, &mut tile_labels).map(|l| l.is_fraud));
+                labels.push(self.record(&mut state, row, &mut tile_labels));
             }
         }
         self.publish(&state);
@@ -804,10 +805,18 @@ mod tests {
         assert_eq!(h.apply_labels(&[label], 0).unwrap(), [Applied::Pending]);
         let arrived = [tx("c", "x", d * DAY - 10, 5.0, "shop"), tx("c", "y", d * DAY - 5, 5.0, "shop")];
         let cols = run(&h, &arrived, Use::Update);
-        assert_eq!(cols.labels, [Some(true), None], "the outcome shows the label that came first");
+        assert_eq!(
+            cols.labels.iter().map(|l| l.map(|l| l.is_fraud)).collect::<Vec<_>>(),
+            [Some(true), None],
+            "the outcome shows the label that came first"
+        );
         assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 0);
         let again = run(&h, &arrived[..1], Use::Update);
-        assert_eq!(again.labels, [Some(true)], "a redelivered record keeps its label");
+        assert_eq!(
+            again.labels.iter().map(|l| l.map(|l| l.is_fraud)).collect::<Vec<_>>(),
+            [Some(true)],
+            "a redelivered record keeps its label"
+        );
         let cols = run(&h, &[tx("e", "e1", (d + 7) * DAY, 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.5, "one of the shop's two is a fraud");
     }

@@ -107,6 +107,8 @@ impl Live {
             // Confirmed against predicted, over the outcomes held in memory.
             "labels": self.app.labelled(),
             "model": self.app.model_info(),
+            // Per version and UTC day, judged by the labels that came back.
+            "model_quality": self.app.model_quality(),
             "sinks": self.app.sink_health(),
             "consumer_lag": lag,
         })

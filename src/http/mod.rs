@@ -101,8 +101,27 @@ async fn events(State(ctx): State<Ctx>) -> Response {
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
     let history = ctx.app.history_stats();
-    let scrape =
-        crate::metrics::Scrape { model_version: ctx.app.model_version(), sinks: ctx.app.sink_states(), history };
+    let quality = ctx
+        .app
+        .model_quality()
+        .latest
+        .into_iter()
+        .map(|d| crate::metrics::ModelQuality {
+            version: d.version,
+            precision: d.measures.precision,
+            recall: d.measures.recall,
+            average_precision: d.measures.average_precision,
+            roc_auc: d.measures.roc_auc,
+            score_psi: d.measures.score_psi,
+            drifting: !d.drift.flagged.is_empty(),
+        })
+        .collect();
+    let scrape = crate::metrics::Scrape {
+        model_version: ctx.app.model_version(),
+        sinks: ctx.app.sink_states(),
+        history,
+        quality,
+    };
     match ctx.app.metrics().render(&scrape) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response(),

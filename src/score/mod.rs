@@ -17,7 +17,7 @@ pub mod tree_depth;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, Int64Array};
+use arrow::array::{Array, BooleanArray};
 use arrow::compute::{filter, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 
@@ -113,9 +113,10 @@ impl Scorer {
         mode: Use,
         turn: Option<&Turn>,
     ) -> Result<Scored, ScoreError> {
+        let lineup = self.registry.lineup();
         let model: Arc<Model> = match &options.model_version {
             Some(v) => self.registry.get(v).ok_or_else(|| ScoreError::UnknownVersion(v.clone()))?,
-            None => self.registry.current(),
+            None => lineup.champion.clone(),
         };
         let threshold = options.threshold.unwrap_or(model.meta.threshold);
         if !(0.0..=1.0).contains(&threshold) {
@@ -128,8 +129,8 @@ impl Scorer {
         let mut features = features::derive(&batch);
         features.extra = carried.map(|c| c.into_columns()).unwrap_or_default();
         let invalid = features.invalid.clone();
-        let (mut batch, mut features) =
-            if invalid.is_empty() { (batch, features) } else { keep_valid(&batch, features) };
+        let mut labels = Vec::new();
+        let (batch, mut features) = if invalid.is_empty() { (batch, features) } else { keep_valid(&batch, features) };
         if let (true, Some(history)) = (features.extra.is_empty(), &self.history) {
             if let Some(turn) = turn {
                 turn.wait();
@@ -138,7 +139,7 @@ impl Scorer {
             // its place (or abandoned at shutdown, which lets later ones pass).
             features.extra = match history.compute(&batch, &features, mode, turn) {
                 Ok(columns) => {
-                    batch = with_labels(&batch, &columns.labels);
+                    labels = columns.labels.clone();
                     columns.into_columns()
                 }
                 // What-if scoring by a model that does not read history
@@ -162,25 +163,21 @@ impl Scorer {
         }
         let scores = model.predict(&batch, &features)?;
         let outcomes = outcome::build(&batch, &features, &scores, threshold, model.version());
+        let mut outcomes = outcome::with_labels(&outcomes, &labels);
+        // A shadow scores what is stored, beside the champion; it never
+        // changes an outcome, and its failure never stops one.
+        if let (Use::Update, None, Some(shadow)) = (mode, &options.model_version, &lineup.shadow) {
+            if outcomes.num_rows() > 0 {
+                match shadow.predict(&batch, &features) {
+                    Ok(scores) => outcomes = outcome::with_shadow(&outcomes, &scores, shadow.version()),
+                    Err(e) => {
+                        tracing::warn!(version = shadow.version(), error = %e, "shadow model failed; outcomes stored without its scores")
+                    }
+                }
+            }
+        }
         Ok(Scored { outcomes, invalid })
     }
-}
-
-/// The batch with `is_fraud` set to the label the history knows for a row
-/// (DESIGN.md, "Outcome": `is_fraud` holds the label once one arrives).
-fn with_labels(batch: &RecordBatch, labels: &[Option<bool>]) -> RecordBatch {
-    if labels.iter().all(Option::is_none) {
-        return batch.clone();
-    }
-    let Some(at) = batch.schema().index_of(crate::record::column::is_fraud).ok() else {
-        return batch.clone();
-    };
-    let old = batch.column(at).as_primitive::<arrow::datatypes::Int64Type>();
-    let labelled: Int64Array =
-        (0..batch.num_rows()).map(|i| labels[i].map(i64::from).or(old.is_valid(i).then(|| old.value(i)))).collect();
-    let mut columns = batch.columns().to_vec();
-    columns[at] = Arc::new(labelled);
-    RecordBatch::try_new(batch.schema(), columns).expect("same schema, same length")
 }
 
 fn keep_valid(batch: &RecordBatch, features: Features) -> (RecordBatch, Features) {

@@ -55,6 +55,8 @@ pub enum ModelError {
     Parity { line: usize, detail: String },
     #[error("scoring failed: {0}")]
     Run(String),
+    #[error(transparent)]
+    Switch(#[from] super::registry::SwitchError),
 }
 
 /// The type a graph input takes.

@@ -5,7 +5,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, Int64Array, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float32Array, Int64Array, StringArray};
+use arrow::datatypes::Int64Type;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
@@ -18,6 +19,9 @@ pub const MODEL_VERSION: &str = "model_version";
 pub const SCORED_AT: &str = "scored_at";
 pub const KAFKA_PARTITION: &str = "kafka_partition";
 pub const KAFKA_OFFSET: &str = "kafka_offset";
+pub const LABEL_REPORTED_AT: &str = "label_reported_at";
+pub const SHADOW_SCORE: &str = "shadow_score";
+pub const SHADOW_VERSION: &str = "shadow_version";
 
 /// The columns scoring adds to the record, in order.
 fn added_fields() -> Vec<Field> {
@@ -32,6 +36,12 @@ fn added_fields() -> Vec<Field> {
         // Where the record came from, when it came from Kafka.
         Field::new(KAFKA_PARTITION, DataType::Int32, true),
         Field::new(KAFKA_OFFSET, DataType::Int64, true),
+        // When the label in `is_fraud` was reported (Unix s), once one came
+        // from the labels stream; null while `is_fraud` is the record's own.
+        Field::new(LABEL_REPORTED_AT, DataType::Int64, true),
+        // The challenger's score beside the champion's, in shadow mode.
+        Field::new(SHADOW_SCORE, DataType::Float32, true),
+        Field::new(SHADOW_VERSION, DataType::Utf8, true),
     ]
     .into_iter()
     // History features, in the shared table's order; null when scored
@@ -84,6 +94,9 @@ pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold
     columns.push(features.hour.clone());
     columns.push(arrow::array::new_null_array(&DataType::Int32, rows));
     columns.push(arrow::array::new_null_array(&DataType::Int64, rows));
+    columns.push(arrow::array::new_null_array(&DataType::Int64, rows));
+    columns.push(arrow::array::new_null_array(&DataType::Float32, rows));
+    columns.push(arrow::array::new_null_array(&DataType::Utf8, rows));
     for name in crate::history::definitions::table().names() {
         columns.push(features.column(name).unwrap_or_else(|| arrow::array::new_null_array(&DataType::Float64, rows)));
     }
@@ -108,6 +121,39 @@ pub fn with_kafka_positions(outcomes: &RecordBatch, positions: &[(i32, i64)]) ->
     columns[offset] = Arc::new(Int64Array::from_iter_values(positions.iter().map(|p| p.1)));
     RecordBatch::try_new(schema, columns).expect("same schema, same row count")
 }
+/// Sets `is_fraud` and `label_reported_at` of the rows the labels stream
+/// has labelled (one entry per row; DESIGN.md, "Outcome": `is_fraud` holds
+/// the label once one arrives).
+pub fn with_labels(outcomes: &RecordBatch, labels: &[Option<crate::history::Label>]) -> RecordBatch {
+    if labels.iter().all(Option::is_none) {
+        return outcomes.clone();
+    }
+    let schema = outcomes.schema();
+    let is_fraud = schema.index_of(record::column::is_fraud).expect("outcome column");
+    let reported = schema.index_of(LABEL_REPORTED_AT).expect("outcome column");
+    let old = outcomes.column(is_fraud).as_primitive::<Int64Type>();
+    let mut columns = outcomes.columns().to_vec();
+    columns[is_fraud] = Arc::new(
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.map(|l| i64::from(l.is_fraud)).or(old.is_valid(i).then(|| old.value(i))))
+            .collect::<Int64Array>(),
+    );
+    columns[reported] = Arc::new(labels.iter().map(|l| l.map(|l| l.reported_at)).collect::<Int64Array>());
+    RecordBatch::try_new(schema, columns).expect("same schema, same length")
+}
+
+/// Sets the shadow model's scores beside the champion's (one per row).
+pub fn with_shadow(outcomes: &RecordBatch, scores: &[f32], version: &str) -> RecordBatch {
+    let schema = outcomes.schema();
+    let mut columns = outcomes.columns().to_vec();
+    columns[schema.index_of(SHADOW_SCORE).expect("outcome column")] = Arc::new(Float32Array::from(scores.to_vec()));
+    columns[schema.index_of(SHADOW_VERSION).expect("outcome column")] =
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(version, outcomes.num_rows())));
+    RecordBatch::try_new(schema, columns).expect("same schema, same length")
+}
+
 /// How many outcomes are predicted frauds.
 pub fn count_alerts(outcomes: &RecordBatch) -> usize {
     use arrow::array::AsArray;

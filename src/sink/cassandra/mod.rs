@@ -8,6 +8,7 @@
 //! abandons it at shutdown.
 
 pub mod history;
+pub mod quality;
 pub mod rows;
 
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub struct Cassandra {
     select_card: PreparedStatement,
     select_alert_day: PreparedStatement,
     history: history::Statements,
+    quality: quality::Statements,
     /// Set = every outcome also gets its row in `merchant_days` (history on).
     merchant_days: bool,
     in_flight: Arc<Semaphore>,
@@ -131,7 +133,9 @@ impl Cassandra {
             }
         };
         let ks = &config.keyspace;
-        for statement in rows::create_statements(ks, &config.replication) {
+        for statement in
+            rows::create_statements(ks, &config.replication).into_iter().chain(quality::create_statements(ks))
+        {
             session.query_unpaged(statement, &[]).await.map_err(request("schema"))?;
         }
         add_missing_columns(&session, ks).await?;
@@ -153,7 +157,7 @@ impl Cassandra {
             insert_transaction: prepare(format!("INSERT INTO {ks}.transactions ({cols}) VALUES ({marks})")).await?,
             insert_alert: prepare(format!("INSERT INTO {ks}.alerts (day, {cols}) VALUES (?, {marks})")).await?,
             insert_model: prepare(format!(
-                "INSERT INTO {ks}.models (version, created_at, deployed_at, threshold, metrics, meta) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO {ks}.models (version, created_at, deployed_at, threshold, metrics, meta, role) VALUES (?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             // The newest report wins, whichever instance writes last.
@@ -173,6 +177,7 @@ impl Cassandra {
             select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
             select_alert_day: prepare(format!("SELECT {cols} FROM {ks}.alerts WHERE day = ? LIMIT ?")).await?,
             history: history::Statements::prepare(ks, &prepare).await?,
+            quality: quality::Statements::prepare(ks, &prepare).await?,
             merchant_days: false,
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
@@ -202,6 +207,12 @@ impl Cassandra {
         let mut tile_writes = futures::stream::iter(tiles)
             .map(|values| self.execute_batch(&self.history.insert_tile_row, values, abandon))
             .buffer_unordered(self.concurrency);
+        // Live quality's book: a row per outcome, and the labels some came with.
+        let (scores, labels) = crate::quality::rows_of(outcomes);
+        let book = async {
+            self.write_scores(&scores, abandon).await?;
+            self.write_score_labels(&labels, abandon).await
+        };
         let mut writes = futures::stream::iter(rows.into_iter().enumerate())
             .map(|(i, (values, day))| {
                 let alert = predicted.value(i);
@@ -222,7 +233,7 @@ impl Cassandra {
         while let Some(result) = tile_writes.next().await {
             result?;
         }
-        Ok(())
+        book.await
     }
 
     /// One statement for each of `rows`, as an unlogged batch (all in one
@@ -349,7 +360,7 @@ impl Cassandra {
     }
 
     /// Records a model deployment in `models`.
-    pub async fn record_model(&self, meta: &ModelMeta) -> Result<(), CassandraError> {
+    pub async fn record_model(&self, meta: &ModelMeta, role: &str) -> Result<(), CassandraError> {
         let values = (
             meta.version.clone(),
             meta.created_at.clone(),
@@ -357,9 +368,26 @@ impl Cassandra {
             meta.threshold,
             serde_json::to_string(&meta.metrics).unwrap_or_default(),
             serde_json::to_string(meta).unwrap_or_default(),
+            role,
         );
         self.session.execute_unpaged(&self.insert_model, values).await.map_err(request("models"))?;
         Ok(())
+    }
+
+    /// Every model ever recorded in `models` (rows whose `meta` does not
+    /// parse are skipped).
+    pub async fn model_metas(&self) -> Result<Vec<ModelMeta>, CassandraError> {
+        let metas: Vec<(Option<String>,)> = self
+            .session
+            .query_iter(format!("SELECT meta FROM {}.models", self.keyspace), &[])
+            .await
+            .map_err(request("models"))?
+            .rows_stream::<(Option<String>,)>()
+            .map_err(request("models"))?
+            .try_collect()
+            .await
+            .map_err(request("models"))?;
+        Ok(metas.into_iter().filter_map(|(m,)| ModelMeta::parse(m?.as_bytes()).ok()).collect())
     }
 
     /// Answers `alerts` (newest days first) and card history.
@@ -433,7 +461,12 @@ impl Cassandra {
 /// history features): `CREATE TABLE IF NOT EXISTS` leaves them as they
 /// are, so each missing column is added (an upgrade needs no manual CQL).
 async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), CassandraError> {
-    for table in ["transactions", "alerts"] {
+    let outcome_columns: Vec<(String, &str)> = rows::columns().iter().map(|c| (c.name.clone(), c.cql_type)).collect();
+    // Columns added to `models` since it was first created.
+    let model_columns = vec![("role".to_string(), "text")];
+    for (table, columns) in
+        [("transactions", &outcome_columns), ("alerts", &outcome_columns), ("models", &model_columns)]
+    {
         let existing: std::collections::HashSet<String> = session
             .query_unpaged(
                 "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
@@ -447,9 +480,9 @@ async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), Cassandr
             .map_err(request("schema"))?
             .filter_map(|r| r.ok().map(|(name,)| name))
             .collect();
-        for c in rows::columns().iter().filter(|c| !existing.contains(&c.name)) {
-            tracing::info!(table, column = %c.name, "adding a column the table lacks");
-            let cql = format!("ALTER TABLE {ks}.{table} ADD \"{}\" {}", c.name, c.cql_type);
+        for (name, cql_type) in columns.iter().filter(|(name, _)| !existing.contains(name)) {
+            tracing::info!(table, column = %name, "adding a column the table lacks");
+            let cql = format!("ALTER TABLE {ks}.{table} ADD \"{name}\" {cql_type}");
             session.query_unpaged(cql, &[]).await.map_err(request("schema"))?;
         }
     }

@@ -78,8 +78,14 @@ pub fn column_list() -> String {
 }
 
 /// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`, `labels`,
-/// `merchant_days`.
+/// `merchant_days`, and live quality's `scores` and `model_quality`.
 pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
+    let mut statements = core_statements(keyspace, replication);
+    statements.extend(super::quality::create_statements(keyspace));
+    statements
+}
+
+fn core_statements(keyspace: &str, replication: &str) -> Vec<String> {
     let defs = columns().iter().map(|c| format!("  \"{}\" {}", c.name, c.cql_type)).collect::<Vec<_>>().join(",\n");
     let order = "WITH CLUSTERING ORDER BY (trans_time DESC, trans_num DESC)";
     vec![
@@ -91,7 +97,7 @@ pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {keyspace}.alerts (\n  day date,\n{defs},\n  PRIMARY KEY ((day), trans_time, trans_num)\n) {order}"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.models (\n  version text PRIMARY KEY,\n  created_at text,\n  deployed_at timestamp,\n  threshold double,\n  metrics text,\n  meta text\n)"
+            "CREATE TABLE IF NOT EXISTS {keyspace}.models (\n  version text PRIMARY KEY,\n  created_at text,\n  deployed_at timestamp,\n  threshold double,\n  metrics text,\n  meta text,\n  role text\n)"
         ),
         // Confirmed outcomes as they arrive (docs/architecture.md, "History").
         format!(

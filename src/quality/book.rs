@@ -1,0 +1,123 @@
+//! The quality book kept in memory, when there is no Cassandra to keep it
+//! (the demo): the score rows of the last days, keyed by `trans_num` as in
+//! Cassandra `scores`, so the two books count alike. Bounded by days and by
+//! rows; past the row limit the oldest day goes first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::{RowLabel, ScoreRow};
+
+pub struct MemoryBook {
+    days: usize,
+    max_rows: usize,
+    book: Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    rows: BTreeMap<i64, HashMap<String, ScoreRow>>,
+    len: usize,
+}
+
+impl MemoryBook {
+    pub fn new(days: usize, max_rows: usize) -> Self {
+        Self { days, max_rows, book: Mutex::default() }
+    }
+
+    /// Adds rows; a row already held keeps its label.
+    pub fn record(&self, rows: Vec<ScoreRow>) {
+        let mut book = self.book.lock().expect("book lock");
+        for row in rows {
+            let day = book.rows.entry(row.day).or_default();
+            match day.get_mut(&row.trans_num) {
+                Some(held) => *held = ScoreRow { label: newest(held.label, row.label), ..row },
+                None => {
+                    day.insert(row.trans_num.clone(), row);
+                    book.len += 1;
+                }
+            }
+        }
+        self.prune(&mut book);
+    }
+
+    /// Sets labels of rows held; the newest report wins.
+    pub fn label(&self, labels: &[RowLabel]) {
+        let mut book = self.book.lock().expect("book lock");
+        for l in labels {
+            if let Some(row) = book.rows.get_mut(&l.day).and_then(|d| d.get_mut(&l.trans_num)) {
+                row.label = newest(row.label, Some((l.is_fraud, l.reported_at)));
+            }
+        }
+    }
+
+    /// Every row of a day.
+    pub fn rows(&self, day: i64) -> Vec<ScoreRow> {
+        let book = self.book.lock().expect("book lock");
+        book.rows.get(&day).map(|d| d.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn prune(&self, book: &mut Book) {
+        let Some(&newest_day) = book.rows.keys().next_back() else { return };
+        while let Some((&oldest, _)) = book.rows.first_key_value() {
+            let too_old = oldest <= newest_day - self.days as i64;
+            if !too_old && (book.len <= self.max_rows || oldest == newest_day) {
+                break;
+            }
+            let (_, dropped) = book.rows.pop_first().expect("a first day");
+            book.len -= dropped.len();
+        }
+    }
+}
+
+/// The newer of two labels (by report time; the later one on a tie).
+fn newest(held: Option<(bool, i64)>, new: Option<(bool, i64)>) -> Option<(bool, i64)> {
+    match (held, new) {
+        (Some(h), Some(n)) if h.1 > n.1 => Some(h),
+        (h, None) => h,
+        (_, n) => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(trans: &str, day: i64) -> ScoreRow {
+        ScoreRow {
+            trans_num: trans.into(),
+            day,
+            model_version: "v".into(),
+            fraud_score: 0.5,
+            predicted: true,
+            shadow: None,
+            label: None,
+        }
+    }
+
+    #[test]
+    fn rows_count_once_and_the_newest_label_wins() {
+        let book = MemoryBook::new(30, 100);
+        book.record(vec![row("a", 1), row("b", 1)]);
+        book.label(&[RowLabel { trans_num: "a".into(), day: 1, is_fraud: true, reported_at: 10 }]);
+        book.label(&[RowLabel { trans_num: "a".into(), day: 1, is_fraud: false, reported_at: 5 }]);
+        // Redelivered: counted once, label kept.
+        book.record(vec![row("a", 1)]);
+        let rows = book.rows(1);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.iter().find(|r| r.trans_num == "a").unwrap().label, Some((true, 10)));
+    }
+
+    #[test]
+    fn old_days_and_rows_over_the_limit_go_first() {
+        let book = MemoryBook::new(3, 4);
+        book.record(vec![row("a", 1), row("b", 2)]);
+        book.record(vec![row("c", 4)]);
+        assert!(book.rows(1).is_empty(), "day 1 is 3 days before day 4");
+        book.record(vec![row("d", 4), row("e", 4), row("f", 4)]);
+        assert!(book.rows(2).is_empty(), "over 4 rows: the oldest day goes");
+        assert_eq!(book.rows(4).len(), 4);
+        book.record(vec![row("g", 4)]);
+        assert_eq!(book.rows(4).len(), 5, "the newest day is never dropped");
+    }
+}
