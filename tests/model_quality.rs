@@ -1,0 +1,219 @@
+//! Live model quality against real Kafka and Cassandra: two `serve`
+//! instances score a topic's transactions, fraud labels come back on
+//! `<topic>.labels`, and both show the same precision, recall and AP per
+//! model version and day — equal to what this test computes itself from the
+//! outcomes Cassandra stored. A third instance started after both stopped
+//! shows the same numbers (they are in Cassandra, not in memory). A shadow
+//! model loaded there scores beside the champion: its scores are stored in
+//! `transactions` and it is measured too; `/metrics` carries the gauges.
+//!
+//! Run by `make test-services` (needs Kafka and Cassandra up).
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use fraudflight::record::Transaction;
+use support::stack::{self, Names, Serve};
+
+const DAY: i64 = 86_400;
+
+fn env(names: &Names) -> Vec<(String, String)> {
+    let mut env = names.env();
+    env.retain(|(k, _)| k != "FRAUDFLIGHT_OPENSEARCH_URL");
+    env.push(("FRAUDFLIGHT_OPENSEARCH_URL".into(), String::new()));
+    env.push(("FRAUDFLIGHT_QUALITY_INTERVAL_MS".into(), "1000".into()));
+    env
+}
+
+/// `model-quality` of a server.
+async fn quality(serve: &Serve) -> serde_json::Value {
+    let mut client = serve.client().await;
+    let action = arrow_flight::Action { r#type: "model-quality".into(), body: Default::default() };
+    let first = client.do_action(action).await.unwrap().into_inner().message().await.unwrap().unwrap();
+    serde_json::from_slice(&first.body).unwrap()
+}
+
+/// (day, version) -> (transactions, frauds, average precision).
+fn by_day(q: &serde_json::Value) -> BTreeMap<(i64, String), (u64, u64, Option<f64>)> {
+    q["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let key = (d["day"].as_i64().unwrap(), d["version"].as_str().unwrap().to_string());
+            (key, (d["transactions"].as_u64().unwrap(), d["frauds"].as_u64().unwrap(), d["average_precision"].as_f64()))
+        })
+        .collect()
+}
+
+/// Average precision as scikit-learn defines it, computed here
+/// independently of the server.
+fn average_precision(mut scored: Vec<(f32, bool)>) -> Option<f64> {
+    let positives = scored.iter().filter(|s| s.1).count() as f64;
+    if positives == 0.0 {
+        return None;
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut seen, mut ap) = (0.0, 0.0, 0.0);
+    for group in scored.chunk_by(|a, b| a.0 == b.0) {
+        let added = group.iter().filter(|s| s.1).count() as f64;
+        tp += added;
+        seen += group.len() as f64;
+        ap += added / positives * tp / seen;
+    }
+    Some(ap)
+}
+
+async fn send_labels(topic: &str, frauds: &[&Transaction]) {
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", support::kafka_brokers()).create().unwrap();
+    for t in frauds {
+        let value = serde_json::json!({
+            "trans_num": t.trans_num, "cc_num": t.cc_num, "is_fraud": 1, "reported_at": t.unix_time.unwrap() + 3_600,
+        })
+        .to_string();
+        let record = FutureRecord::to(topic).key(&t.cc_num).payload(&value);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and Cassandra: make test-services"]
+async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_measured_beside_the_champion() {
+    let names = Names::new("quality");
+    stack::create_topic(&names.topic, 2).await;
+    let (a, b) = (Serve::start(&env(&names)), Serve::start(&env(&names)));
+    let session = stack::cassandra().await;
+    let records = stack::simulated(23, 4_000);
+    stack::produce(&names.topic, &records).await;
+    stack::wait_for_rows(&session, &names, records.len(), Duration::from_secs(120), "the outcomes").await;
+    let frauds: Vec<&Transaction> = records.iter().filter(|t| t.is_fraud == Some(1)).collect();
+    assert!(frauds.len() >= 5, "the simulator makes some fraud: {}", frauds.len());
+    send_labels(&format!("{}.labels", names.topic), &frauds).await;
+
+    // What the numbers must be: the stored outcomes and the labels sent.
+    let fraud: std::collections::HashSet<&str> = frauds.iter().map(|t| t.trans_num.as_str()).collect();
+    let stored: Vec<(String, f32, String, scylla::value::CqlTimestamp)> = session
+        .query_iter(
+            format!("SELECT trans_num, fraud_score, model_version, trans_time FROM {}.transactions", names.keyspace),
+            &[],
+        )
+        .await
+        .unwrap()
+        .rows_stream()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let champion = stored[0].2.clone();
+    let mut expected: BTreeMap<(i64, String), (u64, u64, Option<f64>)> = BTreeMap::new();
+    let mut per_day: HashMap<i64, Vec<(f32, bool)>> = HashMap::new();
+    for (trans_num, score, _, time) in &stored {
+        per_day.entry((time.0 / 1000).div_euclid(DAY)).or_default().push((*score, fraud.contains(trans_num.as_str())));
+    }
+    for (day, rows) in per_day {
+        let frauds = rows.iter().filter(|r| r.1).count() as u64;
+        expected.insert((day, champion.clone()), (rows.len() as u64, frauds, average_precision(rows)));
+    }
+
+    // Both instances, each with half the partitions, show the whole book.
+    for serve in [&a, &b] {
+        let mut last = serde_json::Value::Null;
+        let agreed = tokio::time::timeout(Duration::from_secs(90), async {
+            loop {
+                last = quality(serve).await;
+                if by_day(&last).keys().eq(expected.keys()) && close(&by_day(&last), &expected) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .await;
+        assert!(agreed.is_ok(), "quality never matched:\nexpected {expected:?}\nserved {:?}", by_day(&last));
+    }
+    let newest = expected.keys().map(|k| k.0).max().unwrap();
+    let metrics = b.metrics();
+    let gauge = metrics.value("fraudflight_model_average_precision", &[("version", &champion)]);
+    let newest_ap = expected[&(newest, champion.clone())].2;
+    assert_eq!(gauge.is_some(), newest_ap.is_some());
+    if let (Some(g), Some(e)) = (gauge, newest_ap) {
+        assert!((g - e).abs() < 1e-9, "gauge {g} vs {e}");
+    }
+    let (status, summary) = b.http_get("/api/summary");
+    assert_eq!(status, 200);
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(by_day(&summary["model_quality"]), by_day(&quality(&b).await));
+    assert!(a.terminate().success() && b.terminate().success());
+
+    // A new instance shows the saved numbers before it scores anything.
+    let c = Serve::start(&env(&names));
+    stack::wait_until(Duration::from_secs(30), "the saved quality", || async {
+        close(&by_day(&quality(&c).await), &expected)
+    })
+    .await;
+
+    // A shadow: stored beside the champion, measured on the same labels.
+    let challenger = concat!(env!("CARGO_MANIFEST_DIR"), "/models/handbook/gbt-handbook-history-v1");
+    let mut client = c.client().await;
+    let body = serde_json::json!({ "path": challenger, "mode": "shadow" }).to_string();
+    let action = arrow_flight::Action { r#type: "load-model".into(), body: body.into() };
+    client.do_action(action).await.expect("the shadow loads");
+    let more: Vec<Transaction> = stack::simulated(29, 300)
+        .into_iter()
+        .map(|t| Transaction { trans_num: format!("shadowed-{}", t.trans_num), ..t })
+        .collect();
+    stack::produce(&names.topic, &more).await;
+    stack::wait_for_rows(
+        &session,
+        &names,
+        records.len() + more.len(),
+        Duration::from_secs(120),
+        "the shadowed outcomes",
+    )
+    .await;
+    let shadowed: Vec<(String, Option<String>, Option<f32>)> = session
+        .query_iter(format!("SELECT trans_num, shadow_version, shadow_score FROM {}.transactions", names.keyspace), &[])
+        .await
+        .unwrap()
+        .rows_stream()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for (trans_num, version, score) in &shadowed {
+        let is_new = trans_num.starts_with("shadowed-");
+        assert_eq!(version.as_deref() == Some("gbt-handbook-history-v1"), is_new, "{trans_num}");
+        assert_eq!(score.is_some(), is_new, "{trans_num}");
+    }
+    stack::wait_until(Duration::from_secs(30), "the shadow measured", || async {
+        let q = by_day(&quality(&c).await);
+        q.iter().filter(|((_, v), _)| v == "gbt-handbook-history-v1").map(|(_, m)| m.0).sum::<u64>()
+            == more.len() as u64
+    })
+    .await;
+    assert!(c.terminate().success());
+}
+
+/// Same keys, same counts, AP within 1e-9.
+fn close(
+    a: &BTreeMap<(i64, String), (u64, u64, Option<f64>)>,
+    b: &BTreeMap<(i64, String), (u64, u64, Option<f64>)>,
+) -> bool {
+    b.iter().all(|(k, (n, f, ap))| {
+        a.get(k).is_some_and(|(n2, f2, ap2)| {
+            n == n2
+                && f == f2
+                && match (ap, ap2) {
+                    (Some(x), Some(y)) => (x - y).abs() < 1e-9,
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
+    })
+}
