@@ -30,6 +30,9 @@ fn label_delay_days() -> i64 {
     crate::history::definitions::table().label_delay_days
 }
 
+/// Retraining decisions shown in `model-info` and the summary.
+const DECISIONS_SHOWN: usize = 20;
+
 /// Labels not applied because the history's store gave up (at shutdown):
 /// not committed, so they are read again.
 fn abandoned(last: String) -> crate::retry::Abandoned {
@@ -518,6 +521,7 @@ impl App {
         }
         if let Some(cassandra) = &self.sinks.cassandra {
             self.quality.show(cassandra.saved_quality(config.days).await?);
+            self.quality.show_decisions(cassandra.recent_decisions(DECISIONS_SHOWN).await?);
         }
         Ok(())
     }
@@ -572,6 +576,7 @@ impl App {
         let lineup = crate::score::registry::Switched::from(&*self.scorer.registry().lineup());
         info["shadow"] = serde_json::json!(lineup.shadow);
         info["previous"] = serde_json::json!(lineup.previous);
+        info["retraining"] = serde_json::json!(self.quality.summary().decisions);
         info
     }
 

@@ -41,6 +41,7 @@ pub struct Config {
     pub opensearch: OpenSearchConfig,
     pub history: HistoryConfig,
     pub quality: QualityConfig,
+    pub retrain: RetrainConfig,
 }
 
 /// The card and merchant history features (docs/architecture.md, "History").
@@ -92,6 +93,30 @@ pub struct QualityConfig {
 impl Default for QualityConfig {
     fn default() -> Self {
         Self { interval_ms: 30_000, days: 30, psi_limit: 0.2, fraud_rate_ratio_limit: 2.0, max_memory_rows: 1_000_000 }
+    }
+}
+
+/// Retraining on a schedule: `serve` runs `spark-job/retrain.py` against
+/// its own Cassandra keyspace and Flight port (README, "Retraining").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrainConfig {
+    /// Off by default: a cron line or compose's job may run it instead.
+    pub enabled: bool,
+    /// Time between the end of one run and the start of the next, ms.
+    pub interval_ms: u64,
+    /// Python with PySpark; empty = the project's `.venv/bin/python`, else
+    /// `python3`.
+    pub python: String,
+    /// The job; empty = the project's `spark-job/retrain.py`.
+    pub script: String,
+    /// More arguments for it (`--days`, `--margin`, `--shadow`, ...).
+    pub args: Vec<String>,
+}
+
+impl Default for RetrainConfig {
+    fn default() -> Self {
+        Self { enabled: false, interval_ms: 86_400_000, python: String::new(), script: String::new(), args: Vec::new() }
     }
 }
 
@@ -281,6 +306,7 @@ impl Default for Config {
             opensearch: OpenSearchConfig::default(),
             history: HistoryConfig::default(),
             quality: QualityConfig::default(),
+            retrain: RetrainConfig::default(),
         }
     }
 }
@@ -407,6 +433,7 @@ impl Config {
             ("quality.interval_ms", self.quality.interval_ms as usize),
             ("quality.days", self.quality.days),
             ("quality.max_memory_rows", self.quality.max_memory_rows),
+            ("retrain.interval_ms", self.retrain.interval_ms as usize),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -657,6 +684,15 @@ fn parse_like(current: &toml::Value, text: &str) -> Result<toml::Value, String> 
         toml::Value::Float(_) => {
             toml::Value::Float(text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?)
         }
+        toml::Value::Array(_) => {
+            // An array as TOML (or JSON) writes it: ["--days", "30"].
+            let parsed: toml::Table = toml::from_str(&format!("v = {text}"))
+                .map_err(|_| format!("{text:?} is not an array like [\"a\", \"b\"]"))?;
+            match parsed.get("v") {
+                Some(v @ toml::Value::Array(_)) => v.clone(),
+                _ => return Err(format!("{text:?} is not an array like [\"a\", \"b\"]")),
+            }
+        }
         other => return Err(format!("cannot be set from the environment (a {})", other.type_str())),
     })
 }
@@ -673,6 +709,16 @@ mod tests {
     fn the_example_file_is_the_defaults() {
         let text = include_str!("../fraudflight.toml");
         assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn arrays_come_from_the_environment_as_toml_or_json() {
+        let env = |name: &str| (name == "FRAUDFLIGHT_RETRAIN_ARGS").then(|| r#"["--days", "14"]"#.to_string());
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.retrain.args, ["--days", "14"]);
+        let bad = |name: &str| (name == "FRAUDFLIGHT_RETRAIN_ARGS").then(|| "--days 14".to_string());
+        let err = Config::load(None, bad).unwrap_err().to_string();
+        assert!(err.contains("FRAUDFLIGHT_RETRAIN_ARGS") && err.contains("not an array"), "{err}");
     }
 
     #[test]

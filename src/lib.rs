@@ -28,7 +28,8 @@
 //!   model management).
 //! - front ends: [`source`] (the Kafka pipeline: poll, decode, score, write,
 //!   commit after every sink acknowledged), [`flight`] (Arrow Flight, a thin
-//!   adapter over [`app`]), [`http`] (dashboard, JSON API, metrics).
+//!   adapter over [`app`]), [`http`] (dashboard, JSON API, metrics), and
+//!   [`retrain`] (runs `spark-job/retrain.py` on a schedule).
 //! - [`demo`] and [`serve`]: the two ways to run, each assembling the above.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
@@ -46,6 +47,7 @@ pub(crate) mod metrics;
 pub mod proto;
 pub mod quality;
 pub mod record;
+pub(crate) mod retrain;
 pub(crate) mod retry;
 pub mod score;
 pub(crate) mod security;

@@ -76,6 +76,8 @@ pub enum ServeError {
     Source(#[from] crate::source::kafka::SourceError),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Listen { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Retrain(#[from] crate::retrain::RetrainError),
 }
 
 /// Starts everything the configuration enables.
@@ -128,7 +130,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
     let http_listener = tokio::net::TcpListener::bind(http_addr).await.map_err(listen("HTTP", http_addr))?;
     let flight_addr = flight_listener.local_addr().map_err(listen("Flight", flight_addr))?;
     let http_addr = http_listener.local_addr().map_err(listen("HTTP", http_addr))?;
-    let servers = vec![
+    let retraining = crate::retrain::Job::from_config(&config, flight_addr, tls)?;
+    let mut servers = vec![
         crate::shutdown::supervise(
             "Flight",
             &shutdown,
@@ -146,6 +149,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
         ),
         tokio::spawn(app.clone().run_quality(shutdown.clone())),
     ];
+    if let Some(job) = retraining {
+        tracing::info!(every_ms = job.every.as_millis() as u64, script = %job.script.display(), "retraining scheduled");
+        servers.push(tokio::spawn(job.run(shutdown.clone())));
+    }
 
     let pipeline = if config.kafka.enabled() {
         // The configured port: stable across restarts, and unique on this

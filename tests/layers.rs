@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("source", 8),
     ("flight", 8),
     ("http", 8),
+    ("retrain", 8),
     ("demo", 9),
     ("serve", 9),
     ("cli", 10),

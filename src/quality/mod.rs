@@ -213,6 +213,8 @@ pub struct Summary {
     pub latest: Vec<DayQuality>,
     /// Versions whose newest day is flagged for drift.
     pub drifting: Vec<String>,
+    /// The newest retraining decisions (spark-job/retrain.py), newest first.
+    pub decisions: Vec<serde_json::Value>,
 }
 
 /// The live state of quality: which days changed since they were last
@@ -224,6 +226,7 @@ pub struct Quality {
     touched: Mutex<BTreeSet<i64>>,
     newest_day: AtomicI64,
     shown: RwLock<Vec<DayQuality>>,
+    decisions: RwLock<Vec<serde_json::Value>>,
     memory: Option<book::MemoryBook>,
 }
 
@@ -247,6 +250,7 @@ impl Quality {
             touched: Mutex::default(),
             newest_day: AtomicI64::new(i64::MIN),
             shown: RwLock::default(),
+            decisions: RwLock::default(),
             memory,
         }
     }
@@ -326,6 +330,11 @@ impl Quality {
         self.show(shown);
     }
 
+    /// Replaces the retraining decisions shown.
+    pub fn show_decisions(&self, decisions: Vec<serde_json::Value>) {
+        *self.decisions.write().expect("decisions lock") = decisions;
+    }
+
     /// The numbers shown now.
     pub fn summary(&self) -> Summary {
         let days = self.shown.read().expect("shown lock").clone();
@@ -335,7 +344,8 @@ impl Quality {
         }
         let latest: Vec<DayQuality> = latest.into_values().cloned().collect();
         let drifting = latest.iter().filter(|d| !d.drift.flagged.is_empty()).map(|d| d.version.clone()).collect();
-        Summary { days, latest, drifting }
+        let decisions = self.decisions.read().expect("decisions lock").clone();
+        Summary { days, latest, drifting, decisions }
     }
 }
 

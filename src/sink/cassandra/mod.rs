@@ -463,7 +463,8 @@ impl Cassandra {
 async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), CassandraError> {
     let outcome_columns: Vec<(String, &str)> = rows::columns().iter().map(|c| (c.name.clone(), c.cql_type)).collect();
     // Columns added to `models` since it was first created.
-    let model_columns = vec![("role".to_string(), "text")];
+    let model_columns =
+        vec![("role".to_string(), "text"), ("evaluation".to_string(), "text"), ("decision".to_string(), "text")];
     for (table, columns) in
         [("transactions", &outcome_columns), ("alerts", &outcome_columns), ("models", &model_columns)]
     {

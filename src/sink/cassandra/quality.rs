@@ -29,6 +29,12 @@ pub fn create_statements(ks: &str) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.scores (\n  day date,\n  bucket int,\n  trans_num text,\n  model_version text,\n  fraud_score float,\n  predicted boolean,\n  shadow_version text,\n  shadow_score float,\n  label boolean,\n  label_reported_at bigint,\n  PRIMARY KEY ((day, bucket), trans_num)\n)"
         ),
+        // One row per retraining run (spark-job/retrain.py writes it): the
+        // challenger, the champion it was judged against, both evaluations
+        // and whether it was deployed, and why.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.model_decisions (\n  day date,\n  decided_at timestamp,\n  challenger text,\n  champion text,\n  deployed boolean,\n  mode text,\n  reason text,\n  champion_evaluation text,\n  challenger_evaluation text,\n  PRIMARY KEY ((day), decided_at, challenger)\n) WITH CLUSTERING ORDER BY (decided_at DESC, challenger ASC)"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.model_quality (\n  day date,\n  version text,\n  measures text,\n  computed_at timestamp,\n  PRIMARY KEY ((day), version)\n)"
         ),
@@ -243,6 +249,58 @@ impl Cassandra {
             }
         }
         Ok(out)
+    }
+}
+
+type DecisionColumns = (
+    CqlTimestamp,
+    String,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+impl Cassandra {
+    /// The newest retraining decisions (`model_decisions`, written by
+    /// spark-job/retrain.py), newest first, at most `limit`.
+    pub async fn recent_decisions(&self, limit: usize) -> Result<Vec<serde_json::Value>, CassandraError> {
+        let cql = format!(
+            "SELECT decided_at, challenger, champion, deployed, mode, reason, champion_evaluation, challenger_evaluation FROM {}.model_decisions",
+            self.keyspace
+        );
+        let mut rows: Vec<DecisionColumns> = self
+            .session
+            .query_iter(cql, &[])
+            .await
+            .map_err(request("model_decisions"))?
+            .rows_stream::<DecisionColumns>()
+            .map_err(request("model_decisions"))?
+            .try_collect()
+            .await
+            .map_err(request("model_decisions"))?;
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0 .0));
+        let parsed = |text: Option<String>| {
+            text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).unwrap_or(serde_json::Value::Null)
+        };
+        Ok(rows
+            .into_iter()
+            .take(limit)
+            .map(|(at, challenger, champion, deployed, mode, reason, champion_eval, challenger_eval)| {
+                serde_json::json!({
+                    "decided_at_ms": at.0,
+                    "challenger": challenger,
+                    "champion": champion,
+                    "deployed": deployed.unwrap_or(false),
+                    "mode": mode,
+                    "reason": reason,
+                    "champion_evaluation": parsed(champion_eval),
+                    "challenger_evaluation": parsed(challenger_eval),
+                })
+            })
+            .collect())
     }
 }
 

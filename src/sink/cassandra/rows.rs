@@ -97,7 +97,7 @@ fn core_statements(keyspace: &str, replication: &str) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {keyspace}.alerts (\n  day date,\n{defs},\n  PRIMARY KEY ((day), trans_time, trans_num)\n) {order}"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.models (\n  version text PRIMARY KEY,\n  created_at text,\n  deployed_at timestamp,\n  threshold double,\n  metrics text,\n  meta text,\n  role text\n)"
+            "CREATE TABLE IF NOT EXISTS {keyspace}.models (\n  version text PRIMARY KEY,\n  created_at text,\n  deployed_at timestamp,\n  threshold double,\n  metrics text,\n  meta text,\n  role text,\n  evaluation text,\n  decision text\n)"
         ),
         // Confirmed outcomes as they arrive (docs/architecture.md, "History").
         format!(

@@ -1,0 +1,214 @@
+"""Retrain from what the service stored: a challenger trained on the last
+labelled days, judged against the champion on the same newest labelled
+days, deployed only if it is better.
+
+    python spark-job/retrain.py --source cassandra://127.0.0.1:9042/fraudflight \\
+        --endpoint grpc://127.0.0.1:50051 [--days 30] [--eval-days 7] [--margin 0.01]
+    spark-submit --master spark://HOST:7077 spark-job/retrain.py --source ... --endpoint ...
+
+Steps (fraudflight_spark/retraining.py holds the rules):
+1. asks the server (`model-info`) which model is the champion, and finds its
+   directory under --models;
+2. reads the stored outcomes (`transactions`) and the labels (`labels`):
+   a transaction is fraud when a fraud label came for it, genuine otherwise,
+   and only days older than the label delay count as labelled;
+3. trains a challenger with train.py on the --days before the --eval-days
+   newest labelled days (a history model with --history, the default,
+   reading 30 more days for its windows);
+4. scores champion and challenger with ONNX Runtime on the judging days'
+   stored outcomes (their live features), and compares AP and precision at
+   each one's threshold;
+5. deploys the challenger (as champion, or with --shadow beside it) only if
+   its AP beats the champion's by --margin and its precision is no worse;
+6. records both evaluations and the decision in Cassandra (`models`,
+   `model_decisions`), writes retrain-report.md beside the challenger and
+   prints the decision as one JSON line. Exit status 0 whether deployed or
+   kept; 2 when it could not judge (no labelled fraud, no champion files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow.flight as flight
+import train
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from fraudflight_spark import data, deploy, retraining
+from fraudflight_spark.errors import JobError, exit_on_job_error
+from fraudflight_spark.retraining import DAY, Decision, Evaluation, Windows
+from fraudflight_spark.session import spark_session
+
+ROOT = Path(__file__).resolve().parent.parent
+WARM_UP_DAYS = 30
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, help="cassandra://HOST:PORT/KEYSPACE (the service's keyspace)")
+    p.add_argument("--endpoint", required=True, help="grpc://HOST:PORT of a server (the champion is its model)")
+    p.add_argument("--days", type=int, default=30, help="labelled days the challenger trains on")
+    p.add_argument("--eval-days", type=int, default=7, help="newest labelled days both models are judged on")
+    p.add_argument("--label-delay-days", type=int, default=7, help="days until a transaction counts as labelled")
+    p.add_argument("--margin", type=float, default=0.01, help="AP the challenger must gain to be deployed")
+    p.add_argument("--models", type=Path, action="append", default=[],
+                   help="where the champion's model directory is (repeatable; default: models/ and --output-root)")
+    p.add_argument("--output-root", type=Path, default=ROOT / "models" / "retrained",
+                   help="the challenger is written to OUTPUT_ROOT/VERSION")
+    p.add_argument("--version", help="challenger version (default: retrained-YYYYMMDD-HHMMSS)")
+    p.add_argument("--history", action=argparse.BooleanOptionalAction, default=True,
+                   help="train with the card and merchant history features (default: yes)")
+    p.add_argument("--shadow", action="store_true", help="deploy a winning challenger as a shadow, not as champion")
+    p.add_argument("--train-args", default="--model gbt --single --class-weights none",
+                   help="extra train.py arguments (one string)")
+    p.add_argument("--token", help="admin token (default: $FRAUDFLIGHT_TOKEN)")
+    p.add_argument("--ca", type=Path, help="CA certificate for a grpc+tls:// endpoint")
+    return p.parse_args(argv)
+
+
+def champion_info(endpoint: str, token: str | None, ca: Path | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"tls_root_certs": ca.read_bytes()} if ca else {}
+    client = flight.FlightClient(endpoint, **kwargs)
+    token = token or os.environ.get("FRAUDFLIGHT_TOKEN")
+    headers = [(b"authorization", b"Bearer " + token.encode())] if token else []
+    try:
+        results = list(client.do_action(flight.Action("model-info", b""), flight.FlightCallOptions(headers=headers)))
+        return json.loads(results[0].body.to_pybytes())
+    except flight.FlightError as e:
+        raise JobError(f"cannot ask {endpoint} for its model: {e}") from e
+    finally:
+        client.close()
+
+
+def stored_outcomes(spark: SparkSession, source: str) -> Any:
+    """The stored outcomes with the label truth and `unix_time`."""
+    where = data.cassandra_source(source)
+    if where is None:
+        raise JobError(f"--source {source}: expected cassandra://HOST:PORT/KEYSPACE")
+    outcomes = data.cassandra_table(spark, where.keyspace, "transactions")
+    labels = data.cassandra_table(spark, where.keyspace, "labels")
+    return retraining.with_label_truth(outcomes, labels).withColumn("unix_time", F.col("trans_time").cast("long"))
+
+
+def record(spark: SparkSession, keyspace: str, champion: Evaluation, challenger: Evaluation, challenger_meta: dict,
+           decision: Decision, mode: str) -> None:
+    """Both evaluations and the decision, into `models` and `model_decisions`."""
+    now = dt.datetime.now(dt.timezone.utc)
+    verdict = json.dumps({"deployed": decision.deploy, "mode": mode, "reason": decision.reason,
+                          "champion": champion.version, "decided_at": now.isoformat(timespec="seconds")})
+    models = spark.createDataFrame(
+        [
+            (champion.version, champion.to_json(), None, None, None, None, None),
+            (challenger.version, challenger.to_json(), verdict, challenger_meta["created_at"],
+             float(challenger_meta["threshold"]), json.dumps(challenger_meta["metrics"]), json.dumps(challenger_meta)),
+        ],
+        "version string, evaluation string, decision string, created_at string, threshold double, metrics string, "
+        "meta string",
+    )
+    # The connector writes only the columns given: the champion's row keeps its own.
+    champion_row = models.where(F.col("version") == champion.version).select("version", "evaluation")
+    challenger_row = models.where(F.col("version") == challenger.version).withColumn("role", F.lit("challenger"))
+    for frame in (champion_row, challenger_row):
+        frame.write.format("org.apache.spark.sql.cassandra").options(keyspace=keyspace, table="models").mode(
+            "append").save()
+    decisions = spark.createDataFrame(
+        [(now.date(), now, challenger.version, champion.version, decision.deploy, mode, decision.reason,
+          champion.to_json(), challenger.to_json())],
+        "day date, decided_at timestamp, challenger string, champion string, deployed boolean, mode string, "
+        "reason string, champion_evaluation string, challenger_evaluation string",
+    )
+    decisions.write.format("org.apache.spark.sql.cassandra").options(keyspace=keyspace, table="model_decisions").mode(
+        "append").save()
+
+
+def write_report(out: Path, windows: Windows, champion: Evaluation, challenger: Evaluation, decision: Decision,
+                 mode: str) -> None:
+    day = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).date().isoformat()  # noqa: E731
+    rows = "\n".join(
+        f"| {e.version} | {e.rows} | {e.frauds} | {e.average_precision:.4f} | "
+        f"{'-' if e.roc_auc is None else f'{e.roc_auc:.4f}'} | {e.threshold:.4f} | {e.precision:.4f} | {e.recall:.4f} |"
+        for e in (champion, challenger)
+    )
+    (out / "retrain-report.md").write_text(f"""# Retraining: {challenger.version} against {champion.version}
+
+Trained on {day(windows.train_start)} to {day(windows.eval_start - 1)}; judged on
+{day(windows.eval_start)} to {day(windows.horizon - 1)} (the newest labelled days; labels of the days
+after are still coming).
+
+| model | transactions | frauds | AP | ROC AUC | threshold | precision | recall |
+|---|---|---|---|---|---|---|---|
+{rows}
+
+**{"Deployed" + (" as shadow" if mode == "shadow" else "") if decision.deploy else "Kept the champion"}**: {decision.reason}.
+""")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    where = data.cassandra_source(args.source)
+    if where is None:
+        raise JobError(f"--source {args.source}: expected cassandra://HOST:PORT/KEYSPACE")
+    info = champion_info(args.endpoint, args.token, args.ca)
+    roots = args.models or [ROOT / "models", args.output_root]
+    champion_dir = retraining.find_model_dir(info["version"], [r for r in roots if r.exists()])
+    started = dt.datetime.now(dt.timezone.utc)
+    version = args.version or started.strftime("retrained-%Y%m%d-%H%M%S")
+    out = args.output_root / version
+
+    spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
+    outcomes = stored_outcomes(spark, args.source).cache()
+    newest = outcomes.agg(F.max("unix_time")).first()[0]
+    if newest is None:
+        raise JobError(f"{args.source}: no stored transactions")
+    windows = Windows.of(int(newest), args.label_delay_days, args.eval_days, args.days)
+    judged = outcomes.where((F.col("unix_time") >= windows.eval_start) & (F.col("unix_time") < windows.horizon))
+    judged_rows = judged.toArrow()
+    labels = judged_rows.column("is_fraud").to_numpy().astype(int)
+    if labels.sum() == 0:
+        raise JobError(f"no labelled fraud in the {args.eval_days} judging days before "
+                       f"{dt.datetime.fromtimestamp(windows.horizon, dt.timezone.utc).date()}: cannot judge")
+
+    # The challenger's training rows (with the windows' warm-up before them).
+    first = windows.train_start - (WARM_UP_DAYS * DAY if args.history else 0)
+    record_columns = [c for c in train.RECORD_FIELDS if c in outcomes.columns]
+    training = outcomes.where((F.col("unix_time") >= first) & (F.col("unix_time") < windows.eval_start))
+    with tempfile.TemporaryDirectory(prefix="fraudflight-retrain-") as tmp:
+        parquet = str(Path(tmp) / "training.parquet")
+        training.select(*record_columns).write.parquet(parquet)
+        outcomes.unpersist()
+        train.main(["--input", parquet, "--output", str(out), "--version", version, *args.train_args.split(),
+                    *(["--history"] if args.history else [])])
+
+    challenger_meta = retraining.load_meta(out)
+    champion_meta = retraining.load_meta(champion_dir)
+    champion = retraining.evaluate(info["version"], retraining.score(champion_dir, judged_rows), labels,
+                                   float(champion_meta["threshold"]))
+    challenger = retraining.evaluate(version, retraining.score(out, judged_rows), labels,
+                                     float(challenger_meta["threshold"]))
+    decision = retraining.decide(champion, challenger, args.margin)
+    mode = "shadow" if args.shadow else "champion"
+    write_report(out, windows, champion, challenger, decision, mode)
+    spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
+    record(spark, where.keyspace, champion, challenger, challenger_meta, decision, mode)
+    spark.stop()
+    if decision.deploy:
+        try:
+            deploy.deploy(args.endpoint, out, args.token, args.ca, mode=mode)
+        except deploy.DeployRefused as e:
+            raise JobError(f"{version} won but was not deployed: {e}") from e
+    print(json.dumps({"deployed": decision.deploy, "mode": mode, "reason": decision.reason,
+                      "champion": json.loads(champion.to_json()), "challenger": json.loads(challenger.to_json()),
+                      "report": str(out / "retrain-report.md")}))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    exit_on_job_error(main)()
