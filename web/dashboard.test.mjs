@@ -109,11 +109,19 @@ test('the live dashboard shows fraud happening', { timeout: 120_000 }, async () 
       'the page polled the JSON API');
 
     // The charts and the map drew something (a blank canvas is all zeros).
-    for (const id of ['throughput-chart', 'score-chart', 'alert-map']) {
+    for (const id of ['throughput-chart', 'score-chart', 'alert-map', 'quality-chart']) {
       const painted = await page.$eval(`#${id}`, (c) =>
         c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v) => v !== 0));
       assert.ok(painted, `${id} is blank`);
     }
+
+    // Live quality: the demo measures every few seconds; the model in
+    // service gets its row, with the transactions it scored.
+    await page.waitForFunction(() => document.querySelectorAll('#quality tbody tr').length > 0, null, { timeout: 30_000 });
+    const quality = await page.$$eval('#quality tbody tr:first-child td', (tds) => tds.map((td) => td.textContent));
+    assert.equal(quality[0], await page.textContent('#model-version'), `quality row: ${quality}`);
+    assert.equal(quality[1], 'champion');
+    assert.ok(number(quality[3]) > 0, `scored cell: ${quality}`);
 
     // A few more seconds of history make the screenshot tell the story.
     await page.waitForTimeout(6_000);

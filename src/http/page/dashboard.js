@@ -94,7 +94,45 @@ function update(status) {
     return b;
   }));
   renderLag(status.consumer_lag);
+  renderQuality(status.model_quality, m);
   draw();
+}
+
+// The roles of the versions in service, for the quality table.
+function roleOf(version, model) {
+  if (version === model.version) return 'champion';
+  if (version === model.shadow) return 'shadow';
+  if (version === model.previous) return 'previous';
+  return '';
+}
+
+function renderQuality(q, model) {
+  if (!q) return;
+  const pct = (v) => (v == null ? '–' : (100 * v).toFixed(1) + ' %');
+  const dec = (v) => (v == null ? '–' : Number(v).toFixed(3));
+  $('quality').querySelector('tbody').replaceChildren(...q.latest.map((d) => row([
+    d.version,
+    roleOf(d.version, model),
+    d.date + (d.complete ? '' : ' (provisional)'),
+    [fmtInt.format(d.transactions), 'num'],
+    [fmtInt.format(d.frauds), 'num'],
+    [pct(d.precision), 'num'],
+    [pct(d.recall), 'num'],
+    [dec(d.average_precision), 'num'],
+    [dec(d.roc_auc), 'num'],
+    [dec(d.score_psi), 'num'],
+    [d.drift.flagged.length ? d.drift.flagged.join('; ') : 'none', d.drift.flagged.length ? 'drift' : 'muted'],
+  ])));
+  $('decisions-none').hidden = q.decisions.length > 0;
+  $('decisions').replaceChildren(...q.decisions.slice(0, 5).map((d) => {
+    const li = document.createElement('li');
+    const verdict = document.createElement('span');
+    verdict.className = d.deployed ? 'deployed' : 'kept';
+    verdict.textContent = d.deployed ? (d.mode === 'shadow' ? 'shadowed' : 'deployed') : 'kept champion';
+    const when = new Date(d.decided_at_ms).toISOString().replace('T', ' ').slice(0, 16);
+    li.append(verdict, ` ${d.challenger} vs ${d.champion}, ${when} UTC: ${d.reason}`);
+    return li;
+  }));
 }
 
 // 4.3 ms, 175 ms, 3.2 s, 12 min: short enough for a card.
@@ -177,6 +215,7 @@ function draw() {
     { label: 'p99', color: css('--alert'), values: p.map((x) => x.latency_p99_ms) },
   ], fmt1.format);
   scoreChart($('score-chart'), state.status ? state.status.counters.score_histogram : []);
+  qualityChart($('quality-chart'), state.status ? state.status.model_quality : null);
   mapChart($('alert-map'));
 }
 
@@ -276,6 +315,59 @@ function scoreChart(canvas, bins) {
     g.textAlign = 'left';
     g.fillText('threshold', tx + 4, top + 10);
   }
+}
+
+// AP, precision and recall per UTC day, a colour per model version.
+const VERSION_COLORS = ['--scored', '--in', '--stored', '--warn'];
+
+function qualityChart(canvas, q) {
+  const { g, w, h } = surface(canvas);
+  const left = 48, right = 8, top = 16, bottom = 18;
+  const days = q ? [...new Set(q.days.map((d) => d.day))].sort((a, b) => a - b) : [];
+  const x = (i) => left + (w - left - right) * (days.length < 2 ? 0.5 : i / (days.length - 1));
+  const y = (v) => top + (h - top - bottom) * (1 - v);
+  g.strokeStyle = css('--line');
+  g.fillStyle = css('--muted');
+  g.textAlign = 'right';
+  for (let k = 0; k <= 4; k++) {
+    g.beginPath(); g.moveTo(left, y(k / 4)); g.lineTo(w - right, y(k / 4)); g.stroke();
+    g.fillText((k / 4).toFixed(2), left - 4, y(k / 4) + 4);
+  }
+  if (!days.length) {
+    g.textAlign = 'left';
+    g.fillText('waiting for the first measured day', left, h - 4);
+    return;
+  }
+  const date = (day) => q.days.find((d) => d.day === day).date;
+  g.textAlign = 'left';
+  g.fillText(date(days[0]), left, h - 4);
+  g.textAlign = 'right';
+  g.fillText(date(days[days.length - 1]), w - right, h - 4);
+  const versions = [...new Set(q.days.map((d) => d.version))].slice(0, VERSION_COLORS.length);
+  let lx = w - right;
+  versions.forEach((version, vi) => {
+    const color = css(VERSION_COLORS[vi]);
+    g.fillStyle = color;
+    g.fillText(version, lx, 11);
+    lx -= g.measureText(version).width + 12;
+    for (const [measure, dash] of [['average_precision', []], ['precision', [5, 3]], ['recall', [1, 3]]]) {
+      g.strokeStyle = color;
+      g.setLineDash(dash);
+      g.lineWidth = measure === 'average_precision' ? 2 : 1;
+      g.beginPath();
+      let pen = false;
+      days.forEach((day, i) => {
+        const d = q.days.find((e) => e.day === day && e.version === version);
+        const v = d ? d[measure] : null;
+        if (v == null) { pen = false; return; }
+        if (pen) g.lineTo(x(i), y(v)); else g.moveTo(x(i), y(v));
+        pen = true;
+      });
+      g.stroke();
+    }
+    g.setLineDash([]);
+    g.lineWidth = 1;
+  });
 }
 
 // ---------- map ----------
