@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the saved objects of the "Fraud overview" dashboard for Kibana 8
-(`kibana/fraud-overview.ndjson`) and OpenSearch Dashboards 2
-(`opensearch-dashboards/fraud-overview.ndjson`) from one description.
+"""Writes the saved objects of the "Fraud overview" and "Model quality"
+dashboards for Kibana 8 (`kibana/*.ndjson`) and OpenSearch Dashboards 2
+(`opensearch-dashboards/*.ndjson`) from one description.
 
 Both products read the same aggregation-based visualisations (`visState`),
 saved search and dashboard; they differ in the alert map (Kibana's Maps app
@@ -23,6 +23,11 @@ TEMPLATE = HERE.parent / "scripts" / "schema" / "opensearch-template.json"
 
 INDEX_PATTERN_ID = "fraudflight-transactions"
 INDEX_PATTERN = "fraudflight-transactions-*"
+# Live model quality: a document per model version and UTC day (`serve`,
+# opensearch.quality_index).
+QUALITY_TEMPLATE = HERE.parent / "scripts" / "schema" / "opensearch-quality-template.json"
+QUALITY_PATTERN_ID = "fraudflight-model-quality"
+QUALITY_PATTERN = "fraudflight-model-quality"
 TIME_FIELD = "@timestamp"
 ALERTS = "is_fraud_predicted:true"
 REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
@@ -47,8 +52,8 @@ def search_source(query: str = "", with_index: bool = True) -> dict:
     return {"searchSourceJSON": json.dumps(source)}
 
 
-def index_ref() -> list[dict]:
-    return [{"name": REF, "type": "index-pattern", "id": INDEX_PATTERN_ID}]
+def index_ref(pattern_id: str = INDEX_PATTERN_ID) -> list[dict]:
+    return [{"name": REF, "type": "index-pattern", "id": pattern_id}]
 
 
 def agg(id_: str, type_: str, schema: str, **params) -> dict:
@@ -77,7 +82,7 @@ def xy_params(kind: str, y_title: str, scale: str = "linear", horizontal: bool =
 
 
 def vis(id_: str, title: str, description: str, kind: str, params: dict, aggs: list[dict], query: str = "",
-        with_index: bool = True) -> dict:
+        with_index: bool = True, pattern_id: str = INDEX_PATTERN_ID) -> dict:
     return {
         "id": id_,
         "type": "visualization",
@@ -89,8 +94,46 @@ def vis(id_: str, title: str, description: str, kind: str, params: dict, aggs: l
             "version": 1,
             "kibanaSavedObjectMeta": search_source(query, with_index),
         },
-        "references": index_ref() if with_index else [],
+        "references": index_ref(pattern_id) if with_index else [],
     }
+
+
+def quality_visualisations() -> list[dict]:
+    """Live quality per UTC day, a line per model version."""
+    per_day = agg("2", "date_histogram", "segment", field=TIME_FIELD, interval="1d", min_doc_count=1,
+                  extended_bounds={}, useNormalizedOpenSearchInterval=True, drop_partials=False)
+    by_version = agg("3", "terms", "group", field="version", size=10, order="desc", orderBy="_key",
+                     otherBucket=False, missingBucket=False)
+
+    def line(id_: str, title: str, description: str, metrics: list[dict], y_title: str) -> dict:
+        return vis(id_, title, description, "line", xy_params("line", y_title), [*metrics, per_day, by_version],
+                   pattern_id=QUALITY_PATTERN_ID)
+
+    ap = line("fraudflight-live-average-precision", "Live average precision per model version",
+              "Average precision per UTC day of each model version's scores, judged by the labels that came back "
+              "(days younger than the label delay are provisional).",
+              [agg("1", "max", "metric", field="average_precision", customLabel="AP")], "average precision")
+    precision_recall = line(
+        "fraudflight-live-precision-recall", "Live precision and recall per model version",
+        "Precision and recall at each version's threshold, per UTC day, from labels.",
+        [agg("1", "max", "metric", field="precision", customLabel="precision"),
+         agg("4", "max", "metric", field="recall", customLabel="recall")], "share")
+    psi = line("fraudflight-score-psi", "Score drift (PSI) per model version",
+               "Population stability index of each day's scores against the training scores; over 0.2 is flagged.",
+               [agg("1", "max", "metric", field="score_psi", customLabel="PSI")], "PSI")
+    table_params = {"perPage": 10, "showPartialRows": False, "showMetricsAtAllLevels": False,
+                    "sort": {"columnIndex": None, "direction": None}, "showTotal": False, "totalFunc": "sum",
+                    "percentageCol": ""}
+    drifting = vis("fraudflight-drifting-days", "Days flagged for drift",
+                   "Model versions and days whose scores or fraud rate moved away from the training data's.",
+                   "table", table_params,
+                   [agg("1", "count", "metric", customLabel="days"),
+                    agg("2", "terms", "bucket", field="version", size=10, order="desc", orderBy="1",
+                        otherBucket=False, missingBucket=False, customLabel="version"),
+                    agg("3", "terms", "bucket", field="drift_reasons", size=10, order="desc", orderBy="1",
+                        otherBucket=False, missingBucket=False, customLabel="why")],
+                   query="drifting:true", pattern_id=QUALITY_PATTERN_ID)
+    return [ap, precision_recall, psi, drifting]
 
 
 def visualisations() -> list[dict]:
@@ -285,9 +328,29 @@ LAYOUT = [
 ]
 
 
-def dashboard(map_type: str, panel_version: str) -> dict:
+QUALITY_LAYOUT = [
+    ("fraudflight-live-average-precision", "visualization", 0, 0, 24, 15),
+    ("fraudflight-live-precision-recall", "visualization", 24, 0, 24, 15),
+    ("fraudflight-score-psi", "visualization", 0, 15, 24, 13),
+    ("fraudflight-drifting-days", "visualization", 24, 15, 24, 13),
+]
+
+
+def quality_dashboard(panel_version: str) -> dict:
+    board = dashboard("visualization", panel_version, QUALITY_LAYOUT)
+    board["id"] = "fraudflight-model-quality-dashboard"
+    board["attributes"].update(
+        title="Model quality",
+        description="fraudflight: live precision, recall and AP per model version and UTC day, from labels; drift.",
+        timeFrom="now-90d",
+        refreshInterval={"pause": False, "value": 60000},
+    )
+    return board
+
+
+def dashboard(map_type: str, panel_version: str, layout: list = LAYOUT) -> dict:
     panels, references = [], []
-    for i, (id_, kind, x, y, w, h) in enumerate(LAYOUT):
+    for i, (id_, kind, x, y, w, h) in enumerate(layout):
         kind = kind or map_type
         panels.append({"version": panel_version, "type": kind, "panelIndex": str(i + 1),
                        "gridData": {"x": x, "y": y, "w": w, "h": h, "i": str(i + 1)},
@@ -310,14 +373,15 @@ def dashboard(map_type: str, panel_version: str) -> dict:
     }
 
 
-def index_pattern(with_fields: bool) -> dict:
+def index_pattern(with_fields: bool, pattern_id: str = INDEX_PATTERN_ID, title: str = INDEX_PATTERN,
+                  template: Path = TEMPLATE) -> dict:
     fields = "[]"
     if with_fields:
-        fields = json.dumps(osd_fields())
+        fields = json.dumps(osd_fields(template))
     return {
-        "id": INDEX_PATTERN_ID,
+        "id": pattern_id,
         "type": "index-pattern",
-        "attributes": {"title": INDEX_PATTERN, "timeFieldName": TIME_FIELD, "fields": fields},
+        "attributes": {"title": title, "timeFieldName": TIME_FIELD, "fields": fields},
         "references": [],
     }
 
@@ -326,9 +390,9 @@ KIND_OF = {"keyword": "string", "text": "string", "date": "date", "boolean": "bo
            **{t: "number" for t in ("long", "integer", "short", "byte", "double", "float", "half_float")}}
 
 
-def osd_fields() -> list[dict]:
+def osd_fields(template: Path = TEMPLATE) -> list[dict]:
     """OpenSearch Dashboards 2's cached field list, from the index template."""
-    mapping = json.loads(TEMPLATE.read_text())["template"]["mappings"]["properties"]
+    mapping = json.loads(template.read_text())["template"]["mappings"]["properties"]
     fields = []
     for name, spec in sorted(mapping.items()):
         indexed = spec.get("index", True)
@@ -348,29 +412,37 @@ def with_versions(obj: dict, product: str) -> dict:
     return {**obj, "migrationVersion": {obj["type"]: OSD[obj["type"]]}}
 
 
-def objects(product: str) -> list[dict]:
-    """Every saved object for `product` ("kibana" or "opensearch-dashboards"),
+def objects(product: str, board: str = "fraud-overview") -> list[dict]:
+    """Every saved object of one dashboard (`board`: "fraud-overview" or
+    "model-quality") for `product` ("kibana" or "opensearch-dashboards"),
     referenced objects before those that reference them."""
     kibana = product == "kibana"
-    shared = [index_pattern(with_fields=not kibana), *visualisations(), latest_alerts(),
-              kibana_map() if kibana else osd_map(),
-              dashboard("map" if kibana else "visualization", "8.15.0" if kibana else "2.19.0")]
+    panel_version = "8.15.0" if kibana else "2.19.0"
+    if board == "model-quality":
+        pattern = index_pattern(not kibana, QUALITY_PATTERN_ID, QUALITY_PATTERN, QUALITY_TEMPLATE)
+        shared = [pattern, *quality_visualisations(), quality_dashboard(panel_version)]
+    else:
+        shared = [index_pattern(with_fields=not kibana), *visualisations(), latest_alerts(),
+                  kibana_map() if kibana else osd_map(),
+                  dashboard("map" if kibana else "visualization", panel_version)]
     return [with_versions(o, product) for o in shared]
 
 
 PRODUCTS = ("kibana", "opensearch-dashboards")
+BOARDS = ("fraud-overview", "model-quality")
 
 
-def render(product: str) -> str:
-    return "".join(json.dumps(o, sort_keys=True) + "\n" for o in objects(product))
+def render(product: str, board: str = "fraud-overview") -> str:
+    return "".join(json.dumps(o, sort_keys=True) + "\n" for o in objects(product, board))
 
 
 def main() -> None:
     for product in PRODUCTS:
-        path = HERE / product / "fraud-overview.ndjson"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(render(product))
-        print(f"wrote {path.relative_to(HERE.parent)} ({len(objects(product))} objects)")
+        for board in BOARDS:
+            path = HERE / product / f"{board}.ndjson"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(render(product, board))
+            print(f"wrote {path.relative_to(HERE.parent)} ({len(objects(product, board))} objects)")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ Dashboards (neither runs on a machine without Docker):
   reference name an object uses (`indexRefName`, `panelRefName`,
   `indexPatternRefName`) is declared, and no declared reference is unused;
 - every field a visualisation, search, map or index pattern uses exists in
-  the index with a type that use accepts: against the index template
-  (offline), or against a live cluster's `_field_caps` (`--opensearch URL`).
+  the index its index pattern names, with a type that use accepts: against
+  the index templates (offline), or against a live cluster's `_field_caps`
+  (`--opensearch URL`; `--index` for the transactions, `--quality-index`
+  for live model quality).
 
-    python dashboards/check.py [--opensearch URL [--index PATTERN]]
+    python dashboards/check.py [--opensearch URL [--index PATTERN] [--quality-index NAME]]
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE.parent / "scripts" / "schema" / "opensearch-template.json"
+QUALITY_TEMPLATE = HERE.parent / "scripts" / "schema" / "opensearch-quality-template.json"
+# Index pattern id -> the template of the index it names.
+TRANSACTIONS, QUALITY = "fraudflight-transactions", "fraudflight-model-quality"
+TEMPLATES = {TRANSACTIONS: TEMPLATE, QUALITY: QUALITY_TEMPLATE}
 PRODUCTS = ("kibana", "opensearch-dashboards")
 
 NUMERIC = frozenset({"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float"})
@@ -72,6 +78,8 @@ class Use:
     field: str
     accepts: frozenset[str]
     aggregatable: bool = False
+    # The index pattern (id) whose index must have the field.
+    pattern: str = TRANSACTIONS
 
 
 @dataclass(frozen=True)
@@ -170,10 +178,26 @@ def query_fields(query: str) -> list[str]:
     return [f for f in QUERY_FIELD.findall(query) if f != "*"]
 
 
+def pattern_of(obj: dict, by_title: dict[str, str]) -> str:
+    """The id of the index pattern an object reads (TSVB names it by title)."""
+    if obj["type"] == "index-pattern":
+        return obj["id"]
+    for ref in obj.get("references", []):
+        if ref["type"] == "index-pattern":
+            return ref["id"]
+    if obj["type"] == "visualization":
+        title = json.loads(obj["attributes"]["visState"]).get("params", {}).get("index_pattern")
+        if title in by_title:
+            return by_title[title]
+    return TRANSACTIONS
+
+
 def field_uses(objects: list[dict]) -> list[Use]:
     """Every field the objects use, with the types each use accepts."""
+    by_title = {o["attributes"]["title"]: o["id"] for o in objects if o["type"] == "index-pattern"}
     uses: list[Use] = []
     for obj in objects:
+        start = len(uses)
         oid, attrs = obj["id"], obj["attributes"]
         source = json.loads(attrs.get("kibanaSavedObjectMeta", {}).get("searchSourceJSON") or "{}")
         for f in query_fields(source.get("query", {}).get("query", "")):
@@ -227,6 +251,8 @@ def field_uses(objects: list[dict]) -> list[Use]:
                     field = prop.get("options", {}).get("field")
                     if prop.get("type") == "DYNAMIC" and field:
                         uses.append(Use(oid, "map style", field["name"], NUMERIC, aggregatable=True))
+        pattern = pattern_of(obj, by_title)
+        uses[start:] = [Use(u.object_id, u.what, u.field, u.accepts, u.aggregatable, pattern) for u in uses[start:]]
     return uses
 
 
@@ -234,6 +260,11 @@ def template_fields(template: Path = TEMPLATE) -> dict[str, Field]:
     """Field types as the index template maps them."""
     mapping = json.loads(template.read_text())["template"]["mappings"]["properties"]
     return {name: Field(frozenset({spec["type"]}), spec.get("doc_values", True)) for name, spec in mapping.items()}
+
+
+def pattern_fields() -> dict[str, dict[str, Field]]:
+    """Every index pattern's fields as its template maps them."""
+    return {pattern: template_fields(path) for pattern, path in TEMPLATES.items()}
 
 
 def field_caps(url: str, index: str) -> dict[str, Field]:
@@ -247,10 +278,14 @@ def field_caps(url: str, index: str) -> dict[str, Field]:
     }
 
 
-def field_problems(uses: list[Use], fields: dict[str, Field]) -> list[str]:
+def field_problems(uses: list[Use], fields: dict[str, dict[str, Field]]) -> list[str]:
+    """Problems of `uses` against each index pattern's `fields`."""
     problems = []
     for use in uses:
-        found = fields.get(use.field)
+        if use.pattern not in fields:
+            problems.append(f"{use.object_id}: reads index pattern {use.pattern}, whose fields are not known")
+            continue
+        found = fields[use.pattern].get(use.field)
         if found is None:
             problems.append(f"{use.object_id}: {use.what} uses field {use.field}, which the index does not have")
         elif use.accepts and not found.types <= use.accepts:
@@ -261,9 +296,10 @@ def field_problems(uses: list[Use], fields: dict[str, Field]) -> list[str]:
     return problems
 
 
-def check(fields: dict[str, Field] | None = None) -> list[str]:
-    """Every problem of every product's files; `fields` defaults to the template's."""
-    fields = fields if fields is not None else template_fields()
+def check(fields: dict[str, dict[str, Field]] | None = None) -> list[str]:
+    """Every problem of every product's files; `fields` (per index pattern)
+    defaults to the templates'."""
+    fields = fields if fields is not None else pattern_fields()
     problems = []
     for product in PRODUCTS:
         objects = load_product(product)
@@ -275,10 +311,14 @@ def check(fields: dict[str, Field] | None = None) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--opensearch", help="check fields against this cluster's _field_caps")
-    parser.add_argument("--index", default="fraudflight-transactions-*", help="index pattern for _field_caps")
+    parser.add_argument("--index", default="fraudflight-transactions-*", help="transactions index pattern for _field_caps")
+    parser.add_argument("--quality-index", default="fraudflight-model-quality", help="live quality index for _field_caps")
     args = parser.parse_args()
     try:
-        fields = field_caps(args.opensearch, args.index) if args.opensearch else None
+        fields = None
+        if args.opensearch:
+            fields = {TRANSACTIONS: field_caps(args.opensearch, args.index),
+                      QUALITY: field_caps(args.opensearch, args.quality_index)}
         problems = check(fields)
     except CheckError as e:
         print(f"check: {e}", file=sys.stderr)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Imports the "Fraud overview" saved objects into Kibana 8 or OpenSearch
+# Imports the "Fraud overview" and "Model quality" saved objects into Kibana 8 or OpenSearch
 # Dashboards 2 through the saved-objects import API. Idempotent: objects have
 # fixed ids and are overwritten, so running it again changes nothing else.
 #

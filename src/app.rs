@@ -30,6 +30,9 @@ fn label_delay_days() -> i64 {
     crate::history::definitions::table().label_delay_days
 }
 
+/// How long measuring waits for the search engine to take quality documents.
+const SEARCH_QUALITY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Retraining decisions shown in `model-info` and the summary.
 const DECISIONS_SHOWN: usize = 20;
 
@@ -508,7 +511,8 @@ impl App {
                 (None, Some(book)) => book.rows(day),
                 (None, None) => Vec::new(),
             };
-            let measured = crate::quality::measure_day(day, &rows, &versions, &config);
+            let mut measured = crate::quality::measure_day(day, &rows, &versions, &config);
+            self.quality.mark_complete(&mut measured);
             match &self.sinks.cassandra {
                 Some(cassandra) => {
                     if let Err(e) = cassandra.save_quality(&measured).await {
@@ -516,7 +520,17 @@ impl App {
                         return Err(e.into());
                     }
                 }
-                None => self.quality.keep(day, measured),
+                None => self.quality.keep(day, measured.clone()),
+            }
+            if let Some(search) = &self.sinks.search {
+                // For the dashboards only (the numbers live in Cassandra):
+                // a cluster that is down does not hold quality up for long.
+                let saved = tokio::time::timeout(SEARCH_QUALITY_WAIT, search.save_quality(&measured, &self.abandon));
+                match saved.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot index live quality"),
+                    Err(_) => tracing::warn!("indexing live quality timed out; the next change of the day retries"),
+                }
             }
         }
         if let Some(cassandra) = &self.sinks.cassandra {

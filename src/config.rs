@@ -274,6 +274,9 @@ pub struct OpenSearchConfig {
     pub url: String,
     /// Daily indices are `<prefix>-YYYY.MM.DD`; the template matches `<prefix>-*`.
     pub index_prefix: String,
+    /// The index of live model quality (a document per model version and
+    /// UTC day), for the "Model quality" dashboard. Outside `<prefix>-*`.
+    pub quality_index: String,
     /// Documents per bulk request.
     pub bulk_max_docs: usize,
     /// Bulk requests in flight at once.
@@ -352,6 +355,7 @@ impl Default for OpenSearchConfig {
         Self {
             url: "http://127.0.0.1:9200".into(),
             index_prefix: "fraudflight-transactions".into(),
+            quality_index: "fraudflight-model-quality".into(),
             bulk_max_docs: 5_000,
             bulk_concurrency: 2,
             request_timeout_ms: 60_000,

@@ -24,9 +24,10 @@ def product(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def test_committed_files_are_what_build_writes(product: str) -> None:
-    committed = (HERE / product / "fraud-overview.ndjson").read_text()
-    assert committed == build.render(product), "run `python dashboards/build.py` and commit the result"
+@pytest.mark.parametrize("board", build.BOARDS)
+def test_committed_files_are_what_build_writes(product: str, board: str) -> None:
+    committed = (HERE / product / f"{board}.ndjson").read_text()
+    assert committed == build.render(product, board), "run `python dashboards/build.py` and commit the result"
 
 
 def test_every_file_is_ndjson_of_saved_objects(product: str) -> None:
@@ -39,14 +40,17 @@ def test_every_reference_resolves_and_every_field_fits_the_template(product: str
     assert check.reference_problems(objects) == []
     uses = check.field_uses(objects)
     assert len(uses) > 20
-    assert check.field_problems(uses, check.template_fields()) == []
+    assert check.field_problems(uses, check.pattern_fields()) == []
+    # The quality objects read the quality index, the others the transactions.
+    assert {u.pattern for u in uses if u.object_id.startswith("fraudflight-live-")} == {check.QUALITY}
+    assert {u.pattern for u in uses if u.object_id == "fraudflight-top-merchants"} == {check.TRANSACTIONS}
 
 
-def panels(product: str) -> dict[str, dict]:
-    """The dashboard's panels: referenced object id -> object."""
+def panels(product: str, board_id: str = "fraudflight-fraud-overview") -> dict[str, dict]:
+    """A dashboard's panels: referenced object id -> object."""
     objects = check.load_product(product)
     by_id = {o["id"]: o for o in objects}
-    board = next(o for o in objects if o["type"] == "dashboard")
+    board = next(o for o in objects if o["id"] == board_id)
     return {r["id"]: by_id[r["id"]] for r in board["references"]}
 
 
@@ -95,10 +99,20 @@ def test_the_dashboard_has_every_panel_asked_for(product: str) -> None:
     assert query(latest) == "is_fraud_predicted:true"
 
 
-def test_the_index_pattern_is_on_timestamp(product: str) -> None:
-    pattern = next(o for o in check.load_product(product) if o["type"] == "index-pattern")
-    assert pattern["attributes"]["title"] == "fraudflight-transactions-*"
-    assert pattern["attributes"]["timeFieldName"] == "@timestamp"
+def test_the_quality_dashboard_charts_each_version_per_day(product: str) -> None:
+    p = panels(product, "fraudflight-model-quality-dashboard")
+    for vis_id, measures in (("fraudflight-live-average-precision", {"average_precision"}),
+                             ("fraudflight-live-precision-recall", {"precision", "recall"}),
+                             ("fraudflight-score-psi", {"score_psi"})):
+        used = {(a["type"], a["params"].get("field")) for a in aggs(p[vis_id])}
+        assert {("max", m) for m in measures} | {("date_histogram", "@timestamp"), ("terms", "version")} <= used
+    assert query(p["fraudflight-drifting-days"]) == "drifting:true"
+
+
+def test_the_index_patterns_are_on_timestamp(product: str) -> None:
+    patterns = {o["attributes"]["title"]: o for o in check.load_product(product) if o["type"] == "index-pattern"}
+    assert set(patterns) == {"fraudflight-transactions-*", "fraudflight-model-quality"}
+    assert all(p["attributes"]["timeFieldName"] == "@timestamp" for p in patterns.values())
 
 
 # --- each check can fail ---------------------------------------------------
@@ -133,11 +147,14 @@ def test_a_dangling_or_undeclared_reference_is_found() -> None:
 
 def test_a_missing_field_or_a_wrong_type_is_found() -> None:
     uses = check.field_uses(check.load_product("opensearch-dashboards"))
-    fields = check.template_fields()
+    patterns = check.pattern_fields()
+    fields = patterns[check.TRANSACTIONS]
     fields.pop("merchant")
     fields["fraud_score"] = check.Field(frozenset({"keyword"}), True)
     fields["@timestamp"] = check.Field(frozenset({"long"}), True)
-    problems = check.field_problems(uses, fields)
+    patterns[check.QUALITY].pop("average_precision")
+    problems = check.field_problems(uses, patterns)
+    assert any("max aggregation uses field average_precision, which the index does not have" in p for p in problems)
     assert any("field merchant, which the index does not have" in p for p in problems)
     assert any("histogram aggregation on fraud_score needs one of" in p for p in problems)
     assert any("time field on @timestamp needs one of ['date', 'date_nanos']" in p for p in problems)

@@ -320,6 +320,15 @@ impl Quality {
         *self.shown.write().expect("shown lock") = days;
     }
 
+    /// Marks measured days whose labels are all in (the label delay has
+    /// passed since them, as of the newest day seen).
+    pub fn mark_complete(&self, measured: &mut [DayQuality]) {
+        let newest = self.newest_day().unwrap_or(i64::MIN);
+        for d in measured {
+            d.complete = d.day + self.label_delay_days < newest;
+        }
+    }
+
     /// Measured days kept in memory (no store): replaces those of `day`.
     pub fn keep(&self, day: i64, measured: Vec<DayQuality>) {
         let mut shown = self.shown.read().expect("shown lock").clone();

@@ -30,6 +30,8 @@ use crate::score::outcome;
 
 /// The index template shipped in scripts/schema (also used by compose).
 const TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-template.json");
+/// The template of the live quality index.
+const QUALITY_TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-quality-template.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -70,6 +72,7 @@ pub struct Search {
     /// cluster has cores only makes each one slower.
     bulk_slots: tokio::sync::Semaphore,
     prefix: String,
+    quality_index: String,
     bulk_max_docs: usize,
 }
 
@@ -123,6 +126,7 @@ impl Search {
             health: crate::retry::Health::new("opensearch"),
             bulk_slots: tokio::sync::Semaphore::new(config.bulk_concurrency),
             prefix: config.index_prefix.clone(),
+            quality_index: config.quality_index.clone(),
             bulk_max_docs: config.bulk_max_docs,
         };
         let mut retry = Retry::new("opensearch", abandon);
@@ -161,7 +165,52 @@ impl Search {
             .body(template)
             .send()
             .await;
-        checked("index template", sent).await.map(drop)
+        checked("index template", sent).await?;
+        let mut quality: Value = serde_json::from_str(QUALITY_TEMPLATE).expect("shipped template is JSON");
+        quality["index_patterns"] = json!([self.quality_index]);
+        let sent = self
+            .client
+            .indices()
+            .put_index_template(IndicesPutIndexTemplateParts::Name(&self.quality_index))
+            .body(quality)
+            .send()
+            .await;
+        checked("quality index template", sent).await.map(drop)
+    }
+
+    /// Indexes measured days of live quality, a document per (version,
+    /// day), `_id` = `version|date`: every instance writes the same ones.
+    pub async fn save_quality(
+        &self,
+        measured: &[crate::quality::DayQuality],
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let docs: Vec<docs::Doc> = measured
+            .iter()
+            .map(|d| {
+                let m = &d.measures;
+                let action =
+                    json!({"index": {"_index": self.quality_index, "_id": format!("{}|{}", d.version, d.date)}});
+                let source = json!({
+                    "@timestamp": d.day * 86_400_000,
+                    "version": d.version, "date": d.date, "complete": d.complete,
+                    "transactions": m.transactions, "frauds": m.frauds,
+                    "tp": m.confusion.tp, "fp": m.confusion.fp, "tn": m.confusion.tn, "fn": m.confusion.fn_,
+                    "precision": m.precision, "recall": m.recall, "average_precision": m.average_precision,
+                    "roc_auc": m.roc_auc, "fraud_rate": m.fraud_rate, "score_psi": m.score_psi,
+                    "fraud_rate_ratio": d.drift.fraud_rate_ratio, "drifting": !d.drift.flagged.is_empty(),
+                    "drift_reasons": d.drift.flagged, "computed_at": d.computed_at_ms,
+                });
+                docs::Doc {
+                    action: Bytes::from(serde_json::to_vec(&action).expect("JSON")),
+                    source: Bytes::from(serde_json::to_vec(&source).expect("JSON")),
+                }
+            })
+            .collect();
+        for r in self.bulk(&docs, abandon).await? {
+            tracing::warn!(error = %r.error, "a quality document was refused");
+        }
+        Ok(())
     }
 
     /// Indexes every outcome; returns once each document is stored or
