@@ -59,6 +59,9 @@ pub struct App {
     cards: Option<crate::security::card::CardHasher>,
     /// Live model quality from labels.
     quality: Arc<Quality>,
+    /// `<topic>.labels` when Kafka is on: analysts' labels go there, so
+    /// every instance applies them as it applies any label.
+    labels_topic: Option<String>,
 }
 
 /// Why a query could not be answered.
@@ -100,6 +103,37 @@ pub struct LabelsApplied {
     /// applied when it arrives.
     pub pending: usize,
 }
+
+/// Why an analyst's label was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalystLabelError {
+    #[error("no alert {0} is held here (the dashboard labels the alerts it shows)")]
+    NotHeld(String),
+    #[error("card numbers are stored hashed here (privacy.card_hash_key), and a label needs the card: send it to <topic>.labels with the card number")]
+    CardsHashed,
+    #[error("`by` must be 1 to 64 printable characters (who decided)")]
+    BadAnalyst,
+    #[error(transparent)]
+    Labels(#[from] LabelsError),
+    #[error("the label was not sent: {0}")]
+    NotSent(String),
+}
+
+/// What labelling an alert did.
+#[derive(Debug, Serialize)]
+pub struct AnalystLabelled {
+    pub trans_num: String,
+    pub is_fraud: bool,
+    pub by: String,
+    /// Unix seconds.
+    pub reported_at: i64,
+    /// "kafka": sent to the labels topic (every instance applies it);
+    /// "applied": applied and stored here (no Kafka).
+    pub via: &'static str,
+}
+
+/// How long an analyst's label may wait for Kafka.
+const ANALYST_LABEL_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A batch had rows that are not valid transactions.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +191,15 @@ impl App {
             abandon: tokio_util::sync::CancellationToken::new(),
             cards: None,
             quality: Arc::new(Quality::in_memory(QualityConfig::default(), label_delay_days())),
+            labels_topic: None,
         }
+    }
+
+    /// The same app sending analysts' labels to `topic` (the labels topic
+    /// the Kafka source reads); without it they are applied here.
+    pub fn with_labels_topic(mut self, topic: Option<String>) -> Self {
+        self.labels_topic = topic;
+        self
     }
 
     /// The same app measuring live quality with `config`: its book in
@@ -259,6 +301,57 @@ impl App {
         Ok(self.store_labels(&labels, crate::metrics::unix_ms(), Vec::new(), None).await?)
     }
 
+    /// An analyst's decision on a held alert becomes a label: sent to the
+    /// labels topic when Kafka is on, else applied and stored here; either
+    /// way stored, counted in live quality and used by retraining.
+    pub async fn label_alert(&self, trans_num: &str, is_fraud: bool, by: &str) -> Result<AnalystLabelled, AnalystLabelError> {
+        if by.trim().is_empty() || by.chars().count() > 64 || by.chars().any(char::is_control) {
+            return Err(AnalystLabelError::BadAnalyst);
+        }
+        if self.cards.is_some() {
+            return Err(AnalystLabelError::CardsHashed);
+        }
+        let alert = self.store.alert(trans_num).ok_or_else(|| AnalystLabelError::NotHeld(trans_num.to_string()))?;
+        let cc_num = alert
+            .column_by_name(crate::record::column::cc_num)
+            .map(|c| arrow::array::AsArray::as_string::<i32>(c).value(0).to_string())
+            .ok_or_else(|| AnalystLabelError::NotHeld(trans_num.to_string()))?;
+        let now_ms = crate::metrics::unix_ms();
+        let label = crate::history::LabelRecord {
+            trans_num: trans_num.to_string(),
+            cc_num,
+            is_fraud,
+            reported_at: Some(now_ms / 1000),
+            decided_by: Some(by.trim().to_string()),
+        };
+        let via = match (&self.labels_topic, &self.sinks.kafka) {
+            (Some(topic), Some(kafka)) => {
+                let value = serde_json::json!({
+                    "trans_num": label.trans_num, "cc_num": label.cc_num, "is_fraud": i32::from(is_fraud),
+                    "reported_at": label.reported_at, "decided_by": label.decided_by,
+                })
+                .to_string();
+                let sent = kafka.send_keyed(topic, &label.cc_num, value.as_bytes(), &self.abandon);
+                match tokio::time::timeout(ANALYST_LABEL_WAIT, sent).await {
+                    Ok(Ok(())) => "kafka",
+                    Ok(Err(e)) => return Err(AnalystLabelError::NotSent(e.to_string())),
+                    Err(_) => return Err(AnalystLabelError::NotSent(format!("Kafka did not take it within {ANALYST_LABEL_WAIT:?}"))),
+                }
+            }
+            _ => {
+                if self.scorer.history().is_none() {
+                    return Err(LabelsError::NoHistory.into());
+                }
+                self.store_labels(std::slice::from_ref(&label), now_ms, Vec::new(), None)
+                    .await
+                    .map_err(LabelsError::from)?;
+                "applied"
+            }
+        };
+        tracing::info!(trans_num, is_fraud, by = %by.trim(), via, "analyst label");
+        Ok(AnalystLabelled { trans_num: label.trans_num, is_fraud, by: by.trim().to_string(), reported_at: now_ms / 1000, via })
+    }
+
     /// Applies labels to the history (a label without `reported_at` was
     /// reported when received), stores them in Cassandra `labels` (card
     /// numbers protected as configured) and sends `dead` ones to the
@@ -286,6 +379,7 @@ impl App {
                     is_fraud: l.is_fraud,
                     reported_at: l.reported_at_or(received_ms / 1000),
                     received_at_ms: received_ms,
+                    decided_by: l.decided_by.clone(),
                 })
                 .collect();
             cassandra.write_labels(&rows, &self.abandon).await?;
@@ -319,12 +413,23 @@ impl App {
                     unix_time: *unix_time,
                     trans_num: l.trans_num.clone(),
                     is_fraud: l.is_fraud,
+                    reported_at: l.reported_at_or(received_ms / 1000),
+                    decided_by: l.decided_by.clone(),
                 })
                 .collect();
             cassandra.write_outcome_labels(&outcomes, &self.abandon).await?;
         }
         if let Some(search) = &self.sinks.search {
-            let docs: Vec<_> = current.iter().map(|(l, t)| (l.trans_num.clone(), *t, l.is_fraud)).collect();
+            let docs: Vec<_> = current
+                .iter()
+                .map(|(l, t)| crate::sink::search::DocLabel {
+                    trans_num: l.trans_num.clone(),
+                    unix_time: *t,
+                    is_fraud: l.is_fraud,
+                    reported_at: l.reported_at_or(received_ms / 1000),
+                    decided_by: l.decided_by.clone(),
+                })
+                .collect();
             search.write_labels(&docs, &self.abandon).await?;
         }
         let row_labels: Vec<RowLabel> = current
@@ -340,7 +445,15 @@ impl App {
             cassandra.write_score_labels(&row_labels, &self.abandon).await?;
         }
         self.quality.labelled(&row_labels);
-        self.store.set_labels(current.iter().map(|(l, _)| (l.trans_num.as_str(), l.is_fraud)));
+        let held: Vec<crate::store::memory::HeldLabel> = current
+            .iter()
+            .map(|(l, _)| crate::store::memory::HeldLabel {
+                is_fraud: l.is_fraud,
+                reported_at: l.reported_at_or(received_ms / 1000),
+                by: l.decided_by.clone(),
+            })
+            .collect();
+        self.store.set_labels(current.iter().map(|(l, _)| l.trans_num.as_str()).zip(&held));
         if let (Some(kafka), Some((source, dlq)), false) = (&self.sinks.kafka, topics, dead.is_empty()) {
             kafka.dead_letters_to(dlq, source, &dead, &self.abandon).await?;
         }

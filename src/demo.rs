@@ -160,6 +160,7 @@ async fn simulate(app: Arc<App>, mut sim: Simulator, mut labels: Reporter, rate:
                     cc_num: r.cc_num,
                     is_fraud: true,
                     reported_at: Some(r.reported_at),
+                    decided_by: None,
                 })
                 .collect();
             if let Err(e) = app.store_labels(&due, crate::metrics::unix_ms(), Vec::new(), None).await {

@@ -121,6 +121,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
         App::new(scorer(registry, &config.history, store), MemoryStore::new(config.memory_rows, 20_000))
             .with_sinks(sinks, abandon.clone())
             .with_quality(config.quality.clone())
+            .with_labels_topic(config.kafka.enabled().then(|| config.kafka.labels_topic()))
             .with_card_hasher(cards),
     );
     app.record_models().await;

@@ -57,6 +57,7 @@ fn labels(stream: &[Transaction]) -> Vec<LabelRecord> {
             cc_num: t.cc_num.clone(),
             is_fraud: true,
             reported_at: Some(t.unix_time.unwrap() + if i % 5 == 4 { 21 * DAY } else { 2 * DAY }),
+            decided_by: None,
         })
         .collect()
 }
@@ -186,6 +187,7 @@ async fn a_backlog_of_transactions_and_labels_gives_the_features_of_live_operati
             cc_num: format!("elsewhere-{}", i % 500),
             is_fraud: false,
             reported_at: Some(start - DAY),
+            decided_by: None,
         })
         .collect();
     send_labels(&names, &others).await;

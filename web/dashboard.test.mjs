@@ -123,6 +123,21 @@ test('the live dashboard shows fraud happening', { timeout: 120_000 }, async () 
     assert.equal(quality[1], 'champion');
     assert.ok(number(quality[3]) > 0, `scored cell: ${quality}`);
 
+    // An analyst marks the first alert genuine: the row shows who decided,
+    // and the server holds the label (a reload would show it too).
+    const first = await page.$eval('#alerts tbody tr:first-child td:nth-child(14)', (td) => td.textContent);
+    assert.notEqual(first, '', 'the why cell is there');
+    await page.fill('#analyst', 'tester');
+    await page.click('#alerts tbody tr:first-child button.genuine');
+    await page.waitForFunction(() => /genuine \(applied\)$/.test(document.querySelector('#label-status').textContent),
+      null, { timeout: 10_000 });
+    const shown = await page.$$eval('#alerts tbody tr td:nth-child(8)', (tds) => tds.map((td) => td.textContent));
+    assert.ok(shown.some((t) => /^genuine · tester \d\d:\d\d$/.test(t)), `label cells: ${shown.slice(0, 5)}`);
+    const held = await page.evaluate(() => fetch('/api/alerts?limit=1000').then((r) => r.json()));
+    const labelled = held.filter((a) => a.label_by === 'tester');
+    assert.equal(labelled.length, 1, 'the server holds the analyst label');
+    assert.equal(labelled[0].is_fraud, 0);
+
     // A few more seconds of history make the screenshot tell the story.
     await page.waitForTimeout(6_000);
     mkdirSync(dirname(screenshot), { recursive: true });

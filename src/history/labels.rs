@@ -19,6 +19,9 @@ pub struct LabelRecord {
     /// Unix seconds; when absent, the time it was received.
     #[serde(default)]
     pub reported_at: Option<i64>,
+    /// Who decided, when an analyst did (the dashboard sets it).
+    #[serde(default)]
+    pub decided_by: Option<String>,
 }
 
 impl LabelRecord {
@@ -123,12 +126,30 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<LabelRecord>, LabelError> {
             return Err(LabelError::Type { column: "reported_at", found: c.data_type().clone(), expected: "Int64" })
         }
     };
+    // Optional: who decided (text), as the dashboard's labels carry it.
+    let decided_by: Vec<Option<String>> = match batch.column_by_name("decided_by") {
+        None => vec![None; rows],
+        Some(c) if c.data_type() == &DataType::Utf8 => {
+            let c = c.as_string::<i32>();
+            (0..rows).map(|row| c.is_valid(row).then(|| c.value(row).to_string())).collect()
+        }
+        Some(c) => {
+            return Err(LabelError::Type { column: "decided_by", found: c.data_type().clone(), expected: "Utf8" })
+        }
+    };
     Ok(trans_num
         .into_iter()
         .zip(cc_num)
         .zip(is_fraud)
         .zip(reported_at)
-        .map(|(((trans_num, cc_num), is_fraud), reported_at)| LabelRecord { trans_num, cc_num, is_fraud, reported_at })
+        .zip(decided_by)
+        .map(|((((trans_num, cc_num), is_fraud), reported_at), decided_by)| LabelRecord {
+            trans_num,
+            cc_num,
+            is_fraud,
+            reported_at,
+            decided_by,
+        })
         .collect())
 }
 
@@ -155,7 +176,13 @@ mod tests {
         let labels = from_batch(&ok).unwrap();
         assert_eq!(
             labels[0],
-            LabelRecord { trans_num: "t1".into(), cc_num: "4111".into(), is_fraud: true, reported_at: Some(100) }
+            LabelRecord {
+                trans_num: "t1".into(),
+                cc_num: "4111".into(),
+                is_fraud: true,
+                reported_at: Some(100),
+                decided_by: None
+            }
         );
         assert_eq!(labels[1].reported_at_or(7), 7);
 

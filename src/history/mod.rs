@@ -775,9 +775,27 @@ mod tests {
         // on time, one reported the moment the tile became final (late).
         run(&h, &[tx("a", "a1", at(d - 8), 5.0, "shop"), tx("b", "b1", at(d - 8), 5.0, "shop")], Use::Update);
         let labels = [
-            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: true, reported_at: Some(at(d - 2)) },
-            LabelRecord { trans_num: "b1".into(), cc_num: card("b"), is_fraud: true, reported_at: Some(d * DAY) },
-            LabelRecord { trans_num: "zz".into(), cc_num: card("z"), is_fraud: true, reported_at: Some(at(d - 2)) },
+            LabelRecord {
+                trans_num: "a1".into(),
+                cc_num: card("a"),
+                is_fraud: true,
+                reported_at: Some(at(d - 2)),
+                decided_by: None,
+            },
+            LabelRecord {
+                trans_num: "b1".into(),
+                cc_num: card("b"),
+                is_fraud: true,
+                reported_at: Some(d * DAY),
+                decided_by: None,
+            },
+            LabelRecord {
+                trans_num: "zz".into(),
+                cc_num: card("z"),
+                is_fraud: true,
+                reported_at: Some(at(d - 2)),
+                decided_by: None,
+            },
         ];
         let current = |t| Applied::Current { unix_time: t };
         assert_eq!(h.apply_labels(&labels, 0).unwrap(), [current(at(d - 8)), current(at(d - 8)), Applied::Pending]);
@@ -787,8 +805,13 @@ mod tests {
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.5);
         assert_eq!(value(&cols, "merch_fraud_rate_30d", 0), 0.5);
         // A newer report overturns the first: genuine after all.
-        let overturn =
-            LabelRecord { trans_num: "a1".into(), cc_num: card("a"), is_fraud: false, reported_at: Some(at(d - 1)) };
+        let overturn = LabelRecord {
+            trans_num: "a1".into(),
+            cc_num: card("a"),
+            is_fraud: false,
+            reported_at: Some(at(d - 1)),
+            decided_by: None,
+        };
         h.apply_labels(std::slice::from_ref(&overturn), 0).unwrap();
         let older = LabelRecord { reported_at: Some(at(d - 3)), ..overturn };
         assert_eq!(h.apply_labels(&[older], 0).unwrap(), [Applied::Superseded]);
@@ -800,8 +823,13 @@ mod tests {
     fn a_pending_label_applies_when_its_transaction_arrives() {
         let h = history();
         let d = 20_000;
-        let label =
-            LabelRecord { trans_num: "x".into(), cc_num: card("c"), is_fraud: true, reported_at: Some(d * DAY) };
+        let label = LabelRecord {
+            trans_num: "x".into(),
+            cc_num: card("c"),
+            is_fraud: true,
+            reported_at: Some(d * DAY),
+            decided_by: None,
+        };
         assert_eq!(h.apply_labels(&[label], 0).unwrap(), [Applied::Pending]);
         let arrived = [tx("c", "x", d * DAY - 10, 5.0, "shop"), tx("c", "y", d * DAY - 5, 5.0, "shop")];
         let cols = run(&h, &arrived, Use::Update);

@@ -43,6 +43,17 @@ fn role(auth: &Auth, headers: &HeaderMap) -> Result<Role, crate::security::token
     }
 }
 
+/// Checks the caller may do `what`, which needs an `admin` token (always
+/// true without tokens). Err is the answer to send.
+pub fn require_admin(auth: &Auth, headers: &HeaderMap, what: &str) -> Result<(), Response> {
+    if !auth.tokens.enabled() {
+        return Ok(());
+    }
+    let role = role(auth, headers).map_err(|d| (StatusCode::UNAUTHORIZED, format!("{d}\n")).into_response())?;
+    crate::security::tokens::require(role, Role::Admin, what)
+        .map_err(|message| (StatusCode::FORBIDDEN, format!("{message}\n")).into_response())
+}
+
 /// The middleware: lets `/health` and `/login` through, else needs `read`.
 pub async fn require_read(State(auth): State<Auth>, request: Request, next: Next) -> Response {
     let path = request.uri().path();

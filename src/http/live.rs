@@ -45,9 +45,12 @@ pub const ALERT_COLUMNS: &[&str] = &[
     "fraud_score",
     "is_fraud_predicted",
     "model_version",
-    // The label, when one came; and the card's and merchant's history that
-    // explains the alert.
+    // The label, when one came (who decided and when); and the card's and
+    // merchant's history and the inputs that explain the alert.
     "is_fraud",
+    "label_reported_at",
+    "label_by",
+    "top_features",
     "card_tx_1d",
     "card_amt_ratio_30d",
     "card_secs_since_prev",

@@ -8,6 +8,8 @@
 //! - `GET /metrics` : Prometheus text exposition format
 //! - `GET /health` : liveness
 //! - `GET /ready` : readiness (model loaded, no enabled sink failing); 503 otherwise
+//! - `POST /api/labels` : an analyst marks a held alert fraud or genuine
+//!   (`{"trans_num", "is_fraud": true|false, "by"}`; needs an `admin` token)
 //! - `POST /login` : a token from the login form becomes the session cookie
 //!
 //! With tokens configured every route but `/health` needs a `read` token
@@ -38,6 +40,7 @@ struct Ctx {
     app: Arc<App>,
     live: Arc<Live>,
     shutdown: Shutdown,
+    auth: auth::Auth,
 }
 
 fn router(ctx: Ctx, auth: auth::Auth) -> Router {
@@ -47,6 +50,7 @@ fn router(ctx: Ctx, auth: auth::Auth) -> Router {
         .route("/api/summary", get(summary))
         .route("/api/alerts", get(alerts))
         .route("/api/events", get(events))
+        .route("/api/labels", post(label_alert))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
@@ -65,8 +69,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let live = Live::new(app.clone());
     let sampler = tokio::spawn(live.clone().run(shutdown.clone()));
-    let ctx = Ctx { app, live, shutdown: shutdown.clone() };
     let auth = auth::Auth { tokens: guard.tokens.clone(), secure: guard.tls.is_some() };
+    let ctx = Ctx { app, live, shutdown: shutdown.clone(), auth: auth.clone() };
     let router = router(ctx, auth);
     let served = match &guard.tls {
         None => axum::serve(listener, router).with_graceful_shutdown(shutdown.signalled()).await,
@@ -93,6 +97,37 @@ pub async fn serve(
 
 async fn summary(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
     Json(ctx.live.status())
+}
+
+/// An analyst's decision on an alert.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalystLabel {
+    trans_num: String,
+    is_fraud: bool,
+    by: String,
+}
+
+async fn label_alert(State(ctx): State<Ctx>, headers: axum::http::HeaderMap, body: String) -> Response {
+    if let Err(refused) = auth::require_admin(&ctx.auth, &headers, "labelling an alert") {
+        return refused;
+    }
+    let label: AnalystLabel = match serde_json::from_str(&body) {
+        Ok(l) => l,
+        Err(e) => {
+            let message = format!("expected {{\"trans_num\": ..., \"is_fraud\": true|false, \"by\": ...}}: {e}\n");
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    use crate::app::AnalystLabelError as E;
+    match ctx.app.label_alert(&label.trans_num, label.is_fraud, &label.by).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e @ E::NotHeld(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Err(e @ (E::BadAnalyst | E::CardsHashed | E::Labels(crate::app::LabelsError::NoHistory))) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn events(State(ctx): State<Ctx>) -> Response {

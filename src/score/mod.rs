@@ -164,6 +164,19 @@ impl Scorer {
         let scores = model.predict(&batch, &features)?;
         let outcomes = outcome::build(&batch, &features, &scores, threshold, model.version());
         let mut outcomes = outcome::with_labels(&outcomes, &labels);
+        // Alerts on their way to storage say why they scored high.
+        if mode == Use::Update {
+            let alerts: Vec<usize> = (0..scores.len()).filter(|&i| f64::from(scores[i]) >= threshold).collect();
+            match model.explain(&batch, &features, &alerts) {
+                Ok(Some(explained)) => {
+                    let rows: Vec<(usize, Vec<(String, f64)>)> =
+                        alerts.into_iter().zip(explained).map(|(row, e)| (row, e.contributions)).collect();
+                    outcomes = outcome::with_top_features(&outcomes, &rows);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot explain alerts; stored without top_features"),
+            }
+        }
         // A shadow scores what is stored, beside the champion; it never
         // changes an outcome, and its failure never stops one.
         if let (Use::Update, None, Some(shadow)) = (mode, &options.model_version, &lineup.shadow) {

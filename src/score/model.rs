@@ -289,6 +289,25 @@ impl Model {
         }
     }
 
+    /// Why the given rows scored as they did: the inputs' path contributions
+    /// (`native::explain`); None when the model is not a tree ensemble the
+    /// native evaluator runs.
+    pub fn explain(
+        &self,
+        batch: &RecordBatch,
+        features: &Features,
+        rows: &[usize],
+    ) -> Result<Option<Vec<native::Explained>>, ModelError> {
+        match &self.native {
+            Some(native) if !rows.is_empty() => native
+                .explain(batch.num_rows(), rows, |name| {
+                    features.column(name).or_else(|| batch.column_by_name(name).cloned())
+                })
+                .map_err(ModelError::Run),
+            _ => Ok(None),
+        }
+    }
+
     /// The graph's input tensors for a batch (the copy from Arrow columns).
     pub fn inputs(&self, batch: &RecordBatch, features: &Features) -> Result<ModelInputs, ModelError> {
         let rows = batch.num_rows();

@@ -22,6 +22,10 @@ pub const KAFKA_OFFSET: &str = "kafka_offset";
 pub const LABEL_REPORTED_AT: &str = "label_reported_at";
 pub const SHADOW_SCORE: &str = "shadow_score";
 pub const SHADOW_VERSION: &str = "shadow_version";
+pub const LABEL_BY: &str = "label_by";
+pub const TOP_FEATURES: &str = "top_features";
+/// Inputs listed in `top_features`, at most.
+pub const TOP_FEATURES_SHOWN: usize = 3;
 
 /// The columns scoring adds to the record, in order.
 fn added_fields() -> Vec<Field> {
@@ -39,9 +43,15 @@ fn added_fields() -> Vec<Field> {
         // When the label in `is_fraud` was reported (Unix s), once one came
         // from the labels stream; null while `is_fraud` is the record's own.
         Field::new(LABEL_REPORTED_AT, DataType::Int64, true),
+        // Who decided the label, when an analyst did (the dashboard).
+        Field::new(LABEL_BY, DataType::Utf8, true),
         // The challenger's score beside the champion's, in shadow mode.
         Field::new(SHADOW_SCORE, DataType::Float32, true),
         Field::new(SHADOW_VERSION, DataType::Utf8, true),
+        // Alerts: the inputs that pushed the score up most, as JSON
+        // `[{"feature": name, "contribution": x}, ...]` (tree path
+        // contributions, in log-odds for a GBT; score/native/explain.rs).
+        Field::new(TOP_FEATURES, DataType::Utf8, true),
     ]
     .into_iter()
     // History features, in the shared table's order; null when scored
@@ -95,7 +105,9 @@ pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold
     columns.push(arrow::array::new_null_array(&DataType::Int32, rows));
     columns.push(arrow::array::new_null_array(&DataType::Int64, rows));
     columns.push(arrow::array::new_null_array(&DataType::Int64, rows));
+    columns.push(arrow::array::new_null_array(&DataType::Utf8, rows));
     columns.push(arrow::array::new_null_array(&DataType::Float32, rows));
+    columns.push(arrow::array::new_null_array(&DataType::Utf8, rows));
     columns.push(arrow::array::new_null_array(&DataType::Utf8, rows));
     for name in crate::history::definitions::table().names() {
         columns.push(features.column(name).unwrap_or_else(|| arrow::array::new_null_array(&DataType::Float64, rows)));
@@ -152,6 +164,33 @@ pub fn with_shadow(outcomes: &RecordBatch, scores: &[f32], version: &str) -> Rec
     columns[schema.index_of(SHADOW_VERSION).expect("outcome column")] =
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(version, outcomes.num_rows())));
     RecordBatch::try_new(schema, columns).expect("same schema, same length")
+}
+
+/// Sets `top_features` of the explained rows: (row, its contributions).
+pub fn with_top_features(outcomes: &RecordBatch, explained: &[(usize, Vec<(String, f64)>)]) -> RecordBatch {
+    if explained.is_empty() {
+        return outcomes.clone();
+    }
+    let mut texts: Vec<Option<String>> = vec![None; outcomes.num_rows()];
+    for (row, contributions) in explained {
+        texts[*row] = Some(top_features(contributions));
+    }
+    let schema = outcomes.schema();
+    let mut columns = outcomes.columns().to_vec();
+    columns[schema.index_of(TOP_FEATURES).expect("outcome column")] = Arc::new(StringArray::from(texts));
+    RecordBatch::try_new(schema, columns).expect("same schema, same length")
+}
+
+/// The inputs that raised a score most, largest first, as JSON.
+pub fn top_features(contributions: &[(String, f64)]) -> String {
+    let mut up: Vec<&(String, f64)> = contributions.iter().filter(|(_, c)| *c > 0.0).collect();
+    up.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shown: Vec<serde_json::Value> = up
+        .into_iter()
+        .take(TOP_FEATURES_SHOWN)
+        .map(|(name, c)| serde_json::json!({"feature": name, "contribution": (c * 1e4).round() / 1e4}))
+        .collect();
+    serde_json::Value::Array(shown).to_string()
 }
 
 /// How many outcomes are predicted frauds.

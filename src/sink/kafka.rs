@@ -100,6 +100,20 @@ impl KafkaSink {
         join_all(sends).await.into_iter().collect()
     }
 
+    /// Sends one record (a label from the dashboard to `<topic>.labels`, say)
+    /// keyed by the card number; Ok once the broker has it.
+    pub async fn send_keyed(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        self.send(topic, Some(key.as_bytes()), value, OwnedHeaders::new(), abandon)
+            .await
+            .map_err(SendError::into_abandoned)
+    }
+
     /// Sends every outcome as a JSON object to `<topic>.scored` (if enabled).
     pub async fn outcomes(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<(), Abandoned> {
         let Some(topic) = &self.scored_topic else { return Ok(()) };

@@ -5,13 +5,23 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{filter_record_batch, kernels::cmp::eq, take_record_batch};
 use arrow::datatypes::Int64Type;
 
 use super::Query;
 use crate::record::column;
-use crate::score::outcome::IS_FRAUD_PREDICTED;
+use crate::score::outcome::{IS_FRAUD_PREDICTED, LABEL_BY, LABEL_REPORTED_AT};
+
+/// A label as the kept outcomes show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldLabel {
+    pub is_fraud: bool,
+    /// Unix seconds.
+    pub reported_at: i64,
+    /// Who decided, when an analyst did.
+    pub by: Option<String>,
+}
 
 /// Bounded queues of outcome batches.
 pub struct MemoryStore {
@@ -48,8 +58,9 @@ impl Rows {
         }
     }
 
-    /// Sets `is_fraud` of the rows whose `trans_num` has a label.
-    fn relabel(&mut self, labels: &HashMap<&str, bool>) {
+    /// Sets `is_fraud` (and, where the batch has them, `label_reported_at`
+    /// and `label_by`) of the rows whose `trans_num` has a label.
+    fn relabel(&mut self, labels: &HashMap<&str, &HeldLabel>) {
         for batch in &mut self.batches {
             let (Some(trans_num), Ok(at)) =
                 (batch.column_by_name(column::trans_num), batch.schema().index_of(column::is_fraud))
@@ -60,16 +71,48 @@ impl Rows {
             if !trans_num.iter().any(|t| t.is_some_and(|t| labels.contains_key(t))) {
                 continue;
             }
-            let old = batch.column(at).as_primitive::<Int64Type>();
-            let new: Int64Array = trans_num
-                .iter()
-                .zip(old.iter())
-                .map(|(t, v)| t.and_then(|t| labels.get(t)).map_or(v, |&f| Some(i64::from(f))))
-                .collect();
+            let label = |r: usize| trans_num.is_valid(r).then(|| labels.get(trans_num.value(r))).flatten();
+            let schema = batch.schema();
             let mut columns = batch.columns().to_vec();
-            columns[at] = Arc::new(new);
-            *batch = RecordBatch::try_new(batch.schema(), columns).expect("same schema, same rows");
+            let old = batch.column(at).as_primitive::<Int64Type>();
+            columns[at] = Arc::new(
+                (0..batch.num_rows())
+                    .map(|r| label(r).map_or(old.is_valid(r).then(|| old.value(r)), |l| Some(i64::from(l.is_fraud))))
+                    .collect::<Int64Array>(),
+            );
+            if let Ok(at) = schema.index_of(LABEL_REPORTED_AT) {
+                let old = batch.column(at).as_primitive::<Int64Type>();
+                columns[at] = Arc::new(
+                    (0..batch.num_rows())
+                        .map(|r| label(r).map_or(old.is_valid(r).then(|| old.value(r)), |l| Some(l.reported_at)))
+                        .collect::<Int64Array>(),
+                );
+            }
+            if let Ok(at) = schema.index_of(LABEL_BY) {
+                let old = batch.column(at).as_string::<i32>();
+                columns[at] = Arc::new(
+                    (0..batch.num_rows())
+                        .map(|r| match label(r) {
+                            Some(l) => l.by.clone(),
+                            None => old.is_valid(r).then(|| old.value(r).to_string()),
+                        })
+                        .collect::<StringArray>(),
+                );
+            }
+            *batch = RecordBatch::try_new(schema, columns).expect("same schema, same rows");
         }
+    }
+
+    /// The newest row with this `trans_num`, if held.
+    fn find(&self, trans_num: &str) -> Option<RecordBatch> {
+        for batch in self.batches.iter().rev() {
+            let Some(ids) = batch.column_by_name(column::trans_num) else { continue };
+            let ids = ids.as_string::<i32>();
+            if let Some(r) = (0..batch.num_rows()).rev().find(|&r| ids.is_valid(r) && ids.value(r) == trans_num) {
+                return Some(batch.slice(r, 1));
+            }
+        }
+        None
     }
 
     /// Up to `limit` rows matching `keep`, newest first.
@@ -147,15 +190,20 @@ impl MemoryStore {
         inner.alerts.push(alerts, self.max_alerts);
     }
 
-    /// Shows labels in the kept outcomes and alerts: (trans_num, is_fraud).
-    pub fn set_labels<'a>(&self, labels: impl Iterator<Item = (&'a str, bool)>) {
-        let labels: HashMap<&str, bool> = labels.collect();
+    /// Shows labels in the kept outcomes and alerts.
+    pub fn set_labels<'a>(&self, labels: impl Iterator<Item = (&'a str, &'a HeldLabel)>) {
+        let labels: HashMap<&str, &HeldLabel> = labels.collect();
         if labels.is_empty() {
             return;
         }
         let mut inner = self.inner.write().expect("store lock");
         inner.recent.relabel(&labels);
         inner.alerts.relabel(&labels);
+    }
+
+    /// The alert held with this `trans_num` (one row), if any.
+    pub fn alert(&self, trans_num: &str) -> Option<RecordBatch> {
+        self.inner.read().expect("store lock").alerts.find(trans_num)
     }
 
     /// Answers a query, newest first.
@@ -234,7 +282,11 @@ mod tests {
         .unwrap();
         let store = MemoryStore::new(100, 100);
         store.insert(&outcomes);
-        store.set_labels([("a", true), ("c", false), ("zz", true)].into_iter());
+        let label = |is_fraud| HeldLabel { is_fraud, reported_at: 7, by: None };
+        let (yes, no) = (label(true), label(false));
+        store.set_labels([("a", &yes), ("c", &no), ("zz", &yes)].into_iter());
+        assert_eq!(store.alert("c").map(|b| b.num_rows()), Some(1));
+        assert!(store.alert("b").is_none(), "b was not an alert");
         let flags = |q: &Query| {
             let batches = store.query(q);
             batches
@@ -247,7 +299,7 @@ mod tests {
         // Alerts a and c are labelled: one confirmed; no labelled fraud missed.
         let want = Labelled { alerts: 2, alerts_labelled: 2, alerts_confirmed: 1, frauds: 1, frauds_missed: 0 };
         assert_eq!(store.labelled(), want);
-        store.set_labels([("b", true)].into_iter());
+        store.set_labels([("b", &yes)].into_iter());
         assert_eq!(store.labelled(), Labelled { frauds: 2, frauds_missed: 1, ..want }, "b was not alerted");
     }
 

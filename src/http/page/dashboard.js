@@ -156,17 +156,81 @@ function renderTable(fresh) {
       [a.city, a.state].filter(Boolean).join(', '),
       [fmtInt.format(a.distance_km), 'num'],
       [Number(a.fraud_score).toFixed(3), 'num score'],
-      a.is_fraud == null ? '–' : a.is_fraud === 1 ? 'fraud' : 'genuine',
+      labelText(a),
       [num(a.card_tx_1d, 0), 'num'],
       [a.card_amt_ratio_30d == null || a.card_amt_ratio_30d < 0 ? '–' : num(a.card_amt_ratio_30d, 1) + ' x', 'num'],
       [sincePrev(a.card_secs_since_prev), 'num'],
       [a.card_km_from_prev == null || a.card_km_from_prev < 0 ? '–' : fmtInt.format(a.card_km_from_prev), 'num'],
       [a.merch_fraud_rate_30d == null ? '–' : num(100 * a.merch_fraud_rate_30d, 1) + ' %', 'num'],
+      [why(a.top_features), 'why'],
     ]);
+    tr.append(decide(a));
     if (i < fresh) tr.className = 'new';
     return tr;
   });
   $('alerts').querySelector('tbody').replaceChildren(...rows);
+}
+
+// "amt +2.31, hour +1.02": the inputs that raised the score most.
+function why(topFeatures) {
+  if (!topFeatures) return '–';
+  try {
+    return JSON.parse(topFeatures).map((f) => `${f.feature} +${Number(f.contribution).toFixed(2)}`).join(', ') || '–';
+  } catch (e) {
+    return '–';
+  }
+}
+
+// Who labelled it and when, after the label itself.
+function labelText(a) {
+  if (a.is_fraud == null) return '–';
+  const label = a.is_fraud === 1 ? 'fraud' : 'genuine';
+  if (!a.label_by) return label;
+  const when = a.label_reported_at ? new Date(a.label_reported_at * 1000).toISOString().slice(11, 16) : '';
+  return `${label} · ${a.label_by} ${when}`.trim();
+}
+
+// The two buttons that turn an analyst's decision into a label.
+function decide(a) {
+  const td = document.createElement('td');
+  for (const [text, isFraud] of [['fraud', true], ['genuine', false]]) {
+    const b = document.createElement('button');
+    b.className = text;
+    b.textContent = text;
+    b.title = isFraud ? 'Confirm: this was fraud' : 'Mark genuine: a false alarm';
+    b.addEventListener('click', () => sendLabel(a, isFraud));
+    td.append(b);
+  }
+  return td;
+}
+
+async function sendLabel(alert, isFraud) {
+  const by = $('analyst').value.trim();
+  const status = $('label-status');
+  if (!by) {
+    status.textContent = 'type your name (analyst) first';
+    $('analyst').focus();
+    return;
+  }
+  localStorage.setItem('fraudflight-analyst', by);
+  const response = await fetch('/api/labels', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ trans_num: alert.trans_num, is_fraud: isFraud, by }),
+  });
+  const text = await response.text();
+  if (!response.ok) {
+    status.textContent = `label refused: ${text.trim()}`;
+    return;
+  }
+  const done = JSON.parse(text);
+  for (const a of state.alerts.filter((x) => x.trans_num === alert.trans_num)) {
+    a.is_fraud = isFraud ? 1 : 0;
+    a.label_by = done.by;
+    a.label_reported_at = done.reported_at;
+  }
+  status.textContent = `${alert.trans_num}: ${isFraud ? 'fraud' : 'genuine'} (${done.via})`;
+  renderTable(0);
 }
 
 // History columns are null when history is off.
@@ -427,6 +491,8 @@ function mapChart(canvas) {
 }
 
 // ---------- start ----------
+
+$('analyst').value = localStorage.getItem('fraudflight-analyst') || '';
 
 fetch('/assets/us-states.json')
   .then((r) => r.json())

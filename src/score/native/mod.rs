@@ -21,6 +21,7 @@
 //! rows, before using it (see [`MAX_DIFF_FROM_ONNX_RUNTIME`]).
 
 mod compile;
+mod explain;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 pub use compile::Unsupported;
+pub use explain::Explained;
 
 /// Largest |native - ONNX Runtime| probability accepted at load: the two may
 /// round the sigmoid differently in the last float bit, nothing more.

@@ -58,6 +58,7 @@ pub struct StoredLabel {
     /// Unix seconds.
     pub reported_at: i64,
     pub received_at_ms: i64,
+    pub decided_by: Option<String>,
 }
 
 /// A label for a stored outcome: its key (card number as stored) and flag.
@@ -67,6 +68,9 @@ pub struct OutcomeLabel {
     pub unix_time: i64,
     pub trans_num: String,
     pub is_fraud: bool,
+    /// Unix seconds.
+    pub reported_at: i64,
+    pub decided_by: Option<String>,
 }
 
 /// A connected Cassandra with the schema in place and statements prepared.
@@ -162,16 +166,16 @@ impl Cassandra {
             .await?,
             // The newest report wins, whichever instance writes last.
             insert_label: prepare(format!(
-                "INSERT INTO {ks}.labels (cc_num, trans_num, is_fraud, reported_at, received_at) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                "INSERT INTO {ks}.labels (cc_num, trans_num, is_fraud, reported_at, received_at, decided_by) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             label_transaction: prepare(format!(
-                "UPDATE {ks}.transactions SET is_fraud = ? WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
+                "UPDATE {ks}.transactions SET is_fraud = ?, label_reported_at = ?, label_by = ? WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
             ))
             .await?,
             // Only alerts that exist: a genuine prediction has no alert row.
             label_alert: prepare(format!(
-                "UPDATE {ks}.alerts SET is_fraud = ? WHERE day = ? AND trans_time = ? AND trans_num = ? IF EXISTS"
+                "UPDATE {ks}.alerts SET is_fraud = ?, label_reported_at = ?, label_by = ? WHERE day = ? AND trans_time = ? AND trans_num = ? IF EXISTS"
             ))
             .await?,
             select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
@@ -299,6 +303,7 @@ impl Cassandra {
                     Some(CqlValue::Int(i32::from(l.is_fraud))),
                     Some(CqlValue::Timestamp(CqlTimestamp(l.reported_at.saturating_mul(1000)))),
                     Some(CqlValue::Timestamp(CqlTimestamp(l.received_at_ms))),
+                    l.decided_by.clone().map(CqlValue::Text),
                     Some(CqlValue::BigInt(l.reported_at.saturating_mul(1_000_000))),
                 ]
             })
@@ -325,11 +330,14 @@ impl Cassandra {
             .iter()
             .flat_map(|l| {
                 let (flag, time) = (CqlValue::BigInt(i64::from(l.is_fraud)), CqlTimestamp(l.unix_time * 1000));
+                let (at, by) = (Some(CqlValue::BigInt(l.reported_at)), l.decided_by.clone().map(CqlValue::Text));
                 [
                     (
                         false,
                         vec![
                             Some(flag.clone()),
+                            at.clone(),
+                            by.clone(),
                             Some(CqlValue::Text(l.cc_num.clone())),
                             Some(CqlValue::Timestamp(time)),
                             Some(CqlValue::Text(l.trans_num.clone())),
@@ -339,6 +347,8 @@ impl Cassandra {
                         true,
                         vec![
                             Some(flag),
+                            at,
+                            by,
                             Some(CqlValue::Date(rows::day_of(l.unix_time))),
                             Some(CqlValue::Timestamp(time)),
                             Some(CqlValue::Text(l.trans_num.clone())),

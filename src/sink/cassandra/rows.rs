@@ -101,7 +101,7 @@ fn core_statements(keyspace: &str, replication: &str) -> Vec<String> {
         ),
         // Confirmed outcomes as they arrive (docs/architecture.md, "History").
         format!(
-            "CREATE TABLE IF NOT EXISTS {keyspace}.labels (\n  cc_num text,\n  trans_num text,\n  is_fraud int,\n  reported_at timestamp,\n  received_at timestamp,\n  PRIMARY KEY ((cc_num), trans_num)\n)"
+            "CREATE TABLE IF NOT EXISTS {keyspace}.labels (\n  cc_num text,\n  trans_num text,\n  is_fraud int,\n  reported_at timestamp,\n  received_at timestamp,\n  decided_by text,\n  PRIMARY KEY ((cc_num), trans_num)\n)"
         ),
         // Merchant tiles shared by every instance: a row per transaction
         // (idempotent), `fraud` set by labels on time, the newest report

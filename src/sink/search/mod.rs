@@ -65,6 +65,18 @@ pub struct Refused {
     pub error: String,
 }
 
+/// A label for an indexed outcome.
+#[derive(Debug, Clone)]
+pub struct DocLabel {
+    pub trans_num: String,
+    /// The transaction's time (its daily index), Unix seconds.
+    pub unix_time: i64,
+    pub is_fraud: bool,
+    /// Unix seconds.
+    pub reported_at: i64,
+    pub decided_by: Option<String>,
+}
+
 pub struct Search {
     client: OpenSearch,
     pub health: crate::retry::Health,
@@ -227,20 +239,18 @@ impl Search {
         Ok(refused)
     }
 
-    /// Sets `is_fraud` of indexed outcomes to their labels: (trans_num,
-    /// transaction time, label). A document not indexed (yet) is left
-    /// alone; its outcome carries the record's own value when it comes.
-    pub async fn write_labels(
-        &self,
-        labels: &[(String, i64, bool)],
-        abandon: &CancellationToken,
-    ) -> Result<(), Abandoned> {
+    /// Sets `is_fraud`, `label_reported_at` and `label_by` of indexed
+    /// outcomes. A document not indexed (yet) is left alone; its outcome
+    /// carries the record's own value when it comes.
+    pub async fn write_labels(&self, labels: &[DocLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
         let updates: Vec<docs::Doc> = labels
             .iter()
-            .map(|(trans_num, unix_time, is_fraud)| {
+            .map(|l| {
                 let action =
-                    json!({"update": {"_index": docs::index_name(&self.prefix, *unix_time), "_id": trans_num}});
-                let source = json!({"doc": {"is_fraud": i32::from(*is_fraud)}});
+                    json!({"update": {"_index": docs::index_name(&self.prefix, l.unix_time), "_id": l.trans_num}});
+                let source = json!({"doc": {
+                    "is_fraud": i32::from(l.is_fraud), "label_reported_at": l.reported_at, "label_by": l.decided_by,
+                }});
                 docs::Doc {
                     action: Bytes::from(serde_json::to_vec(&action).expect("JSON")),
                     source: Bytes::from(serde_json::to_vec(&source).expect("JSON")),
