@@ -304,7 +304,12 @@ impl App {
     /// An analyst's decision on a held alert becomes a label: sent to the
     /// labels topic when Kafka is on, else applied and stored here; either
     /// way stored, counted in live quality and used by retraining.
-    pub async fn label_alert(&self, trans_num: &str, is_fraud: bool, by: &str) -> Result<AnalystLabelled, AnalystLabelError> {
+    pub async fn label_alert(
+        &self,
+        trans_num: &str,
+        is_fraud: bool,
+        by: &str,
+    ) -> Result<AnalystLabelled, AnalystLabelError> {
         if by.trim().is_empty() || by.chars().count() > 64 || by.chars().any(char::is_control) {
             return Err(AnalystLabelError::BadAnalyst);
         }
@@ -335,7 +340,11 @@ impl App {
                 match tokio::time::timeout(ANALYST_LABEL_WAIT, sent).await {
                     Ok(Ok(())) => "kafka",
                     Ok(Err(e)) => return Err(AnalystLabelError::NotSent(e.to_string())),
-                    Err(_) => return Err(AnalystLabelError::NotSent(format!("Kafka did not take it within {ANALYST_LABEL_WAIT:?}"))),
+                    Err(_) => {
+                        return Err(AnalystLabelError::NotSent(format!(
+                            "Kafka did not take it within {ANALYST_LABEL_WAIT:?}"
+                        )))
+                    }
                 }
             }
             _ => {
@@ -349,7 +358,13 @@ impl App {
             }
         };
         tracing::info!(trans_num, is_fraud, by = %by.trim(), via, "analyst label");
-        Ok(AnalystLabelled { trans_num: label.trans_num, is_fraud, by: by.trim().to_string(), reported_at: now_ms / 1000, via })
+        Ok(AnalystLabelled {
+            trans_num: label.trans_num,
+            is_fraud,
+            by: by.trim().to_string(),
+            reported_at: now_ms / 1000,
+            via,
+        })
     }
 
     /// Applies labels to the history (a label without `reported_at` was

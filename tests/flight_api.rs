@@ -189,7 +189,22 @@ async fn ingested_rows_are_queryable_and_alerts_hold_only_predicted_frauds() {
     assert!(alert_rows > 0);
     for b in &alerts {
         assert_eq!(b.column_by_name("is_fraud_predicted").unwrap().as_boolean().true_count(), b.num_rows());
+        // Each alert says which inputs pushed its score up most.
+        let why = b.column_by_name("top_features").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let top: serde_json::Value = serde_json::from_str(why.value(i)).unwrap();
+            let top = top.as_array().unwrap();
+            assert!(!top.is_empty() && top.len() <= 3, "{top:?}");
+            assert!(top.iter().all(|f| f["contribution"].as_f64().unwrap() > 0.0 && f["feature"].is_string()));
+        }
     }
+    let recent_why = do_get(&mut client, b"recent".to_vec()).await;
+    let unexplained = recent_why.iter().all(|b| {
+        let predicted = b.column_by_name("is_fraud_predicted").unwrap().as_boolean();
+        let why = b.column_by_name("top_features").unwrap();
+        (0..b.num_rows()).all(|i| predicted.value(i) || why.is_null(i))
+    });
+    assert!(unexplained, "only alerts are explained");
     let expected_alerts = running.app.metrics().snapshot().alerts as usize;
     assert_eq!(alert_rows, expected_alerts.min(fraudflight::store::DEFAULT_LIMIT));
 

@@ -44,3 +44,28 @@ fn every_shipped_model_matches_spark_on_its_parity_vectors() {
     }
     assert!(checked >= 1, "no model found under {}", root.display());
 }
+
+/// The path contributions of the shipped demo model add up to its score:
+/// `sigmoid(bias + sum of contributions)` is the probability it serves, for
+/// every one of a few thousand simulated transactions.
+#[test]
+fn path_contributions_add_up_to_the_served_score() {
+    let dir = fraudflight::score::registry::model_dir_or_newest(None).expect("a shipped model");
+    let (model, _) = Model::load_dir(&dir, 1).unwrap();
+    let txns: Vec<_> = fraudflight::simulate::Simulator::new(Default::default()).take(3_000).collect();
+    let batch = fraudflight::record::to_batch(&txns);
+    let features = fraudflight::features::derive(&batch);
+    let scores = model.predict(&batch, &features).unwrap();
+    let rows: Vec<usize> = (0..batch.num_rows()).collect();
+    let explained = model.explain(&batch, &features, &rows).unwrap().expect("a tree ensemble is explained");
+    let inputs: Vec<&str> = model.meta.inputs.iter().map(|i| i.name.as_str()).collect();
+    let mut worst = 0.0f64;
+    for (e, score) in explained.iter().zip(&scores) {
+        assert!(e.contributions.iter().all(|(name, _)| inputs.contains(&name.as_str())));
+        let margin = e.bias + e.contributions.iter().map(|(_, c)| c).sum::<f64>();
+        worst = worst.max((1.0 / (1.0 + (-margin).exp()) - f64::from(*score)).abs());
+    }
+    assert!(worst < 1e-6, "sigmoid(bias + contributions) differs from the score by {worst}");
+    // Not all zero: the inputs do move the scores.
+    assert!(explained.iter().any(|e| e.contributions.iter().any(|(_, c)| c.abs() > 0.1)));
+}

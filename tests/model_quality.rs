@@ -5,7 +5,9 @@
 //! outcomes Cassandra stored. A third instance started after both stopped
 //! shows the same numbers (they are in Cassandra, not in memory). A shadow
 //! model loaded there scores beside the champion: its scores are stored in
-//! `transactions` and it is measured too; `/metrics` carries the gauges.
+//! `transactions` and it is measured too; `/metrics` carries the gauges. An
+//! analyst's label from the dashboard goes through `<topic>.labels` and is
+//! stored with who decided.
 //!
 //! Run by `make test-services` (needs Kafka and Cassandra up).
 
@@ -164,9 +166,14 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     let body = serde_json::json!({ "path": challenger, "mode": "shadow" }).to_string();
     let action = arrow_flight::Action { r#type: "load-model".into(), body: body.into() };
     client.do_action(action).await.expect("the shadow loads");
-    let more: Vec<Transaction> = stack::simulated(29, 300)
-        .into_iter()
-        .map(|t| Transaction { trans_num: format!("shadowed-{}", t.trans_num), ..t })
+    // Some frauds among them, so there are alerts for an analyst to judge.
+    let pool = stack::simulated(29, 20_000);
+    let more: Vec<Transaction> = pool
+        .iter()
+        .filter(|t| t.is_fraud == Some(1))
+        .take(30)
+        .chain(pool.iter().filter(|t| t.is_fraud == Some(0)).take(270))
+        .map(|t| Transaction { trans_num: format!("shadowed-{}", t.trans_num), ..t.clone() })
         .collect();
     stack::produce(&names.topic, &more).await;
     stack::wait_for_rows(
@@ -197,7 +204,84 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
             == more.len() as u64
     })
     .await;
+
+    // An analyst marks one of c's alerts genuine on the dashboard: the label
+    // goes through `<topic>.labels`, like any label, and is stored with who
+    // decided, in `labels` and on the outcome.
+    let alerts: Vec<(String, String, bool)> = session
+        .query_iter(format!("SELECT trans_num, cc_num, is_fraud_predicted FROM {}.transactions", names.keyspace), &[])
+        .await
+        .unwrap()
+        .rows_stream()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let (alert, card, _) =
+        alerts.iter().find(|(t, _, p)| *p && t.starts_with("shadowed-")).expect("an alert among the frauds");
+    let body = serde_json::json!({"trans_num": alert, "is_fraud": false, "by": "analyst-1"}).to_string();
+    let (status, answer) = http_post(&c.http, "/api/labels", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""via":"kafka""#), "{answer}");
+    let (status, answer) =
+        http_post(&c.http, "/api/labels", r#"{"trans_num": "no-such-alert", "is_fraud": true, "by": "x"}"#);
+    assert_eq!(status, 404, "{answer}");
+    let keyspace = names.keyspace.clone();
+    stack::wait_until(Duration::from_secs(60), "the analyst's label stored", || {
+        let (session, keyspace, alert, card) = (&session, &keyspace, alert.clone(), card.clone());
+        async move {
+            let labelled: Option<(Option<i32>, Option<String>)> = session
+                .query_unpaged(
+                    format!("SELECT is_fraud, decided_by FROM {keyspace}.labels WHERE cc_num = ? AND trans_num = ?"),
+                    (&card, &alert),
+                )
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap()
+                .maybe_first_row()
+                .unwrap();
+            labelled == Some((Some(0), Some("analyst-1".into())))
+        }
+    })
+    .await;
+    stack::wait_until(Duration::from_secs(60), "the outcome shows who decided", || {
+        let (session, keyspace, alert, card) = (&session, &keyspace, alert.clone(), card.clone());
+        async move {
+            let rows: Vec<(String, Option<i64>, Option<String>)> = session
+                .query_iter(
+                    format!("SELECT trans_num, is_fraud, label_by FROM {keyspace}.transactions WHERE cc_num = ?"),
+                    (&card,),
+                )
+                .await
+                .unwrap()
+                .rows_stream()
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            rows.iter().any(|(t, f, by)| *t == alert && *f == Some(0) && by.as_deref() == Some("analyst-1"))
+        }
+    })
+    .await;
     assert!(c.terminate().success());
+}
+
+/// POST `body` (JSON) to `path` on the HTTP API: (status, body).
+fn http_post(http: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).expect("HTTP port answers");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
 /// Same keys, same counts, AP within 1e-9.

@@ -222,6 +222,14 @@ async fn tls_and_tokens_guard_every_flight_method_and_http_route() {
     let page = client.get(format!("{base}/")).header("cookie", session).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/assets/dashboard.js"));
+    // Labelling an alert needs an admin token: a reader is refused before
+    // anything is looked up; the admin gets past the check (no such alert).
+    let label = r#"{"trans_num": "t-1", "is_fraud": true, "by": "ann"}"#;
+    let refused = client.post(format!("{base}/api/labels")).bearer_auth(READ).body(label).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("labelling an alert needs an `admin` token"));
+    let admin = client.post(format!("{base}/api/labels")).bearer_auth(ADMIN).body(label).send().await.unwrap();
+    assert_eq!(admin.status(), 404, "no alert t-1 is held");
     let plain_http = reqwest::Client::new().get(format!("http://{}/health", serve.http)).send().await;
     assert!(plain_http.is_err() || !plain_http.unwrap().status().is_success());
 
