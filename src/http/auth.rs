@@ -44,14 +44,14 @@ fn role(auth: &Auth, headers: &HeaderMap) -> Result<Role, crate::security::token
 }
 
 /// Checks the caller may do `what`, which needs an `admin` token (always
-/// true without tokens). Err is the answer to send.
-pub fn require_admin(auth: &Auth, headers: &HeaderMap, what: &str) -> Result<(), Response> {
+/// true without tokens). Err is the status and message to answer with.
+pub fn require_admin(auth: &Auth, headers: &HeaderMap, what: &str) -> Result<(), (StatusCode, String)> {
     if !auth.tokens.enabled() {
         return Ok(());
     }
-    let role = role(auth, headers).map_err(|d| (StatusCode::UNAUTHORIZED, format!("{d}\n")).into_response())?;
+    let role = role(auth, headers).map_err(|d| (StatusCode::UNAUTHORIZED, format!("{d}\n")))?;
     crate::security::tokens::require(role, Role::Admin, what)
-        .map_err(|message| (StatusCode::FORBIDDEN, format!("{message}\n")).into_response())
+        .map_err(|message| (StatusCode::FORBIDDEN, format!("{message}\n")))
 }
 
 /// The middleware: lets `/health` and `/login` through, else needs `read`.

@@ -110,7 +110,7 @@ struct AnalystLabel {
 
 async fn label_alert(State(ctx): State<Ctx>, headers: axum::http::HeaderMap, body: String) -> Response {
     if let Err(refused) = auth::require_admin(&ctx.auth, &headers, "labelling an alert") {
-        return refused;
+        return refused.into_response();
     }
     let label: AnalystLabel = match serde_json::from_str(&body) {
         Ok(l) => l,
