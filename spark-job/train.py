@@ -18,8 +18,9 @@ writes nothing). Writes DIR/model.onnx, model.json, parity.jsonl, report.md
 and pr_curve.png; with --deploy, loads the model into running servers.
 With --history the card and merchant history features
 (fraudflight_spark/history.py) become inputs too, computed over the whole
-input before the split; rows in the first 30 days (incomplete windows) are
-not trained on, and the parity vectors carry Spark's history values.
+input; rows in the first 30 days (incomplete windows) only warm the windows
+up (the time split is of the rows after them), and the parity vectors carry
+Spark's history values.
 """
 
 from __future__ import annotations
@@ -122,10 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = history.with_history(rows)
         numeric += history.NAMES
     rows = rows.cache()
-    train, validation, test = data.split_by_time(rows)
-    if args.history:
-        # The first 30 days' windows are incomplete: not trained on.
-        train = history.after_warm_up(train, rows)
+    # With history, the first 30 days' windows are incomplete: those rows
+    # only warm the windows up, and the split is of the rows after them.
+    usable = history.after_warm_up(rows, rows) if args.history else rows
+    train, validation, test = data.split_by_time(usable)
     if validation.where(F.col("label") == 1).limit(1).count() == 0:
         raise JobError(f"{args.input}: no fraud in the validation period; more data is needed to train")
     best, tried = selection.select(
@@ -185,8 +186,10 @@ def main(argv: list[str] | None = None) -> None:
             "candidates": [c.summary() for c in tried],
         },
     }
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     test_scores, test_labels = evaluation.scores_and_labels(scored_test)
+    # What the service's live drift compares each day's scores with.
+    meta["reference"] = evaluation.score_reference(test_scores, test_labels)
+    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     report.plot_pr_curve(test_scores, test_labels, threshold, out / "pr_curve.png", f"{version}: {best.algorithm}, test set")
     report.write(out, meta, meta["training"]["candidates"])
     spark.stop()

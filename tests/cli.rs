@@ -64,3 +64,38 @@ fn a_model_directory_without_a_model_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.onnx"), "{err}");
 }
+
+/// `fraudflight query` drives the model switches of a running demo: a
+/// shadow loaded beside the champion, promoted, rolled back; and shows live
+/// quality.
+#[test]
+fn query_loads_a_shadow_promotes_and_rolls_back() {
+    use std::io::BufRead;
+    let mut demo = fraudflight()
+        .args(["demo", "--rate", "0", "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(demo.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let flight = line.split_whitespace().find_map(|w| w.strip_prefix("flight=")).expect("READY flight=").to_string();
+    let query = |args: &[&str]| -> serde_json::Value {
+        let out = fraudflight().args(["query", "--endpoint", &flight]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    let champion = query(&["model-info"])["version"].as_str().unwrap().to_string();
+    let challenger = concat!(env!("CARGO_MANIFEST_DIR"), "/models/handbook/gbt-handbook-history-v1");
+    let loaded = query(&["load-model", challenger, "--shadow"]);
+    assert_eq!(loaded["lineup"]["champion"], champion.as_str());
+    assert_eq!(loaded["lineup"]["shadow"], "gbt-handbook-history-v1");
+    assert_eq!(query(&["promote"])["champion"], "gbt-handbook-history-v1");
+    assert_eq!(query(&["rollback"])["champion"], champion.as_str());
+    assert!(query(&["model-quality"])["days"].is_array());
+    let refused = fraudflight().args(["query", "--endpoint", &flight, "promote"]).output().unwrap();
+    assert!(!refused.status.success(), "nothing left to promote");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no shadow model to promote"));
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+}

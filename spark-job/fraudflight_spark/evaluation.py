@@ -104,3 +104,18 @@ def metrics(scored: DataFrame, threshold: float) -> dict[str, Any]:
         "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
         "rows": tp + fp + fn + tn,
     }
+
+
+def score_reference(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """What live drift is measured against (`model.json` `reference`): bin
+    edges at the deciles of these (test) scores, merged where equal, the
+    share of the scores in each bin (bin i holds [edge i-1, edge i)), and
+    the fraud rate."""
+    cuts = np.quantile(scores, [i / bins for i in range(1, bins)]) if len(scores) else np.array([])
+    edges = sorted({float(c) for c in cuts if 0.0 < c < 1.0})
+    counts = np.bincount(np.searchsorted(edges, scores, side="right"), minlength=len(edges) + 1)
+    return {
+        "score_edges": edges,
+        "score_shares": [float(c) / max(len(scores), 1) for c in counts],
+        "fraud_rate": float(labels.mean()) if len(labels) else 0.0,
+    }

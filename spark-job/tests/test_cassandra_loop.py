@@ -7,7 +7,6 @@ Connector and deploys the model back to the same server, and the server's
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,11 +18,9 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SPARK_JOB, binary, simulate, train
-from fraudflight_spark import server
+from conftest import CASSANDRA, SPARK_JOB, serve_on_cassandra, simulate, train
 
 pytestmark = pytest.mark.services
-CASSANDRA = os.environ.get("FRAUDFLIGHT_CASSANDRA_NODES", "127.0.0.1:9042").split(",")[0]
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +31,7 @@ def keyspace() -> str:
 @pytest.fixture(scope="module")
 def serve(keyspace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`fraudflight serve` with Cassandra only (Kafka and OpenSearch off)."""
-    env = {
-        **os.environ,
-        "FRAUDFLIGHT_KAFKA_BROKERS": "",
-        "FRAUDFLIGHT_OPENSEARCH_URL": "",
-        "FRAUDFLIGHT_CASSANDRA_NODES": CASSANDRA,
-        "FRAUDFLIGHT_CASSANDRA_KEYSPACE": keyspace,
-        "FRAUDFLIGHT_FLIGHT_ADDR": "127.0.0.1:0",
-        "FRAUDFLIGHT_HTTP_ADDR": "127.0.0.1:0",
-    }
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    running = server.start([binary(), "serve"], env=env, cwd=ROOT, log=log)
+    running = serve_on_cassandra(keyspace, tmp_path_factory.mktemp("serve") / "serve.log")
     yield running.flight
     running.stop(timeout=60)
 

@@ -13,7 +13,6 @@ the champion on the newest labelled week and records the decision.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,52 +21,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SPARK_JOB, binary, shipped_model
-from fraudflight_spark import server
+from conftest import CASSANDRA, SPARK_JOB, binary, flight_put, fraud_labels, serve_on_cassandra, shipped_model
+from conftest import flight_action as action
 
 pytestmark = pytest.mark.services
-CASSANDRA = os.environ.get("FRAUDFLIGHT_CASSANDRA_NODES", "127.0.0.1:9042").split(",")[0]
 # Quick to train: a small GBT without history (the simulator's default fraud shows in single transactions).
 TRAIN_ARGS = "--model gbt --single --class-weights none --trees 10 --depth 4 --parity-rows 60"
 WINDOWS = ["--days", "14", "--eval-days", "7", "--no-history", "--train-args", TRAIN_ARGS]
-
-
-def start_serve(keyspace: str, log: Path, **extra: str) -> server.Running:
-    env = {
-        **os.environ,
-        "FRAUDFLIGHT_KAFKA_BROKERS": "",
-        "FRAUDFLIGHT_OPENSEARCH_URL": "",
-        "FRAUDFLIGHT_CASSANDRA_NODES": CASSANDRA,
-        "FRAUDFLIGHT_CASSANDRA_KEYSPACE": keyspace,
-        "FRAUDFLIGHT_FLIGHT_ADDR": "127.0.0.1:0",
-        "FRAUDFLIGHT_HTTP_ADDR": "127.0.0.1:0",
-        "FRAUDFLIGHT_QUALITY_INTERVAL_MS": "1000",
-        **extra,
-    }
-    return server.start([binary(), "serve"], env=env, cwd=ROOT, log=log)
-
-
-def action(endpoint: str, name: str, body: bytes = b"") -> dict:
-    client = flight.connect(endpoint)
-    try:
-        return json.loads(list(client.do_action(flight.Action(name, body)))[0].body.to_pybytes())
-    finally:
-        client.close()
-
-
-def put(endpoint: str, path: str, table: pa.Table) -> None:
-    client = flight.connect(endpoint)
-    writer, _ = client.do_put(flight.FlightDescriptor.for_path(path), table.schema)
-    for batch in table.to_batches(max_chunksize=5_000):
-        writer.write_batch(batch)
-    writer.done_writing()
-    writer.close()
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +42,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     subprocess.run([binary(), "simulate", "--count", "25000", "--customers", "300", "--seed", "53",
                     "--parquet", data], check=True, capture_output=True)
     table = pq.read_table(data)
-    running = start_serve(keyspace, tmp / "serve.log")
+    running = serve_on_cassandra(keyspace, tmp / "serve.log")
     try:
-        put(running.flight, "transactions", table)
-        frauds = table.filter(pa.compute.equal(table.column("is_fraud"), 1))
-        labels = pa.table({
-            "trans_num": frauds.column("trans_num"),
-            "cc_num": frauds.column("cc_num"),
-            "is_fraud": frauds.column("is_fraud"),
-            "reported_at": pa.compute.add(frauds.column("unix_time"), 3_600),
-        })
-        put(running.flight, "labels", labels)
+        flight_put(running.flight, "transactions", table)
+        flight_put(running.flight, "labels", fraud_labels(table))
     finally:
         running.stop(timeout=60)
     yield keyspace, tmp
@@ -107,7 +63,7 @@ def retrain(keyspace: str, endpoint: str, *args: str) -> dict:
 
 def test_an_unreachable_margin_keeps_the_champion_and_the_decision_is_recorded(stored: tuple[str, Path]) -> None:
     keyspace, tmp = stored
-    running = start_serve(keyspace, tmp / "kept.log")
+    running = serve_on_cassandra(keyspace, tmp / "kept.log")
     try:
         champion = action(running.flight, "model-info")["version"]
         result = retrain(keyspace, running.flight, "--margin", "1.0", "--output-root", str(tmp / "kept"),
@@ -146,7 +102,7 @@ def test_serve_runs_retraining_on_schedule_and_a_better_challenger_is_deployed(s
     (weak / "model.json").write_text(json.dumps(meta))
     args = json.dumps(["--margin", "-1", "--models", str(tmp / "models"), "--output-root", str(tmp / "scheduled"),
                        *WINDOWS])
-    running = start_serve(keyspace, tmp / "scheduled.log", FRAUDFLIGHT_MODEL=str(weak),
+    running = serve_on_cassandra(keyspace, tmp / "scheduled.log", FRAUDFLIGHT_MODEL=str(weak),
                           FRAUDFLIGHT_RETRAIN_ENABLED="true", FRAUDFLIGHT_RETRAIN_INTERVAL_MS="2000",
                           FRAUDFLIGHT_RETRAIN_ARGS=args)
     try:

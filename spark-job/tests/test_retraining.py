@@ -69,3 +69,17 @@ def test_stored_columns_feed_the_model_or_name_what_is_missing() -> None:
         retraining.feeds(table, [{"name": "card_tx_1d", "type": "double"}])
     with pytest.raises(JobError, match="needs `merch_tx_7d`"):
         retraining.feeds(table, [{"name": "merch_tx_7d", "type": "double"}])
+
+
+def test_the_drift_reference_bins_the_test_scores_as_the_server_reads_them() -> None:
+    from fraudflight_spark.evaluation import score_reference
+
+    scores = np.r_[np.zeros(900), np.linspace(0.5, 0.99, 100)]
+    labels = np.r_[np.zeros(990), np.ones(10)]
+    ref = score_reference(scores, labels)
+    # Nine deciles of which eight are 0 (merged away): one edge, two bins.
+    assert len(ref["score_shares"]) == len(ref["score_edges"]) + 1
+    assert ref["score_shares"][0] == pytest.approx(0.9)
+    assert sum(ref["score_shares"]) == pytest.approx(1.0)
+    assert ref["fraud_rate"] == pytest.approx(0.01)
+    assert ref["score_edges"] == sorted(set(ref["score_edges"]))

@@ -609,6 +609,11 @@ impl History {
                         return Some(Applied::Pending);
                     };
                     let Some(event) = card.find_mut(&l.trans_num) else {
+                        // Older than the card's windows (pruned), or not
+                        // seen: the store knows the first kind.
+                        if self.store.is_some() {
+                            return None;
+                        }
                         keep_pending(pending, &l.cc_num, &l.trans_num, label);
                         return Some(Applied::Pending);
                     };
