@@ -84,3 +84,15 @@ def test_the_dashboards_are_imported_once_each_ui_is_healthy() -> None:
         assert service["command"][1] == "/fraudflight/scripts/import-dashboards.sh"
         assert service["command"][-1] == ui
         assert (ROOT / "dashboards" / ui).is_dir()
+
+
+def test_retraining_runs_daily_against_the_stack() -> None:
+    services = load()["services"]
+    retrain = services["retrain"]
+    command = " ".join(retrain["command"])
+    assert "retrain.py" in command and "sleep 86400" in command
+    assert "--source cassandra://cassandra:9042/fraudflight" in command
+    assert "--endpoint grpc://fraudflight:50051" in command
+    assert retrain["depends_on"]["fraudflight"]["condition"] == "service_healthy"
+    assert "retrained-models" in load()["volumes"]
+    assert (ROOT / "spark-job" / "retrain.py").is_file() and (ROOT / "spark-job" / "requirements.txt").is_file()

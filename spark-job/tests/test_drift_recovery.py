@@ -149,6 +149,10 @@ def test_the_champion_decays_on_a_new_fraud_pattern_and_a_retrained_challenger_r
         quality = measured(running.flight, "challenger-handbook", promoted)
         recovered = mean_ap(quality, "challenger-handbook", recovered_days)
         print(f"after promotion: live AP {recovered:.3f} (the old champion had {after:.3f} on this pattern)")
+        # A model train.py wrote carries its training reference: its days are measured for drift.
+        psis = [d["score_psi"] for d in quality["days"] if d["version"] == "challenger-handbook"]
+        assert psis and all(p is not None and p >= 0 for p in psis), psis
+        print(f"score PSI of the new champion per day: {', '.join(f'{p:.3f}' for p in psis)}")
         assert recovered >= after + 0.15 and recovered >= 3 * after, f"live AP recovered: {after:.3f} -> {recovered:.3f}"
     finally:
         running.stop(timeout=60)
