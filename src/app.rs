@@ -515,8 +515,7 @@ impl App {
     /// Tells live quality of stored outcomes (its book is Cassandra, which
     /// the sink wrote, or memory, kept here).
     fn note_quality(&self, outcomes: &RecordBatch) {
-        let (rows, labels) = crate::quality::rows_of(outcomes);
-        self.quality.recorded(rows, &labels);
+        self.quality.recorded_batch(outcomes);
     }
 
     /// Scores a client's batch for DoExchange: every row must be valid, and

@@ -264,6 +264,31 @@ impl Quality {
         self.memory.as_ref()
     }
 
+    /// Notes a stored batch of outcomes: the memory book keeps its rows;
+    /// with the book in Cassandra (written by the sink) only its days are
+    /// noted, which costs no allocation per row on the hot path.
+    pub fn recorded_batch(&self, outcomes: &RecordBatch) {
+        match &self.memory {
+            Some(_) => {
+                let (rows, labels) = rows_of(outcomes);
+                self.recorded(rows, &labels);
+            }
+            None => {
+                let unix_time = outcomes.column_by_name(column::unix_time).expect("outcome column");
+                let mut days = BTreeSet::new();
+                let mut last = None;
+                for t in unix_time.as_primitive::<Int64Type>().values() {
+                    let day = t.div_euclid(DAY);
+                    if last != Some(day) {
+                        days.insert(day);
+                        last = Some(day);
+                    }
+                }
+                self.touch(days);
+            }
+        }
+    }
+
     /// Notes outcomes stored (and kept in the memory book, if any).
     pub fn recorded(&self, rows: Vec<ScoreRow>, labels: &[RowLabel]) {
         let days: BTreeSet<i64> = rows.iter().map(|r| r.day).collect();
