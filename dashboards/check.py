@@ -22,6 +22,7 @@ import argparse
 import json
 import re
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,8 +270,11 @@ def pattern_fields() -> dict[str, dict[str, Field]]:
 
 def field_caps(url: str, index: str) -> dict[str, Field]:
     """Field types as a live cluster reports them (`_field_caps`)."""
-    with urllib.request.urlopen(f"{url.rstrip('/')}/{index}/_field_caps?fields=*", timeout=30) as response:
-        caps = json.loads(response.read())["fields"]
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/{index}/_field_caps?fields=*", timeout=30) as response:
+            caps = json.loads(response.read())["fields"]
+    except urllib.error.HTTPError as e:
+        raise CheckError(f"{url} cannot give the fields of {index}: HTTP {e.code} (does the index exist?)") from None
     return {
         name: Field(frozenset(by_type), all(c.get("aggregatable", False) for c in by_type.values()))
         for name, by_type in caps.items()

@@ -74,7 +74,13 @@ fn unix_times(outcomes: &RecordBatch) -> Vec<i64> {
 /// (template installed); the prefix and the token that abandons writes.
 async fn connected(url: &str, name: &str) -> (Search, String, CancellationToken) {
     let prefix = support::unique(name).to_lowercase().replace('_', "-");
-    let config = OpenSearchConfig { url: url.to_string(), index_prefix: prefix.clone(), ..Default::default() };
+    // The quality index outside the prefix's pattern, as in the defaults.
+    let config = OpenSearchConfig {
+        url: url.to_string(),
+        index_prefix: prefix.clone(),
+        quality_index: format!("{prefix}quality"),
+        ..Default::default()
+    };
     let abandon = CancellationToken::new();
     let search = Search::connect(&config, &abandon).await.expect("connects and installs the template");
     (search, prefix, abandon)
@@ -179,10 +185,25 @@ async fn an_elasticsearch_outage_stalls_a_write_which_completes_when_it_returns(
 async fn the_kibana_saved_objects_fit_what_the_sink_writes_to_elasticsearch() {
     let url = elasticsearch_url();
     let (search, prefix, abandon) = connected(&url, "es-dash").await;
-    assert!(search.write(&outcomes(47, 2_000), &abandon).await.unwrap().is_empty());
+    let batch = outcomes(47, 2_000);
+    assert!(search.write(&batch, &abandon).await.unwrap().is_empty());
+    // Live quality documents for the "Model quality" objects, as serve writes them.
+    let (rows, _) = fraudflight::quality::rows_of(&batch);
+    let config = fraudflight::config::QualityConfig::default();
+    let measured = fraudflight::quality::measure_day(rows[0].day, &rows, &Default::default(), &config);
+    search.save_quality(&measured, &abandon).await.unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
+    let quality_index = format!("{prefix}quality");
     let checked = Command::new(format!("{root}/.venv/bin/python"))
-        .args([&format!("{root}/dashboards/check.py"), "--opensearch", &url, "--index", &format!("{prefix}-*")])
+        .args([
+            &format!("{root}/dashboards/check.py"),
+            "--opensearch",
+            &url,
+            "--index",
+            &format!("{prefix}-*"),
+            "--quality-index",
+            &quality_index,
+        ])
         .output()
         .expect("the project's Python environment runs dashboards/check.py");
     let out = String::from_utf8_lossy(&checked.stdout).to_string() + &String::from_utf8_lossy(&checked.stderr);
