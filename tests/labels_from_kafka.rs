@@ -11,7 +11,6 @@ mod support;
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -98,15 +97,8 @@ async fn labels_are_stored_dead_lettered_pending_or_late_and_move_merchant_risk(
     .await;
     // The label without reported_at was reported at its Kafka timestamp
     // (now): long after the shop's tile was final, so it is late.
-    let rows: Vec<(String, i32, scylla::value::CqlTimestamp)> = session
-        .query_iter(format!("SELECT trans_num, is_fraud, reported_at FROM {keyspace}.labels"), &[])
-        .await
-        .unwrap()
-        .rows_stream()
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let rows: Vec<(String, i32, scylla::value::CqlTimestamp)> =
+        stack::select(&session, format!("SELECT trans_num, is_fraud, reported_at FROM {keyspace}.labels")).await;
     let stamp = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| r.2 .0 / 1000).unwrap();
     assert_eq!(stamp(&first[0].trans_num), on_time);
     assert!(stamp(&first[2].trans_num) > (day + 8) * DAY, "Kafka timestamp used");

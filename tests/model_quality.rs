@@ -101,18 +101,11 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
 
     // What the numbers must be: the stored outcomes and the labels sent.
     let fraud: std::collections::HashSet<&str> = frauds.iter().map(|t| t.trans_num.as_str()).collect();
-    let stored: Vec<(String, f32, String, scylla::value::CqlTimestamp)> = session
-        .query_iter(
-            format!("SELECT trans_num, fraud_score, model_version, trans_time FROM {}.transactions", names.keyspace),
-            &[],
-        )
-        .await
-        .unwrap()
-        .rows_stream()
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let stored: Vec<(String, f32, String, scylla::value::CqlTimestamp)> = stack::select(
+        &session,
+        format!("SELECT trans_num, fraud_score, model_version, trans_time FROM {}.transactions", names.keyspace),
+    )
+    .await;
     let champion = stored[0].2.clone();
     let mut expected: BTreeMap<(i64, String), (u64, u64, Option<f64>)> = BTreeMap::new();
     let mut per_day: HashMap<i64, Vec<(f32, bool)>> = HashMap::new();
@@ -184,15 +177,11 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
         "the shadowed outcomes",
     )
     .await;
-    let shadowed: Vec<(String, Option<String>, Option<f32>)> = session
-        .query_iter(format!("SELECT trans_num, shadow_version, shadow_score FROM {}.transactions", names.keyspace), &[])
-        .await
-        .unwrap()
-        .rows_stream()
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let shadowed: Vec<(String, Option<String>, Option<f32>)> = stack::select(
+        &session,
+        format!("SELECT trans_num, shadow_version, shadow_score FROM {}.transactions", names.keyspace),
+    )
+    .await;
     for (trans_num, version, score) in &shadowed {
         let is_new = trans_num.starts_with("shadowed-");
         assert_eq!(version.as_deref() == Some("gbt-handbook-history-v1"), is_new, "{trans_num}");
@@ -208,15 +197,11 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     // An analyst marks one of c's alerts genuine on the dashboard: the label
     // goes through `<topic>.labels`, like any label, and is stored with who
     // decided, in `labels` and on the outcome.
-    let alerts: Vec<(String, String, bool)> = session
-        .query_iter(format!("SELECT trans_num, cc_num, is_fraud_predicted FROM {}.transactions", names.keyspace), &[])
-        .await
-        .unwrap()
-        .rows_stream()
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let alerts: Vec<(String, String, bool)> = stack::select(
+        &session,
+        format!("SELECT trans_num, cc_num, is_fraud_predicted FROM {}.transactions", names.keyspace),
+    )
+    .await;
     let (alert, card, _) =
         alerts.iter().find(|(t, _, p)| *p && t.starts_with("shadowed-")).expect("an alert among the frauds");
     let body = serde_json::json!({"trans_num": alert, "is_fraud": false, "by": "analyst-1"}).to_string();

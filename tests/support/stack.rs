@@ -288,6 +288,15 @@ pub async fn cassandra_rows(session: &Session, keyspace: &str, table: &str) -> V
     pager.rows_stream::<(String, f32, bool)>().unwrap().try_collect().await.expect("rows")
 }
 
+/// Every row a query without bind values returns, decoded as `R`.
+pub async fn select<R>(session: &Session, cql: String) -> Vec<R>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let pager = session.query_iter(cql, &[]).await.expect("select");
+    pager.rows_stream::<R>().expect("row types").try_collect().await.expect("rows")
+}
+
 /// Number of rows of a table (0 if it does not exist yet).
 pub async fn cassandra_count(session: &Session, keyspace: &str, table: &str) -> usize {
     match session.query_iter(format!("SELECT trans_num FROM {keyspace}.{table}"), &[]).await {
