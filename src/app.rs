@@ -84,6 +84,25 @@ pub enum PutError {
     Task(String),
 }
 
+/// The `trans_num` column of outcomes.
+fn trans_nums(outcomes: &RecordBatch) -> arrow::array::StringArray {
+    use arrow::array::AsArray;
+    outcomes.column_by_name(crate::record::column::trans_num).expect("outcome column").as_string::<i32>().clone()
+}
+
+/// Live quality's view of labels shown on outcomes.
+fn row_labels(current: &[crate::history::Settled]) -> Vec<RowLabel> {
+    current
+        .iter()
+        .map(|c| RowLabel {
+            trans_num: c.label.trans_num.clone(),
+            day: c.unix_time.div_euclid(86_400),
+            is_fraud: c.label.is_fraud,
+            reported_at: c.label.reported_at.unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// Why labels were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LabelsError {
@@ -379,17 +398,13 @@ impl App {
         dead: Vec<crate::sink::kafka::DeadLetter>,
         topics: Option<(&str, &str)>,
     ) -> Result<LabelsApplied, crate::retry::Abandoned> {
-        let stored_card = |cc_num: &str| match &self.cards {
-            Some(cards) => cards.hash(cc_num),
-            None => cc_num.to_string(),
-        };
         // Stored before they are applied: a card reloaded meanwhile reads
         // them from `labels` (docs/architecture.md, "History").
         if let Some(cassandra) = &self.sinks.cassandra {
             let rows: Vec<_> = labels
                 .iter()
                 .map(|l| crate::sink::cassandra::StoredLabel {
-                    cc_num: stored_card(&l.cc_num),
+                    cc_num: self.stored_card(&l.cc_num),
                     trans_num: l.trans_num.clone(),
                     is_fraud: l.is_fraud,
                     reported_at: l.reported_at_or(received_ms / 1000),
@@ -412,24 +427,46 @@ impl App {
         };
         let pending = applied.iter().filter(|a| **a == crate::history::Applied::Pending).count();
         // Labels that are now their transaction's: its stored outcome shows them.
-        let current: Vec<(&crate::history::LabelRecord, i64)> = labels
+        let current: Vec<crate::history::Settled> = labels
             .iter()
             .zip(&applied)
             .filter_map(|(l, a)| match a {
-                crate::history::Applied::Current { unix_time } => Some((l, *unix_time)),
+                crate::history::Applied::Current { unix_time } => Some(crate::history::Settled {
+                    label: crate::history::LabelRecord {
+                        reported_at: Some(l.reported_at_or(received_ms / 1000)),
+                        ..l.clone()
+                    },
+                    unix_time: *unix_time,
+                }),
                 _ => None,
             })
             .collect();
+        self.show_labels(&current).await?;
+        if let (Some(kafka), Some((source, dlq)), false) = (&self.sinks.kafka, topics, dead.is_empty()) {
+            kafka.dead_letters_to(dlq, source, &dead, &self.abandon).await?;
+        }
+        Ok(LabelsApplied { labels: labels.len(), pending })
+    }
+
+    /// Sets the stored outcomes of these transactions to their current
+    /// labels: Cassandra `transactions` (and `alerts` rows that exist), the
+    /// search documents, the `scores` rows, live quality and memory. Each
+    /// label carries its `reported_at`.
+    async fn show_labels(&self, current: &[crate::history::Settled]) -> Result<(), crate::retry::Abandoned> {
+        if current.is_empty() {
+            return Ok(());
+        }
+        let reported = |l: &crate::history::LabelRecord| l.reported_at.unwrap_or_default();
         if let Some(cassandra) = &self.sinks.cassandra {
             let outcomes: Vec<_> = current
                 .iter()
-                .map(|(l, unix_time)| crate::sink::cassandra::OutcomeLabel {
-                    cc_num: stored_card(&l.cc_num),
-                    unix_time: *unix_time,
-                    trans_num: l.trans_num.clone(),
-                    is_fraud: l.is_fraud,
-                    reported_at: l.reported_at_or(received_ms / 1000),
-                    decided_by: l.decided_by.clone(),
+                .map(|c| crate::sink::cassandra::OutcomeLabel {
+                    cc_num: self.stored_card(&c.label.cc_num),
+                    unix_time: c.unix_time,
+                    trans_num: c.label.trans_num.clone(),
+                    is_fraud: c.label.is_fraud,
+                    reported_at: reported(&c.label),
+                    decided_by: c.label.decided_by.clone(),
                 })
                 .collect();
             cassandra.write_outcome_labels(&outcomes, &self.abandon).await?;
@@ -437,42 +474,61 @@ impl App {
         if let Some(search) = &self.sinks.search {
             let docs: Vec<_> = current
                 .iter()
-                .map(|(l, t)| crate::sink::search::DocLabel {
-                    trans_num: l.trans_num.clone(),
-                    unix_time: *t,
-                    is_fraud: l.is_fraud,
-                    reported_at: l.reported_at_or(received_ms / 1000),
-                    decided_by: l.decided_by.clone(),
+                .map(|c| crate::sink::search::DocLabel {
+                    trans_num: c.label.trans_num.clone(),
+                    unix_time: c.unix_time,
+                    is_fraud: c.label.is_fraud,
+                    reported_at: reported(&c.label),
+                    decided_by: c.label.decided_by.clone(),
                 })
                 .collect();
             search.write_labels(&docs, &self.abandon).await?;
         }
-        let row_labels: Vec<RowLabel> = current
-            .iter()
-            .map(|(l, unix_time)| RowLabel {
-                trans_num: l.trans_num.clone(),
-                day: unix_time.div_euclid(86_400),
-                is_fraud: l.is_fraud,
-                reported_at: l.reported_at_or(received_ms / 1000),
-            })
-            .collect();
+        let row_labels = row_labels(current);
         if let Some(cassandra) = &self.sinks.cassandra {
             cassandra.write_score_labels(&row_labels, &self.abandon).await?;
         }
-        self.quality.labelled(&row_labels);
+        self.show_in_memory(current, &row_labels);
+        Ok(())
+    }
+
+    /// Live quality's and memory's side of [`Self::show_labels`].
+    fn show_in_memory(&self, current: &[crate::history::Settled], row_labels: &[RowLabel]) {
+        self.quality.labelled(row_labels);
         let held: Vec<crate::store::memory::HeldLabel> = current
             .iter()
-            .map(|(l, _)| crate::store::memory::HeldLabel {
-                is_fraud: l.is_fraud,
-                reported_at: l.reported_at_or(received_ms / 1000),
-                by: l.decided_by.clone(),
+            .map(|c| crate::store::memory::HeldLabel {
+                is_fraud: c.label.is_fraud,
+                reported_at: c.label.reported_at.unwrap_or_default(),
+                by: c.label.decided_by.clone(),
             })
             .collect();
-        self.store.set_labels(current.iter().map(|(l, _)| l.trans_num.as_str()).zip(&held));
-        if let (Some(kafka), Some((source, dlq)), false) = (&self.sinks.kafka, topics, dead.is_empty()) {
-            kafka.dead_letters_to(dlq, source, &dead, &self.abandon).await?;
+        self.store.set_labels(current.iter().map(|c| c.label.trans_num.as_str()).zip(&held));
+    }
+
+    /// [`Self::settle_labels`] for outcomes kept in memory only (the demo).
+    fn settle_in_memory(&self, outcomes: &RecordBatch) {
+        let Some(history) = self.scorer.history() else { return };
+        let settled = history.settle(trans_nums(outcomes).iter().flatten());
+        if !settled.is_empty() {
+            self.show_in_memory(&settled, &row_labels(&settled));
         }
-        Ok(LabelsApplied { labels: labels.len(), pending })
+    }
+
+    /// Outcomes just stored: labels applied while they were on their way
+    /// are written again, after them (`History::settle`).
+    async fn settle_labels(&self, outcomes: &RecordBatch) -> Result<(), crate::retry::Abandoned> {
+        let Some(history) = self.scorer.history() else { return Ok(()) };
+        let settled = history.settle(trans_nums(outcomes).iter().flatten());
+        self.show_labels(&settled).await
+    }
+
+    /// The card number as the sinks store it (a keyed hash if configured).
+    fn stored_card(&self, cc_num: &str) -> String {
+        match &self.cards {
+            Some(cards) => cards.hash(cc_num),
+            None => cc_num.to_string(),
+        }
     }
 
     /// The history, when it is on.
@@ -509,6 +565,7 @@ impl App {
         self.store.insert(outcomes);
         let written = self.sinks.write(outcomes, dead, &self.abandon).await?;
         self.note_quality(outcomes);
+        self.settle_labels(outcomes).await?;
         Ok(written)
     }
 
@@ -540,6 +597,7 @@ impl App {
         self.metrics.scored(batch.num_rows(), &outcomes, invalid.len(), started.elapsed());
         self.store.insert(&outcomes);
         self.note_quality(&outcomes);
+        self.settle_in_memory(&outcomes);
         self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(created_ms, outcomes.num_rows()));
         for e in &invalid {
             tracing::warn!(row = e.row, error = %e.error, "rejected record");

@@ -59,6 +59,11 @@ pub struct HistoryConfig {
     /// "History"); after that the stream is reported stalled and scoring
     /// goes on. 0 = never wait.
     pub labels_wait_ms: u64,
+    /// How long a labels partition read to its end must stay silent before
+    /// it counts as having nothing earlier to deliver (the idleness rule of
+    /// the labels watermark, docs/architecture.md, "History"). Shorter than
+    /// `labels_wait_ms`, or an idle stream would stall first.
+    pub labels_idle_ms: u64,
 }
 
 impl Default for HistoryConfig {
@@ -68,7 +73,7 @@ impl Default for HistoryConfig {
         // serve under 300 MB on 1,000,000 distinct cards (README,
         // "Performance"; 150,000 did until the Kafka source's event-time
         // alignment took a few MB).
-        Self { enabled: true, max_cards: 140_000, labels_wait_ms: 30_000 }
+        Self { enabled: true, max_cards: 140_000, labels_wait_ms: 30_000, labels_idle_ms: 5_000 }
     }
 }
 
@@ -453,6 +458,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "quality.fraud_rate_ratio_limit",
                 message: "must be above 1 (a ratio either way)".into(),
+            });
+        }
+        // An idle labels partition must count as caught up before a batch
+        // gives up waiting for it, or every quiet night would be a stall.
+        if self.history.labels_wait_ms > 0 && self.history.labels_idle_ms >= self.history.labels_wait_ms {
+            return Err(ConfigError::Invalid {
+                key: "history.labels_idle_ms",
+                message: format!("must be below history.labels_wait_ms ({})", self.history.labels_wait_ms),
             });
         }
         // A card evicted while a batch that changed it is still being

@@ -160,7 +160,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
         // host once bound. Port 0 (any free port) gives no stable identity.
         let configured_port = config.flight_addr.parse::<SocketAddr>().map_or(0, |a| a.port());
         let instance_id = config.kafka.group_instance_id(configured_port);
-        let labels_wait = Duration::from_millis(config.history.labels_wait_ms);
+        let labels_wait = crate::source::LabelsWait {
+            max: Duration::from_millis(config.history.labels_wait_ms),
+            idle: Duration::from_millis(config.history.labels_idle_ms),
+        };
         Some(Pipeline::start(app.clone(), &config.kafka, instance_id, drain, labels_wait, shutdown.clone(), abandon)?)
     } else {
         None

@@ -16,11 +16,20 @@ use super::definitions::DAY;
 use crate::features::haversine_km;
 
 /// A confirmed outcome of one transaction.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Label {
     pub is_fraud: bool,
     /// Unix seconds.
     pub reported_at: i64,
+    /// Who decided, when an analyst did (the outcome's `label_by`).
+    pub by: Option<Arc<str>>,
+}
+
+impl Label {
+    /// A label without a decider (tests, chargebacks).
+    pub fn new(is_fraud: bool, reported_at: i64) -> Self {
+        Self { is_fraud, reported_at, by: None }
+    }
 }
 
 /// One stored transaction of the card.
@@ -157,6 +166,11 @@ impl Card {
     }
 
     /// The event of a transaction, by its number.
+    pub fn find(&self, trans_num: &str) -> Option<&Event> {
+        self.events.iter().rev().find(|e| &*e.trans_num == trans_num)
+    }
+
+    /// The event of a transaction, by its number, to change.
     pub fn find_mut(&mut self, trans_num: &str) -> Option<&mut Event> {
         self.events.iter_mut().rev().find(|e| &*e.trans_num == trans_num)
     }

@@ -12,7 +12,10 @@ use serde::Deserialize;
 /// One label.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LabelRecord {
+    #[serde(deserialize_with = "text_or_integer")]
     pub trans_num: String,
+    /// Text or a JSON integer, as the transaction record carries it.
+    #[serde(deserialize_with = "text_or_integer")]
     pub cc_num: String,
     #[serde(deserialize_with = "flag")]
     pub is_fraud: bool,
@@ -46,6 +49,17 @@ pub enum LabelError {
     Empty { row: usize, column: &'static str },
     #[error("label is not valid JSON {{\"trans_num\", \"cc_num\", \"is_fraud\": 0|1, \"reported_at\"?}}: {0}")]
     Json(String),
+}
+
+/// A key field as text, or an integer as its decimal digits (the
+/// transaction record's `cc_num` is a JSON number in the Kaggle layout;
+/// DoPut accepts Int64 columns the same way).
+fn text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!("{other} is neither text nor an integer"))),
+    }
 }
 
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -207,5 +221,10 @@ mod tests {
         let e = from_json(br#"{"trans_num":"t","cc_num":"4111","is_fraud":3}"#).unwrap_err();
         assert!(e.to_string().contains("expected 0 or 1"), "{e}");
         assert!(from_json(br#"{"trans_num":"","cc_num":"4111","is_fraud":0}"#).is_err());
+        // The card number in the record's own type: a JSON integer.
+        let n = from_json(br#"{"trans_num":"t","cc_num":4111111111111111,"is_fraud":true}"#).unwrap();
+        assert_eq!(n.cc_num, "4111111111111111");
+        let e = from_json(br#"{"trans_num":"t","cc_num":4.5,"is_fraud":1}"#).unwrap_err();
+        assert!(e.to_string().contains("neither text nor an integer"), "{e}");
     }
 }

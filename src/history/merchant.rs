@@ -49,13 +49,13 @@ pub fn day_of(unix_time: i64) -> i64 {
 
 /// Whether `label` counts as a fraud in the tile of a transaction made on
 /// `day`: a fraud, reported before the tile is final.
-pub fn counts(label: Option<Label>, day: i64, delay_days: i64) -> bool {
+pub fn counts(label: Option<&Label>, day: i64, delay_days: i64) -> bool {
     label.is_some_and(|l| l.is_fraud && on_time(l, day, delay_days))
 }
 
 /// Whether `label`, of a transaction made on `day`, was reported before
 /// the transaction's tile became final.
-pub fn on_time(label: Label, day: i64, delay_days: i64) -> bool {
+pub fn on_time(label: &Label, day: i64, delay_days: i64) -> bool {
     label.reported_at < (day + delay_days + 1) * DAY
 }
 
@@ -170,10 +170,10 @@ mod tests {
     fn a_label_counts_only_before_its_tile_is_final() {
         let day = 20_000;
         let final_at = (day + 8) * DAY;
-        let fraud = |at| Some(Label { is_fraud: true, reported_at: at });
-        assert!(counts(fraud(final_at - 1), day, 7));
-        assert!(!counts(fraud(final_at), day, 7), "reported when day + 8 begins: late");
-        assert!(!counts(Some(Label { is_fraud: false, reported_at: 0 }), day, 7));
+        let fraud = |at| Label::new(true, at);
+        assert!(counts(Some(&fraud(final_at - 1)), day, 7));
+        assert!(!counts(Some(&fraud(final_at)), day, 7), "reported when day + 8 begins: late");
+        assert!(!counts(Some(&Label::new(false, 0)), day, 7));
         assert!(!counts(None, day, 7));
     }
 }

@@ -148,6 +148,30 @@ struct State {
     pending: lru::LruCache<(Box<str>, Box<str>), Label>,
     /// The newest transaction day seen, for pruning merchant tiles.
     newest_day: i64,
+    /// Transactions recorded whose outcomes are not stored yet, by
+    /// `trans_num`. A label applied meanwhile may reach the sinks before
+    /// the outcome (which carries the label known when it was recorded)
+    /// overwrites it; the outcome's writer asks here once it is stored
+    /// ([`History::settle`]).
+    unsettled: lru::LruCache<Box<str>, Unsettled>,
+}
+
+/// A recorded transaction whose outcome is on its way to the sinks.
+struct Unsettled {
+    cc_num: Box<str>,
+    /// Outcomes of it in flight (a redelivery may overlap the first).
+    in_flight: u32,
+    /// A label was applied since it was recorded.
+    relabelled: bool,
+}
+
+/// A label its stored outcome does not show yet: a label applied while
+/// the outcome was on its way ([`History::settle`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub label: LabelRecord,
+    /// The transaction's time (Unix seconds): where its outcome is stored.
+    pub unix_time: i64,
 }
 
 /// One row's inputs, borrowed from the batch.
@@ -186,6 +210,9 @@ impl History {
                 merchants: Merchants::default(),
                 pending,
                 newest_day: i64::MIN,
+                // Bounded like the card cache, which outlasts the batches in
+                // flight (checked at start).
+                unsettled: lru::LruCache::new(max_cards),
             }),
             stats: HistoryStats::default(),
             turns: Arc::default(),
@@ -196,24 +223,27 @@ impl History {
 
     /// From now on ingest waits, at most `max_wait` a batch, for the labels
     /// stream, whose progress the Kafka labels consumer reports through
-    /// [`Self::labels_assigned`] and [`Self::labels_seen`] ([`progress`]).
-    pub fn follow_labels(&self, max_wait: std::time::Duration) {
-        self.labels.get_or_init(|| LabelsProgress::new(max_wait));
+    /// [`Self::labels_assigned`] and [`Self::labels_seen`]; a partition read
+    /// to its end and silent for `idle` has nothing earlier to deliver
+    /// ([`progress`]).
+    pub fn follow_labels(&self, max_wait: std::time::Duration, idle: std::time::Duration) {
+        self.labels.get_or_init(|| LabelsProgress::new(max_wait, idle));
     }
 
     /// The labels consumer's partitions changed (empty: no labels topic).
     pub fn labels_assigned(&self, partitions: &[i32]) {
         if let Some(progress) = self.labels.get() {
-            let recovered = progress.assigned(partitions);
-            self.labels_recovered(recovered);
+            progress.assigned(partitions);
+            self.labels_recovered(progress);
         }
     }
 
-    /// Labels applied and stored, and partition ends, in the order read.
+    /// Labels applied and stored, unreadable values and partition ends, in
+    /// the order read.
     pub fn labels_seen(&self, seen: &[Seen]) {
         if let Some(progress) = self.labels.get() {
-            let recovered = progress.applied(seen);
-            self.labels_recovered(recovered);
+            progress.applied(seen);
+            self.labels_recovered(progress);
         }
     }
 
@@ -224,8 +254,8 @@ impl History {
         }
     }
 
-    fn labels_recovered(&self, recovered: bool) {
-        if recovered {
+    fn labels_recovered(&self, progress: &LabelsProgress) {
+        if progress.take_recovered() {
             self.stats.labels_stalled.store(0, Ordering::Relaxed);
             tracing::info!("the labels stream caught up: batches wait for it again");
         }
@@ -237,7 +267,9 @@ impl History {
     fn wait_for_labels(&self, unix_time: i64) -> Result<(), StoreError> {
         let Some(progress) = self.labels.get() else { return Ok(()) };
         let needed = day_of(unix_time) * DAY;
-        match progress.wait_for(needed) {
+        let waited = progress.wait_for(needed);
+        self.labels_recovered(progress);
+        match waited {
             Ok(Waited::Delivered { waited }) if !waited.is_zero() => {
                 self.stats.labels_waits.fetch_add(1, Ordering::Relaxed);
                 let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
@@ -442,8 +474,8 @@ impl History {
         for (trans_num, label) in stored.labels {
             match card.find_mut(&trans_num) {
                 Some(event) => {
+                    event.tile = on_time(&label, day_of(event.unix_time), delay).then(|| label.clone());
                     event.label = Some(label);
-                    event.tile = on_time(label, day_of(event.unix_time), delay).then_some(label);
                 }
                 None => keep_pending(&mut state.pending, cc_num, &trans_num, label),
             }
@@ -536,18 +568,24 @@ impl History {
             merch_lat: row.current.merch_lat,
             merch_long: row.current.merch_long,
             merchant: merchant.clone(),
-            label,
-            tile: label.filter(|l| on_time(*l, day, delay)),
+            tile: label.clone().filter(|l| on_time(l, day, delay)),
+            label: label.clone(),
         };
         if !state.cards.contains(row.cc_num) {
             self.push_card(state, row.cc_num, Card::default());
         }
+        let unsettled = state.unsettled.get_or_insert_mut(row.trans_num.into(), || Unsettled {
+            cc_num: row.cc_num.into(),
+            in_flight: 0,
+            relabelled: false,
+        });
+        unsettled.in_flight += 1;
         let card = state.cards.get_mut(row.cc_num).expect("just pushed");
         let before = card.len();
-        let tile = event.tile;
+        let tile = event.tile.clone();
         if !card.insert(event) {
             // Redelivered: its label, if one came since, is the card's.
-            return card.find_mut(row.trans_num).and_then(|e| e.label);
+            return card.find_mut(row.trans_num).and_then(|e| e.label.clone());
         }
         card.prune(self.longest_card_secs());
         let after = card.len();
@@ -560,7 +598,7 @@ impl History {
             // too, so the rows after it see it.
             if self.store.is_none() || state.merchants.holds(m, day) {
                 state.merchants.add_transaction(m, day);
-                if counts(tile, day, delay) {
+                if counts(tile.as_ref(), day, delay) {
                     state.merchants.adjust_frauds(m, day, 1);
                 }
             }
@@ -599,8 +637,8 @@ impl History {
                 .iter()
                 .map(|l| {
                     self.stats.labels.fetch_add(1, Ordering::Relaxed);
-                    let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received) };
-                    let State { cards, merchants, pending, .. } = &mut *state;
+                    let label = label_of(l, received);
+                    let State { cards, merchants, pending, unsettled, .. } = &mut *state;
                     let Some(card) = cards.get_mut(l.cc_num.as_str()) else {
                         if self.store.is_some() {
                             return None;
@@ -617,16 +655,19 @@ impl History {
                         keep_pending(pending, &l.cc_num, &l.trans_num, label);
                         return Some(Applied::Pending);
                     };
-                    if event.label.is_some_and(|old| old.reported_at > label.reported_at) {
+                    if event.label.as_ref().is_some_and(|old| old.reported_at > label.reported_at) {
                         return Some(Applied::Superseded);
                     }
-                    event.label = Some(label);
+                    event.label = Some(label.clone());
+                    if let Some(u) = unsettled.peek_mut(l.trans_num.as_str()) {
+                        u.relabelled = true;
+                    }
                     let day = day_of(event.unix_time);
-                    if !on_time(label, day, delay) {
+                    if !on_time(&label, day, delay) {
                         self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
-                    } else if event.tile.is_none_or(|old| old.reported_at <= label.reported_at) {
-                        let was = counts(event.tile, day, delay);
-                        event.tile = Some(label);
+                    } else if event.tile.as_ref().is_none_or(|old| old.reported_at <= label.reported_at) {
+                        let was = counts(event.tile.as_ref(), day, delay);
+                        event.tile = Some(label.clone());
                         match (&event.merchant, &self.store) {
                             (Some(m), None) if was != l.is_fraud => {
                                 merchants.adjust_frauds(m, day, if l.is_fraud { 1 } else { -1 })
@@ -655,11 +696,11 @@ impl History {
             let mut found = if asked.is_empty() { Vec::new() } else { store.find(&asked)? }.into_iter();
             let mut state = self.lock();
             for (l, slot) in labels.iter().zip(&mut applied).filter(|(_, a)| a.is_none()) {
-                let label = Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received) };
+                let label = label_of(l, received);
                 *slot = Some(match found.next().flatten() {
                     Some(Found { unix_time, merchant }) => {
                         let day = day_of(unix_time);
-                        if !on_time(label, day, delay) {
+                        if !on_time(&label, day, delay) {
                             self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
                         } else if let Some(m) = merchant.filter(|m| !m.is_empty()) {
                             let merchant = state.merchants.intern(&m);
@@ -690,6 +731,42 @@ impl History {
         Ok(applied.into_iter().map(|a| a.expect("every label classified")).collect())
     }
 
+    /// The outcomes of these transactions are stored: returns the labels
+    /// applied since they were recorded, which the stored outcomes may not
+    /// show (a label write that reached a sink before the outcome did is
+    /// overwritten by it). The caller writes them again, after the outcome
+    /// (docs/architecture.md, "History": labels that settle).
+    pub fn settle<'a>(&self, trans_nums: impl Iterator<Item = &'a str>) -> Vec<Settled> {
+        let mut state = self.lock();
+        let mut settled = Vec::new();
+        for trans_num in trans_nums {
+            let Some(u) = state.unsettled.peek_mut(trans_num) else { continue };
+            u.in_flight = u.in_flight.saturating_sub(1);
+            let (relabelled, done) = (std::mem::take(&mut u.relabelled), u.in_flight == 0);
+            let cc_num = u.cc_num.clone();
+            if done {
+                state.unsettled.pop(trans_num);
+            }
+            if !relabelled {
+                continue;
+            }
+            let event = state.cards.peek(&*cc_num).and_then(|card| card.find(trans_num));
+            if let Some((unix_time, Some(label))) = event.map(|e| (e.unix_time, e.label.clone())) {
+                settled.push(Settled {
+                    label: LabelRecord {
+                        trans_num: trans_num.to_string(),
+                        cc_num: cc_num.to_string(),
+                        is_fraud: label.is_fraud,
+                        reported_at: Some(label.reported_at),
+                        decided_by: label.by.as_deref().map(str::to_string),
+                    },
+                    unix_time,
+                });
+            }
+        }
+        settled
+    }
+
     fn publish(&self, state: &State) {
         self.stats.cards.store(state.cards.len() as u64, Ordering::Relaxed);
         self.stats.merchants.store(state.merchants.len() as u64, Ordering::Relaxed);
@@ -697,10 +774,16 @@ impl History {
     }
 }
 
+/// The history's label of a received one (reported when `received`, Unix
+/// seconds, if it does not say).
+fn label_of(l: &LabelRecord, received: i64) -> Label {
+    Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received), by: l.decided_by.as_deref().map(Arc::from) }
+}
+
 /// Keeps a label for a transaction not seen yet, unless a newer report of
 /// it waits already.
 fn keep_pending(pending: &mut lru::LruCache<(Box<str>, Box<str>), Label>, cc_num: &str, trans_num: &str, label: Label) {
-    let slot = pending.get_or_insert_mut((cc_num.into(), trans_num.into()), || label);
+    let slot = pending.get_or_insert_mut((cc_num.into(), trans_num.into()), || label.clone());
     if slot.reported_at <= label.reported_at {
         *slot = label;
     }
@@ -839,19 +922,63 @@ mod tests {
         let arrived = [tx("c", "x", d * DAY - 10, 5.0, "shop"), tx("c", "y", d * DAY - 5, 5.0, "shop")];
         let cols = run(&h, &arrived, Use::Update);
         assert_eq!(
-            cols.labels.iter().map(|l| l.map(|l| l.is_fraud)).collect::<Vec<_>>(),
+            cols.labels.iter().map(|l| l.as_ref().map(|l| l.is_fraud)).collect::<Vec<_>>(),
             [Some(true), None],
             "the outcome shows the label that came first"
         );
         assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 0);
         let again = run(&h, &arrived[..1], Use::Update);
         assert_eq!(
-            again.labels.iter().map(|l| l.map(|l| l.is_fraud)).collect::<Vec<_>>(),
+            again.labels.iter().map(|l| l.as_ref().map(|l| l.is_fraud)).collect::<Vec<_>>(),
             [Some(true)],
             "a redelivered record keeps its label"
         );
         let cols = run(&h, &[tx("e", "e1", (d + 7) * DAY, 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.5, "one of the shop's two is a fraud");
+    }
+
+    #[test]
+    fn a_label_applied_while_its_outcome_is_on_its_way_is_settled_once_stored() {
+        let h = history();
+        let t = 1_700_000_000;
+        run(&h, &[tx("c", "1", t, 10.0, "m"), tx("c", "2", t + 60, 30.0, "m")], Use::Update);
+        let label = LabelRecord {
+            trans_num: "2".into(),
+            cc_num: card("c"),
+            is_fraud: true,
+            reported_at: Some(t + 3_600),
+            decided_by: Some("alice".into()),
+        };
+        // Applied after the history step, before the outcome is stored: the
+        // outcome's write may overwrite it.
+        assert_eq!(h.apply_labels(std::slice::from_ref(&label), 0).unwrap(), [Applied::Current { unix_time: t + 60 }]);
+        let settled = h.settle(["1", "2"].into_iter());
+        assert_eq!(settled, [Settled { label, unix_time: t + 60 }], "written again, decider included");
+        assert!(h.settle(["1", "2"].into_iter()).is_empty(), "once");
+        // A label after the outcome was stored is written by the label's
+        // own path: nothing to settle.
+        let later = LabelRecord {
+            trans_num: "1".into(),
+            cc_num: card("c"),
+            is_fraud: false,
+            reported_at: Some(t + 7_200),
+            decided_by: None,
+        };
+        h.apply_labels(&[later], 0).unwrap();
+        assert!(h.settle(["1"].into_iter()).is_empty());
+        // A label that came before its transaction is carried by the
+        // outcome itself, with its decider.
+        let first = LabelRecord {
+            trans_num: "3".into(),
+            cc_num: card("c"),
+            is_fraud: true,
+            reported_at: Some(t + 100),
+            decided_by: Some("bob".into()),
+        };
+        assert_eq!(h.apply_labels(&[first], 0).unwrap(), [Applied::Pending]);
+        let cols = run(&h, &[tx("c", "3", t + 90, 5.0, "m")], Use::Update);
+        assert_eq!(cols.labels[0].as_ref().and_then(|l| l.by.as_deref()), Some("bob"));
+        assert!(h.settle(["3"].into_iter()).is_empty());
     }
 
     #[test]

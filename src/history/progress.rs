@@ -5,10 +5,21 @@
 //! A transaction on day `D` reads merchant tiles up to day `D - 8`, the
 //! newest of which became final at the start of `D`: every label reported
 //! before that instant must be applied first, however fast each topic is
-//! consumed (a backlog after an outage, a replay). Labels come in report
-//! order within a partition (a sender sends them as they are reported), so
-//! a partition has delivered all of them once it has applied a label
-//! reported at or after that instant, or has been read to its end.
+//! consumed (a backlog after an outage, a replay, a producer far slower
+//! than the transactions'). Labels come in report order within a partition
+//! (a sender sends them as they are reported), so this is a watermark with
+//! an idleness rule, as stream processors keep one:
+//!
+//! - a partition is caught up to `T` once it has applied a label reported at
+//!   or after `T`;
+//! - or once it is *idle*: read to its end and silent for `idle` (nothing
+//!   read from it, nor assigned, for that long). The end alone proves
+//!   nothing while a producer is still writing: it only says the producer
+//!   has not written yet. A labels topic that does not exist counts as idle
+//!   once it has been missing for `idle`.
+//!
+//! A value that is not a label is heard (the partition is not idle) but
+//! proves nothing about report times.
 //!
 //! A batch waits for that at most `max_wait`. Then the labels stream is
 //! *stalled*: batches go on without waiting (counted, logged, in /metrics)
@@ -19,39 +30,61 @@ use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// How often a waiter looks again without news: idleness comes with time.
+const RECHECK: Duration = Duration::from_millis(50);
+
 /// One labels partition's progress.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
     /// The newest report time (Unix seconds) applied from it.
     through: Option<i64>,
-    /// Read to its end (nothing more to apply, for now).
+    /// Read to its end, nothing read since.
     at_end: bool,
+    /// When something was last read from it (or it was assigned).
+    heard: Instant,
+}
+
+impl Mark {
+    fn new(now: Instant) -> Self {
+        Self { through: None, at_end: false, heard: now }
+    }
+
+    fn delivered(&self, at: i64, now: Instant, idle: Duration) -> bool {
+        self.through.is_some_and(|t| t >= at) || (self.at_end && now.duration_since(self.heard) >= idle)
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// None until the consumer knows its partitions; empty when the topic
-    /// does not exist (no labels to wait for).
+    /// does not exist.
     partitions: Option<BTreeMap<i32, Mark>>,
+    /// Since when the topic has been missing.
+    missing_since: Option<Instant>,
     /// The time a batch needed when the wait gave up, until the stream
     /// has caught up with it.
     stalled_at: Option<i64>,
+    /// A stall ended and nobody has been told yet.
+    recovered: bool,
     stopped: bool,
 }
 
 impl State {
-    fn delivered(&self, at: i64) -> bool {
-        self.partitions.as_ref().is_some_and(|p| p.values().all(|m| m.at_end || m.through.is_some_and(|t| t >= at)))
+    fn delivered(&self, at: i64, now: Instant, idle: Duration) -> bool {
+        match &self.partitions {
+            None => false,
+            Some(p) if p.is_empty() => self.missing_since.is_some_and(|since| now.duration_since(since) >= idle),
+            Some(p) => p.values().all(|m| m.delivered(at, now, idle)),
+        }
     }
 
-    /// Clears a stall the stream has caught up with; true if it did.
-    fn recover(&mut self) -> bool {
-        match self.stalled_at {
-            Some(at) if self.delivered(at) => {
+    /// Clears a stall the stream has caught up with.
+    fn recover(&mut self, now: Instant, idle: Duration) {
+        if let Some(at) = self.stalled_at {
+            if self.delivered(at, now, idle) {
                 self.stalled_at = None;
-                true
+                self.recovered = true;
             }
-            _ => false,
         }
     }
 }
@@ -59,8 +92,11 @@ impl State {
 /// What the labels consumer saw, in the order it saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    /// A label (or a bad value) reported at this time, applied and stored.
+    /// A label reported at this time, applied and stored.
     Label { partition: i32, reported_at: i64 },
+    /// A value that is not a label (sent to the DLQ): the partition is not
+    /// idle, but nothing is known of report times.
+    Unreadable { partition: i32 },
     /// The partition's end.
     End { partition: i32 },
 }
@@ -90,12 +126,15 @@ pub struct LabelsProgress {
     state: Mutex<State>,
     changed: Condvar,
     max_wait: Duration,
+    idle: Duration,
 }
 
 impl LabelsProgress {
-    /// Batches wait at most `max_wait` for labels; zero = never.
-    pub fn new(max_wait: Duration) -> Self {
-        Self { state: Mutex::default(), changed: Condvar::new(), max_wait }
+    /// Batches wait at most `max_wait` for labels (zero = never); a
+    /// partition read to its end and silent for `idle` has nothing earlier
+    /// to deliver.
+    pub fn new(max_wait: Duration, idle: Duration) -> Self {
+        Self { state: Mutex::default(), changed: Condvar::new(), max_wait, idle }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -103,33 +142,61 @@ impl LabelsProgress {
     }
 
     /// The consumer's partitions now (empty: the topic does not exist).
-    /// Partitions kept keep their progress; new ones start from nothing.
-    /// True if a stall ended.
-    pub fn assigned(&self, partitions: &[i32]) -> bool {
-        let mut state = self.lock();
-        let old = state.partitions.take().unwrap_or_default();
-        state.partitions = Some(partitions.iter().map(|p| (*p, old.get(p).copied().unwrap_or_default())).collect());
-        self.changed(state)
+    /// Partitions kept keep their progress; new ones start from nothing and
+    /// are heard now, so they are waited for at least `idle`.
+    pub fn assigned(&self, partitions: &[i32]) {
+        self.assigned_at(partitions, Instant::now());
     }
 
-    /// Labels applied and stored, and partition ends, in the order they
-    /// were read. True if a stall ended.
-    pub fn applied(&self, seen: &[Seen]) -> bool {
+    fn assigned_at(&self, partitions: &[i32], now: Instant) {
+        let mut state = self.lock();
+        let old = state.partitions.take().unwrap_or_default();
+        state.partitions =
+            Some(partitions.iter().map(|p| (*p, old.get(p).copied().unwrap_or(Mark::new(now)))).collect());
+        if partitions.is_empty() {
+            state.missing_since.get_or_insert(now);
+        } else {
+            state.missing_since = None;
+        }
+        self.changed(state, now);
+    }
+
+    /// Labels applied and stored, unreadable values and partition ends, in
+    /// the order they were read.
+    pub fn applied(&self, seen: &[Seen]) {
+        self.applied_at(seen, Instant::now());
+    }
+
+    fn applied_at(&self, seen: &[Seen], now: Instant) {
         let mut state = self.lock();
         let Some(partitions) = state.partitions.as_mut() else {
-            return false;
+            return;
         };
         for s in seen {
             match *s {
                 Seen::Label { partition, reported_at } => {
-                    let mark = partitions.entry(partition).or_default();
+                    let mark = partitions.entry(partition).or_insert(Mark::new(now));
                     mark.through = Some(mark.through.map_or(reported_at, |t| t.max(reported_at)));
                     mark.at_end = false;
+                    mark.heard = now;
                 }
-                Seen::End { partition } => partitions.entry(partition).or_default().at_end = true,
+                Seen::Unreadable { partition } => {
+                    let mark = partitions.entry(partition).or_insert(Mark::new(now));
+                    mark.at_end = false;
+                    mark.heard = now;
+                }
+                Seen::End { partition } => partitions.entry(partition).or_insert(Mark::new(now)).at_end = true,
             }
         }
-        self.changed(state)
+        self.changed(state, now);
+    }
+
+    /// True once if a stall ended since the last call (for the log and
+    /// /metrics).
+    pub fn take_recovered(&self) -> bool {
+        let mut state = self.lock();
+        state.recover(Instant::now(), self.idle);
+        std::mem::take(&mut state.recovered)
     }
 
     /// Wakes every waiter for good: the consumer is gone.
@@ -138,11 +205,10 @@ impl LabelsProgress {
         self.changed.notify_all();
     }
 
-    fn changed(&self, mut state: MutexGuard<'_, State>) -> bool {
-        let recovered = state.recover();
+    fn changed(&self, mut state: MutexGuard<'_, State>, now: Instant) {
+        state.recover(now, self.idle);
         drop(state);
         self.changed.notify_all();
-        recovered
     }
 
     /// Blocks until every labels partition has delivered the labels
@@ -155,7 +221,9 @@ impl LabelsProgress {
         let deadline = started + self.max_wait;
         let mut state = self.lock();
         loop {
-            if state.delivered(at) {
+            let now = Instant::now();
+            state.recover(now, self.idle);
+            if state.delivered(at, now, self.idle) {
                 return Ok(Waited::Delivered { waited: started.elapsed() });
             }
             if state.stopped {
@@ -164,12 +232,13 @@ impl LabelsProgress {
             if state.stalled_at.is_some() {
                 return Ok(Waited::WhileStalled);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
                 state.stalled_at = Some(at);
                 return Ok(Waited::Stalled);
             }
-            state = self.changed.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+            // Woken by news, or soon anyway: a partition may turn idle.
+            state = self.changed.wait_timeout(state, left.min(RECHECK)).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 }
@@ -181,60 +250,96 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(5);
 
     fn label(partition: i32, reported_at: i64) -> Seen {
         Seen::Label { partition, reported_at }
     }
 
     #[test]
-    fn a_batch_waits_until_every_partition_passed_its_time_or_ended() {
-        let progress = Arc::new(LabelsProgress::new(WAIT));
+    fn a_batch_waits_until_every_partition_passed_its_time() {
+        let progress = Arc::new(LabelsProgress::new(WAIT, IDLE));
         progress.assigned(&[0, 1]);
         let waiter = {
             let progress = progress.clone();
             std::thread::spawn(move || progress.wait_for(100))
         };
         progress.applied(&[label(0, 99), label(1, 150)]);
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(80));
         assert!(!waiter.is_finished(), "partition 0 has not passed 100");
         progress.applied(&[label(0, 100)]);
         assert!(matches!(waiter.join().unwrap(), Ok(Waited::Delivered { .. })));
-
-        // A partition read to its end has nothing more to give; a label
-        // after the end means it has more.
-        progress.applied(&[Seen::End { partition: 0 }, Seen::End { partition: 1 }]);
-        assert!(matches!(progress.wait_for(1_000), Ok(Waited::Delivered { .. })));
-        let quick = LabelsProgress::new(Duration::from_millis(20));
-        quick.assigned(&[0]);
-        quick.applied(&[Seen::End { partition: 0 }, label(0, 200)]);
-        assert_eq!(quick.wait_for(1_000), Ok(Waited::Stalled), "a label after the end: not at the end any more");
     }
 
     #[test]
-    fn unknown_partitions_wait_and_an_absent_topic_does_not() {
-        let progress = LabelsProgress::new(Duration::from_millis(20));
-        assert_eq!(progress.wait_for(0), Ok(Waited::Stalled), "partitions not known yet");
-        let progress = LabelsProgress::new(WAIT);
-        progress.assigned(&[]);
-        assert!(matches!(progress.wait_for(i64::MAX), Ok(Waited::Delivered { .. })));
+    fn an_end_proves_nothing_until_the_partition_has_been_silent_for_the_idle_time() {
+        let start = Instant::now();
+        let progress = LabelsProgress::new(WAIT, IDLE);
+        progress.assigned_at(&[0, 1], start);
+        progress.applied_at(&[label(0, 10), Seen::End { partition: 0 }, Seen::End { partition: 1 }], start);
+        let state = progress.lock();
+        // A producer still writing: the end only says it has not written yet.
+        assert!(!state.delivered(1_000, start + IDLE / 2, IDLE));
+        assert!(state.delivered(1_000, start + IDLE, IDLE), "silent at the end for the idle time");
+        drop(state);
+        // Read again: not idle any more, whatever the end said before.
+        progress.applied_at(&[label(0, 20)], start + IDLE);
+        assert!(!progress.lock().delivered(1_000, start + IDLE + IDLE / 2, IDLE));
+        // Silent but not at its end (a backlog being read): not idle.
+        progress.applied_at(&[label(1, 5)], start + IDLE);
+        let later = start + IDLE * 10;
+        progress.applied_at(&[Seen::End { partition: 0 }], start + IDLE);
+        assert!(!progress.lock().delivered(1_000, later, IDLE), "partition 1 has not been read to its end");
+        // An unreadable value is heard, but proves no report time.
+        progress.applied_at(&[Seen::Unreadable { partition: 1 }, Seen::End { partition: 1 }], later);
+        assert!(!progress.lock().delivered(1_000, later, IDLE));
+        assert!(progress.lock().delivered(1_000, later + IDLE, IDLE));
+    }
+
+    #[test]
+    fn new_partitions_and_a_missing_topic_are_waited_for_the_idle_time() {
+        let start = Instant::now();
+        let progress = LabelsProgress::new(WAIT, IDLE);
+        assert!(!progress.lock().delivered(0, start, IDLE), "partitions not known yet");
+        progress.assigned_at(&[], start);
+        assert!(!progress.lock().delivered(0, start + IDLE / 2, IDLE), "missing for less than the idle time");
+        assert!(progress.lock().delivered(i64::MAX, start + IDLE, IDLE), "missing for the idle time");
+        // The topic appears: its partitions are new, heard when assigned.
+        progress.assigned_at(&[0], start + IDLE);
+        progress.applied_at(&[Seen::End { partition: 0 }], start + IDLE);
+        assert!(!progress.lock().delivered(0, start + IDLE * 3 / 2, IDLE));
+        assert!(progress.lock().delivered(0, start + IDLE * 2, IDLE));
     }
 
     #[test]
     fn a_stall_costs_one_wait_and_ends_when_the_stream_catches_up() {
-        let progress = LabelsProgress::new(Duration::from_millis(20));
+        let progress = LabelsProgress::new(Duration::from_millis(20), IDLE);
         progress.assigned(&[0]);
         progress.applied(&[label(0, 10)]);
         assert_eq!(progress.wait_for(100), Ok(Waited::Stalled));
         assert_eq!(progress.wait_for(50), Ok(Waited::WhileStalled));
-        assert!(!progress.applied(&[label(0, 99)]), "not caught up with 100 yet");
-        assert!(progress.applied(&[label(0, 100)]), "caught up: the stall ends");
+        progress.applied(&[label(0, 99)]);
+        assert!(!progress.take_recovered(), "not caught up with 100 yet");
+        progress.applied(&[label(0, 100)]);
+        assert!(progress.take_recovered(), "caught up: the stall ends");
+        assert!(!progress.take_recovered(), "told once");
         assert_eq!(progress.wait_for(200), Ok(Waited::Stalled), "waits again after a stall ended");
     }
 
     #[test]
+    fn a_waiter_is_released_when_the_partitions_turn_idle() {
+        let progress = LabelsProgress::new(WAIT, Duration::from_millis(100));
+        progress.assigned(&[0]);
+        progress.applied(&[label(0, 10), Seen::End { partition: 0 }]);
+        let started = Instant::now();
+        assert!(matches!(progress.wait_for(1_000), Ok(Waited::Delivered { .. })));
+        assert!(started.elapsed() >= Duration::from_millis(90), "waited for the silence");
+    }
+
+    #[test]
     fn waiting_can_be_off_and_stops_with_the_consumer() {
-        assert_eq!(LabelsProgress::new(Duration::ZERO).wait_for(5), Ok(Waited::Off));
-        let progress = Arc::new(LabelsProgress::new(WAIT));
+        assert_eq!(LabelsProgress::new(Duration::ZERO, IDLE).wait_for(5), Ok(Waited::Off));
+        let progress = Arc::new(LabelsProgress::new(WAIT, IDLE));
         let waiter = {
             let progress = progress.clone();
             std::thread::spawn(move || progress.wait_for(5))
@@ -246,12 +351,12 @@ mod tests {
 
     #[test]
     fn a_reassignment_keeps_the_progress_of_partitions_kept() {
-        let progress = LabelsProgress::new(Duration::from_millis(20));
+        let progress = LabelsProgress::new(Duration::from_millis(20), IDLE);
         progress.assigned(&[0]);
         progress.applied(&[label(0, 100)]);
         progress.assigned(&[0, 1]);
         assert_eq!(progress.wait_for(100), Ok(Waited::Stalled), "partition 1 is new");
-        progress.applied(&[Seen::End { partition: 1 }]);
+        progress.applied(&[label(1, 100)]);
         assert!(matches!(progress.wait_for(100), Ok(Waited::Delivered { .. })));
     }
 }

@@ -477,8 +477,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].shadow, None);
         assert_eq!(labels.len(), 0);
-        let labelled =
-            outcome::with_labels(&outcomes, &[None, Some(crate::history::Label { is_fraud: true, reported_at: 77 })]);
+        let labelled = outcome::with_labels(&outcomes, &[None, Some(crate::history::Label::new(true, 77))]);
         let labelled = outcome::with_shadow(&labelled, &[0.25, 0.75], "next");
         let (rows, labels) = rows_of(&labelled);
         assert_eq!(rows[1].label, Some((true, 77)));

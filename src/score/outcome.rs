@@ -143,16 +143,18 @@ pub fn with_labels(outcomes: &RecordBatch, labels: &[Option<crate::history::Labe
     let schema = outcomes.schema();
     let is_fraud = schema.index_of(record::column::is_fraud).expect("outcome column");
     let reported = schema.index_of(LABEL_REPORTED_AT).expect("outcome column");
+    let by = schema.index_of(LABEL_BY).expect("outcome column");
     let old = outcomes.column(is_fraud).as_primitive::<Int64Type>();
     let mut columns = outcomes.columns().to_vec();
     columns[is_fraud] = Arc::new(
         labels
             .iter()
             .enumerate()
-            .map(|(i, l)| l.map(|l| i64::from(l.is_fraud)).or(old.is_valid(i).then(|| old.value(i))))
+            .map(|(i, l)| l.as_ref().map(|l| i64::from(l.is_fraud)).or(old.is_valid(i).then(|| old.value(i))))
             .collect::<Int64Array>(),
     );
-    columns[reported] = Arc::new(labels.iter().map(|l| l.map(|l| l.reported_at)).collect::<Int64Array>());
+    columns[reported] = Arc::new(labels.iter().map(|l| l.as_ref().map(|l| l.reported_at)).collect::<Int64Array>());
+    columns[by] = Arc::new(labels.iter().map(|l| l.as_ref().and_then(|l| l.by.as_deref())).collect::<StringArray>());
     RecordBatch::try_new(schema, columns).expect("same schema, same length")
 }
 

@@ -19,6 +19,17 @@
 //! The event time is the record's `unix_time`, read without decoding the
 //! whole value (else `trans_date_trans_time`); a value without either goes
 //! out at once (it becomes a dead letter).
+//!
+//! Partitions other instances own (N instances in one group) are aligned
+//! through what their owners publish ([`Aligner::published`], carried in
+//! the metadata of their offset commits, `source/progress.rs`): the
+//! earliest event time each may still store. A record of day `D` goes out
+//! only while every other instance's partition may store nothing before day
+//! `D - REMOTE_DAYS`, so the tiles a transaction reads (up to `D - 8`) are
+//! complete whichever instance stored their rows. The margin is wider than
+//! the local slack: their progress is seen through commits, a fraction of
+//! a second late, and a day of it covers records a little out of order
+//! within a partition.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::LazyLock;
@@ -27,6 +38,7 @@ use std::time::{Duration, Instant};
 use memchr::memmem;
 
 use super::decode::RawRecord;
+use crate::history::definitions::DAY;
 
 /// How far ahead of the slowest partition another may run. Less than the
 /// label delay's week by a margin for records a little out of order within
@@ -34,6 +46,10 @@ use super::decode::RawRecord;
 pub const SLACK_SECS: i64 = 86_400;
 /// A partition silent this long, not at its end, is not waited for.
 pub const IDLE: Duration = Duration::from_secs(5);
+/// How many days before a record's own day every other instance's partition
+/// must have stored everything: the label delay's week less a day of
+/// margin for records out of order within a partition.
+pub const REMOTE_DAYS: i64 = 6;
 /// Records buffered per partition before it is paused (about 0.5 MB:
 /// `serve`'s peak RSS grew 11 MB over 8 partitions with 5,000).
 pub const MAX_BUFFERED: usize = 1_000;
@@ -48,11 +64,13 @@ struct Part {
     at_end: bool,
     /// When it last delivered a record or its end.
     heard: Instant,
+    /// Records let out and not known to be stored yet: (offset, event time).
+    unstored: VecDeque<(i64, i64)>,
 }
 
 impl Part {
     fn new(now: Instant) -> Self {
-        Self { buffer: VecDeque::new(), released: None, at_end: false, heard: now }
+        Self { buffer: VecDeque::new(), released: None, at_end: false, heard: now, unstored: VecDeque::new() }
     }
 
     /// The earliest event time it may still send, or None when it holds
@@ -62,6 +80,17 @@ impl Part {
             Some((t, _)) => Some(*t),
             None if self.at_end || now.duration_since(self.heard) >= IDLE => None,
             None => Some(self.released.unwrap_or(i64::MIN)),
+        }
+    }
+
+    /// The earliest event time it may still store: what it let out and is
+    /// not stored yet, what it holds, and (unless at its end or idle) what
+    /// comes after its newest record. None: nothing.
+    fn unstored_bound(&self, now: Instant) -> Option<i64> {
+        let unstored = self.unstored.iter().map(|(_, t)| *t).min();
+        match (unstored, self.bound(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -74,6 +103,9 @@ pub struct Aligner {
     len: usize,
     /// Partitions skipped as idle (warned about once).
     idle: BTreeSet<i32>,
+    /// Partitions other instances own: the earliest event time each may
+    /// still store (None: nothing), as their owners published it.
+    remote: BTreeMap<i32, Option<i64>>,
 }
 
 impl Aligner {
@@ -86,6 +118,7 @@ impl Aligner {
             self.parts.entry(*p).or_insert_with(|| Part::new(now));
         }
         self.idle.retain(|p| partitions.contains(p));
+        self.remote.retain(|p, _| !partitions.contains(p));
     }
 
     /// Partitions taken away: their records are their next owner's.
@@ -138,7 +171,7 @@ impl Aligner {
             };
             // ... may run up to the slack past every other one.
             let floor = self.parts.iter().filter(|(q, _)| **q != p).filter_map(|(_, part)| part.bound(now)).min();
-            let limit = floor.map_or(i64::MAX, |f| f.saturating_add(SLACK_SECS));
+            let limit = floor.map_or(i64::MAX, |f| f.saturating_add(SLACK_SECS)).min(self.remote_limit());
             if head > limit {
                 self.warn_idle(now);
                 break;
@@ -147,12 +180,45 @@ impl Aligner {
             while left > 0 && part.buffer.front().is_some_and(|(t, _)| *t <= limit) {
                 let (t, record) = part.buffer.pop_front().expect("front checked");
                 part.released = Some(part.released.map_or(t, |r| r.max(t)));
+                part.unstored.push_back((record.offset, t));
                 out.push(record);
                 left -= 1;
                 self.len -= 1;
             }
         }
         self.warn_idle(now);
+    }
+
+    /// The newest event time a record may have to go out while other
+    /// instances' partitions may still store what its tiles count.
+    fn remote_limit(&self) -> i64 {
+        self.remote
+            .values()
+            .flatten()
+            .map(|b| b.div_euclid(DAY).saturating_add(REMOTE_DAYS + 1).saturating_mul(DAY).saturating_sub(1))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// What other instances published of the partitions they own (any of
+    /// this instance's own are ignored).
+    pub fn set_remote(&mut self, remote: BTreeMap<i32, Option<i64>>) {
+        self.remote = remote.into_iter().filter(|(p, _)| !self.parts.contains_key(p)).collect();
+    }
+
+    /// Everything of `partition` before offset `next` is stored.
+    pub fn stored(&mut self, partition: i32, next: i64) {
+        if let Some(part) = self.parts.get_mut(&partition) {
+            while part.unstored.front().is_some_and(|(offset, _)| *offset < next) {
+                part.unstored.pop_front();
+            }
+        }
+    }
+
+    /// For the other instances: the earliest event time each partition of
+    /// this one may still store (None: nothing).
+    pub fn published(&self, now: Instant) -> BTreeMap<i32, Option<i64>> {
+        self.parts.iter().map(|(p, part)| (*p, part.unstored_bound(now))).collect()
     }
 
     /// Says once when a partition is not waited for any more.
@@ -179,6 +245,11 @@ impl Aligner {
         let drained =
             self.parts.iter().filter(|(_, part)| part.buffer.len() <= MAX_BUFFERED / 2).map(|(p, _)| *p).collect();
         (full, drained)
+    }
+
+    /// The partitions assigned to this instance.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.parts.keys().copied().collect()
     }
 
     /// Records buffered in all.
@@ -233,8 +304,6 @@ fn integer_after_colon(rest: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const DAY: i64 = 86_400;
 
     fn record(partition: i32, offset: i64, unix_time: i64) -> RawRecord {
         RawRecord {
@@ -319,6 +388,36 @@ mod tests {
         a.push(record(0, 1, 11 * DAY), start + IDLE);
         a.assign(&[1], start + IDLE);
         assert_eq!(a.len(), 0, "partition 0 revoked: its records are its next owner's");
+    }
+
+    #[test]
+    fn other_instances_partitions_hold_records_back_until_their_week_is_stored() {
+        let now = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0], now);
+        for (offset, day) in [0, 5, 6, 7, 30].into_iter().enumerate() {
+            a.push(record(0, offset as i64, day * DAY + 3_600), now);
+        }
+        a.end(0, now);
+        // Partition 1 is another instance's: it may still store day 0.
+        a.set_remote(BTreeMap::from([(1, Some(100)), (0, Some(0))]));
+        let mut out = Vec::new();
+        a.release(&mut out, 100, now);
+        assert_eq!(released(&out), [(0, 0), (0, 1), (0, 2)], "up to day 0 + REMOTE_DAYS");
+        assert_eq!(a.published(now)[&0], Some(3_600), "the records let out are not stored yet");
+        a.stored(0, 2);
+        assert_eq!(a.published(now)[&0], Some(6 * DAY + 3_600));
+        a.stored(0, 3);
+        assert_eq!(a.published(now)[&0], Some(7 * DAY + 3_600), "what it still holds");
+        // The other instance moved on, then has nothing left to store.
+        a.set_remote(BTreeMap::from([(1, Some(DAY))]));
+        a.release(&mut out, 100, now);
+        assert_eq!(out.len(), 4);
+        a.set_remote(BTreeMap::from([(1, None)]));
+        a.release(&mut out, 100, now);
+        assert_eq!(out.len(), 5);
+        a.stored(0, 31);
+        assert_eq!(a.published(now)[&0], None, "at its end, everything stored");
     }
 
     #[test]

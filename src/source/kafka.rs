@@ -284,6 +284,7 @@ pub fn start(
             opened: None,
             paused: false,
             aligner,
+            peers: super::peers::Peers::default(),
             held: BTreeSet::new(),
             released_at: Instant::now(),
             next_id: 1,
@@ -329,6 +330,9 @@ struct Poller {
     /// Records waiting for the other partitions (history on), and the
     /// partitions paused because their buffers are full.
     aligner: Option<Aligner>,
+    /// With the aligner: what this instance and the others in its group
+    /// publish of their partitions' progress (`super::peers`).
+    peers: super::peers::Peers,
     held: BTreeSet<i32>,
     released_at: Instant,
     next_id: BatchId,
@@ -390,10 +394,36 @@ impl Poller {
         }
         if self.last_commit.elapsed() >= Duration::from_millis(200) {
             let offsets = self.shared.tracker.lock().expect("tracker lock").take_committable(None);
-            commit(&self.consumer, &self.settings.kafka.topic, &offsets, CommitMode::Async);
+            self.commit(&offsets, CommitMode::Async);
+            self.exchange_progress();
             self.last_commit = Instant::now();
         }
         Flow::Continue
+    }
+
+    /// Commits stored offsets; with the aligner, each owned partition's
+    /// bound goes with them, for the other instances (`super::peers`).
+    fn commit(&mut self, offsets: &std::collections::BTreeMap<i32, i64>, mode: CommitMode) {
+        let topic = &self.settings.kafka.topic;
+        match &mut self.aligner {
+            Some(aligner) => {
+                for (p, next) in offsets {
+                    aligner.stored(*p, *next);
+                }
+                let bounds = aligner.published(Instant::now());
+                self.peers.publish(&self.consumer, topic, offsets, &bounds, mode);
+            }
+            None => commit(&self.consumer, topic, offsets, mode),
+        }
+    }
+
+    /// Reads what the other instances published and lets the aligner hold
+    /// records back for them.
+    fn exchange_progress(&mut self) {
+        let Some(aligner) = &mut self.aligner else { return };
+        let owned = aligner.partitions();
+        let others = self.peers.others(&self.consumer, &self.settings.kafka.topic, &owned);
+        aligner.set_remote(others);
     }
 
     /// Drops records of partitions a rebalance took away, and restates the
@@ -419,6 +449,7 @@ impl Poller {
                     .map(|l| l.elements_for_topic(&self.settings.kafka.topic).iter().map(|e| e.partition()).collect())
                     .unwrap_or_default();
                 aligner.assign(&assigned, Instant::now());
+                self.peers.assigned(&self.consumer, &self.settings.kafka.topic, &assigned);
             }
         }
     }
@@ -548,7 +579,7 @@ impl Poller {
 
     /// Shutdown: records not dispatched are simply not committed (the next
     /// owner reads them); dispatched ones get a bounded time to be stored.
-    fn finish(self, abandon: tokio_util::sync::CancellationToken) {
+    fn finish(mut self, abandon: tokio_util::sync::CancellationToken) {
         let left = self.shared.wait_idle(None, Instant::now() + self.settings.drain);
         if left > 0 {
             tracing::warn!(batches = left, "shutdown deadline passed; unfinished batches will be re-read on restart");
@@ -556,7 +587,7 @@ impl Poller {
         abandon.cancel();
         self.shared.closing.store(true, Ordering::SeqCst);
         let offsets = self.shared.tracker.lock().expect("tracker lock").take_committable(None);
-        commit(&self.consumer, &self.settings.kafka.topic, &offsets, CommitMode::Sync);
+        self.commit(&offsets, CommitMode::Sync);
         tracing::info!(?offsets, "source stopped; final offsets committed");
     }
 }

@@ -49,6 +49,7 @@ pub fn start(
     kafka: &KafkaConfig,
     instance: &str,
     wait: Duration,
+    idle: Duration,
     shutdown: Shutdown,
 ) -> Result<std::thread::JoinHandle<()>, SourceError> {
     let topic = kafka.labels_topic();
@@ -67,7 +68,7 @@ pub fn start(
         .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     let history = app.history().cloned();
     if let Some(history) = &history {
-        history.follow_labels(wait);
+        history.follow_labels(wait, idle);
     }
     let runtime = tokio::runtime::Handle::current();
     let dlq = kafka.labels_dlq_topic();
@@ -193,16 +194,18 @@ enum Polled {
     End(i32),
 }
 
-/// The history's view of a stored batch: each message's report time (a bad
-/// value's Kafka timestamp) and the partition ends, in the order read.
-fn seen(polled: &[Polled], reported: &[i64]) -> Vec<Seen> {
+/// The history's view of a stored batch: each message's report time (None
+/// for a value that is not a label) and the partition ends, in the order
+/// read.
+fn seen(polled: &[Polled], reported: &[Option<i64>]) -> Vec<Seen> {
     let mut reported = reported.iter();
     polled
         .iter()
         .map(|p| match p {
-            Polled::Message(m) => {
-                Seen::Label { partition: m.partition, reported_at: *reported.next().expect("one per message") }
-            }
+            Polled::Message(m) => match *reported.next().expect("one per message") {
+                Some(reported_at) => Seen::Label { partition: m.partition, reported_at },
+                None => Seen::Unreadable { partition: m.partition },
+            },
             Polled::End(partition) => Seen::End { partition: *partition },
         })
         .collect()
@@ -243,8 +246,9 @@ fn poll_batch(consumer: &BaseConsumer<LabelsContext>) -> Vec<Polled> {
 }
 
 /// Labels, dead letters for the values that are not labels, and when each
-/// message was reported (a bad one: its Kafka timestamp).
-fn decode(batch: &[&Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<i64>) {
+/// message was reported (None for a bad one: it proves nothing about the
+/// report times of its partition).
+fn decode(batch: &[&Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>>) {
     let mut labels = Vec::with_capacity(batch.len());
     let mut dead = Vec::new();
     let mut reported = Vec::with_capacity(batch.len());
@@ -254,11 +258,11 @@ fn decode(batch: &[&Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<i64>) {
         match from_json(&r.value) {
             Ok(mut label) => {
                 let at = *label.reported_at.get_or_insert(timestamp);
-                reported.push(at);
+                reported.push(Some(at));
                 labels.push(label);
             }
             Err(e) => {
-                reported.push(timestamp);
+                reported.push(None);
                 dead.push(DeadLetter {
                     key: r.key.clone(),
                     value: r.value.clone(),

@@ -18,6 +18,7 @@ pub mod decode;
 pub mod kafka;
 pub mod labels;
 pub mod offsets;
+pub mod peers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,17 @@ use crate::retry::Retry;
 use crate::shutdown::Shutdown;
 use kafka::{Dispatched, Shared, SourceSettings};
 
+/// How a batch waits for the labels stream (`history.labels_wait_ms`,
+/// `history.labels_idle_ms`; `crate::history::progress`).
+#[derive(Debug, Clone, Copy)]
+pub struct LabelsWait {
+    /// The longest wait of a batch; zero = never wait.
+    pub max: Duration,
+    /// How long a partition read to its end stays silent before it has
+    /// nothing earlier to deliver.
+    pub idle: Duration,
+}
+
 /// A running pipeline.
 pub struct Pipeline {
     source: std::thread::JoinHandle<()>,
@@ -45,13 +57,13 @@ impl Pipeline {
     /// Starts consuming. Stops when `shutdown` fires: drains in-flight
     /// batches for at most `drain`, then abandons what is left (through
     /// `abandon`) and commits what was stored. With history, a batch waits
-    /// at most `labels_wait` for the labels its merchant risk counts.
+    /// for the labels its merchant risk counts as `labels_wait` says.
     pub fn start(
         app: Arc<App>,
         kafka: &KafkaConfig,
         instance_id: Option<String>,
         drain: Duration,
-        labels_wait: Duration,
+        labels_wait: LabelsWait,
         shutdown: Shutdown,
         abandon: CancellationToken,
     ) -> Result<Self, kafka::SourceError> {
@@ -60,7 +72,7 @@ impl Pipeline {
         let labels = match app.history() {
             Some(_) => {
                 let instance = instance_id.clone().unwrap_or_else(crate::config::hostname);
-                Some(labels::start(app.clone(), kafka, &instance, labels_wait, shutdown.clone())?)
+                Some(labels::start(app.clone(), kafka, &instance, labels_wait.max, labels_wait.idle, shutdown.clone())?)
             }
             None => None,
         };

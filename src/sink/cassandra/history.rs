@@ -31,6 +31,8 @@ pub struct Statements {
     card_before: PreparedStatement,
     card_labels: PreparedStatement,
     find: PreparedStatement,
+    find_scan: PreparedStatement,
+    pub(super) insert_key: PreparedStatement,
     tiles: PreparedStatement,
     tile_label: PreparedStatement,
     pub(super) insert_tile_row: PreparedStatement,
@@ -55,11 +57,23 @@ impl Statements {
                 "SELECT {EVENT_COLUMNS} FROM {ks}.transactions WHERE cc_num = ? AND trans_time < ? LIMIT 1"
             ))
             .await?,
-            card_labels: prepare(format!("SELECT trans_num, is_fraud, reported_at FROM {ks}.labels WHERE cc_num = ?"))
+            card_labels: prepare(format!(
+                "SELECT trans_num, is_fraud, reported_at, decided_by FROM {ks}.labels WHERE cc_num = ?"
+            ))
                 .await?,
-            // Filtering inside one card's partition only.
+            // By key: a label names its transaction, not its time.
             find: prepare(format!(
+                "SELECT trans_time, merchant FROM {ks}.transaction_keys WHERE cc_num = ? AND trans_num = ?"
+            ))
+            .await?,
+            // Outcomes stored before `transaction_keys` existed: filtering
+            // inside one card's partition, only when the key is not found.
+            find_scan: prepare(format!(
                 "SELECT trans_time, merchant FROM {ks}.transactions WHERE cc_num = ? AND trans_num = ? ALLOW FILTERING"
+            ))
+            .await?,
+            insert_key: prepare(format!(
+                "INSERT INTO {ks}.transaction_keys (cc_num, trans_num, trans_time, merchant) VALUES (?, ?, ?, ?)"
             ))
             .await?,
             tiles: prepare(format!(
@@ -80,10 +94,7 @@ impl Statements {
 
 /// The `merchant_days` row of a stored outcome row; None without merchant.
 fn tile_row(values: &rows::Values) -> Option<rows::Values> {
-    static MERCHANT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let merchant = *MERCHANT.get_or_init(|| {
-        rows::columns().iter().position(|c| c.name == crate::record::column::merchant).expect("merchant column")
-    });
+    let merchant = merchant_at();
     // Key columns come first: cc_num, trans_time, trans_num.
     let Some(CqlValue::Timestamp(time)) = &values[1] else { return None };
     let day = time.0.div_euclid(1000).div_euclid(86_400);
@@ -93,6 +104,20 @@ fn tile_row(values: &rows::Values) -> Option<rows::Values> {
         ),
         _ => None,
     }
+}
+
+/// The `transaction_keys` row of a stored outcome row: where a label finds
+/// its transaction.
+pub(super) fn key_row(values: &rows::Values) -> rows::Values {
+    // Key columns come first: cc_num, trans_time, trans_num.
+    vec![values[0].clone(), values[2].clone(), values[1].clone(), values[merchant_at()].clone()]
+}
+
+fn merchant_at() -> usize {
+    static MERCHANT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MERCHANT.get_or_init(|| {
+        rows::columns().iter().position(|c| c.name == crate::record::column::merchant).expect("merchant column")
+    })
 }
 
 /// The `merchant_days` rows of stored outcome rows, grouped by partition
@@ -182,7 +207,10 @@ impl CassandraHistory {
         let (key_at, key) = (vec![key.clone(), at], vec![key]);
         let (recent, labels) = futures::try_join!(
             self.rows::<EventRow>(&self.cassandra.history.card_since, key_at.clone()),
-            self.rows::<(String, Option<i32>, Option<CqlTimestamp>)>(&self.cassandra.history.card_labels, key),
+            self.rows::<(String, Option<i32>, Option<CqlTimestamp>, Option<String>)>(
+                &self.cassandra.history.card_labels,
+                key
+            ),
         )?;
         // The previous transaction is among the recent ones unless none is
         // before the first to score: one more read only then.
@@ -206,15 +234,22 @@ impl CassandraHistory {
             .collect();
         let labels = labels
             .into_iter()
-            .filter_map(|(trans_num, flag, reported)| {
-                Some((trans_num, Label { is_fraud: flag? != 0, reported_at: reported?.0.div_euclid(1000) }))
+            .filter_map(|(trans_num, flag, reported, by)| {
+                // "" is a label without a decider (the sink stores it so).
+                let by = by.filter(|b| !b.is_empty()).map(Arc::from);
+                let label = Label { is_fraud: flag? != 0, reported_at: reported?.0.div_euclid(1000), by };
+                Some((trans_num, label))
             })
             .collect();
         Ok(StoredCard { events, labels })
     }
 
     async fn find_one(&self, values: rows::Values) -> Result<Option<Found>, StoreError> {
-        let rows = self.rows::<(CqlTimestamp, Option<String>)>(&self.cassandra.history.find, values).await?;
+        let statements = &self.cassandra.history;
+        let mut rows = self.rows::<(CqlTimestamp, Option<String>)>(&statements.find, values.clone()).await?;
+        if rows.is_empty() {
+            rows = self.rows::<(CqlTimestamp, Option<String>)>(&statements.find_scan, values).await?;
+        }
         Ok(rows.into_iter().next().map(|(t, merchant)| Found { unix_time: t.0.div_euclid(1000), merchant }))
     }
 

@@ -200,8 +200,8 @@ impl Cassandra {
     }
 
     /// Writes every outcome (and the predicted frauds to `alerts`, and with
-    /// history its `merchant_days` row); returns once Cassandra accepted
-    /// all of them.
+    /// history its `merchant_days` and `transaction_keys` rows); returns
+    /// once Cassandra accepted all of them.
     pub async fn write(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<(), Abandoned> {
         let predicted = outcomes.column_by_name(IS_FRAUD_PREDICTED).expect("outcome column").as_boolean().clone();
         let rows = rows::to_rows(outcomes);
@@ -226,6 +226,9 @@ impl Cassandra {
                         with_day.push(Some(CqlValue::Date(day)));
                         with_day.extend(values.iter().cloned());
                         self.execute(&self.insert_alert, with_day, abandon).await?;
+                    }
+                    if self.merchant_days {
+                        self.execute(&self.history.insert_key, history::key_row(&values), abandon).await?;
                     }
                     self.execute(&self.insert_transaction, values, abandon).await
                 }
@@ -253,6 +256,7 @@ impl Cassandra {
             batch.append_statement(statement.clone());
         }
         batch.set_is_idempotent(true);
+        let rows: Vec<_> = rows.into_iter().map(unset_nulls).collect();
         self.retrying(abandon, || self.session.batch(&batch, &rows)).await
     }
 
@@ -262,6 +266,7 @@ impl Cassandra {
         values: rows::Values,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
+        let values = unset_nulls(values);
         self.retrying(abandon, || self.session.execute_unpaged(statement, &values)).await
     }
 
@@ -303,7 +308,8 @@ impl Cassandra {
                     Some(CqlValue::Int(i32::from(l.is_fraud))),
                     Some(CqlValue::Timestamp(CqlTimestamp(l.reported_at.saturating_mul(1000)))),
                     Some(CqlValue::Timestamp(CqlTimestamp(l.received_at_ms))),
-                    l.decided_by.clone().map(CqlValue::Text),
+                    // "" when nobody is named: a newer report replaces an older one's decider.
+                    Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default())),
                     Some(CqlValue::BigInt(l.reported_at.saturating_mul(1_000_000))),
                 ]
             })
@@ -330,7 +336,11 @@ impl Cassandra {
             .iter()
             .flat_map(|l| {
                 let (flag, time) = (CqlValue::BigInt(i64::from(l.is_fraud)), CqlTimestamp(l.unix_time * 1000));
-                let (at, by) = (Some(CqlValue::BigInt(l.reported_at)), l.decided_by.clone().map(CqlValue::Text));
+                // "" when nobody is named: unset would keep an older label's decider.
+                let (at, by) = (
+                    Some(CqlValue::BigInt(l.reported_at)),
+                    Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default())),
+                );
                 [
                     (
                         false,
@@ -470,14 +480,29 @@ impl Cassandra {
 /// Tables created by an older version lack the columns added since (the
 /// history features): `CREATE TABLE IF NOT EXISTS` leaves them as they
 /// are, so each missing column is added (an upgrade needs no manual CQL).
+/// Values to bind for a write: a None is *unset*, not null. A null written
+/// is a tombstone in Cassandra, and a card's partition read with thousands
+/// of them (a dozen empty columns an outcome) heads for the read failure
+/// threshold; unset writes nothing. A column that must be cleared is bound
+/// with a value that reads back as none instead ("" for `label_by`).
+fn unset_nulls(values: rows::Values) -> Vec<scylla::value::MaybeUnset<CqlValue>> {
+    use scylla::value::MaybeUnset;
+    values.into_iter().map(|v| v.map_or(MaybeUnset::Unset, MaybeUnset::Set)).collect()
+}
+
 async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), CassandraError> {
     let outcome_columns: Vec<(String, &str)> = rows::columns().iter().map(|c| (c.name.clone(), c.cql_type)).collect();
     // Columns added to `models` since it was first created.
     let model_columns =
         vec![("role".to_string(), "text"), ("evaluation".to_string(), "text"), ("decision".to_string(), "text")];
-    for (table, columns) in
-        [("transactions", &outcome_columns), ("alerts", &outcome_columns), ("models", &model_columns)]
-    {
+    // Columns added to `labels` since it was first created.
+    let label_columns = vec![("decided_by".to_string(), "text")];
+    for (table, columns) in [
+        ("transactions", &outcome_columns),
+        ("alerts", &outcome_columns),
+        ("models", &model_columns),
+        ("labels", &label_columns),
+    ] {
         let existing: std::collections::HashSet<String> = session
             .query_unpaged(
                 "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",

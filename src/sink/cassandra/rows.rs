@@ -78,7 +78,7 @@ pub fn column_list() -> String {
 }
 
 /// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`, `labels`,
-/// `merchant_days`, and live quality's `scores` and `model_quality`.
+/// `merchant_days`, `transaction_keys`, and live quality's `scores` and `model_quality`.
 pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
     let mut statements = core_statements(keyspace, replication);
     statements.extend(super::quality::create_statements(keyspace));
@@ -111,25 +111,39 @@ fn core_statements(keyspace: &str, replication: &str) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {keyspace}.merchant_days (\n  merchant text,\n  week bigint,\n  day date,\n  cc_num text,\n  trans_num text,\n  fraud boolean,\n  PRIMARY KEY ((merchant, week), day, cc_num, trans_num)\n)"
         ),
+        // Where a label finds its transaction's time and merchant: a read by
+        // key, not a scan of the card's partition (docs/architecture.md,
+        // "History").
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.transaction_keys (\n  cc_num text,\n  trans_num text,\n  trans_time timestamp,\n  merchant text,\n  PRIMARY KEY ((cc_num, trans_num))\n)"
+        ),
     ]
 }
 
 /// One row to bind, in [`columns`] order.
 pub type Values = Vec<Option<CqlValue>>;
 
-/// Converts outcomes to rows; `day` also returns each row's UTC day (for `alerts`).
+/// Converts outcomes to rows; `day` also returns each row's UTC day (for
+/// `alerts`). A None is bound as *unset* when written (no tombstone), so a
+/// labelled row without a decider stores `label_by` as "" (read back as
+/// null): unset would keep an earlier label's decider.
 pub fn to_rows(outcomes: &RecordBatch) -> Vec<(Values, CqlDate)> {
     let unix_time = outcomes.column_by_name(column::unix_time).expect("outcome column").as_primitive::<Int64Type>();
+    let at = |name: &str| columns().iter().position(|c| c.name == name).expect("stored column");
+    let (reported, by) = (at(outcome::LABEL_REPORTED_AT), at(outcome::LABEL_BY));
     (0..outcomes.num_rows())
         .map(|row| {
             let seconds = unix_time.value(row);
-            let values = columns()
+            let mut values: Values = columns()
                 .iter()
                 .map(|c| match c.source {
                     None => Some(CqlValue::Timestamp(CqlTimestamp(seconds * 1000))),
                     Some(i) => cql_value(outcomes.column(i).as_ref(), row, c.cql_type),
                 })
                 .collect();
+            if values[reported].is_some() && values[by].is_none() {
+                values[by] = Some(CqlValue::Text(String::new()));
+            }
             (values, day_of(seconds))
         })
         .collect()
@@ -195,7 +209,11 @@ pub fn from_rows(rows: &[Row]) -> Result<RecordBatch, RowTypeError> {
             Arc::new(b.finish())
         } else {
             let at = stored.iter().position(|c| c.source == Some(i)).expect("every other column is stored");
-            build_column(field.data_type(), name, rows.iter().map(|r| r.columns.get(at).and_then(Option::as_ref)))?
+            let values = rows.iter().map(|r| r.columns.get(at).and_then(Option::as_ref));
+            // "" is how a label without a decider is stored (see to_rows).
+            let no_decider =
+                |v: &Option<&CqlValue>| name == outcome::LABEL_BY && *v == Some(&CqlValue::Text(String::new()));
+            build_column(field.data_type(), name, values.map(|v| if no_decider(&v) { None } else { v }))?
         };
         arrays.push(array);
     }

@@ -1,0 +1,254 @@
+//! What the instances of one consumer group tell each other about their
+//! partitions' progress in event time (docs/architecture.md, "History":
+//! partitions in event time, across instances).
+//!
+//! Merchant tiles count every partition's transactions of a day, and with N
+//! instances each reads only its own partitions. So each instance publishes,
+//! for every partition it owns, the earliest event time it may still store
+//! ([`super::align::Aligner::published`]), in the metadata of its offset
+//! commits (`fraudflight/1 bound=<unix s>` or `bound=none`): Kafka keeps it
+//! with the committed offset, every member of the group can read it, and it
+//! survives the instance. Each instance reads the others' every commit
+//! round and its aligner holds records back until those partitions have
+//! stored the days their tiles need.
+//!
+//! A partition whose committed offset carries no such metadata (never
+//! committed, committed by a rebalance's final commit, or by an older
+//! version) is waited for while it still has records after its committed
+//! offset, at most [`UNKNOWN_WAIT`]: its owner publishes within a commit
+//! round of getting it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The prefix of the metadata this version writes.
+const PREFIX: &str = "fraudflight/1 bound=";
+/// How often the topic's partitions are listed again.
+const LIST_EVERY: Duration = Duration::from_secs(30);
+/// How long a partition of another instance that publishes nothing is
+/// waited for.
+pub const UNKNOWN_WAIT: Duration = Duration::from_secs(60);
+/// Longest wait for an answer of the group coordinator or a broker.
+const ASK: Duration = Duration::from_secs(2);
+
+/// The commit metadata of a partition's bound.
+pub fn encode(bound: Option<i64>) -> String {
+    match bound {
+        Some(t) => format!("{PREFIX}{t}"),
+        None => format!("{PREFIX}none"),
+    }
+}
+
+/// A bound from commit metadata; None when it is not ours.
+pub fn decode(metadata: &str) -> Option<Option<i64>> {
+    match metadata.strip_prefix(PREFIX)? {
+        "none" => Some(None),
+        t => t.parse().ok().map(Some),
+    }
+}
+
+/// This instance's side of the exchange.
+#[derive(Debug, Default)]
+pub struct Peers {
+    /// Every partition of the topic, and when they were listed.
+    partitions: Vec<i32>,
+    listed: Option<Instant>,
+    /// The offset each owned partition's metadata is committed with: the
+    /// newest committed, else where it is read from.
+    base: HashMap<i32, i64>,
+    /// What was last committed per owned partition.
+    sent: HashMap<i32, (i64, String)>,
+    /// Other instances' partitions without a bound, since when.
+    unknown: HashMap<i32, Instant>,
+    warned: BTreeSet<i32>,
+}
+
+impl Peers {
+    /// Partitions this instance owns now: new ones learn the offset they
+    /// are read from; gone ones are forgotten.
+    pub fn assigned<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, topic: &str, owned: &[i32]) {
+        self.base.retain(|p, _| owned.contains(p));
+        self.sent.retain(|p, _| owned.contains(p));
+        let new: Vec<i32> = owned.iter().copied().filter(|p| !self.base.contains_key(p)).collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for p in &new {
+            list.add_partition(topic, *p);
+        }
+        let committed = match consumer.committed_offsets(list, ASK) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "committed offsets unknown; progress published later");
+                return;
+            }
+        };
+        for p in new {
+            let offset = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                // Never committed: read from the start (auto.offset.reset).
+                _ => consumer.fetch_watermarks(topic, p, ASK).ok().map(|(low, _)| low),
+            };
+            if let Some(o) = offset {
+                self.base.insert(p, o);
+            }
+        }
+    }
+
+    /// Commits `committable` (partition -> next offset, stored) and, with
+    /// them, the bound of every owned partition (those in `bounds`) whose
+    /// bound changed.
+    pub fn publish<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        committable: &BTreeMap<i32, i64>,
+        bounds: &BTreeMap<i32, Option<i64>>,
+        mode: CommitMode,
+    ) {
+        for (p, next) in committable {
+            self.base.insert(*p, *next);
+        }
+        let mut list = TopicPartitionList::new();
+        let mut sent = Vec::new();
+        for (p, offset) in &self.base {
+            // Only partitions owned now: a revoked one is its new owner's.
+            let Some(bound) = bounds.get(p) else { continue };
+            let metadata = encode(*bound);
+            let changed = self.sent.get(p).is_none_or(|(o, m)| o != offset || *m != metadata);
+            if !changed {
+                continue;
+            }
+            if list.add_partition_offset(topic, *p, Offset::Offset(*offset)).is_err() {
+                continue;
+            }
+            if let Some(mut e) = list.find_partition(topic, *p) {
+                e.set_metadata(&metadata);
+            }
+            sent.push((*p, (*offset, metadata)));
+        }
+        if list.count() == 0 {
+            return;
+        }
+        match consumer.commit(&list, mode) {
+            Ok(()) => self.sent.extend(sent),
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; will be retried with the next one"),
+        }
+    }
+
+    /// The bounds other instances published of the partitions they own.
+    pub fn others<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        owned: &[i32],
+    ) -> BTreeMap<i32, Option<i64>> {
+        self.list(consumer, topic);
+        let others: Vec<i32> = self.partitions.iter().copied().filter(|p| !owned.contains(p)).collect();
+        self.unknown.retain(|p, _| others.contains(p));
+        if others.is_empty() {
+            return BTreeMap::new();
+        }
+        let mut list = TopicPartitionList::new();
+        for p in &others {
+            list.add_partition(topic, *p);
+        }
+        let committed = match consumer.committed_offsets(list, ASK) {
+            Ok(c) => c,
+            // Unknown: held back as far as last known would be better, but
+            // nothing is known here; wait for the next round.
+            Err(e) => {
+                tracing::debug!(error = %e, "other instances' progress unknown this round");
+                return others.iter().map(|p| (*p, Some(i64::MIN))).collect();
+            }
+        };
+        let now = Instant::now();
+        others
+            .into_iter()
+            .map(|p| {
+                let element = committed.find_partition(topic, p);
+                let published = element.as_ref().and_then(|e| decode(e.metadata()));
+                let bound = match published {
+                    Some(bound) => {
+                        self.unknown.remove(&p);
+                        bound
+                    }
+                    None => {
+                        let offset = element.and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                        self.unpublished(consumer, topic, p, offset, now)
+                    }
+                };
+                (p, bound)
+            })
+            .collect()
+    }
+
+    /// A partition of another instance without a published bound: nothing
+    /// to wait for if everything in it is stored (its committed offset is
+    /// its end), else everything, for at most [`UNKNOWN_WAIT`].
+    fn unpublished<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        partition: i32,
+        committed: Option<i64>,
+        now: Instant,
+    ) -> Option<i64> {
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, ASK) else { return Some(i64::MIN) };
+        if committed.unwrap_or(low) >= high {
+            self.unknown.remove(&partition);
+            return None;
+        }
+        let since = *self.unknown.entry(partition).or_insert(now);
+        if now.duration_since(since) < UNKNOWN_WAIT {
+            return Some(i64::MIN);
+        }
+        if self.warned.insert(partition) {
+            tracing::warn!(
+                partition,
+                "Kafka partition of another instance has published no progress for {} s: not waited for; \
+                 merchant risk may miss its transactions until it does",
+                UNKNOWN_WAIT.as_secs()
+            );
+        }
+        None
+    }
+
+    /// Lists the topic's partitions when due.
+    fn list<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, topic: &str) {
+        if self.listed.is_some_and(|at| at.elapsed() < LIST_EVERY) {
+            return;
+        }
+        self.listed = Some(Instant::now());
+        match consumer.fetch_metadata(Some(topic), ASK) {
+            Ok(metadata) => {
+                if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
+                    self.partitions = t.partitions().iter().map(|p| p.id()).collect();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "topic partitions not listed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_round_trip_through_commit_metadata_and_others_are_not_ours() {
+        assert_eq!(decode(&encode(Some(1_700_000_000))), Some(Some(1_700_000_000)));
+        assert_eq!(decode(&encode(Some(-5))), Some(Some(-5)));
+        assert_eq!(decode(&encode(None)), Some(None));
+        assert_eq!(decode(""), None, "a commit without metadata");
+        assert_eq!(decode("fraudflight/1 bound=soon"), None);
+        assert_eq!(decode("someone else's"), None);
+    }
+}
