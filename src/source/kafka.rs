@@ -449,7 +449,7 @@ impl Poller {
                     .map(|l| l.elements_for_topic(&self.settings.kafka.topic).iter().map(|e| e.partition()).collect())
                     .unwrap_or_default();
                 aligner.assign(&assigned, Instant::now());
-                self.peers.assigned(&self.consumer, &self.settings.kafka.topic, &assigned);
+                self.peers.assigned();
             }
         }
     }

@@ -67,11 +67,17 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Partitions this instance owns now: new ones learn the offset they
-    /// are read from; gone ones are forgotten.
-    pub fn assigned<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, topic: &str, owned: &[i32]) {
-        self.base.retain(|p, _| owned.contains(p));
-        self.sent.retain(|p, _| owned.contains(p));
+    /// Partitions were assigned (after every rebalance): each owned one
+    /// learns again the offset it is read from, and its bound is sent again
+    /// (a rebalance's own commit carries no metadata).
+    pub fn assigned(&mut self) {
+        self.base.clear();
+        self.sent.clear();
+    }
+
+    /// Learns where the owned partitions without a base offset are read
+    /// from: the committed offset, else the start (auto.offset.reset).
+    fn learn<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, topic: &str, owned: &[i32]) {
         let new: Vec<i32> = owned.iter().copied().filter(|p| !self.base.contains_key(p)).collect();
         if new.is_empty() {
             return;
@@ -90,7 +96,6 @@ impl Peers {
         for p in new {
             let offset = match committed.find_partition(topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Some(o),
-                // Never committed: read from the start (auto.offset.reset).
                 _ => consumer.fetch_watermarks(topic, p, ASK).ok().map(|(low, _)| low),
             };
             if let Some(o) = offset {
@@ -110,6 +115,8 @@ impl Peers {
         bounds: &BTreeMap<i32, Option<i64>>,
         mode: CommitMode,
     ) {
+        let owned: Vec<i32> = bounds.keys().copied().collect();
+        self.learn(consumer, topic, &owned);
         for (p, next) in committable {
             self.base.insert(*p, *next);
         }

@@ -406,3 +406,37 @@ impl Metrics {
             })
     }
 }
+
+/// Live rows and tombstone cells Cassandra reads for `cql` (a traced
+/// query: the coordinator's "Read N live rows and M tombstone cells"
+/// events, summed). A null bound in a write is a tombstone cell here.
+#[allow(dead_code)]
+pub async fn read_cells(session: &Session, cql: &str) -> (u64, u64) {
+    let mut statement = scylla::statement::Statement::new(cql.to_string());
+    statement.set_tracing(true);
+    let result = session.query_unpaged(statement, &[]).await.unwrap();
+    let id = result.tracing_id().expect("a traced query has a tracing id");
+    // The trace is written a little after the answer.
+    for _ in 0..50 {
+        if let Ok(info) = session.get_tracing_info(&id).await {
+            let counts: Vec<(u64, u64)> = info
+                .events
+                .iter()
+                .filter_map(|e| {
+                    let words: Vec<&str> = e.activity.as_deref()?.split_whitespace().collect();
+                    match words.as_slice() {
+                        ["Read", live, "live", "rows", "and", dead, "tombstone", ..] => {
+                            Some((live.parse().ok()?, dead.parse().ok()?))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            if !counts.is_empty() {
+                return counts.into_iter().fold((0, 0), |(l, t), (a, b)| (l + a, t + b));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no read counts in the trace of `{cql}`");
+}
