@@ -305,16 +305,26 @@ impl History {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forgets every card held (they are reloaded from the store when next
-    /// seen): called when Kafka assigns partitions, whose cards another
-    /// instance may have changed since this one last held them.
+    /// Forgets the cards held (they are reloaded from the store when next
+    /// seen), except those with transactions not stored yet: called when
+    /// Kafka assigns partitions, whose cards another instance may have
+    /// changed since this one last held them.
     pub fn forget_cards(&self) {
         if self.store.is_none() {
             return;
         }
         let mut state = self.lock();
-        state.cards.clear();
-        self.stats.events.store(0, Ordering::Relaxed);
+        // A card with transactions still on their way to the store is
+        // kept: reloaded now, it would lack them (a batch in flight across
+        // a rebalance goes on to its history step and its store).
+        let in_flight: HashSet<Box<str>> = state.unsettled.iter().map(|(_, u)| u.cc_num.clone()).collect();
+        let forget: Vec<Box<str>> =
+            state.cards.iter().map(|(k, _)| k.clone()).filter(|k| !in_flight.contains(k)).collect();
+        for cc_num in forget {
+            if let Some(card) = state.cards.pop(&cc_num) {
+                self.stats.events.fetch_sub(card.len() as u64, Ordering::Relaxed);
+            }
+        }
         self.publish(&state);
     }
 
@@ -630,7 +640,7 @@ impl History {
     pub fn apply_labels(&self, labels: &[LabelRecord], received: i64) -> Result<Vec<Applied>, StoreError> {
         let delay = self.table.label_delay_days;
         let mut tile_labels = Vec::new();
-        // None: the card is not held; look its transaction up in the store.
+        // None: the card or its transaction is not held; look it up in the store.
         let mut applied: Vec<Option<Applied>> = {
             let mut state = self.lock();
             labels
@@ -638,51 +648,16 @@ impl History {
                 .map(|l| {
                     self.stats.labels.fetch_add(1, Ordering::Relaxed);
                     let label = label_of(l, received);
-                    let State { cards, merchants, pending, unsettled, .. } = &mut *state;
-                    let Some(card) = cards.get_mut(l.cc_num.as_str()) else {
-                        if self.store.is_some() {
-                            return None;
-                        }
-                        keep_pending(pending, &l.cc_num, &l.trans_num, label);
-                        return Some(Applied::Pending);
-                    };
-                    let Some(event) = card.find_mut(&l.trans_num) else {
+                    match self.apply_held(&mut state, l, label.clone(), &mut tile_labels) {
+                        Some(applied) => Some(applied),
                         // Older than the card's windows (pruned), or not
                         // seen: the store knows the first kind.
-                        if self.store.is_some() {
-                            return None;
-                        }
-                        keep_pending(pending, &l.cc_num, &l.trans_num, label);
-                        return Some(Applied::Pending);
-                    };
-                    if event.label.as_ref().is_some_and(|old| old.reported_at > label.reported_at) {
-                        return Some(Applied::Superseded);
-                    }
-                    event.label = Some(label.clone());
-                    if let Some(u) = unsettled.peek_mut(l.trans_num.as_str()) {
-                        u.relabelled = true;
-                    }
-                    let day = day_of(event.unix_time);
-                    if !on_time(&label, day, delay) {
-                        self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
-                    } else if event.tile.as_ref().is_none_or(|old| old.reported_at <= label.reported_at) {
-                        let was = counts(event.tile.as_ref(), day, delay);
-                        event.tile = Some(label.clone());
-                        match (&event.merchant, &self.store) {
-                            (Some(m), None) if was != l.is_fraud => {
-                                merchants.adjust_frauds(m, day, if l.is_fraud { 1 } else { -1 })
-                            }
-                            (Some(m), Some(_)) => tile_labels.push(TileLabel {
-                                cc_num: l.cc_num.clone(),
-                                trans_num: l.trans_num.clone(),
-                                merchant: m.clone(),
-                                day,
-                                label,
-                            }),
-                            _ => {}
+                        None if self.store.is_some() => None,
+                        None => {
+                            keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label);
+                            Some(Applied::Pending)
                         }
                     }
-                    Some(Applied::Current { unix_time: event.unix_time })
                 })
                 .collect()
         };
@@ -697,7 +672,14 @@ impl History {
             let mut state = self.lock();
             for (l, slot) in labels.iter().zip(&mut applied).filter(|(_, a)| a.is_none()) {
                 let label = label_of(l, received);
-                *slot = Some(match found.next().flatten() {
+                let found = found.next().flatten();
+                // Recorded while the store was asked (its outcome not stored
+                // yet): applied as held, or it would wait for ever.
+                if let Some(applied) = self.apply_held(&mut state, l, label.clone(), &mut tile_labels) {
+                    *slot = Some(applied);
+                    continue;
+                }
+                *slot = Some(match found {
                     Some(Found { unix_time, merchant }) => {
                         let day = day_of(unix_time);
                         if !on_time(&label, day, delay) {
@@ -729,6 +711,49 @@ impl History {
             self.publish(&self.lock());
         }
         Ok(applied.into_iter().map(|a| a.expect("every label classified")).collect())
+    }
+
+    /// Applies a label to its transaction if this process holds it: the
+    /// newest report wins; an on-time one sets its merchant tile (in memory,
+    /// or through `tile_labels` for the store). None when not held.
+    fn apply_held(
+        &self,
+        state: &mut State,
+        l: &LabelRecord,
+        label: Label,
+        tile_labels: &mut Vec<TileLabel>,
+    ) -> Option<Applied> {
+        let delay = self.table.label_delay_days;
+        let State { cards, merchants, unsettled, .. } = state;
+        let event = cards.get_mut(l.cc_num.as_str())?.find_mut(&l.trans_num)?;
+        if event.label.as_ref().is_some_and(|old| old.reported_at > label.reported_at) {
+            return Some(Applied::Superseded);
+        }
+        event.label = Some(label.clone());
+        if let Some(u) = unsettled.peek_mut(l.trans_num.as_str()) {
+            u.relabelled = true;
+        }
+        let day = day_of(event.unix_time);
+        if !on_time(&label, day, delay) {
+            self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
+        } else if event.tile.as_ref().is_none_or(|old| old.reported_at <= label.reported_at) {
+            let was = counts(event.tile.as_ref(), day, delay);
+            event.tile = Some(label.clone());
+            match (&event.merchant, &self.store) {
+                (Some(m), None) if was != l.is_fraud => {
+                    merchants.adjust_frauds(m, day, if l.is_fraud { 1 } else { -1 })
+                }
+                (Some(m), Some(_)) => tile_labels.push(TileLabel {
+                    cc_num: l.cc_num.clone(),
+                    trans_num: l.trans_num.clone(),
+                    merchant: m.clone(),
+                    day,
+                    label,
+                }),
+                _ => {}
+            }
+        }
+        Some(Applied::Current { unix_time: event.unix_time })
     }
 
     /// The outcomes of these transactions are stored: returns the labels

@@ -78,21 +78,23 @@ impl Part {
     fn bound(&self, now: Instant) -> Option<i64> {
         match self.buffer.front() {
             Some((t, _)) => Some(*t),
-            None if self.at_end || now.duration_since(self.heard) >= IDLE => None,
+            // Read to its end proves nothing while a producer is still
+            // writing (and a pause leaves the flag stale): only silence.
+            None if now.duration_since(self.heard) >= IDLE => None,
             None => Some(self.released.unwrap_or(i64::MIN)),
         }
     }
 
     /// The earliest event time it may still store: what it let out and is
-    /// not stored yet, what it holds, and (unless read to its end) what
-    /// comes after its newest record. None: nothing. Silence is no proof
-    /// here: a partition is silent while this instance is paused, and the
-    /// other instances would run ahead of it for good.
-    fn unstored_bound(&self) -> Option<i64> {
+    /// not stored yet, what it holds, and (unless read to its end and
+    /// silent since) what comes after its newest record. None: nothing.
+    /// Silence alone is no proof here: a partition is silent while this
+    /// instance is paused, and the other instances would run ahead of it.
+    fn unstored_bound(&self, now: Instant) -> Option<i64> {
         let unstored = self.unstored.iter().map(|(_, t)| *t).min();
         let rest = match self.buffer.front() {
             Some((t, _)) => Some(*t),
-            None if self.at_end => None,
+            None if self.at_end && now.duration_since(self.heard) >= IDLE => None,
             None => Some(self.released.unwrap_or(i64::MIN)),
         };
         match (unstored, rest) {
@@ -224,8 +226,8 @@ impl Aligner {
 
     /// For the other instances: the earliest event time each partition of
     /// this one may still store (None: nothing).
-    pub fn published(&self) -> BTreeMap<i32, Option<i64>> {
-        self.parts.iter().map(|(p, part)| (*p, part.unstored_bound())).collect()
+    pub fn published(&self, now: Instant) -> BTreeMap<i32, Option<i64>> {
+        self.parts.iter().map(|(p, part)| (*p, part.unstored_bound(now))).collect()
     }
 
     /// Says once when a partition is not waited for any more.
@@ -354,7 +356,9 @@ mod tests {
         out.clear();
         a.end(1, now);
         a.release(&mut out, 100, now);
-        assert_eq!(out.len(), 8, "partition 1 is at its end: 0 goes on");
+        assert!(out.is_empty(), "the end alone proves nothing while a producer may still write");
+        a.release(&mut out, 100, now + IDLE);
+        assert_eq!(out.len(), 8, "partition 1 is at its end and silent: 0 goes on");
     }
 
     #[test]
@@ -411,11 +415,11 @@ mod tests {
         let mut out = Vec::new();
         a.release(&mut out, 100, now);
         assert_eq!(released(&out), [(0, 0), (0, 1), (0, 2)], "up to day 0 + REMOTE_DAYS");
-        assert_eq!(a.published()[&0], Some(3_600), "the records let out are not stored yet");
+        assert_eq!(a.published(now)[&0], Some(3_600), "the records let out are not stored yet");
         a.stored(0, 2);
-        assert_eq!(a.published()[&0], Some(6 * DAY + 3_600));
+        assert_eq!(a.published(now)[&0], Some(6 * DAY + 3_600));
         a.stored(0, 3);
-        assert_eq!(a.published()[&0], Some(7 * DAY + 3_600), "what it still holds");
+        assert_eq!(a.published(now)[&0], Some(7 * DAY + 3_600), "what it still holds");
         // The other instance moved on, then has nothing left to store.
         a.set_remote(BTreeMap::from([(1, Some(DAY))]));
         a.release(&mut out, 100, now);
@@ -424,7 +428,8 @@ mod tests {
         a.release(&mut out, 100, now);
         assert_eq!(out.len(), 5);
         a.stored(0, 31);
-        assert_eq!(a.published()[&0], None, "at its end, everything stored");
+        assert_eq!(a.published(now)[&0], Some(30 * DAY + 3_600), "at its end: a producer may still write");
+        assert_eq!(a.published(now + IDLE)[&0], None, "at its end and silent, everything stored");
     }
 
     #[test]

@@ -410,7 +410,7 @@ impl Poller {
                 for (p, next) in offsets {
                     aligner.stored(*p, *next);
                 }
-                let bounds = aligner.published();
+                let bounds = aligner.published(Instant::now());
                 self.peers.publish(&self.consumer, topic, offsets, &bounds, mode);
             }
             None => commit(&self.consumer, topic, offsets, mode),
