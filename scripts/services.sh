@@ -56,11 +56,13 @@ port_of() {
   esac
 }
 
-# Heaps sized for a 2-core, shared test machine.
+# Heaps sized for a 2-core, shared test machine. Cassandra's 2g: the order-of-arrival
+# tests (tests/history_orders.rs) write ~33,000 outcomes into six tables per scenario,
+# and 768m ran out of heap under them.
 heap_of() {
   case $1 in
     kafka) echo "${KAFKA_HEAP:-512m}" ;;
-    cassandra) echo "${CASSANDRA_HEAP:-768m}" ;;
+    cassandra) echo "${CASSANDRA_HEAP:-2g}" ;;
     opensearch) echo "${OPENSEARCH_HEAP:-512m}" ;;
     elasticsearch) echo "${ELASTICSEARCH_HEAP:-512m}" ;;
   esac

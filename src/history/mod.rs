@@ -154,6 +154,12 @@ struct State {
     /// overwrites it; the outcome's writer asks here once it is stored
     /// ([`History::settle`]).
     unsettled: lru::LruCache<Box<str>, Unsettled>,
+    /// Partitions were assigned: the pending labels are looked for again
+    /// before the next tiles are read ([`History::recheck_pending`]).
+    recheck: bool,
+    /// Pending labels found stored since: their outcomes show them once
+    /// the next batch is stored ([`History::settle`]).
+    found_pending: Vec<Settled>,
 }
 
 /// A recorded transaction whose outcome is on its way to the sinks.
@@ -213,6 +219,8 @@ impl History {
                 // Bounded like the card cache, which outlasts the batches in
                 // flight (checked at start).
                 unsettled: lru::LruCache::new(max_cards),
+                recheck: false,
+                found_pending: Vec::new(),
             }),
             stats: HistoryStats::default(),
             turns: Arc::default(),
@@ -325,7 +333,58 @@ impl History {
                 self.stats.events.fetch_sub(card.len() as u64, Ordering::Relaxed);
             }
         }
+        state.recheck = !state.pending.is_empty();
         self.publish(&state);
+    }
+
+    /// After partitions were assigned: a label kept pending here (its
+    /// transaction was not stored when it came) may meanwhile have had its
+    /// transaction stored by the partition's previous owner, which died
+    /// before it got the label. Nobody else would ever mark it in its
+    /// merchant tile or show it on the outcome, so each pending label is
+    /// looked for once more, before the next tiles are read.
+    fn recheck_pending(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let pending: Vec<(String, String, Label)> = {
+            let mut state = self.lock();
+            if !std::mem::take(&mut state.recheck) {
+                return Ok(());
+            }
+            state.pending.iter().map(|((c, t), l)| (c.to_string(), t.to_string(), l.clone())).collect()
+        };
+        let asked: Vec<(&str, &str)> = pending.iter().map(|(c, t, _)| (c.as_str(), t.as_str())).collect();
+        let found = store.find(&asked)?;
+        let delay = self.table.label_delay_days;
+        let mut tile_labels = Vec::new();
+        let mut state = self.lock();
+        for ((cc_num, trans_num, label), found) in pending.into_iter().zip(found) {
+            let Some(Found { unix_time, merchant }) = found else { continue };
+            state.pending.pop(&(cc_num.as_str().into(), trans_num.as_str().into()));
+            let day = day_of(unix_time);
+            if let Some(m) = merchant.filter(|m| !m.is_empty() && on_time(&label, day, delay)) {
+                let merchant = state.merchants.intern(&m);
+                tile_labels.push(TileLabel {
+                    cc_num: cc_num.clone(),
+                    trans_num: trans_num.clone(),
+                    merchant,
+                    day,
+                    label: label.clone(),
+                });
+            }
+            let record = LabelRecord {
+                trans_num,
+                cc_num,
+                is_fraud: label.is_fraud,
+                reported_at: Some(label.reported_at),
+                decided_by: label.by.as_deref().map(str::to_string),
+            };
+            state.found_pending.push(Settled { label: record, unix_time });
+        }
+        self.publish(&state);
+        drop(state);
+        if !tile_labels.is_empty() {
+            store.write_tile_labels(&tile_labels)?;
+        }
+        Ok(())
     }
 
     fn longest_card_secs(&self) -> i64 {
@@ -372,6 +431,9 @@ impl History {
         // changes nothing, the cache included).
         let mut loaded = match &self.store {
             Some(store) => {
+                if mode == Use::Update {
+                    self.recheck_pending(store.as_ref())?;
+                }
                 let wait = if mode == Use::Read { Wait::For(READ_WAIT) } else { Wait::UntilShutdown };
                 self.load(store.as_ref(), &rows, wait, turn)?
             }
@@ -763,7 +825,7 @@ impl History {
     /// (docs/architecture.md, "History": labels that settle).
     pub fn settle<'a>(&self, trans_nums: impl Iterator<Item = &'a str>) -> Vec<Settled> {
         let mut state = self.lock();
-        let mut settled = Vec::new();
+        let mut settled = std::mem::take(&mut state.found_pending);
         for trans_num in trans_nums {
             let Some(u) = state.unsettled.peek_mut(trans_num) else { continue };
             u.in_flight = u.in_flight.saturating_sub(1);

@@ -66,6 +66,8 @@ struct State {
     stalled_at: Option<i64>,
     /// A stall ended and nobody has been told yet.
     recovered: bool,
+    /// When anything was last read from any partition.
+    last_heard: Option<Instant>,
     stopped: bool,
 }
 
@@ -169,9 +171,19 @@ impl LabelsProgress {
 
     fn applied_at(&self, seen: &[Seen], now: Instant) {
         let mut state = self.lock();
+        let quiet = state.last_heard.is_none_or(|at| now.duration_since(at) >= self.idle);
         let Some(partitions) = state.partitions.as_mut() else {
             return;
         };
+        let read = seen.iter().any(|s| !matches!(s, Seen::End { .. }));
+        if read && quiet {
+            // The first labels after the whole topic was silent: the other
+            // partitions' silence meant nothing (nobody was writing), so
+            // they are waited for again, for their first labels of a burst.
+            for mark in partitions.values_mut() {
+                mark.heard = now;
+            }
+        }
         for s in seen {
             match *s {
                 Seen::Label { partition, reported_at } => {
@@ -187,6 +199,9 @@ impl LabelsProgress {
                 }
                 Seen::End { partition } => partitions.entry(partition).or_insert(Mark::new(now)).at_end = true,
             }
+        }
+        if read {
+            state.last_heard = Some(now);
         }
         self.changed(state, now);
     }
@@ -309,6 +324,20 @@ mod tests {
         progress.applied_at(&[Seen::End { partition: 0 }], start + IDLE);
         assert!(!progress.lock().delivered(0, start + IDLE * 3 / 2, IDLE));
         assert!(progress.lock().delivered(0, start + IDLE * 2, IDLE));
+    }
+
+    #[test]
+    fn the_first_labels_after_a_silence_of_the_whole_topic_wait_for_the_other_partitions() {
+        let start = Instant::now();
+        let progress = LabelsProgress::new(WAIT, IDLE);
+        progress.assigned_at(&[0, 1], start);
+        progress.applied_at(&[Seen::End { partition: 0 }, Seen::End { partition: 1 }], start);
+        let later = start + IDLE * 10;
+        assert!(progress.lock().delivered(1_000, later, IDLE), "both idle");
+        // A replay begins: partition 0's first labels; 1 may have some too.
+        progress.applied_at(&[label(0, 2_000), Seen::End { partition: 0 }], later);
+        assert!(!progress.lock().delivered(1_000, later, IDLE), "partition 1 is waited for again");
+        assert!(progress.lock().delivered(1_000, later + IDLE, IDLE), "unless it stays silent");
     }
 
     #[test]

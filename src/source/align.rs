@@ -9,9 +9,12 @@
 //! yet. The aligner buffers records per partition and lets them out in
 //! event-time order, within [`SLACK_SECS`]: a partition's next record goes
 //! out only while no other partition that may still send earlier ones is
-//! more than the slack behind it. A partition read to its end (EOF) holds
-//! nothing back; one that has said nothing for [`IDLE`] is not waited for
-//! (its records are late when they come, and a warning says so). A
+//! more than the slack behind it. A partition read to its end (EOF) and
+//! silent for [`IDLE`] holds nothing back (the end alone does not: a
+//! producer may still be writing); one silent for [`STALLED`] though not at
+//! its end is not waited for (its records are late when they come, and a
+//! warning says so). After a silence of the whole topic, every partition
+//! is waited for again (a burst reaches the partitions unevenly). A
 //! partition whose buffer holds [`MAX_BUFFERED`] records is paused until it
 //! drains to half. Only the history needs this: with history off, records
 //! go out as they come.
@@ -46,6 +49,11 @@ use crate::history::definitions::DAY;
 pub const SLACK_SECS: i64 = 86_400;
 /// A partition silent this long, not at its end, is not waited for.
 pub const IDLE: Duration = Duration::from_secs(5);
+/// A partition silent this long though not at its end (its fetches stall:
+/// a broker or leader away) is not waited for any more. Silence short of
+/// it means nothing: the consumer fetches partitions unevenly, pauses
+/// them, and starts them after a rebalance.
+pub const STALLED: Duration = Duration::from_secs(60);
 /// How many days before a record's own day every other instance's partition
 /// must have stored everything: the label delay's week less a day of
 /// margin for records out of order within a partition.
@@ -80,9 +88,16 @@ impl Part {
             Some((t, _)) => Some(*t),
             // Read to its end proves nothing while a producer is still
             // writing (and a pause leaves the flag stale): only silence.
-            None if now.duration_since(self.heard) >= IDLE => None,
+            None if self.silent(now) => None,
             None => Some(self.released.unwrap_or(i64::MIN)),
         }
+    }
+
+    /// Nothing more to wait for: read to its end and silent for [`IDLE`],
+    /// or silent for [`STALLED`].
+    fn silent(&self, now: Instant) -> bool {
+        let silence = now.duration_since(self.heard);
+        (self.at_end && silence >= IDLE) || silence >= STALLED
     }
 
     /// The earliest event time it may still store: what it let out and is
@@ -115,6 +130,11 @@ pub struct Aligner {
     /// Partitions other instances own: the earliest event time each may
     /// still store (None: nothing), as their owners published it.
     remote: BTreeMap<i32, Option<i64>>,
+    /// Whether `remote` has been read since the partitions were assigned:
+    /// until then, nothing goes out (the others may be weeks behind).
+    remote_known: bool,
+    /// When a record last came in from any partition.
+    last_push: Option<Instant>,
 }
 
 impl Aligner {
@@ -127,7 +147,8 @@ impl Aligner {
             self.parts.entry(*p).or_insert_with(|| Part::new(now));
         }
         self.idle.retain(|p| partitions.contains(p));
-        self.remote.retain(|p, _| !partitions.contains(p));
+        self.remote.clear();
+        self.remote_known = false;
     }
 
     /// Partitions taken away: their records are their next owner's.
@@ -138,6 +159,14 @@ impl Aligner {
     }
 
     pub fn push(&mut self, record: RawRecord, now: Instant) {
+        // The first record after the whole topic was silent: the other
+        // partitions' silence meant nothing (nobody was writing), so they
+        // are waited for again; else one partition of a burst would run
+        // ahead of the others' first records.
+        if self.last_push.is_none_or(|at| now.duration_since(at) >= IDLE) {
+            self.heard_all(now);
+        }
+        self.last_push = Some(now);
         let part = self.parts.entry(record.partition).or_insert_with(|| Part::new(now));
         // A value without a time goes out at once, in its partition's order.
         let at = record.value.as_deref().and_then(event_time).unwrap_or(i64::MIN);
@@ -167,6 +196,9 @@ impl Aligner {
     /// Moves up to `max` records into `out`, in event-time order within the
     /// slack, as far as every partition allows.
     pub fn release(&mut self, out: &mut Vec<RawRecord>, max: usize, now: Instant) {
+        if !self.remote_known {
+            return;
+        }
         let mut left = max;
         while left > 0 {
             // The partition with the earliest record waiting...
@@ -213,6 +245,7 @@ impl Aligner {
     /// this instance's own are ignored).
     pub fn set_remote(&mut self, remote: BTreeMap<i32, Option<i64>>) {
         self.remote = remote.into_iter().filter(|(p, _)| !self.parts.contains_key(p)).collect();
+        self.remote_known = true;
     }
 
     /// Everything of `partition` before offset `next` is stored.
@@ -233,13 +266,13 @@ impl Aligner {
     /// Says once when a partition is not waited for any more.
     fn warn_idle(&mut self, now: Instant) {
         for (p, part) in &self.parts {
-            let idle = part.buffer.is_empty() && !part.at_end && now.duration_since(part.heard) >= IDLE;
+            let idle = part.buffer.is_empty() && !part.at_end && now.duration_since(part.heard) >= STALLED;
             if idle && self.idle.insert(*p) {
                 tracing::warn!(
                     partition = p,
                     "Kafka partition silent for {} s and not at its end: the others go on without it; its \
                      transactions count as late in merchant risk when they come",
-                    IDLE.as_secs()
+                    STALLED.as_secs()
                 );
             } else if !idle {
                 self.idle.remove(p);
@@ -342,6 +375,7 @@ mod tests {
         let now = Instant::now();
         let mut a = Aligner::default();
         a.assign(&[0, 1], now);
+        a.set_remote(BTreeMap::new());
         // Partition 0 delivers ten days at once; 1 has said nothing yet.
         for day in 0..10 {
             a.push(record(0, day, day * DAY), now);
@@ -366,6 +400,7 @@ mod tests {
         let now = Instant::now();
         let mut a = Aligner::default();
         a.assign(&[0, 1, 2], now);
+        a.set_remote(BTreeMap::new());
         for i in 0..20 {
             a.push(record(i % 3, i as i64, i as i64 * DAY / 2), now);
         }
@@ -389,15 +424,18 @@ mod tests {
         let start = Instant::now();
         let mut a = Aligner::default();
         a.assign(&[0, 1], start);
+        a.set_remote(BTreeMap::new());
         a.push(record(0, 0, 10 * DAY), start);
         let mut out = Vec::new();
-        a.release(&mut out, 10, start + IDLE / 2);
-        assert!(out.is_empty());
         a.release(&mut out, 10, start + IDLE);
-        assert_eq!(out.len(), 1, "partition 1 silent for IDLE");
+        assert!(out.is_empty(), "silent, but not at its end: its fetches may just be slow");
+        a.end(1, start);
+        a.release(&mut out, 10, start + IDLE);
+        assert_eq!(out.len(), 1, "partition 1 at its end and silent for IDLE");
 
         a.push(record(0, 1, 11 * DAY), start + IDLE);
         a.assign(&[1], start + IDLE);
+        a.set_remote(BTreeMap::new());
         assert_eq!(a.len(), 0, "partition 0 revoked: its records are its next owner's");
     }
 
@@ -406,6 +444,7 @@ mod tests {
         let now = Instant::now();
         let mut a = Aligner::default();
         a.assign(&[0], now);
+        a.set_remote(BTreeMap::new());
         for (offset, day) in [0, 5, 6, 7, 30].into_iter().enumerate() {
             a.push(record(0, offset as i64, day * DAY + 3_600), now);
         }
@@ -433,10 +472,30 @@ mod tests {
     }
 
     #[test]
+    fn after_a_silence_of_the_whole_topic_the_first_records_wait_for_the_others() {
+        let start = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0, 1], start);
+        a.set_remote(BTreeMap::new());
+        // Long after anything was heard, partition 0 gets a burst first.
+        let later = start + IDLE * 10;
+        for i in 0..5 {
+            a.push(record(0, i, i * DAY), later);
+        }
+        let mut out = Vec::new();
+        a.release(&mut out, 100, later);
+        assert!(out.is_empty(), "partition 1 may still send anything: its silence was everyone's");
+        a.push(record(1, 0, 3 * DAY), later);
+        a.release(&mut out, 100, later);
+        assert_eq!(out.len(), 6);
+    }
+
+    #[test]
     fn full_buffers_are_reported_for_pausing() {
         let now = Instant::now();
         let mut a = Aligner::default();
         a.assign(&[0, 1], now);
+        a.set_remote(BTreeMap::new());
         for i in 0..MAX_BUFFERED as i64 {
             a.push(record(0, i, DAY * 100 + i), now);
         }
