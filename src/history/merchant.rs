@@ -123,6 +123,25 @@ impl Merchants {
         self.tiles.entry(merchant.clone()).or_default().insert(day, tile);
     }
 
+    /// The merchants of `tiles` as held here, with those tiles added: a
+    /// view for one what-if batch, leaving this one unchanged.
+    pub fn overlay(&self, tiles: &[(Arc<str>, i64, Tile)]) -> Merchants {
+        let mut view = Merchants::default();
+        for (merchant, day, tile) in tiles {
+            let days = view
+                .tiles
+                .entry(merchant.clone())
+                .or_insert_with(|| self.tiles.get(merchant).cloned().unwrap_or_default());
+            days.insert(*day, *tile);
+        }
+        view
+    }
+
+    /// Whether tiles of `merchant` are here.
+    pub fn knows(&self, merchant: &str) -> bool {
+        self.tiles.contains_key(merchant)
+    }
+
     /// Forgets tiles before `day` (no transaction from now on reads them).
     pub fn prune(&mut self, day: i64) {
         for days in self.tiles.values_mut() {
@@ -164,6 +183,17 @@ mod tests {
         assert_eq!(w[0].fraud_rate(), 0.5);
         assert_eq!(m.features(None, d, &[1], 7), vec![MerchantWindow::default()]);
         assert_eq!(m.features(Some("elsewhere"), d, &[1], 7)[0].fraud_rate(), 0.0);
+    }
+
+    #[test]
+    fn a_what_if_overlay_adds_tiles_without_changing_the_history() {
+        let mut m = Merchants::default();
+        let shop = m.intern("shop");
+        m.add_transaction(&shop, 10);
+        let view = m.overlay(&[(shop.clone(), 11, Tile { transactions: 4, frauds: 1 })]);
+        assert_eq!(view.features(Some("shop"), 19, &[7], 7)[0], MerchantWindow { transactions: 5, frauds: 1 });
+        assert_eq!(m.features(Some("shop"), 19, &[7], 7)[0], MerchantWindow { transactions: 1, frauds: 0 });
+        assert!(!m.holds("shop", 11) && view.knows("shop") && !view.knows("elsewhere"));
     }
 
     #[test]

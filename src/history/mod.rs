@@ -165,8 +165,6 @@ struct State {
 /// A recorded transaction whose outcome is on its way to the sinks.
 struct Unsettled {
     cc_num: Box<str>,
-    /// Outcomes of it in flight (a redelivery may overlap the first).
-    in_flight: u32,
     /// A label was applied since it was recorded.
     relabelled: bool,
 }
@@ -429,15 +427,14 @@ impl History {
         }
         // Read mode: cards loaded for this batch only (what-if scoring
         // changes nothing, the cache included).
-        let mut loaded = match &self.store {
+        let (mut loaded, read_tiles) = match &self.store {
             Some(store) => {
                 if mode == Use::Update {
                     self.recheck_pending(store.as_ref())?;
                 }
-                let wait = if mode == Use::Read { Wait::For(READ_WAIT) } else { Wait::UntilShutdown };
-                self.load(store.as_ref(), &rows, wait, turn)?
+                self.load(store.as_ref(), &rows, mode, turn)?
             }
-            None => HashMap::new(),
+            None => (HashMap::new(), Vec::new()),
         };
         let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); self.table.features.len()];
         let mut tile_labels = Vec::new();
@@ -450,9 +447,17 @@ impl History {
                 self.keep_loaded(&mut state, cc_num, card);
             }
         }
+        // What-if scoring reads tiles for this batch only: read outside the
+        // order of ingest, they may not be final yet, and keeping them
+        // would change the history it must leave alone.
+        let overlay = (!read_tiles.is_empty()).then(|| state.merchants.overlay(&read_tiles));
         for row in &rows {
             let card = state.cards.peek(row.cc_num).or_else(|| loaded.get(row.cc_num));
-            self.row_features(card, &state.merchants, row, &mut values);
+            let merchants = match (&overlay, row.merchant) {
+                (Some(o), Some(m)) if o.knows(m) => o,
+                _ => &state.merchants,
+            };
+            self.row_features(card, merchants, row, &mut values);
             if mode == Use::Update {
                 labels.push(self.record(&mut state, row, &mut tile_labels));
             }
@@ -472,14 +477,17 @@ impl History {
     }
 
     /// Reads from the store the cards and merchant tiles the rows need and
-    /// this process does not hold: the tiles are kept, the cards returned.
+    /// this process does not hold: the cards are returned; the tiles are
+    /// kept for ingest, returned for what-if scoring.
+    #[allow(clippy::type_complexity)]
     fn load<'r>(
         &self,
         store: &dyn Store,
         rows: &[Row<'r>],
-        wait: Wait,
+        mode: Use,
         turn: Option<&order::Turn>,
-    ) -> Result<HashMap<&'r str, Card>, StoreError> {
+    ) -> Result<(HashMap<&'r str, Card>, Vec<(Arc<str>, i64, merchant::Tile)>), StoreError> {
+        let wait = if mode == Use::Read { Wait::For(READ_WAIT) } else { Wait::UntilShutdown };
         let longest = self.longest_card_secs();
         let (cards, tiles) = {
             let state = self.lock();
@@ -509,7 +517,12 @@ impl History {
         }
         let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles, wait)? };
         let mut state = self.lock();
+        let mut read_tiles = Vec::new();
         for ((merchant, day), tile) in tiles.into_iter().zip(stored_tiles) {
+            if mode == Use::Read {
+                read_tiles.push((merchant, day, tile));
+                continue;
+            }
             let merchant = state.merchants.intern(&merchant);
             state.merchants.set_tile(&merchant, day, tile);
         }
@@ -522,7 +535,7 @@ impl History {
             kept.insert(cc_num, card);
         }
         self.publish(&state);
-        Ok(kept)
+        Ok((kept, read_tiles))
     }
 
     /// A card rebuilt from the store: its events with their labels; labels
@@ -646,12 +659,9 @@ impl History {
         if !state.cards.contains(row.cc_num) {
             self.push_card(state, row.cc_num, Card::default());
         }
-        let unsettled = state.unsettled.get_or_insert_mut(row.trans_num.into(), || Unsettled {
-            cc_num: row.cc_num.into(),
-            in_flight: 0,
-            relabelled: false,
-        });
-        unsettled.in_flight += 1;
+        state
+            .unsettled
+            .get_or_insert(row.trans_num.into(), || Unsettled { cc_num: row.cc_num.into(), relabelled: false });
         let card = state.cards.get_mut(row.cc_num).expect("just pushed");
         let before = card.len();
         let tile = event.tile.clone();
@@ -827,13 +837,9 @@ impl History {
         let mut state = self.lock();
         let mut settled = std::mem::take(&mut state.found_pending);
         for trans_num in trans_nums {
-            let Some(u) = state.unsettled.peek_mut(trans_num) else { continue };
-            u.in_flight = u.in_flight.saturating_sub(1);
-            let (relabelled, done) = (std::mem::take(&mut u.relabelled), u.in_flight == 0);
-            let cc_num = u.cc_num.clone();
-            if done {
-                state.unsettled.pop(trans_num);
-            }
+            // Popped at the first store: a batch scored again after a
+            // failed model recorded its rows twice but is stored once.
+            let Some(Unsettled { cc_num, relabelled }) = state.unsettled.pop(trans_num) else { continue };
             if !relabelled {
                 continue;
             }

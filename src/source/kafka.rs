@@ -422,8 +422,9 @@ impl Poller {
     fn exchange_progress(&mut self) {
         let Some(aligner) = &mut self.aligner else { return };
         let owned = aligner.partitions();
-        let others = self.peers.others(&self.consumer, &self.settings.kafka.topic, &owned);
-        aligner.set_remote(others);
+        if let Some(others) = self.peers.others(&self.consumer, &self.settings.kafka.topic, &owned) {
+            aligner.set_remote(others);
+        }
     }
 
     /// Drops records of partitions a rebalance took away, and restates the

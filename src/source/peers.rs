@@ -122,6 +122,10 @@ impl Peers {
         }
         let mut list = TopicPartitionList::new();
         let mut sent = Vec::new();
+        // A bound back from "nothing" to a time is the one change that
+        // makes the others hold back again: it must not be lost with an
+        // asynchronous commit the broker refused.
+        let mut mode = mode;
         for (p, offset) in &self.base {
             // Only partitions owned now: a revoked one is its new owner's.
             let Some(bound) = bounds.get(p) else { continue };
@@ -129,6 +133,9 @@ impl Peers {
             let changed = self.sent.get(p).is_none_or(|(o, m)| o != offset || *m != metadata);
             if !changed {
                 continue;
+            }
+            if bound.is_some() && self.sent.get(p).is_some_and(|(_, m)| decode(m) == Some(None)) {
+                mode = CommitMode::Sync;
             }
             if list.add_partition_offset(topic, *p, Offset::Offset(*offset)).is_err() {
                 continue;
@@ -147,18 +154,23 @@ impl Peers {
         }
     }
 
-    /// The bounds other instances published of the partitions they own.
+    /// The bounds other instances published of the partitions they own;
+    /// None while the topic's partitions are not known (then nothing is
+    /// known of the others either).
     pub fn others<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         topic: &str,
         owned: &[i32],
-    ) -> BTreeMap<i32, Option<i64>> {
+    ) -> Option<BTreeMap<i32, Option<i64>>> {
         self.list(consumer, topic);
+        if self.partitions.is_empty() {
+            return None;
+        }
         let others: Vec<i32> = self.partitions.iter().copied().filter(|p| !owned.contains(p)).collect();
         self.unknown.retain(|p, _| others.contains(p));
         if others.is_empty() {
-            return BTreeMap::new();
+            return Some(BTreeMap::new());
         }
         let mut list = TopicPartitionList::new();
         for p in &others {
@@ -170,11 +182,11 @@ impl Peers {
             // nothing is known here; wait for the next round.
             Err(e) => {
                 tracing::debug!(error = %e, "other instances' progress unknown this round");
-                return others.iter().map(|p| (*p, Some(i64::MIN))).collect();
+                return Some(others.iter().map(|p| (*p, Some(i64::MIN))).collect());
             }
         };
         let now = Instant::now();
-        others
+        let bounds = others
             .into_iter()
             .map(|p| {
                 let element = committed.find_partition(topic, p);
@@ -194,7 +206,8 @@ impl Peers {
                 };
                 (p, bound)
             })
-            .collect()
+            .collect();
+        Some(bounds)
     }
 
     /// A partition of another instance without a published bound: nothing
@@ -228,16 +241,17 @@ impl Peers {
         None
     }
 
-    /// Lists the topic's partitions when due.
+    /// Lists the topic's partitions when due (every round until it worked;
+    /// a failed listing keeps the last one).
     fn list<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, topic: &str) {
         if self.listed.is_some_and(|at| at.elapsed() < LIST_EVERY) {
             return;
         }
-        self.listed = Some(Instant::now());
         match consumer.fetch_metadata(Some(topic), ASK) {
             Ok(metadata) => {
-                if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
+                if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) {
                     self.partitions = t.partitions().iter().map(|p| p.id()).collect();
+                    self.listed = Some(Instant::now());
                 }
             }
             Err(e) => tracing::debug!(error = %e, "topic partitions not listed"),
