@@ -79,20 +79,6 @@ fn reference(stream: &[Transaction], labels: &[LabelRecord]) -> HashMap<String, 
         .collect()
 }
 
-fn instance(names: &Names, id: &str) -> Serve {
-    let mut env = names.env();
-    env.extend(
-        [
-            ("FRAUDFLIGHT_OPENSEARCH_URL", ""),
-            ("FRAUDFLIGHT_KAFKA_INSTANCE_ID", id),
-            // The broker's minimum: a dead member's partitions move on soon.
-            ("FRAUDFLIGHT_KAFKA_SESSION_TIMEOUT_MS", "6000"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    Serve::start(&env)
-}
-
 /// Sends the days `days` of the stream, each one stored before the next.
 async fn replay(
     session: &scylla::client::session::Session,
@@ -121,14 +107,14 @@ async fn two_instances_a_kill_and_two_rebalances_give_the_features_of_one_uninte
     let names = Names::new("instances");
     stack::create_topic(&names.topic, 4).await;
     let session = stack::cassandra().await;
-    let a = instance(&names, "a");
+    let a = stack::instance(&names, "a");
     send_labels(&names, &labels).await;
     let labels_in = |serve: &Serve| serve.metrics().value("fraudflight_labels_total", &[]) == Some(labels.len() as f64);
     stack::wait_until(Duration::from_secs(60), "instance a read the labels", || async { labels_in(&a) }).await;
 
     // a alone, then b joins: a's partitions are shared out.
     replay(&session, &names, &stream, 0..12).await;
-    let b = instance(&names, "b");
+    let b = stack::instance(&names, "b");
     stack::wait_until(Duration::from_secs(60), "instance b read the labels", || async { labels_in(&b) }).await;
     replay(&session, &names, &stream, 12..22).await;
 
@@ -145,7 +131,7 @@ async fn two_instances_a_kill_and_two_rebalances_give_the_features_of_one_uninte
     let reloaded_by_a = a.metrics().value("fraudflight_history_loaded_cards_total", &[]).unwrap();
 
     // b comes back: a second rebalance.
-    let b = instance(&names, "b");
+    let b = stack::instance(&names, "b");
     replay(&session, &names, &stream, 30..DAYS).await;
     let reloaded_by_b = b.metrics().value("fraudflight_history_loaded_cards_total", &[]).unwrap();
     assert!(a.terminate().success());
@@ -193,7 +179,7 @@ async fn a_backlog_of_transactions_and_labels_gives_the_features_of_live_operati
     send_labels(&names, &others).await;
     send_labels(&names, &labels).await;
 
-    let a = instance(&names, "a");
+    let a = stack::instance(&names, "a");
     stack::wait_for_rows(&session, &names, stream.len(), Duration::from_secs(180), "the backlog").await;
     let metric = |name| a.metrics().value(name, &[]).unwrap_or(-1.0);
     let (waits, stalls) = (metric("fraudflight_labels_waits_total"), metric("fraudflight_labels_stalls_total"));

@@ -421,21 +421,6 @@ async fn send_both(names: &Names, data: &Data, tx_rate: Option<f64>, label_rate:
     labels.await.unwrap();
 }
 
-/// A `serve` with Kafka and Cassandra (no search sink); a named instance
-/// (static membership, its own labels offsets), quickly given up when dead.
-fn instance(names: &Names, id: &str) -> Serve {
-    let mut env = names.env();
-    env.extend(
-        [
-            ("FRAUDFLIGHT_OPENSEARCH_URL", ""),
-            ("FRAUDFLIGHT_KAFKA_INSTANCE_ID", id),
-            ("FRAUDFLIGHT_KAFKA_SESSION_TIMEOUT_MS", "6000"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    Serve::start(&env)
-}
-
 /// Waits until `transactions` holds `n` rows or `limit` passes; the number
 /// of rows seen last (a shortfall is reported by [`Check`], not here, so a
 /// failing run still measures what it stored).
@@ -724,7 +709,7 @@ async fn both_topics_at_full_speed_at_once_give_the_defined_features() {
     let names = Names::new("orders_full");
     create_topics(&names).await;
     let session = stack::cassandra().await;
-    let a = instance(&names, "a");
+    let a = stack::instance(&names, "a");
     send_both(&names, &data, None, None).await;
     wait_for_rows(&session, &names, data.stream.len(), ROWS_LIMIT).await;
     finish("1 full speed, one instance", started, &session, &names, &data, &[&a]).await;
@@ -738,8 +723,8 @@ async fn two_instances_and_a_kill_at_full_speed_give_the_defined_features() {
     let names = Names::new("orders_kill");
     create_topics(&names).await;
     let session = stack::cassandra().await;
-    let a = instance(&names, "a");
-    let b = instance(&names, "b");
+    let a = stack::instance(&names, "a");
+    let b = stack::instance(&names, "b");
     send_both(&names, &data, None, None).await;
     // Mid-replay: a third stored; b dies without committing what it scored
     // since its last commit, and comes back under the same instance id.
@@ -747,7 +732,7 @@ async fn two_instances_and_a_kill_at_full_speed_give_the_defined_features() {
     let at_kill = wait_for_rows(&session, &names, third, ROWS_LIMIT).await;
     b.kill9();
     eprintln!("[2] killed b with {at_kill} rows stored");
-    let b = instance(&names, "b");
+    let b = stack::instance(&names, "b");
     wait_for_rows(&session, &names, data.stream.len(), ROWS_LIMIT).await;
     finish("2 two instances, kill -9", started, &session, &names, &data, &[&a, &b]).await;
 }
@@ -760,7 +745,7 @@ async fn labels_ten_times_slower_than_transactions_give_the_defined_features() {
     let names = Names::new("orders_slow");
     create_topics(&names).await;
     let session = stack::cassandra().await;
-    let a = instance(&names, "a");
+    let a = stack::instance(&names, "a");
     // Rates such that the labels take about a minute and a half.
     send_both(&names, &data, Some(4_000.0), Some(400.0)).await;
     wait_for_rows(&session, &names, data.stream.len(), ROWS_LIMIT).await;
@@ -775,7 +760,7 @@ async fn every_label_before_its_transaction_gives_the_defined_features() {
     let names = Names::new("orders_labels_first");
     create_topics(&names).await;
     let session = stack::cassandra().await;
-    let a = instance(&names, "a");
+    let a = stack::instance(&names, "a");
     send(labels_topic(&names), label_messages(&data.labels), None).await;
     let consumed = wait_for_labels(&a, data.labels.len()).await;
     eprintln!("[4] {consumed} of {} labels received before the transactions", data.labels.len());
@@ -819,8 +804,8 @@ async fn a_backlog_with_partitions_20_days_apart_over_two_instances_gives_the_de
     send(names.topic.clone(), transaction_messages(&data.stream, |t| Some(partition[&t.cc_num])), None).await;
     send(labels_topic(&names), label_messages(&data.labels), None).await;
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| instance(&names, "a"));
-        let b = s.spawn(|| instance(&names, "b"));
+        let a = s.spawn(|| stack::instance(&names, "a"));
+        let b = s.spawn(|| stack::instance(&names, "b"));
         (a.join().unwrap(), b.join().unwrap())
     });
     wait_for_rows(&session, &names, data.stream.len(), ROWS_LIMIT).await;

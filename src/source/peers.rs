@@ -50,6 +50,19 @@ pub fn decode(metadata: &str) -> Option<Option<i64>> {
     }
 }
 
+/// The committed offsets (with their metadata) of `partitions` of the group.
+fn committed<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) -> rdkafka::error::KafkaResult<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition(topic, *p);
+    }
+    consumer.committed_offsets(list, ASK)
+}
+
 /// This instance's side of the exchange.
 #[derive(Debug, Default)]
 pub struct Peers {
@@ -82,11 +95,7 @@ impl Peers {
         if new.is_empty() {
             return;
         }
-        let mut list = TopicPartitionList::new();
-        for p in &new {
-            list.add_partition(topic, *p);
-        }
-        let committed = match consumer.committed_offsets(list, ASK) {
+        let committed = match committed(consumer, topic, &new) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "committed offsets unknown; progress published later");
@@ -172,14 +181,9 @@ impl Peers {
         if others.is_empty() {
             return Some(BTreeMap::new());
         }
-        let mut list = TopicPartitionList::new();
-        for p in &others {
-            list.add_partition(topic, *p);
-        }
-        let committed = match consumer.committed_offsets(list, ASK) {
+        let committed = match committed(consumer, topic, &others) {
             Ok(c) => c,
-            // Unknown: held back as far as last known would be better, but
-            // nothing is known here; wait for the next round.
+            // Nothing known of them this round: everything is held back.
             Err(e) => {
                 tracing::debug!(error = %e, "other instances' progress unknown this round");
                 return Some(others.iter().map(|p| (*p, Some(i64::MIN))).collect());

@@ -128,6 +128,23 @@ pub struct Serve {
     pub log: PathBuf,
 }
 
+/// A `serve` with Kafka and Cassandra (no search sink) named `id` (static
+/// membership, its own labels offsets), given up soon when it dies: the
+/// broker's minimum session timeout.
+#[allow(dead_code)]
+pub fn instance(names: &Names, id: &str) -> Serve {
+    let mut env = names.env();
+    env.extend(
+        [
+            ("FRAUDFLIGHT_OPENSEARCH_URL", ""),
+            ("FRAUDFLIGHT_KAFKA_INSTANCE_ID", id),
+            ("FRAUDFLIGHT_KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Serve::start(&env)
+}
+
 impl Serve {
     pub fn start(env: &[(String, String)]) -> Self {
         let log = std::env::temp_dir().join(format!("{}.log", super::unique("serve")));
