@@ -316,7 +316,7 @@ impl App {
         if self.scorer.history().is_none() {
             return Err(LabelsError::NoHistory);
         }
-        let labels = crate::history::labels::from_batch(batch)?;
+        let labels = crate::history::labels::from_batch(batch, self.scorer.time_bound().latest())?;
         Ok(self.store_labels(&labels, crate::metrics::unix_ms(), Vec::new(), None).await?)
     }
 
@@ -534,6 +534,11 @@ impl App {
     /// The history, when it is on.
     pub fn history(&self) -> Option<&Arc<crate::history::History>> {
         self.scorer.history()
+    }
+
+    /// How far ahead of the clock transactions and labels may be dated.
+    pub fn time_bound(&self) -> crate::record::limits::TimeBound {
+        self.scorer.time_bound()
     }
 
     /// The history's counters, for /metrics; None without history.

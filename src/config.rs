@@ -211,11 +211,21 @@ pub struct LimitsConfig {
     pub max_batch_rows: usize,
     /// Concurrent Flight calls (HTTP/2 streams) per connection.
     pub max_concurrent_streams: u32,
+    /// How far ahead of this machine's clock a transaction's `unix_time` or
+    /// a label's `reported_at` may be, seconds; later ones are refused (the
+    /// DLQ, with the reason). One record dated years ahead would otherwise
+    /// prune every merchant tile and win every later correction.
+    pub max_future_secs: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { flight_max_message_bytes: 64 << 20, max_batch_rows: 1 << 20, max_concurrent_streams: 64 }
+        Self {
+            flight_max_message_bytes: 64 << 20,
+            max_batch_rows: 1 << 20,
+            max_concurrent_streams: 64,
+            max_future_secs: crate::record::limits::DEFAULT_MAX_FUTURE_SECS as u64,
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime};
 
 use crate::record::column;
+use crate::record::limits::{self, TimeBound};
 
 /// Earth radius used by both sides, km.
 pub const EARTH_RADIUS_KM: f64 = 6371.0;
@@ -42,6 +43,10 @@ pub enum RecordError {
     BadFormat { field: &'static str, value: String, expected: &'static str },
     #[error("record has neither `unix_time` nor `trans_date_trans_time`")]
     NoTime,
+    #[error("field `{field}` is {bytes} bytes, over the limit of {max}")]
+    TooLong { field: &'static str, bytes: usize, max: usize },
+    #[error("transaction time {value} is later than {latest}, more than limits.max_future_secs ahead of the clock")]
+    Future { value: i64, latest: i64 },
 }
 
 /// An invalid row of a batch: its index and the first problem found.
@@ -122,8 +127,20 @@ pub fn parse_datetime(text: &str) -> Option<i64> {
     NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok().map(|t| t.and_utc().timestamp())
 }
 
-/// Validates every row of a conformed batch and derives its features.
+/// Validates every row of a conformed batch and derives its features,
+/// whatever its time (rows read back from a store, what is already past).
 pub fn derive(batch: &RecordBatch) -> Features {
+    derive_within(batch, TimeBound::none())
+}
+
+/// Validates every row of a conformed batch, its time within `bound` of
+/// the clock, and derives its features.
+pub fn derive_within(batch: &RecordBatch, bound: TimeBound) -> Features {
+    let latest = bound.latest();
+    let texts: Vec<(&'static str, &arrow::array::StringArray)> = limits::TEXT_FIELDS
+        .iter()
+        .filter_map(|name| Some((*name, batch.column_by_name(name)?.as_string_opt::<i32>()?)))
+        .collect();
     let rows = batch.num_rows();
     let f64_col =
         |name: &str| batch.column_by_name(name).expect("conformed batch").as_primitive::<Float64Type>().clone();
@@ -150,6 +167,12 @@ pub fn derive(batch: &RecordBatch) -> Features {
                 }
             }
             card_number(&cc_num, row)?;
+            for (field, col) in &texts {
+                let bytes = if col.is_valid(row) { col.value(row).len() } else { 0 };
+                if bytes > limits::MAX_TEXT_BYTES {
+                    return Err(RecordError::TooLong { field, bytes, max: limits::MAX_TEXT_BYTES });
+                }
+            }
             number(&amt, row, column::amt, 0.0, f64::MAX)?;
             let lat = number(&lat, row, column::lat, -90.0, 90.0)?;
             let long = number(&long, row, column::long, -180.0, 180.0)?;
@@ -167,6 +190,9 @@ pub fn derive(batch: &RecordBatch) -> Features {
             } else {
                 return Err(RecordError::NoTime);
             };
+            if time > latest {
+                return Err(RecordError::Future { value: time, latest });
+            }
             let at = DateTime::from_timestamp(time, 0)
                 .ok_or(RecordError::OutOfRange {
                     field: column::unix_time,
@@ -328,6 +354,33 @@ mod tests {
         ));
         let untimed = Transaction { unix_time: None, trans_date_trans_time: None, ..ok.clone() };
         assert_eq!(error_of(untimed), Some(RecordError::NoTime));
+    }
+
+    #[test]
+    fn oversized_text_and_times_far_ahead_are_refused_by_name() {
+        let ok = sample();
+        let long = "x".repeat(limits::MAX_TEXT_BYTES + 1);
+        assert_eq!(
+            error_of(Transaction { trans_num: long.clone(), ..ok.clone() }),
+            Some(RecordError::TooLong { field: "trans_num", bytes: long.len(), max: limits::MAX_TEXT_BYTES })
+        );
+        assert!(matches!(
+            error_of(Transaction { merchant: Some(long.clone()), ..ok.clone() }),
+            Some(RecordError::TooLong { field: "merchant", .. })
+        ));
+        let at_limit = Transaction { job: Some("j".repeat(limits::MAX_TEXT_BYTES)), ..ok.clone() };
+        assert_eq!(error_of(at_limit), None);
+
+        let bound = TimeBound::default();
+        let within = |t: Transaction| derive_within(&to_batch(&[t]), bound).invalid.first().map(|e| e.error.clone());
+        let ahead = bound.latest() + 3_600;
+        assert!(matches!(
+            within(Transaction { unix_time: Some(ahead), ..ok.clone() }),
+            Some(RecordError::Future { value, .. }) if value == ahead
+        ));
+        assert_eq!(within(Transaction { unix_time: Some(bound.latest() - 3_600), ..ok.clone() }), None);
+        // Stored rows read back are not judged against the clock.
+        assert_eq!(error_of(Transaction { unix_time: Some(ahead), ..ok.clone() }), None);
     }
 
     #[test]

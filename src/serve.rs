@@ -118,7 +118,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
             as Arc<dyn crate::history::Store>
     });
     let app = Arc::new(
-        App::new(scorer(registry, &config.history, store), MemoryStore::new(config.memory_rows, 20_000))
+        App::new(scorer(registry, &config, store), MemoryStore::new(config.memory_rows, 20_000))
             .with_sinks(sinks, abandon.clone())
             .with_quality(config.quality.clone())
             .with_labels_topic(config.kafka.enabled().then(|| config.kafka.labels_topic()))
@@ -226,13 +226,11 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<S
 }
 
 /// The scorer, with history as configured (over `store` when there is one).
-fn scorer(
-    registry: Registry,
-    history: &crate::config::HistoryConfig,
-    store: Option<Arc<dyn crate::history::Store>>,
-) -> Scorer {
+fn scorer(registry: Registry, config: &Config, store: Option<Arc<dyn crate::history::Store>>) -> Scorer {
     use crate::history::History;
-    let scorer = Scorer::new(Arc::new(registry));
+    let history = &config.history;
+    let bound = crate::record::limits::TimeBound::new(config.limits.max_future_secs);
+    let scorer = Scorer::new(Arc::new(registry)).with_time_bound(bound);
     match (std::num::NonZeroUsize::new(history.max_cards), store) {
         (Some(max_cards), Some(store)) if history.enabled => {
             scorer.with_history(Arc::new(History::with_store(max_cards, store)))

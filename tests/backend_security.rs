@@ -103,7 +103,7 @@ async fn a_full_run_with_every_credential_logs_no_secret_and_no_card_number() {
     request.metadata_mut().insert("authorization", "Bearer not-a-token-71c3a9e0".parse().unwrap());
     assert_eq!(client.do_action(request).await.unwrap_err().code(), tonic::Code::Unauthenticated);
 
-    let check = Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+    let check = Command::new(support::fraudflight_bin())
         .args(["serve", "--check-config"])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
@@ -129,7 +129,7 @@ async fn a_full_run_with_every_credential_logs_no_secret_and_no_card_number() {
 /// Runs `serve` with only the given backend on; it must exit non-zero
 /// within a minute. Returns everything it printed.
 fn refused_at_start(env: &[(&str, String)]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fraudflight"));
+    let mut command = Command::new(support::fraudflight_bin());
     command.arg("serve").envs(stack::standalone()).env_remove("RUST_LOG");
     command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();

@@ -4,8 +4,10 @@
 
 use std::process::Command;
 
+mod support;
+
 fn fraudflight() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+    Command::new(support::fraudflight_bin())
 }
 
 #[test]

@@ -34,8 +34,7 @@ fn checkout() -> tempfile::TempDir {
         std::os::unix::fs::symlink(root.join(name), dir.path().join(name)).unwrap();
     }
     std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fraudflight"), dir.path().join("target/release/fraudflight"))
-        .unwrap();
+    std::os::unix::fs::symlink(support::fraudflight_bin(), dir.path().join("target/release/fraudflight")).unwrap();
     dir
 }
 

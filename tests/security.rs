@@ -266,7 +266,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
 
 #[test]
 fn plain_text_on_a_public_address_needs_an_explicit_opt_in() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+    let output = std::process::Command::new(support::fraudflight_bin())
         .arg("serve")
         .envs(env(&[("FRAUDFLIGHT_FLIGHT_ADDR", "0.0.0.0:0".into())]))
         .output()
@@ -286,7 +286,7 @@ fn plain_text_on_a_public_address_needs_an_explicit_opt_in() {
 
 #[test]
 fn tokens_from_the_environment_stay_out_of_check_config() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+    let output = std::process::Command::new(support::fraudflight_bin())
         .args(["serve", "--check-config"])
         .envs(env(&[("FRAUDFLIGHT_TOKENS_READ", READ.into()), ("FRAUDFLIGHT_TOKENS_ADMIN", ADMIN.into())]))
         .output()

@@ -27,7 +27,7 @@ fn check_config_names_the_unknown_key_and_suggests_the_right_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[kafka]\nbatch_max_recrods = 5\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+    let out = Command::new(support::fraudflight_bin())
         .args(["serve", "--check-config", "--config"])
         .arg(&path)
         .output()
@@ -36,7 +36,7 @@ fn check_config_names_the_unknown_key_and_suggests_the_right_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("batch_max_recrods") && err.contains("did you mean `batch_max_records`?"), "{err}");
 
-    let good = Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+    let good = Command::new(support::fraudflight_bin())
         .args(["serve", "--check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/fraudflight.toml")])
         .env("FRAUDFLIGHT_KAFKA_TOPIC", "from-env")
         .output()

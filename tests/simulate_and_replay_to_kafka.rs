@@ -40,7 +40,7 @@ async fn consume(topic: &str, n: usize) -> HashMap<String, (String, Transaction)
 }
 
 fn fraudflight(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fraudflight")).args(args).output().unwrap()
+    Command::new(support::fraudflight_bin()).args(args).output().unwrap()
 }
 
 #[tokio::test]

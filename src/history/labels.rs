@@ -9,6 +9,8 @@ use arrow::datatypes::{DataType, Int32Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 
+use crate::record::limits::{MAX_DECIDED_BY_CHARS, MAX_TEXT_BYTES};
+
 /// One label.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LabelRecord {
@@ -32,6 +34,44 @@ impl LabelRecord {
     pub fn reported_at_or(&self, received: i64) -> i64 {
         self.reported_at.unwrap_or(received)
     }
+
+    /// Whether every store can take it (docs/architecture.md, "Input
+    /// limits"): keys within the text limit, a card number as transactions
+    /// carry it, a report time from 1970 to `latest` (Unix seconds), a short
+    /// printable `decided_by`. A label that fails can never be stored: it
+    /// is refused (a dead letter on Kafka), never retried.
+    pub fn check(&self, latest: i64) -> Result<(), LabelProblem> {
+        if self.trans_num.len() > MAX_TEXT_BYTES {
+            return Err(LabelProblem::TooLong { column: "trans_num", bytes: self.trans_num.len() });
+        }
+        if self.cc_num.len() > 19 || !self.cc_num.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(LabelProblem::NotACard { bytes: self.cc_num.len() });
+        }
+        if let Some(at) = self.reported_at {
+            if at < 0 || at > latest {
+                return Err(LabelProblem::ReportedAt { at, latest });
+            }
+        }
+        if let Some(by) = &self.decided_by {
+            if by.chars().count() > MAX_DECIDED_BY_CHARS || by.chars().any(char::is_control) {
+                return Err(LabelProblem::DecidedBy { chars: by.chars().count() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why one label can never be stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LabelProblem {
+    #[error("`{column}` is {bytes} bytes, over the limit of 256")]
+    TooLong { column: &'static str, bytes: usize },
+    #[error("`cc_num` ({bytes} bytes) is not a card number: up to 19 digits")]
+    NotACard { bytes: usize },
+    #[error("`reported_at` {at} is not between 0 and {latest} (limits.max_future_secs ahead of the clock)")]
+    ReportedAt { at: i64, latest: i64 },
+    #[error("`decided_by` ({chars} characters) must be at most 64 printable characters")]
+    DecidedBy { chars: usize },
 }
 
 /// What is wrong with a batch or value of labels.
@@ -47,6 +87,8 @@ pub enum LabelError {
     NotAFlag { row: usize, value: i64 },
     #[error("label row {row}: `{column}` is empty")]
     Empty { row: usize, column: &'static str },
+    #[error("label row {row}: {problem}")]
+    Refused { row: usize, problem: LabelProblem },
     #[error("label is not valid JSON {{\"trans_num\", \"cc_num\", \"is_fraud\": 0|1, \"reported_at\"?}}: {0}")]
     Json(String),
 }
@@ -81,8 +123,17 @@ pub fn from_json(value: &[u8]) -> Result<LabelRecord, LabelError> {
 }
 
 /// The labels of a batch: `trans_num` and `cc_num` text (or integer card
-/// numbers), `is_fraud` 0/1 or boolean, optional `reported_at` Unix seconds.
-pub fn from_batch(batch: &RecordBatch) -> Result<Vec<LabelRecord>, LabelError> {
+/// numbers), `is_fraud` 0/1 or boolean, optional `reported_at` Unix seconds
+/// up to `latest`; every row within the limits ([`LabelRecord::check`]).
+pub fn from_batch(batch: &RecordBatch, latest: i64) -> Result<Vec<LabelRecord>, LabelError> {
+    let labels = decode_batch(batch)?;
+    for (row, label) in labels.iter().enumerate() {
+        label.check(latest).map_err(|problem| LabelError::Refused { row, problem })?;
+    }
+    Ok(labels)
+}
+
+fn decode_batch(batch: &RecordBatch) -> Result<Vec<LabelRecord>, LabelError> {
     let rows = batch.num_rows();
     let column = |name: &'static str| batch.column_by_name(name).ok_or(LabelError::Missing(name));
     let text = |name: &'static str| -> Result<Vec<String>, LabelError> {
@@ -187,7 +238,7 @@ mod tests {
             ("is_fraud", Arc::new(Int64Array::from(vec![1, 0]))),
             ("reported_at", Arc::new(Int64Array::from(vec![Some(100), None]))),
         ]);
-        let labels = from_batch(&ok).unwrap();
+        let labels = from_batch(&ok, i64::MAX).unwrap();
         assert_eq!(
             labels[0],
             LabelRecord {
@@ -204,13 +255,26 @@ mod tests {
             ("trans_num", Arc::new(StringArray::from(vec!["t1"])) as ArrayRef),
             ("cc_num", Arc::new(StringArray::from(vec!["4111"]))),
         ]);
-        assert_eq!(from_batch(&no_flag), Err(LabelError::Missing("is_fraud")));
+        assert_eq!(from_batch(&no_flag, i64::MAX), Err(LabelError::Missing("is_fraud")));
         let two = batch(vec![
             ("trans_num", Arc::new(StringArray::from(vec!["t1"])) as ArrayRef),
             ("cc_num", Arc::new(StringArray::from(vec!["4111"]))),
             ("is_fraud", Arc::new(Int64Array::from(vec![2]))),
         ]);
-        assert_eq!(from_batch(&two), Err(LabelError::NotAFlag { row: 0, value: 2 }));
+        assert_eq!(from_batch(&two, i64::MAX), Err(LabelError::NotAFlag { row: 0, value: 2 }));
+        let future = batch(vec![
+            ("trans_num", Arc::new(StringArray::from(vec!["t1", "t2"])) as ArrayRef),
+            ("cc_num", Arc::new(StringArray::from(vec!["4111", "4222"]))),
+            ("is_fraud", Arc::new(Int64Array::from(vec![1, 0]))),
+            ("reported_at", Arc::new(Int64Array::from(vec![100, 4_000_000_000_000]))),
+        ]);
+        assert_eq!(
+            from_batch(&future, 1_000),
+            Err(LabelError::Refused {
+                row: 1,
+                problem: LabelProblem::ReportedAt { at: 4_000_000_000_000, latest: 1_000 }
+            })
+        );
     }
 
     #[test]
@@ -226,5 +290,27 @@ mod tests {
         assert_eq!(n.cc_num, "4111111111111111");
         let e = from_json(br#"{"trans_num":"t","cc_num":4.5,"is_fraud":1}"#).unwrap_err();
         assert!(e.to_string().contains("neither text nor an integer"), "{e}");
+    }
+
+    #[test]
+    fn a_label_no_store_can_take_is_refused_with_the_reason() {
+        let ok = LabelRecord {
+            trans_num: "t".into(),
+            cc_num: "4111111111111111".into(),
+            is_fraud: true,
+            reported_at: Some(1_000),
+            decided_by: Some("alice".into()),
+        };
+        assert_eq!(ok.check(1_000), Ok(()));
+        let long = "9".repeat(70_000);
+        let problem = |l: LabelRecord| l.check(1_000).unwrap_err().to_string();
+        assert!(problem(LabelRecord { trans_num: long.clone(), ..ok.clone() }).contains("`trans_num` is 70000 bytes"));
+        assert!(problem(LabelRecord { cc_num: long, ..ok.clone() }).contains("not a card number"));
+        assert!(problem(LabelRecord { cc_num: "4111-1111".into(), ..ok.clone() }).contains("not a card number"));
+        assert!(problem(LabelRecord { reported_at: Some(1_001), ..ok.clone() }).contains("`reported_at` 1001"));
+        assert!(problem(LabelRecord { reported_at: Some(-1), ..ok.clone() }).contains("not between 0"));
+        assert!(problem(LabelRecord { decided_by: Some("a".repeat(65)), ..ok.clone() }).contains("`decided_by`"));
+        assert!(problem(LabelRecord { decided_by: Some("a\nb".into()), ..ok.clone() }).contains("printable"));
+        assert_eq!(LabelRecord { reported_at: None, ..ok }.check(1_000), Ok(()), "reported when received");
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod conform;
 pub mod kaggle_csv;
+pub mod limits;
 
 use std::sync::{Arc, OnceLock};
 

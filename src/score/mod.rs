@@ -25,6 +25,7 @@ use crate::features::{self, Features, RowError};
 use crate::history::order::Turn;
 use crate::history::{History, HistoryColumns, Use};
 use crate::record::conform::{conform, SchemaError};
+use crate::record::limits::TimeBound;
 use model::{Model, ModelError};
 use registry::Registry;
 
@@ -66,13 +67,26 @@ pub struct Scored {
 pub struct Scorer {
     registry: Arc<Registry>,
     history: Option<Arc<History>>,
+    /// How far ahead of the clock a transaction may be dated.
+    bound: TimeBound,
 }
 
 impl Scorer {
     /// A scorer without history: the history columns of outcomes are null
     /// unless a batch carries them.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, history: None }
+        Self { registry, history: None, bound: TimeBound::default() }
+    }
+
+    /// The same scorer refusing rows dated further ahead than `bound`.
+    pub fn with_time_bound(mut self, bound: TimeBound) -> Self {
+        self.bound = bound;
+        self
+    }
+
+    /// How far ahead of the clock input may be dated (labels too).
+    pub fn time_bound(&self) -> TimeBound {
+        self.bound
     }
 
     /// The same scorer computing history features from `history`.
@@ -126,7 +140,7 @@ impl Scorer {
         // taken from the input before conforming drops unknown columns.
         let carried = HistoryColumns::carried_by(batch);
         let batch = conform(batch)?;
-        let mut features = features::derive(&batch);
+        let mut features = features::derive_within(&batch, self.bound);
         features.extra = carried.map(|c| c.into_columns()).unwrap_or_default();
         let invalid = features.invalid.clone();
         let mut labels = Vec::new();

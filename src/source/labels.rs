@@ -91,7 +91,7 @@ pub fn start(
                     Polled::End(_) => None,
                 })
                 .collect();
-            let (labels, dead, reported) = decode(&messages);
+            let (labels, dead, reported) = decode(&messages, app.time_bound().latest());
             if !messages.is_empty() {
                 let stored =
                     runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms(), dead, Some((&topic, &dlq))));
@@ -245,20 +245,25 @@ fn poll_batch(consumer: &BaseConsumer<LabelsContext>) -> Vec<Polled> {
     batch
 }
 
-/// Labels, dead letters for the values that are not labels, and when each
-/// message was reported (None for a bad one: it proves nothing about the
-/// report times of its partition).
-fn decode(batch: &[&Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>>) {
+/// Labels, dead letters for the values that are not labels or can never be
+/// stored (reported after `latest`, oversized: `LabelRecord::check`), and
+/// when each message was reported (None for a bad one: it proves nothing
+/// about the report times of its partition).
+fn decode(batch: &[&Raw], latest: i64) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>>) {
     let mut labels = Vec::with_capacity(batch.len());
     let mut dead = Vec::new();
     let mut reported = Vec::with_capacity(batch.len());
     let now = crate::metrics::unix_ms().div_euclid(1000);
     for r in batch {
         let timestamp = r.timestamp_ms.map_or(now, |ms| ms.div_euclid(1000));
-        match from_json(&r.value) {
-            Ok(mut label) => {
-                let at = *label.reported_at.get_or_insert(timestamp);
-                reported.push(Some(at));
+        // Without `reported_at`, its Kafka timestamp: bounded the same way.
+        let label = from_json(&r.value).map_err(|e| e.to_string()).and_then(|mut l| {
+            l.reported_at.get_or_insert(timestamp);
+            l.check(latest).map(|()| l).map_err(|problem| format!("label refused: {problem}"))
+        });
+        match label {
+            Ok(label) => {
+                reported.push(label.reported_at);
                 labels.push(label);
             }
             Err(e) => {
@@ -266,7 +271,7 @@ fn decode(batch: &[&Raw]) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>
                 dead.push(DeadLetter {
                     key: r.key.clone(),
                     value: r.value.clone(),
-                    error: e.to_string(),
+                    error: e,
                     source: Some((r.partition, r.offset)),
                 });
             }

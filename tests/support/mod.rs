@@ -30,8 +30,23 @@ pub fn cassandra_login() -> (String, String) {
 
 /// The CA of the local services' TLS certificates (scripts/services.sh).
 pub fn test_ca() -> String {
-    let default = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/tls/ca.pem");
-    env_or("FRAUDFLIGHT_TEST_CA", default)
+    let default = format!("{}/.services/tls/ca.pem", manifest_dir());
+    env_or("FRAUDFLIGHT_TEST_CA", &default)
+}
+
+/// This clone's directory. Read when the test runs (cargo sets it): the
+/// compile-time value is the clone that built the binary, and clones share
+/// their test binaries through the shared target (scripts/shared-target.sh).
+pub fn manifest_dir() -> String {
+    env_or("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `fraudflight` binary beside this test binary (`target/debug`), for
+/// the same reason: `CARGO_BIN_EXE_fraudflight` names the path of the clone
+/// that built the test, which may be gone.
+pub fn fraudflight_bin() -> std::path::PathBuf {
+    let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.join("fraudflight")));
+    beside.filter(|p| p.exists()).unwrap_or_else(|| env!("CARGO_BIN_EXE_fraudflight").into())
 }
 
 fn env_or(name: &str, default: &str) -> String {

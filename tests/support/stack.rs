@@ -149,7 +149,7 @@ impl Serve {
     pub fn start(env: &[(String, String)]) -> Self {
         let log = std::env::temp_dir().join(format!("{}.log", super::unique("serve")));
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fraudflight"))
+        let mut child = Command::new(super::fraudflight_bin())
             .arg("serve")
             .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
