@@ -29,6 +29,7 @@ Steps (fraudflight_spark/retraining.py holds the rules):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -195,15 +196,22 @@ def main(argv: list[str] | None = None) -> None:
                                      float(challenger_meta["threshold"]))
     decision = retraining.decide(champion, challenger, args.margin)
     mode = "shadow" if args.shadow else "champion"
-    write_report(out, windows, champion, challenger, decision, mode)
-    spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
-    record(spark, where.keyspace, champion, challenger, challenger_meta, decision, mode)
-    spark.stop()
+    # Deployed first, recorded after: the record says what happened, not
+    # what was meant to (a refused deployment is recorded as not deployed).
+    refused = None
     if decision.deploy:
         try:
             deploy.deploy(args.endpoint, out, args.token, args.ca, mode=mode)
         except deploy.DeployRefused as e:
-            raise JobError(f"{version} won but was not deployed: {e}") from e
+            refused = e
+            decision = dataclasses.replace(decision, deploy=False,
+                                           reason=f"{decision.reason}; but the service refused it: {e}")
+    write_report(out, windows, champion, challenger, decision, mode)
+    spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
+    record(spark, where.keyspace, champion, challenger, challenger_meta, decision, mode)
+    spark.stop()
+    if refused is not None:
+        raise JobError(f"{version} won but was not deployed: {refused}") from refused
     print(json.dumps({"deployed": decision.deploy, "mode": mode, "reason": decision.reason,
                       "champion": json.loads(champion.to_json()), "challenger": json.loads(challenger.to_json()),
                       "report": str(out / "retrain-report.md")}))

@@ -62,6 +62,11 @@ pub struct App {
     /// `<topic>.labels` when Kafka is on: analysts' labels go there, so
     /// every instance applies them as it applies any label.
     labels_topic: Option<String>,
+    /// The service whose model line-up is saved in Cassandra (the Kafka
+    /// group), and the model version it was configured to start with: a
+    /// restart with the same configuration restores the line-up.
+    lineup_service: String,
+    configured_model: String,
 }
 
 /// Why a query could not be answered.
@@ -211,7 +216,17 @@ impl App {
             cards: None,
             quality: Arc::new(Quality::in_memory(QualityConfig::default(), label_delay_days())),
             labels_topic: None,
+            lineup_service: "fraudflight".into(),
+            configured_model: String::new(),
         }
+    }
+
+    /// The same app saving its model line-up under `service`, configured
+    /// to start with model version `configured`.
+    pub fn with_lineup_service(mut self, service: &str, configured: &str) -> Self {
+        self.lineup_service = service.to_string();
+        self.configured_model = configured.to_string();
+        self
     }
 
     /// The same app sending analysts' labels to `topic` (the labels topic
@@ -659,7 +674,9 @@ impl App {
     }
 
     /// Records the models in service, with their roles, in Cassandra's
-    /// `models` table (every version ever served stays listed there).
+    /// `models` table (every version ever served stays listed there; one
+    /// no longer in the line-up is `retired`), and saves the line-up with
+    /// its models' files, so that a restart restores it.
     pub async fn record_models(&self) {
         if let Some(cassandra) = &self.sinks.cassandra {
             let lineup = self.scorer.registry().lineup();
@@ -673,6 +690,18 @@ impl App {
                 if let Err(e) = cassandra.record_model(&model.meta, role).await {
                     tracing::warn!(error = %e, version = model.version(), "cannot record the model in Cassandra");
                 }
+            }
+            let members: Vec<&Arc<crate::score::model::Model>> = roles.iter().filter_map(|(_, m)| *m).collect();
+            let versions: Vec<&str> = members.iter().map(|m| m.version()).collect();
+            if let Err(e) = cassandra.retire_models(&versions).await {
+                tracing::warn!(error = %e, "cannot mark models out of the line-up as retired");
+            }
+            let files: Vec<(&str, &crate::score::model::ModelFiles)> =
+                members.iter().map(|m| (m.version(), &*m.files)).collect();
+            let switched = Switched::from(&*lineup);
+            if let Err(e) = cassandra.save_lineup(&self.lineup_service, &self.configured_model, &switched, &files).await
+            {
+                tracing::warn!(error = %e, "cannot save the model line-up: a restart would not restore it");
             }
         }
     }

@@ -66,6 +66,11 @@ pub enum ServeError {
     Model(#[from] crate::score::model::ModelError),
     #[error("loading the model failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error(
+        "the model line-up saved for {service:?} (Cassandra model_lineup) cannot be restored: {source}; \
+         to start from the configured model instead, delete that row"
+    )]
+    Restore { service: String, source: crate::score::model::ModelError },
     #[error(transparent)]
     Cassandra(#[from] crate::sink::cassandra::CassandraError),
     #[error(transparent)]
@@ -106,11 +111,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
         });
     }
 
-    let model_dir = crate::score::registry::model_dir_or_newest(config.model_dir())?;
-    let sessions = config.sessions;
-    let registry = tokio::task::spawn_blocking(move || Registry::open(&model_dir, sessions)).await??;
-
     let sinks = connect_sinks(&config, &abandon).await?;
+    let (registry, configured) = registry(&config, sinks.cassandra.as_deref()).await?;
     // With Cassandra, the history reloads what it does not hold from there
     // and shares merchant tiles with every instance.
     let store = sinks.cassandra.clone().map(|c| {
@@ -122,6 +124,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
             .with_sinks(sinks, abandon.clone())
             .with_quality(config.quality.clone())
             .with_labels_topic(config.kafka.enabled().then(|| config.kafka.labels_topic()))
+            .with_lineup_service(&config.kafka.group, &configured)
             .with_card_hasher(cards),
     );
     app.record_models().await;
@@ -184,6 +187,32 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
         tracing::warn!("no tokens configured: every Flight and HTTP caller may score, query, ingest and load models");
     }
     Ok(Running { flight_addr, http_addr, tls, shutdown, pipeline, servers, drain })
+}
+
+/// The models to serve, and the version `serve` is configured to start
+/// with (`model`, else the newest under `models/`): the line-up saved in
+/// Cassandra for this service (the Kafka group) when it was saved under
+/// the same configuration, so that a restart keeps what was promoted,
+/// rolled back or deployed; else the configured model.
+async fn registry(
+    config: &Config,
+    cassandra: Option<&crate::sink::cassandra::Cassandra>,
+) -> Result<(Registry, String), ServeError> {
+    let sessions = config.sessions;
+    let model_dir = crate::score::registry::model_dir_or_newest(config.model_dir())?;
+    let configured = crate::score::model::ModelFiles::read_dir(&model_dir)
+        .and_then(|f| crate::score::model::ModelMeta::parse(&f.json))?
+        .version;
+    if let Some(cassandra) = cassandra {
+        if let Some(saved) = cassandra.saved_lineup(&config.kafka.group, &configured).await? {
+            let restored = tokio::task::spawn_blocking(move || Registry::restore(&saved, sessions)).await?;
+            let registry =
+                restored.map_err(|e| ServeError::Restore { service: config.kafka.group.clone(), source: e })?;
+            return Ok((registry, configured));
+        }
+    }
+    let registry = tokio::task::spawn_blocking(move || Registry::open(&model_dir, sessions)).await??;
+    Ok((registry, configured))
 }
 
 /// TLS files and tokens from the configuration, read and checked now.

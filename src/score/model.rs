@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -162,6 +162,9 @@ pub struct Model {
     /// The native evaluator, when it recognised the graph and agreed with
     /// ONNX Runtime at load; else ONNX Runtime scores.
     native: Option<NativeModel>,
+    /// The files it was built from: kept so that the line-up can be saved
+    /// and restored after a restart, wherever the model came from.
+    pub files: Arc<ModelFiles>,
 }
 
 /// A batch's input tensors, ready for [`Model::run`].
@@ -221,7 +224,8 @@ impl Model {
         let sessions =
             (0..sessions.max(1)).map(|_| build_session(&files.onnx).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         check_inputs(&meta, &sessions[0].lock().expect("fresh mutex"))?;
-        let mut model = Self { meta, sessions, next: AtomicUsize::new(0), native: None };
+        let mut model =
+            Self { meta, sessions, next: AtomicUsize::new(0), native: None, files: Arc::new(files.clone()) };
         model.native = model.checked_native(&files.onnx)?;
         let report = match &files.parity {
             Some(parity) => model.check_parity(parity)?,

@@ -52,6 +52,15 @@ pub enum SwitchError {
     SameVersion(String),
 }
 
+/// A line-up as saved (Cassandra `model_lineup` and `model_files`): the
+/// files of each model in it.
+#[derive(Debug, Clone)]
+pub struct SavedLineup {
+    pub champion: ModelFiles,
+    pub shadow: Option<ModelFiles>,
+    pub previous: Option<ModelFiles>,
+}
+
 /// The line-up after a switch, as `load-model`, `promote` and `rollback`
 /// report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,6 +99,23 @@ impl Registry {
         tracing::info!(version = model.version(), dir = %dir.display(), parity_rows = report.rows,
             max_diff = report.max_probability_diff, "model loaded");
         Ok(Self::new(model, sessions))
+    }
+
+    /// A registry with a saved line-up (after a restart): each model built
+    /// from its files and checked as a load checks it.
+    pub fn restore(saved: &SavedLineup, sessions: usize) -> Result<Self, ModelError> {
+        let build = |files: &ModelFiles| Model::from_files(files, sessions).map(|(m, _)| Arc::new(m));
+        let champion = build(&saved.champion)?;
+        let shadow = saved.shadow.as_ref().map(build).transpose()?;
+        let previous = saved.previous.as_ref().map(build).transpose()?;
+        let loaded = [Some(&champion), shadow.as_ref(), previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|m| (m.version().to_string(), m.clone()))
+            .collect();
+        let lineup = Lineup { champion, shadow, previous };
+        tracing::info!(lineup = ?Switched::from(&lineup), "model line-up restored");
+        Ok(Self { lineup: ArcSwap::from_pointee(lineup), loaded: Mutex::new(loaded), sessions })
     }
 
     /// The champion: the model whose scores are the outcomes.

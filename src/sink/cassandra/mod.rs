@@ -8,6 +8,7 @@
 //! abandons it at shutdown.
 
 pub mod history;
+pub mod lineup;
 pub mod quality;
 pub mod rows;
 
@@ -47,6 +48,8 @@ pub enum CassandraError {
     Rows(#[from] rows::RowTypeError),
     #[error("Cassandra cannot answer `{query}`: {reason}")]
     Unsupported { query: &'static str, reason: &'static str },
+    #[error("model line-up: {0}")]
+    Lineup(String),
 }
 
 /// A row of `labels`: the card number as stored (hashed if so configured).
@@ -137,12 +140,11 @@ impl Cassandra {
             }
         };
         let ks = &config.keyspace;
-        for statement in
-            rows::create_statements(ks, &config.replication).into_iter().chain(quality::create_statements(ks))
-        {
-            session.query_unpaged(statement, &[]).await.map_err(request("schema"))?;
+        let statements = all_create_statements(ks, &config.replication);
+        for statement in &statements {
+            session.query_unpaged(statement.clone(), &[]).await.map_err(request("schema"))?;
         }
-        add_missing_columns(&session, ks).await?;
+        add_missing_columns(&session, ks, &statements).await?;
         session.await_schema_agreement().await.map_err(request("schema agreement"))?;
 
         let timeout = Some(Duration::from_millis(config.request_timeout_ms));
@@ -490,23 +492,39 @@ fn unset_nulls(values: rows::Values) -> Vec<scylla::value::MaybeUnset<CqlValue>>
     values.into_iter().map(|v| v.map_or(MaybeUnset::Unset, MaybeUnset::Set)).collect()
 }
 
-async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), CassandraError> {
-    let outcome_columns: Vec<(String, &str)> = rows::columns().iter().map(|c| (c.name.clone(), c.cql_type)).collect();
-    // Columns added to `models` since it was first created.
-    let model_columns =
-        vec![("role".to_string(), "text"), ("evaluation".to_string(), "text"), ("decision".to_string(), "text")];
-    // Columns added to `labels` since it was first created.
-    let label_columns = vec![("decided_by".to_string(), "text")];
-    for (table, columns) in [
-        ("transactions", &outcome_columns),
-        ("alerts", &outcome_columns),
-        ("models", &model_columns),
-        ("labels", &label_columns),
-    ] {
+/// Every CREATE statement of a keyspace, in order (the same as
+/// `scripts/schema/cassandra.cql`).
+pub fn all_create_statements(ks: &str, replication: &str) -> Vec<String> {
+    rows::create_statements(ks, replication)
+}
+
+/// The table and the columns a CREATE TABLE statement of ours declares
+/// (one `name type` per line, up to the PRIMARY KEY line).
+fn declared_columns(statement: &str) -> Option<(String, Vec<(String, String)>)> {
+    let (head, body) = statement.split_once("(\n")?;
+    let table = head.strip_prefix("CREATE TABLE IF NOT EXISTS ")?.trim().rsplit('.').next()?.to_string();
+    let columns = body
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .take_while(|l| !l.starts_with("PRIMARY KEY") && !l.starts_with(')'))
+        .filter_map(|l| {
+            let (name, cql_type) = l.split_once(' ')?;
+            Some((name.trim_matches('"').to_string(), cql_type.trim().to_string()))
+        })
+        .collect();
+    Some((table, columns))
+}
+
+/// Upgrades a keyspace an earlier release created: every column a table of
+/// this release declares and the table lacks is added (tables are created
+/// IF NOT EXISTS before). Key columns never change, so only regular ones
+/// can be missing.
+async fn add_missing_columns(session: &Session, ks: &str, statements: &[String]) -> Result<(), CassandraError> {
+    for (table, columns) in statements.iter().filter_map(|s| declared_columns(s)) {
         let existing: std::collections::HashSet<String> = session
             .query_unpaged(
                 "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
-                (ks, table),
+                (ks, table.as_str()),
             )
             .await
             .map_err(request("schema"))?
@@ -517,10 +535,32 @@ async fn add_missing_columns(session: &Session, ks: &str) -> Result<(), Cassandr
             .filter_map(|r| r.ok().map(|(name,)| name))
             .collect();
         for (name, cql_type) in columns.iter().filter(|(name, _)| !existing.contains(name)) {
-            tracing::info!(table, column = %name, "adding a column the table lacks");
+            tracing::info!(table, column = %name, "upgrading the keyspace: adding a column the table lacks");
             let cql = format!("ALTER TABLE {ks}.{table} ADD \"{name}\" {cql_type}");
             session.query_unpaged(cql, &[]).await.map_err(request("schema"))?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_declares_its_columns_for_the_upgrade() {
+        let statements = all_create_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+        let tables: std::collections::HashMap<String, Vec<(String, String)>> =
+            statements.iter().filter_map(|s| declared_columns(s)).collect();
+        for table in ["transactions", "alerts", "models", "labels", "merchant_days", "scores", "model_lineup"] {
+            assert!(tables.contains_key(table), "{table} not parsed: {:?}", tables.keys());
+        }
+        let labels = &tables["labels"];
+        assert!(labels.contains(&("decided_by".to_string(), "text".to_string())), "{labels:?}");
+        assert!(!labels.iter().any(|(n, _)| n.starts_with("PRIMARY")));
+        let outcome = &tables["transactions"];
+        assert_eq!(outcome.len(), rows::columns().len(), "every outcome column, nothing else");
+        assert!(outcome.iter().any(|(n, t)| n == "label_by" && t == "text"), "quoted names unquoted");
+        assert!(tables["alerts"].iter().any(|(n, t)| n == "day" && t == "date"));
+    }
 }

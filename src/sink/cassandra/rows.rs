@@ -78,10 +78,12 @@ pub fn column_list() -> String {
 }
 
 /// The CREATE statements for a keyspace: keyspace, `transactions`, `alerts`, `models`, `labels`,
-/// `merchant_days`, `transaction_keys`, and live quality's `scores` and `model_quality`.
+/// `merchant_days`, `transaction_keys`, live quality's `scores` and `model_quality`, and the
+/// model line-up's `model_files` and `model_lineup`.
 pub fn create_statements(keyspace: &str, replication: &str) -> Vec<String> {
     let mut statements = core_statements(keyspace, replication);
     statements.extend(super::quality::create_statements(keyspace));
+    statements.extend(super::lineup::create_statements(keyspace));
     statements
 }
 

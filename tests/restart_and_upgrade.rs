@@ -1,0 +1,185 @@
+//! Restarts and upgrades against real Cassandra: the model line-up an
+//! operator chose (a shadow loaded from a directory that is gone since,
+//! promoted, rolled back) is what a restarted `serve` serves (unless it is
+//! configured with another model since); `models` keeps no stale roles; and a keyspace created by an earlier release
+//! (commit 8c1b7e4, its `scripts/schema/cassandra.cql` kept in
+//! `tests/fixtures/`) is upgraded at start: transactions, history columns,
+//! labels with who decided, all stored.
+//!
+//! Run by `make test-services` (needs Cassandra up).
+
+mod support;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, FlightDescriptor};
+use futures::{StreamExt, TryStreamExt};
+use tonic::transport::Channel;
+
+use support::stack::{self, Names, Serve};
+
+/// `serve` with Cassandra only (no Kafka, no search engine).
+fn env(names: &Names) -> Vec<(String, String)> {
+    [
+        ("FRAUDFLIGHT_KAFKA_BROKERS", String::new()),
+        ("FRAUDFLIGHT_OPENSEARCH_URL", String::new()),
+        ("FRAUDFLIGHT_CASSANDRA_NODES", support::cassandra_node()),
+        ("FRAUDFLIGHT_CASSANDRA_KEYSPACE", names.keyspace.clone()),
+        ("FRAUDFLIGHT_MODEL", format!("{}/models/gbt-sim-v1", support::manifest_dir())),
+        ("FRAUDFLIGHT_FLIGHT_ADDR", "127.0.0.1:0".into()),
+        ("FRAUDFLIGHT_HTTP_ADDR", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+async fn action(client: &mut FlightServiceClient<Channel>, name: &str, body: Vec<u8>) -> serde_json::Value {
+    let mut results = client.do_action(Action { r#type: name.into(), body: body.into() }).await.unwrap().into_inner();
+    let first = results.message().await.unwrap().expect("one result");
+    serde_json::from_slice(&first.body).expect("JSON result")
+}
+
+/// (champion, shadow, previous) as `model-info` reports them.
+async fn lineup(serve: &Serve) -> (String, Option<String>, Option<String>) {
+    let info = action(&mut serve.client().await, "model-info", vec![]).await;
+    let name = |v: &serde_json::Value| v.as_str().map(String::from);
+    (info["version"].as_str().unwrap().to_string(), name(&info["shadow"]), name(&info["previous"]))
+}
+
+async fn roles(session: &scylla::client::session::Session, keyspace: &str) -> Vec<(String, Option<String>)> {
+    let mut rows: Vec<(String, Option<String>)> =
+        stack::select(session, format!("SELECT version, role FROM {keyspace}.models")).await;
+    rows.sort();
+    rows
+}
+
+async fn put(serve: &Serve, path: &str, batch: arrow::record_batch::RecordBatch) {
+    let put = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![path.into()])))
+        .build(futures::stream::iter([Ok(batch)]))
+        .map(|d| d.unwrap());
+    let _: Vec<_> = serve.client().await.do_put(put).await.unwrap().into_inner().try_collect().await.unwrap();
+}
+
+const CHAMPION: &str = "gbt-sim-v1";
+const CHALLENGER: &str = "gbt-handbook-history-v1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Cassandra: make test-services"]
+async fn a_restart_serves_the_line_up_the_operator_chose_wherever_its_models_came_from() {
+    let names = Names::new("lineup");
+    let session = stack::cassandra().await;
+    // The challenger from a directory that is gone before the restart.
+    let gone = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(&support::manifest_dir()).join("models/handbook").join(CHALLENGER);
+    for file in ["model.onnx", "model.json", "parity.jsonl"] {
+        std::fs::copy(source.join(file), gone.path().join(file)).unwrap();
+    }
+
+    let serve = Serve::start(&env(&names));
+    assert_eq!(lineup(&serve).await, (CHAMPION.into(), None, None));
+    let body = serde_json::json!({ "path": gone.path(), "mode": "shadow" }).to_string().into_bytes();
+    action(&mut serve.client().await, "load-model", body).await;
+    action(&mut serve.client().await, "promote", vec![]).await;
+    let promoted = (CHALLENGER.to_string(), None, Some(CHAMPION.to_string()));
+    assert_eq!(lineup(&serve).await, promoted);
+    assert!(serve.terminate().success());
+    drop(gone);
+
+    // Restarted with the same configuration (which names the old champion).
+    let serve = Serve::start(&env(&names));
+    assert_eq!(lineup(&serve).await, promoted, "the promoted model serves after a restart");
+    assert_eq!(
+        roles(&session, &names.keyspace).await,
+        vec![(CHALLENGER.into(), Some("champion".into())), (CHAMPION.into(), Some("previous".into()))]
+    );
+    // It scores as the champion: its version is on the outcomes.
+    put(&serve, "transactions", fraudflight::record::to_batch(&stack::simulated(5, 50))).await;
+    let versions: Vec<(String,)> =
+        stack::select(&session, format!("SELECT model_version FROM {}.transactions", names.keyspace)).await;
+    assert!(versions.len() == 50 && versions.iter().all(|(v,)| v == CHALLENGER), "{versions:?}");
+
+    action(&mut serve.client().await, "rollback", vec![]).await;
+    assert!(serve.terminate().success());
+    let serve = Serve::start(&env(&names));
+    assert_eq!(lineup(&serve).await, (CHAMPION.into(), None, Some(CHALLENGER.into())), "the rollback too");
+    assert_eq!(
+        roles(&session, &names.keyspace).await,
+        vec![(CHALLENGER.into(), Some("previous".into())), (CHAMPION.into(), Some("champion".into()))]
+    );
+    assert!(serve.terminate().success());
+
+    // Configured with another model since: the operator chose anew.
+    let mut other = env(&names);
+    other.push(("FRAUDFLIGHT_MODEL".into(), source.display().to_string()));
+    let serve = Serve::start(&other);
+    assert_eq!(lineup(&serve).await, (CHALLENGER.into(), None, None), "a new configuration wins");
+    assert!(serve.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Cassandra: make test-services"]
+async fn a_keyspace_of_an_earlier_release_is_upgraded_at_start() {
+    let names = Names::new("upgrade");
+    let session = stack::cassandra().await;
+    let old = std::fs::read_to_string(format!("{}/tests/fixtures/cassandra-8c1b7e4.cql", support::manifest_dir()))
+        .unwrap()
+        .replace("fraudflight.", &format!("{}.", names.keyspace))
+        .replace("KEYSPACE IF NOT EXISTS fraudflight ", &format!("KEYSPACE IF NOT EXISTS {} ", names.keyspace));
+    let statements: Vec<String> = old
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    for statement in &statements {
+        session.query_unpaged(statement.clone(), &[]).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    session.await_schema_agreement().await.unwrap();
+    let columns = |table: &'static str| {
+        let (session, keyspace) = (&session, names.keyspace.clone());
+        async move {
+            let rows: Vec<(String,)> = session
+                .query_iter(
+                    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+                    (keyspace, table),
+                )
+                .await
+                .unwrap()
+                .rows_stream()
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            rows.into_iter().map(|(c,)| c).collect::<Vec<_>>()
+        }
+    };
+    assert!(!columns("labels").await.contains(&"decided_by".to_string()), "the old release's labels");
+
+    let serve = Serve::start(&env(&names));
+    assert!(columns("labels").await.contains(&"decided_by".to_string()), "labels upgraded");
+    assert!(columns("transactions").await.contains(&"label_by".to_string()), "transactions upgraded");
+    let records = stack::simulated(6, 200);
+    put(&serve, "transactions", fraudflight::record::to_batch(&records)).await;
+    assert_eq!(stack::cassandra_count(&session, &names.keyspace, "transactions").await, records.len());
+    let labels = arrow::record_batch::RecordBatch::try_from_iter([
+        ("trans_num", std::sync::Arc::new(arrow::array::StringArray::from(vec![records[0].trans_num.clone()])) as _),
+        ("cc_num", std::sync::Arc::new(arrow::array::StringArray::from(vec![records[0].cc_num.clone()])) as _),
+        ("is_fraud", std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])) as _),
+        ("decided_by", std::sync::Arc::new(arrow::array::StringArray::from(vec!["analyst-7"])) as _),
+    ])
+    .unwrap();
+    put(&serve, "labels", labels).await;
+    let stored: Vec<(String, Option<String>)> =
+        stack::select(&session, format!("SELECT trans_num, decided_by FROM {}.labels", names.keyspace)).await;
+    assert_eq!(stored, vec![(records[0].trans_num.clone(), Some("analyst-7".into()))]);
+    let history: Vec<(Option<f64>,)> =
+        stack::select(&session, format!("SELECT card_tx_1d FROM {}.transactions", names.keyspace)).await;
+    assert!(history.iter().all(|(v,)| v.is_some()), "history columns written");
+    assert!(serve.terminate().success());
+}
