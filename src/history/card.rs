@@ -30,6 +30,28 @@ impl Label {
     pub fn new(is_fraud: bool, reported_at: i64) -> Self {
         Self { is_fraud, reported_at, by: None }
     }
+
+    /// Its place among the reports of one transaction ([`version`]).
+    pub fn version(&self) -> i64 {
+        version(self.reported_at, self.is_fraud, self.by.as_deref())
+    }
+}
+
+/// The place of a report among those of one transaction, the newest
+/// winning: Unix microseconds of `reported_at`, and within its second, a
+/// fraud before a genuine, then an order of deciders the same in every
+/// process. It is the Cassandra write timestamp of every label cell, so
+/// memory and Cassandra pick the same winner of reports made in the same
+/// second, whatever order they arrive in (they used to take the last one
+/// each received).
+pub fn version(reported_at: i64, is_fraud: bool, by: Option<&str>) -> i64 {
+    // FNV-1a: stable across processes and releases (std's hasher is not).
+    let decider = by.filter(|b| !b.is_empty()).map_or(0, |b| {
+        let hash = b.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3));
+        (hash % 499_999) as i64 + 1
+    });
+    let within = if is_fraud { 500_000 } else { 0 } + decider;
+    reported_at.saturating_mul(1_000_000).saturating_add(within)
 }
 
 /// One stored transaction of the card.

@@ -798,7 +798,7 @@ impl History {
         let delay = self.table.label_delay_days;
         let State { cards, merchants, unsettled, .. } = state;
         let event = cards.get_mut(l.cc_num.as_str())?.find_mut(&l.trans_num)?;
-        if event.label.as_ref().is_some_and(|old| old.reported_at > label.reported_at) {
+        if event.label.as_ref().is_some_and(|old| old.version() > label.version()) {
             return Some(Applied::Superseded);
         }
         event.label = Some(label.clone());
@@ -808,7 +808,7 @@ impl History {
         let day = day_of(event.unix_time);
         if !on_time(&label, day, delay) {
             self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
-        } else if event.tile.as_ref().is_none_or(|old| old.reported_at <= label.reported_at) {
+        } else if event.tile.as_ref().is_none_or(|old| old.version() <= label.version()) {
             let was = counts(event.tile.as_ref(), day, delay);
             event.tile = Some(label.clone());
             match (&event.merchant, &self.store) {
@@ -877,7 +877,7 @@ fn label_of(l: &LabelRecord, received: i64) -> Label {
 /// it waits already.
 fn keep_pending(pending: &mut lru::LruCache<(Box<str>, Box<str>), Label>, cc_num: &str, trans_num: &str, label: Label) {
     let slot = pending.get_or_insert_mut((cc_num.into(), trans_num.into()), || label.clone());
-    if slot.reported_at <= label.reported_at {
+    if slot.version() <= label.version() {
         *slot = label;
     }
 }
@@ -998,6 +998,38 @@ mod tests {
         assert_eq!(h.apply_labels(&[older], 0).unwrap(), [Applied::Superseded]);
         let cols = run(&h, &[tx("c", "c1", at(d), 5.0, "shop")], Use::Read);
         assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 0.0);
+    }
+
+    #[test]
+    fn reports_of_the_same_second_have_one_winner_whatever_their_order() {
+        let d = 20_000;
+        let at = d * DAY - 100;
+        let report = |is_fraud, by: Option<&str>| LabelRecord {
+            trans_num: "s1".into(),
+            cc_num: card("s"),
+            is_fraud,
+            reported_at: Some(at + 3_600),
+            decided_by: by.map(String::from),
+        };
+        let reports = [report(false, Some("bob")), report(true, None), report(true, Some("alice"))];
+        let mut winners = Vec::new();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [2, 0, 1]] {
+            let h = history();
+            // Before and after the transaction: the pending map decides too.
+            h.apply_labels(&[reports[order[0]].clone()], 0).unwrap();
+            run(&h, &[tx("s", "s1", at, 5.0, "shop")], Use::Update);
+            h.apply_labels(&[reports[order[1]].clone(), reports[order[2]].clone()], 0).unwrap();
+            let again = run(&h, &[tx("s", "s1", at, 5.0, "shop")], Use::Update);
+            let label = again.labels[0].clone().expect("labelled");
+            winners.push((label.is_fraud, label.by.as_deref().map(String::from)));
+            let cols = run(&h, &[tx("t", "t1", (d + 7) * DAY, 5.0, "shop")], Use::Read);
+            assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 1.0, "order {order:?}: the tile counts the fraud");
+        }
+        assert!(winners.windows(2).all(|w| w[0] == w[1]), "{winners:?}");
+        assert!(winners[0].0, "within a second a fraud report wins: {winners:?}");
+        let v = |l: &LabelRecord| card::version(l.reported_at.unwrap(), l.is_fraud, l.decided_by.as_deref());
+        assert!(v(&reports[0]) < v(&reports[1]) && v(&reports[0]) < v(&reports[2]));
+        assert!(v(&reports[2]) / 1_000_000 == at + 3_600, "the second stays the report's");
     }
 
     #[test]

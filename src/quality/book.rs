@@ -72,8 +72,9 @@ impl MemoryBook {
 
 /// The newer of two labels (by report time; the later one on a tie).
 fn newest(held: Option<(bool, i64)>, new: Option<(bool, i64)>) -> Option<(bool, i64)> {
+    // Within one second a fraud wins, as everywhere (`history::card::version`).
     match (held, new) {
-        (Some(h), Some(n)) if h.1 > n.1 => Some(h),
+        (Some(h), Some(n)) if (h.1, h.0) > (n.1, n.0) => Some(h),
         (h, None) => h,
         (_, n) => n,
     }

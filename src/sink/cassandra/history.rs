@@ -330,7 +330,7 @@ impl Store for CassandraHistory {
     fn write_tile_labels(&self, labels: &[TileLabel]) -> Result<(), StoreError> {
         let write = |l: &TileLabel| {
             let values = vec![
-                Some(CqlValue::BigInt(l.label.reported_at.saturating_mul(1_000_000))),
+                Some(CqlValue::BigInt(l.label.version())),
                 Some(CqlValue::Boolean(l.label.is_fraud)),
                 Some(CqlValue::Text(l.merchant.to_string())),
                 Some(CqlValue::BigInt(l.day.div_euclid(7))),

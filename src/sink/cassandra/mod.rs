@@ -312,7 +312,11 @@ impl Cassandra {
                     Some(CqlValue::Timestamp(CqlTimestamp(l.received_at_ms))),
                     // "" when nobody is named: a newer report replaces an older one's decider.
                     Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default())),
-                    Some(CqlValue::BigInt(l.reported_at.saturating_mul(1_000_000))),
+                    Some(CqlValue::BigInt(crate::history::card::version(
+                        l.reported_at,
+                        l.is_fraud,
+                        l.decided_by.as_deref(),
+                    ))),
                 ]
             })
             .collect();

@@ -147,7 +147,8 @@ impl Cassandra {
             .iter()
             .map(|l| {
                 let mut values: rows::Values = vec![
-                    Some(CqlValue::BigInt(l.reported_at.saturating_mul(1_000_000))),
+                    // Only the flag is kept here: the same winner as the labels'.
+                    Some(CqlValue::BigInt(crate::history::card::version(l.reported_at, l.is_fraud, None))),
                     Some(CqlValue::Boolean(l.is_fraud)),
                     Some(CqlValue::BigInt(l.reported_at)),
                 ];
