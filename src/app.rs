@@ -350,6 +350,11 @@ impl App {
         if self.cards.is_some() {
             return Err(AnalystLabelError::CardsHashed);
         }
+        // Without history nothing here reads the labels topic, and nothing
+        // applies a label: refused, not accepted and lost.
+        if self.scorer.history().is_none() {
+            return Err(LabelsError::NoHistory.into());
+        }
         let alert = self.store.alert(trans_num).ok_or_else(|| AnalystLabelError::NotHeld(trans_num.to_string()))?;
         let cc_num = alert
             .column_by_name(crate::record::column::cc_num)
@@ -382,9 +387,6 @@ impl App {
                 }
             }
             _ => {
-                if self.scorer.history().is_none() {
-                    return Err(LabelsError::NoHistory.into());
-                }
                 self.store_labels(std::slice::from_ref(&label), now_ms, Vec::new(), None)
                     .await
                     .map_err(LabelsError::from)?;

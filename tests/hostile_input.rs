@@ -7,6 +7,9 @@
 //! never be written must not stop the loop (it used to be retried for
 //! ever, never committed, on every instance).
 //!
+//! An analyst's label that nothing would apply (history off) is refused
+//! with a 4xx, not answered 200 and lost.
+//!
 //! Run by `make test-services` (needs Kafka and Cassandra up).
 
 mod support;
@@ -165,5 +168,29 @@ async fn hostile_values_at_the_head_of_every_partition_go_to_the_dlq_and_the_goo
     let metrics = serve.metrics();
     // Every good label twice and the stranger's; none of the bad ones.
     assert_eq!(metrics.value("fraudflight_labels_total", &[]), Some((2 * GOOD + 1) as f64));
+    assert!(serve.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka: make test-services"]
+async fn an_analysts_label_nothing_would_apply_is_refused_not_accepted() {
+    // Kafka on, history off: nothing here reads the labels topic.
+    let names = Names::new("nowhere");
+    stack::create_topic(&names.topic, 1).await;
+    let mut env = names.env();
+    // Later entries win over names.env()'s.
+    env.extend(
+        [
+            ("FRAUDFLIGHT_HISTORY_ENABLED", "false"),
+            ("FRAUDFLIGHT_CASSANDRA_NODES", ""),
+            ("FRAUDFLIGHT_OPENSEARCH_URL", ""),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let serve = stack::Serve::start(&env);
+    let (status, answer) =
+        serve.http_post("/api/labels", r#"{"trans_num": "t1", "is_fraud": true, "by": "analyst-1"}"#);
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.contains("history"), "{answer}");
     assert!(serve.terminate().success());
 }

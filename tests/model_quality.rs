@@ -205,11 +205,10 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     let (alert, card, _) =
         alerts.iter().find(|(t, _, p)| *p && t.starts_with("shadowed-")).expect("an alert among the frauds");
     let body = serde_json::json!({"trans_num": alert, "is_fraud": false, "by": "analyst-1"}).to_string();
-    let (status, answer) = http_post(&c.http, "/api/labels", &body);
+    let (status, answer) = c.http_post("/api/labels", &body);
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains(r#""via":"kafka""#), "{answer}");
-    let (status, answer) =
-        http_post(&c.http, "/api/labels", r#"{"trans_num": "no-such-alert", "is_fraud": true, "by": "x"}"#);
+    let (status, answer) = c.http_post("/api/labels", r#"{"trans_num": "no-such-alert", "is_fraud": true, "by": "x"}"#);
     assert_eq!(status, 404, "{answer}");
     let keyspace = names.keyspace.clone();
     stack::wait_until(Duration::from_secs(60), "the analyst's label stored", || {
@@ -250,23 +249,6 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     })
     .await;
     assert!(c.terminate().success());
-}
-
-/// POST `body` (JSON) to `path` on the HTTP API: (status, body).
-fn http_post(http: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(http).expect("HTTP port answers");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
 /// Same keys, same counts, AP within 1e-9.

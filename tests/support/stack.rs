@@ -198,6 +198,24 @@ impl Serve {
         (status, body)
     }
 
+    /// POST `body` (JSON) to `path` on the HTTP API: (status code, body).
+    pub fn http_post(&self, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.http).expect("HTTP port answers");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.http,
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
     /// `/metrics`, parsed as Prometheus text exposition format.
     pub fn metrics(&self) -> Metrics {
         let (status, body) = self.http_get("/metrics");
