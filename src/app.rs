@@ -621,8 +621,10 @@ impl App {
         self.note_quality(&outcomes);
         self.settle_in_memory(&outcomes);
         self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(created_ms, outcomes.num_rows()));
-        for e in &invalid {
-            tracing::warn!(row = e.row, error = %e.error, "rejected record");
+        // One line a batch, not one a row: a flood of bad input must not
+        // flood the log too (the caller gets every row's reason).
+        if let Some(first) = invalid.first() {
+            tracing::warn!(rejected = invalid.len(), first_row = first.row, first_error = %first.error, "records rejected");
         }
         Ok(Ingested {
             accepted: outcomes.num_rows(),

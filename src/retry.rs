@@ -106,37 +106,76 @@ pub fn is_credentials_error(message: &str) -> bool {
     .any(|needle| m.contains(needle))
 }
 
-/// Whether a sink's writes are failing. Logs each change once (not once per
-/// failed write), with how long the sink was unavailable; the dashboard
-/// and `/ready` read it.
+/// Whether a sink's writes are failing. Logs a failure once and the
+/// recovery once, with how long and how many attempts failed; a sink that
+/// flaps (a database under load: a timeout, a success, a timeout) is
+/// reported at most once per [`REPORT_EVERY`], the failures in between
+/// counted into the next line, not one line each. The dashboard and
+/// `/ready` read it.
 pub struct Health {
     sink: &'static str,
     failing: std::sync::atomic::AtomicBool,
-    since: std::sync::Mutex<Option<std::time::Instant>>,
+    state: std::sync::Mutex<HealthLog>,
     /// Failed attempts since start, for `/metrics`.
     errors: std::sync::atomic::AtomicU64,
 }
 
+/// How often, at most, a sink's failing is reported.
+pub const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Default)]
+struct HealthLog {
+    /// When the current failure began.
+    since: Option<std::time::Instant>,
+    /// When a failure was last reported, and whether the current one was.
+    reported_at: Option<std::time::Instant>,
+    reported: bool,
+    /// Failed attempts not reported yet.
+    unreported: u64,
+    /// Lines logged (failures and recoveries), for tests.
+    lines: u64,
+}
+
 impl Health {
     pub fn new(sink: &'static str) -> Self {
-        Self { sink, failing: Default::default(), since: Default::default(), errors: Default::default() }
+        Self { sink, failing: Default::default(), state: Default::default(), errors: Default::default() }
     }
 
     pub fn failed(&self, error: &str) {
         use std::sync::atomic::Ordering;
         self.errors.fetch_add(1, Ordering::Relaxed);
-        if !self.failing.swap(true, Ordering::SeqCst) {
-            *self.since.lock().expect("health lock") = Some(std::time::Instant::now());
-            tracing::warn!(sink = self.sink, error, "sink writes failing; retrying with backoff until it returns");
+        let mut log = self.state.lock().expect("health lock");
+        log.unreported += 1;
+        if self.failing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        log.since = Some(now);
+        log.reported = log.reported_at.is_none_or(|at| now.duration_since(at) >= REPORT_EVERY);
+        if log.reported {
+            let failed_attempts = std::mem::take(&mut log.unreported);
+            log.reported_at = Some(now);
+            log.lines += 1;
+            tracing::warn!(sink = self.sink, error, failed_attempts, "sink writes failing; retrying with backoff");
         }
     }
 
     pub fn succeeded(&self) {
         use std::sync::atomic::Ordering;
-        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::SeqCst) {
-            let since = self.since.lock().expect("health lock").take();
-            let seconds = since.map_or(0.0, |t| t.elapsed().as_secs_f64());
-            tracing::info!(sink = self.sink, unavailable_seconds = seconds, "sink writes succeed again");
+        if !(self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::SeqCst)) {
+            return;
+        }
+        let mut log = self.state.lock().expect("health lock");
+        let seconds = log.since.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if log.reported {
+            let failed_attempts = std::mem::take(&mut log.unreported);
+            log.lines += 1;
+            tracing::info!(
+                sink = self.sink,
+                unavailable_seconds = seconds,
+                failed_attempts,
+                "sink writes succeed again"
+            );
         }
     }
 
@@ -184,6 +223,21 @@ mod tests {
         let later: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
         assert!(later.iter().all(|d| *d <= Duration::from_secs(6)));
         assert!(later.last().unwrap() >= &Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_flapping_sink_is_reported_once_not_once_a_failure() {
+        let h = Health::new("test");
+        for _ in 0..50 {
+            h.failed("timeout");
+            h.failed("timeout");
+            h.succeeded();
+        }
+        assert!(h.is_healthy());
+        assert_eq!(h.errors(), 100);
+        let log = h.state.lock().unwrap();
+        assert_eq!(log.lines, 2, "one failure line and one recovery line within a minute");
+        assert_eq!(log.unreported, 49 * 2, "the later failures wait for the next report");
     }
 
     #[test]

@@ -375,7 +375,8 @@ impl Poller {
         // Resume as soon as a batch can go out again, whether or not one is
         // waiting (a rebalance may have emptied the pending batch).
         if self.paused && self.permits.available_permits() > 0 {
-            tracing::info!("batches complete again; resuming consumption");
+            // Backpressure, not news: the sinks' health says when they fail.
+            tracing::debug!("batches complete again; resuming consumption");
             set_paused(&self.consumer, false);
             self.paused = false;
             // Resumed them all: the full ones are paused again below, and
@@ -569,7 +570,7 @@ impl Poller {
                 }
             }
             None if !self.paused => {
-                tracing::info!("every in-flight batch is waiting on a sink; pausing consumption");
+                tracing::debug!("every in-flight batch is waiting on a sink; pausing consumption");
                 set_paused(&self.consumer, true);
                 self.paused = true;
             }
