@@ -115,6 +115,8 @@ pub enum LabelsError {
     Invalid(#[from] crate::history::labels::LabelError),
     #[error("labels feed the history features, which are off here (history.enabled)")]
     NoHistory,
+    #[error("label row {row}: `decided_by` is {by:?}, but an analyst's token labels only in its own name")]
+    NotTheDecider { row: usize, by: String },
     #[error("labels not stored: {0}")]
     Abandoned(#[from] crate::retry::Abandoned),
 }
@@ -326,12 +328,22 @@ impl App {
     }
 
     /// Applies and stores a batch of labels (Flight DoPut `["labels"]`):
-    /// all of it, or none when a row is bad.
-    pub async fn put_labels(&self, batch: &RecordBatch) -> Result<LabelsApplied, LabelsError> {
+    /// all of it, or none when a row is bad. With a `decider` (an analyst's
+    /// token), every label is decided by them: one naming someone else is
+    /// refused.
+    pub async fn put_labels(&self, batch: &RecordBatch, decider: Option<&str>) -> Result<LabelsApplied, LabelsError> {
         if self.scorer.history().is_none() {
             return Err(LabelsError::NoHistory);
         }
-        let labels = crate::history::labels::from_batch(batch, self.scorer.time_bound().latest())?;
+        let mut labels = crate::history::labels::from_batch(batch, self.scorer.time_bound().latest())?;
+        if let Some(name) = decider {
+            for (row, label) in labels.iter_mut().enumerate() {
+                match label.decided_by.as_deref() {
+                    Some(by) if by != name => return Err(LabelsError::NotTheDecider { row, by: by.to_string() }),
+                    _ => label.decided_by = Some(name.to_string()),
+                }
+            }
+        }
         Ok(self.store_labels(&labels, crate::metrics::unix_ms(), Vec::new(), None).await?)
     }
 

@@ -119,11 +119,20 @@ pub struct RetrainConfig {
     pub script: String,
     /// More arguments for it (`--days`, `--margin`, `--shadow`, ...).
     pub args: Vec<String>,
+    /// Longest a run may take, ms; then it is stopped and counted failed.
+    pub timeout_ms: u64,
 }
 
 impl Default for RetrainConfig {
     fn default() -> Self {
-        Self { enabled: false, interval_ms: 86_400_000, python: String::new(), script: String::new(), args: Vec::new() }
+        Self {
+            enabled: false,
+            interval_ms: 86_400_000,
+            python: String::new(),
+            script: String::new(),
+            args: Vec::new(),
+            timeout_ms: 4 * 3_600_000,
+        }
     }
 }
 
@@ -171,10 +180,14 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
-    /// File of `read:<token>` / `admin:<token>` lines.
+    /// File of `<role>:<token>` or `<role>:<name>:<token>` lines (role
+    /// `read`, `analyst` or `admin`).
     pub file: String,
-    /// `read` tokens, comma-separated (better: the file or the environment).
+    /// `read` tokens, comma-separated, each `<token>` or `<name>:<token>`
+    /// (better: the file or the environment).
     pub read: Secret,
+    /// `analyst` tokens (read and label), comma-separated.
+    pub analyst: Secret,
     /// `admin` tokens, comma-separated.
     pub admin: Secret,
 }
@@ -186,6 +199,10 @@ impl TokensConfig {
 
     pub fn read_tokens(&self) -> Vec<String> {
         Self::list(&self.read)
+    }
+
+    pub fn analyst_tokens(&self) -> Vec<String> {
+        Self::list(&self.analyst)
     }
 
     pub fn admin_tokens(&self) -> Vec<String> {

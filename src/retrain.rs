@@ -11,14 +11,40 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 
+/// Bytes of a run's stdout and stderr kept (each, the last ones).
+pub const OUTPUT_TAIL: usize = 64 << 10;
+
+/// Variables of `serve`'s environment a run inherits: what Python, Java
+/// and Spark need to start; nothing else (no `FRAUDFLIGHT_*` secret).
+const INHERITED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "JAVA_HOME",
+    "SPARK_HOME",
+    "SPARK_LOCAL_IP",
+    "SPARK_MASTER",
+    "PYSPARK_PYTHON",
+    "PYSPARK_DRIVER_PYTHON",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "FRAUDFLIGHT_SPARK_DRIVER_MEMORY",
+];
+
 /// How a run is started.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub python: PathBuf,
     pub script: PathBuf,
     pub args: Vec<String>,
+    /// The run's whole environment.
     pub env: Vec<(String, String)>,
     pub every: Duration,
+    pub timeout: Duration,
 }
 
 /// Why retraining cannot be scheduled.
@@ -31,9 +57,15 @@ pub enum RetrainError {
 }
 
 impl Job {
-    /// The job for this configuration and the Flight address serve bound;
-    /// None when retraining is off.
-    pub fn from_config(config: &Config, flight: std::net::SocketAddr, tls: bool) -> Result<Option<Self>, RetrainError> {
+    /// The job for this configuration and the Flight address serve bound,
+    /// deploying with `token` (an admin token minted for it; None when
+    /// tokens are off); None when retraining is off.
+    pub fn from_config(
+        config: &Config,
+        flight: std::net::SocketAddr,
+        tls: bool,
+        token: Option<String>,
+    ) -> Result<Option<Self>, RetrainError> {
         let retrain = &config.retrain;
         if !retrain.enabled {
             return Ok(None);
@@ -72,18 +104,25 @@ impl Job {
             args.extend(["--ca".to_string(), config.tls.cert.clone()]);
         }
         args.extend(retrain.args.iter().cloned());
-        // Secrets travel in the environment, never on the command line.
-        let mut env = Vec::new();
+        // Secrets travel in the environment, never on the command line; and
+        // only those the run needs.
+        let mut env: Vec<(String, String)> =
+            INHERITED.iter().filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?))).collect();
         if !config.cassandra.username.is_empty() {
             env.push(("FRAUDFLIGHT_CASSANDRA_USERNAME".into(), config.cassandra.username.clone()));
             env.push(("FRAUDFLIGHT_CASSANDRA_PASSWORD".into(), config.cassandra.password.expose().to_string()));
         }
-        if std::env::var_os("FRAUDFLIGHT_TOKEN").is_none() {
-            if let Some(token) = config.tokens.admin_tokens().into_iter().next() {
-                env.push(("FRAUDFLIGHT_TOKEN".into(), token));
-            }
+        if let Some(token) = token {
+            env.push(("FRAUDFLIGHT_TOKEN".into(), token));
         }
-        Ok(Some(Self { python, script, args, env, every: Duration::from_millis(retrain.interval_ms) }))
+        Ok(Some(Self {
+            python,
+            script,
+            args,
+            env,
+            every: Duration::from_millis(retrain.interval_ms),
+            timeout: Duration::from_millis(retrain.timeout_ms),
+        }))
     }
 
     /// Runs the job every interval until shutdown; a run still going at
@@ -100,39 +139,65 @@ impl Job {
             command
                 .arg(&self.script)
                 .args(&self.args)
+                .env_clear()
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(self.script.parent().unwrap_or(Path::new(".")))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
-            let child = match command.spawn() {
+            let mut child = match command.spawn() {
                 Ok(child) => child,
                 Err(e) => {
                     tracing::warn!(python = %self.python.display(), error = %e, "cannot start retraining");
                     continue;
                 }
             };
-            let output = tokio::select! {
-                output = child.wait_with_output() => output,
+            let stdout = tokio::spawn(tail(child.stdout.take()));
+            let stderr = tokio::spawn(tail(child.stderr.take()));
+            let status = tokio::select! {
+                status = child.wait() => status,
+                _ = tokio::time::sleep(self.timeout) => {
+                    let _ = child.kill().await;
+                    tracing::warn!(timeout_ms = self.timeout.as_millis() as u64, "retraining took longer than retrain.timeout_ms: stopped");
+                    continue;
+                }
                 _ = shutdown.wait() => {
                     tracing::info!("shutdown: the retraining run is stopped");
                     return;
                 }
             };
-            match output {
-                Ok(output) => report(&output, started.elapsed()),
+            let (stdout, stderr) = (stdout.await.unwrap_or_default(), stderr.await.unwrap_or_default());
+            match status {
+                Ok(status) => report(status, &stdout, &stderr, started.elapsed()),
                 Err(e) => tracing::warn!(error = %e, "retraining run lost"),
             }
         }
     }
 }
 
+/// The last [`OUTPUT_TAIL`] bytes of a child's output stream.
+async fn tail<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut stream) = stream else { return Vec::new() };
+    let mut kept = std::collections::VecDeque::with_capacity(OUTPUT_TAIL);
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend(&buf[..n]);
+        let over = kept.len().saturating_sub(OUTPUT_TAIL);
+        kept.drain(..over);
+    }
+    kept.into()
+}
+
 /// Logs what a run decided (its last stdout line) or why it failed.
-fn report(output: &std::process::Output, took: Duration) {
-    let stdout = String::from_utf8_lossy(&output.stdout);
+fn report(status: std::process::ExitStatus, stdout: &[u8], stderr: &[u8], took: Duration) {
+    let stdout = String::from_utf8_lossy(stdout);
     let decision = stdout.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
-    match (output.status.success(), decision) {
+    match (status.success(), decision) {
         (true, Some(d)) => tracing::info!(
             deployed = d["deployed"].as_bool().unwrap_or(false),
             mode = d["mode"].as_str().unwrap_or(""),
@@ -142,10 +207,10 @@ fn report(output: &std::process::Output, took: Duration) {
             "retraining finished"
         ),
         _ => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = String::from_utf8_lossy(stderr);
             let tail: String =
                 stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-            tracing::warn!(status = %output.status, error = %tail, seconds = took.as_secs(), "retraining failed");
+            tracing::warn!(%status, error = %tail, seconds = took.as_secs(), "retraining failed");
         }
     }
 }
@@ -158,4 +223,39 @@ fn project_root() -> Option<PathBuf> {
         candidates.extend(exe.ancestors().skip(1).map(PathBuf::from));
     }
     candidates.into_iter().find(|p| p.join("spark-job/retrain.py").exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_runs_output_is_kept_to_its_tail() {
+        let text: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let kept = tail(Some(std::io::Cursor::new(text.clone()))).await;
+        assert_eq!(kept.len(), OUTPUT_TAIL);
+        assert_eq!(kept[..], text[text.len() - OUTPUT_TAIL..]);
+        assert!(tail(None::<std::io::Cursor<Vec<u8>>>).await.is_empty());
+    }
+
+    #[test]
+    fn a_run_gets_its_own_token_and_none_of_serves_secrets() {
+        let mut config = Config::default();
+        config.retrain.enabled = true;
+        config.cassandra.nodes = "127.0.0.1:9042".into();
+        config.cassandra.username = "fraudflight".into();
+        config.retrain.script = file!().into(); // any file that exists
+        let flight = "127.0.0.1:50051".parse().unwrap();
+        let job = Job::from_config(&config, flight, false, Some("minted-token".into())).unwrap().unwrap();
+        let names: Vec<&str> = job.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(names.contains(&"FRAUDFLIGHT_TOKEN") && names.contains(&"FRAUDFLIGHT_CASSANDRA_USERNAME"));
+        // Whatever this process has (make test exports the Cassandra login,
+        // a deployment its tokens), only what the run needs is passed on.
+        let allowed = ["FRAUDFLIGHT_TOKEN", "FRAUDFLIGHT_CASSANDRA_USERNAME", "FRAUDFLIGHT_CASSANDRA_PASSWORD"];
+        let ours: Vec<&&str> = names.iter().filter(|n| n.starts_with("FRAUDFLIGHT_")).collect();
+        assert!(ours.iter().all(|n| allowed.contains(n) || **n == "FRAUDFLIGHT_SPARK_DRIVER_MEMORY"), "{ours:?}");
+        assert!(names.iter().all(|n| INHERITED.contains(n) || allowed.contains(n)), "{names:?}");
+        assert!(job.env.contains(&("FRAUDFLIGHT_TOKEN".into(), "minted-token".into())));
+        assert_eq!(job.timeout, Duration::from_secs(4 * 3600));
+    }
 }

@@ -89,7 +89,10 @@ pub enum ServeError {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeError> {
     let drain = Duration::from_millis(config.shutdown_timeout_ms);
     // Security settings first: a misconfiguration stops us before anything connects.
-    let guard = guard(&config)?;
+    let mut guard = guard(&config)?;
+    // The scheduled retraining deploys with an admin token of its own.
+    let retrain_token =
+        (config.retrain.enabled && guard.tokens.enabled()).then(|| guard.tokens.add_internal("retrain"));
     let cards = crate::security::card::CardHasher::new(config.privacy.card_hash_key.expose())
         .map_err(ServeError::CardHashKey)?;
     let address = |key: &'static str, value: &str| {
@@ -134,7 +137,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
     let http_listener = tokio::net::TcpListener::bind(http_addr).await.map_err(listen("HTTP", http_addr))?;
     let flight_addr = flight_listener.local_addr().map_err(listen("Flight", flight_addr))?;
     let http_addr = http_listener.local_addr().map_err(listen("HTTP", http_addr))?;
-    let retraining = crate::retrain::Job::from_config(&config, flight_addr, tls)?;
+    let retraining = crate::retrain::Job::from_config(&config, flight_addr, tls, retrain_token)?;
     let mut servers = vec![
         crate::shutdown::supervise(
             "Flight",
@@ -219,7 +222,12 @@ async fn registry(
 fn guard(config: &Config) -> Result<crate::security::Guard, ServeError> {
     let tls = crate::security::tls::TlsFiles::load(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
     let file = (!config.tokens.file.is_empty()).then(|| std::path::Path::new(&config.tokens.file));
-    let tokens = crate::security::Tokens::load(file, &config.tokens.read_tokens(), &config.tokens.admin_tokens())?;
+    let tokens = crate::security::Tokens::load(
+        file,
+        &config.tokens.read_tokens(),
+        &config.tokens.analyst_tokens(),
+        &config.tokens.admin_tokens(),
+    )?;
     Ok(crate::security::Guard { tls, tokens })
 }
 

@@ -18,6 +18,7 @@ use tonic::Code;
 
 const READ: &str = "read-token-5f0c1b2e9a7d";
 const ADMIN: &str = "admin-token-8e4d2c6a1f3b";
+const ANALYST: &str = "analyst-token-3c9e7a0d5b21";
 
 /// A CA, a server certificate for 127.0.0.1 / localhost and a client
 /// certificate it signed, and a second CA with its own client: PEM files.
@@ -75,7 +76,7 @@ fn env(extra: &[(&str, String)]) -> Vec<(String, String)> {
 fn tls_env(pki: &Pki, mutual: bool) -> Vec<(String, String)> {
     let path = |n: &str| pki.path(n).display().to_string();
     let tokens = pki.path("tokens.txt");
-    std::fs::write(&tokens, format!("# test tokens\nread:{READ}\nadmin:{ADMIN}\n")).unwrap();
+    std::fs::write(&tokens, format!("# test tokens\nread:{READ}\nanalyst:ann:{ANALYST}\nadmin:{ADMIN}\n")).unwrap();
     let mut extra = vec![
         ("FRAUDFLIGHT_TLS_CERT", path("server.pem")),
         ("FRAUDFLIGHT_TLS_KEY", path("server.key")),
@@ -185,6 +186,19 @@ async fn tls_and_tokens_guard_every_flight_method_and_http_route() {
         assert!(refused.message().contains(&format!("{switch} needs an `admin` token")), "{}", refused.message());
     }
     assert_eq!(action(&mut reader, "model-info", b"").await.unwrap()["version"], before);
+    // An analyst labels, but may not load a model or ingest either.
+    let mut analyst = with_token(channel(&serve, &ca, None).await.unwrap(), Some(ANALYST));
+    let refused = action(&mut analyst, "load-model", &body).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let put_again = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["transactions".into()])))
+        .build(futures::stream::iter([Ok(batch.clone())]))
+        .map(|d| d.unwrap());
+    let refused = match analyst.do_put(put_again).await {
+        Err(status) => status,
+        Ok(answer) => answer.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(refused.code(), Code::PermissionDenied, "{}", refused.message());
 
     // The admin token may.
     let mut admin = with_token(channel(&serve, &ca, None).await.unwrap(), Some(ADMIN));
@@ -218,25 +232,39 @@ async fn tls_and_tokens_guard_every_flight_method_and_http_route() {
     assert_eq!(login.status(), 303);
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Strict"));
+    // Cookies reach every port of the host: the cookie is a session id, not the token.
+    assert!(!cookie.contains(READ), "{cookie}");
     let session = cookie.split(';').next().unwrap().to_string();
     let page = client.get(format!("{base}/")).header("cookie", session).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/assets/dashboard.js"));
-    // Labelling an alert needs an admin token: a reader is refused before
-    // anything is looked up; the admin gets past the check (no such alert).
+    // Labelling an alert needs an analyst (or admin) token: a reader is
+    // refused before anything is looked up; the analyst and the admin get
+    // past the check (no such alert); a page of another origin does not.
     let label = r#"{"trans_num": "t-1", "is_fraud": true, "by": "ann"}"#;
     let refused = client.post(format!("{base}/api/labels")).bearer_auth(READ).body(label).send().await.unwrap();
     assert_eq!(refused.status(), 403);
-    assert!(refused.text().await.unwrap().contains("labelling an alert needs an `admin` token"));
-    let admin = client.post(format!("{base}/api/labels")).bearer_auth(ADMIN).body(label).send().await.unwrap();
-    assert_eq!(admin.status(), 404, "no alert t-1 is held");
+    assert!(refused.text().await.unwrap().contains("labelling an alert needs an `analyst` token"));
+    for token in [ANALYST, ADMIN] {
+        let passed = client.post(format!("{base}/api/labels")).bearer_auth(token).body(label).send().await.unwrap();
+        assert_eq!(passed.status(), 404, "no alert t-1 is held");
+    }
+    let port = serve.http.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let elsewhere = format!("https://localhost:{}", port + 1);
+    let forged = client.post(format!("{base}/api/labels")).bearer_auth(ANALYST).header("origin", elsewhere);
+    let forged = forged.body(label).send().await.unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(forged.text().await.unwrap().contains("another origin"));
+    // An analyst may not load models.
+    let analyst_load = client.get(format!("{base}/api/summary")).bearer_auth(ANALYST).send().await.unwrap();
+    assert_eq!(analyst_load.status(), 200, "an analyst reads");
     let plain_http = reqwest::Client::new().get(format!("http://{}/health", serve.http)).send().await;
     assert!(plain_http.is_err() || !plain_http.unwrap().status().is_success());
 
     // No token ever reaches the log.
     let log = serve.log_text();
     assert!(serve.terminate().success());
-    assert!(!log.contains(READ) && !log.contains(ADMIN), "a token is in the log:\n{log}");
+    assert!(!log.contains(READ) && !log.contains(ADMIN) && !log.contains(ANALYST), "a token is in the log:\n{log}");
     assert!(log.contains("tokens=true"), "{log}");
 }
 

@@ -91,8 +91,9 @@ pub async fn serve(
     // extensions, where the methods that need `admin` look for it.
     let authenticate = move |mut request: Request<()>| {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let role = tokens.authorize(header).map_err(|denied| Status::unauthenticated(denied.to_string()))?;
-        request.extensions_mut().insert(role);
+        let caller = tokens.identify(header).map_err(|denied| Status::unauthenticated(denied.to_string()))?;
+        request.extensions_mut().insert(caller.role);
+        request.extensions_mut().insert(caller);
         Ok(request)
     };
     // HTTP/2's default 64 KiB flow-control window makes a multi-megabyte
@@ -158,6 +159,7 @@ fn labels_status(e: LabelsError) -> Status {
     match e {
         LabelsError::Invalid(e) => Status::invalid_argument(e.to_string()),
         LabelsError::NoHistory => Status::failed_precondition(e.to_string()),
+        LabelsError::NotTheDecider { .. } => Status::permission_denied(e.to_string()),
         LabelsError::Abandoned(_) => Status::unavailable(e.to_string()),
     }
 }
@@ -269,17 +271,23 @@ impl FlightService for FraudFlight {
     }
 
     async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
-        require(&request, Role::Admin, "DoPut (ingest)")?;
+        require(&request, Role::Analyst, "DoPut")?;
+        let role = role_of(&request);
+        // An analyst's labels are decided by the token's holder.
+        let decider = request.extensions().get::<tokens::Caller>().filter(|c| c.role == Role::Analyst);
+        let decider = decider.and_then(|c| c.name.clone());
         let (descriptor, batches) = request::split_descriptor(request.into_inner()).await?;
         let (app, max_rows) = (self.app.clone(), self.max_batch_rows);
         match request::descriptor_path(&descriptor).as_deref() {
-            Some(["transactions"]) => {}
+            Some(["transactions"]) => {
+                tokens::require(role, Role::Admin, "DoPut (ingest)").map_err(Status::permission_denied)?;
+            }
             Some(["labels"]) => {
                 let results = batches.map_err(flight_status).and_then(move |batch| {
-                    let app = app.clone();
+                    let (app, decider) = (app.clone(), decider.clone());
                     async move {
                         within_limit(&batch, max_rows)?;
-                        let report = app.put_labels(&batch).await.map_err(labels_status)?;
+                        let report = app.put_labels(&batch, decider.as_deref()).await.map_err(labels_status)?;
                         let body = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
                         Ok(PutResult { app_metadata: Bytes::from(body) })
                     }

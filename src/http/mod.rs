@@ -69,7 +69,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let live = Live::new(app.clone());
     let sampler = tokio::spawn(live.clone().run(shutdown.clone()));
-    let auth = auth::Auth { tokens: guard.tokens.clone(), secure: guard.tls.is_some() };
+    let auth = auth::Auth::new(guard.tokens.clone(), guard.tls.is_some());
     let ctx = Ctx { app, live, shutdown: shutdown.clone(), auth: auth.clone() };
     let router = router(ctx, auth);
     let served = match &guard.tls {
@@ -105,11 +105,16 @@ async fn summary(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
 struct AnalystLabel {
     trans_num: String,
     is_fraud: bool,
+    #[serde(default)]
     by: String,
 }
 
 async fn label_alert(State(ctx): State<Ctx>, headers: axum::http::HeaderMap, body: String) -> Response {
-    if let Err(refused) = auth::require_admin(&ctx.auth, &headers, "labelling an alert") {
+    let caller = match auth::require(&ctx.auth, &headers, crate::security::Role::Analyst, "labelling an alert") {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Err(refused) = auth::same_origin(&headers, "labelling an alert") {
         return refused.into_response();
     }
     let label: AnalystLabel = match serde_json::from_str(&body) {
@@ -120,7 +125,9 @@ async fn label_alert(State(ctx): State<Ctx>, headers: axum::http::HeaderMap, bod
         }
     };
     use crate::app::AnalystLabelError as E;
-    match ctx.app.label_alert(&label.trans_num, label.is_fraud, &label.by).await {
+    // With tokens, who decided is the token's holder, whatever the body says.
+    let by = caller.name.as_deref().unwrap_or(&label.by);
+    match ctx.app.label_alert(&label.trans_num, label.is_fraud, by).await {
         Ok(done) => Json(done).into_response(),
         Err(e @ E::NotHeld(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
         Err(e @ (E::BadAnalyst | E::CardsHashed | E::Labels(crate::app::LabelsError::NoHistory))) => {
