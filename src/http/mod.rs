@@ -143,19 +143,19 @@ async fn events(State(ctx): State<Ctx>) -> Response {
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
     let history = ctx.app.history_stats();
-    let quality = ctx
-        .app
-        .model_quality()
+    let summary = ctx.app.model_quality();
+    let drifting = summary.drifting.clone();
+    let quality = summary
         .latest
         .into_iter()
         .map(|d| crate::metrics::ModelQuality {
-            version: d.version,
             precision: d.measures.precision,
             recall: d.measures.recall,
             average_precision: d.measures.average_precision,
             roc_auc: d.measures.roc_auc,
             score_psi: d.measures.score_psi,
-            drifting: !d.drift.flagged.is_empty(),
+            drifting: drifting.contains(&d.version),
+            version: d.version,
         })
         .collect();
     let scrape = crate::metrics::Scrape {

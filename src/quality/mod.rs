@@ -120,8 +120,29 @@ pub struct Drift {
     /// without a reference.
     pub fraud_rate_ratio: Option<f64>,
     /// What is over its limit (`quality.psi_limit`,
-    /// `quality.fraud_rate_ratio_limit`); empty = nothing flagged.
+    /// `quality.fraud_rate_ratio_limit`); empty = nothing flagged. The
+    /// fraud rate is judged only on complete days: before its labels are
+    /// all in, a day's fraud rate is low by construction.
     pub flagged: Vec<String>,
+    /// The fraud-rate finding, flagged once the day is complete.
+    #[serde(default)]
+    pub fraud_rate_flag: Option<String>,
+    /// Set while a fraud-rate finding waits for the day to be complete.
+    #[serde(default)]
+    pub provisional: bool,
+}
+
+impl Drift {
+    /// Flags the fraud-rate finding if the day is `complete`, else holds it
+    /// back as provisional (score PSI needs no labels: flagged either way).
+    pub fn judge(&mut self, complete: bool) {
+        let held = self.fraud_rate_flag.clone();
+        self.flagged.retain(|f| Some(f) != held.as_ref());
+        if let (true, Some(flag)) = (complete, held) {
+            self.flagged.push(flag);
+        }
+        self.provisional = !complete && self.fraud_rate_flag.is_some();
+    }
 }
 
 /// One version's quality on one UTC day.
@@ -190,13 +211,14 @@ fn drift(m: &Measures, reference: Option<&Reference>, config: &QualityConfig) ->
     if let Some(psi) = m.score_psi.filter(|&p| p > config.psi_limit) {
         flagged.push(format!("score PSI {psi:.3} over {}", config.psi_limit));
     }
-    if let Some(ratio) = fraud_rate_ratio {
-        let limit = config.fraud_rate_ratio_limit;
-        if ratio > limit || ratio < 1.0 / limit {
-            flagged.push(format!("fraud rate {ratio:.2} x the training data's (limit {limit} x either way)"));
-        }
-    }
-    Drift { fraud_rate_ratio, flagged }
+    let limit = config.fraud_rate_ratio_limit;
+    let fraud_rate_flag = fraud_rate_ratio
+        .filter(|ratio| *ratio > limit || *ratio < 1.0 / limit)
+        .map(|ratio| format!("fraud rate {ratio:.2} x the training data's (limit {limit} x either way)"));
+    // Provisional until `judge` knows the day is complete.
+    let mut drift = Drift { fraud_rate_ratio, flagged, fraud_rate_flag, provisional: false };
+    drift.judge(false);
+    drift
 }
 
 /// "YYYY-MM-DD" of a Unix day.
@@ -340,6 +362,7 @@ impl Quality {
         let newest = self.newest_day().unwrap_or(i64::MIN);
         for d in &mut days {
             d.complete = d.day + self.label_delay_days < newest;
+            d.drift.judge(d.complete);
         }
         days.sort_by(|a, b| (a.day, &a.version).cmp(&(b.day, &b.version)));
         *self.shown.write().expect("shown lock") = days;
@@ -351,6 +374,7 @@ impl Quality {
         let newest = self.newest_day().unwrap_or(i64::MIN);
         for d in measured {
             d.complete = d.day + self.label_delay_days < newest;
+            d.drift.judge(d.complete);
         }
     }
 
@@ -377,7 +401,21 @@ impl Quality {
             latest.insert(&d.version, d);
         }
         let latest: Vec<DayQuality> = latest.into_values().cloned().collect();
-        let drifting = latest.iter().filter(|d| !d.drift.flagged.is_empty()).map(|d| d.version.clone()).collect();
+        // A version drifts when its newest day is flagged (score PSI) or its
+        // newest complete day is (the fraud rate, once its labels are in).
+        let mut latest_complete: BTreeMap<&str, &DayQuality> = BTreeMap::new();
+        for d in days.iter().filter(|d| d.complete) {
+            latest_complete.insert(&d.version, d);
+        }
+        let mut drifting: Vec<String> = latest
+            .iter()
+            .map(|d| (d.version.as_str(), d))
+            .chain(latest_complete.into_iter())
+            .filter(|(_, d)| !d.drift.flagged.is_empty())
+            .map(|(v, _)| v.to_string())
+            .collect();
+        drifting.sort();
+        drifting.dedup();
         let decisions = self.decisions.read().expect("decisions lock").clone();
         Summary { days, latest, drifting, decisions }
     }
@@ -429,8 +467,15 @@ mod tests {
         // Every score high, every transaction fraud: both signals.
         let rows: Vec<ScoreRow> =
             (0..10).map(|i| ScoreRow { shadow: None, ..row(&i.to_string(), 3, "v", 0.9, Some(true)) }).collect();
-        let d = &measure_day(3, &rows, &versions, &QualityConfig::default())[0];
+        let mut d = measure_day(3, &rows, &versions, &QualityConfig::default()).remove(0);
+        // A provisional day: its fraud rate waits for the rest of its labels.
+        assert_eq!(d.drift.flagged.len(), 1, "score PSI only: {:?}", d.drift);
+        assert!(d.drift.provisional);
+        d.drift.judge(true);
         assert_eq!(d.drift.flagged.len(), 2, "{:?}", d.drift);
+        assert!(!d.drift.provisional);
+        d.drift.judge(true);
+        assert_eq!(d.drift.flagged.len(), 2, "judged twice, flagged once");
         assert_eq!(d.drift.fraud_rate_ratio, Some(10.0));
         // Scores as in training: nothing flagged.
         let calm: Vec<ScoreRow> = (0..10)

@@ -108,6 +108,13 @@ function roleOf(version, model) {
 
 function renderQuality(q, model) {
   if (!q) return;
+  // A fraud-rate finding on a day whose labels are not all in yet is shown,
+  // not flagged: that day's fraud rate is low by construction.
+  const driftCell = (drift) => {
+    if (drift.flagged.length) return [drift.flagged.join('; '), 'drift'];
+    if (drift.provisional) return [drift.fraud_rate_flag + ' (provisional: labels still coming)', 'muted'];
+    return ['none', 'muted'];
+  };
   const pct = (v) => (v == null ? '–' : (100 * v).toFixed(1) + ' %');
   const dec = (v) => (v == null ? '–' : Number(v).toFixed(3));
   $('quality').querySelector('tbody').replaceChildren(...q.latest.map((d) => row([
@@ -121,7 +128,7 @@ function renderQuality(q, model) {
     [dec(d.average_precision), 'num'],
     [dec(d.roc_auc), 'num'],
     [dec(d.score_psi), 'num'],
-    [d.drift.flagged.length ? d.drift.flagged.join('; ') : 'none', d.drift.flagged.length ? 'drift' : 'muted'],
+    driftCell(d.drift),
   ])));
   $('decisions-none').hidden = q.decisions.length > 0;
   $('decisions').replaceChildren(...q.decisions.slice(0, 5).map((d) => {
