@@ -410,7 +410,7 @@ impl Quality {
         let mut drifting: Vec<String> = latest
             .iter()
             .map(|d| (d.version.as_str(), d))
-            .chain(latest_complete.into_iter())
+            .chain(latest_complete)
             .filter(|(_, d)| !d.drift.flagged.is_empty())
             .map(|(v, _)| v.to_string())
             .collect();
