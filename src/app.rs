@@ -792,6 +792,27 @@ impl App {
         }
     }
 
+    /// Deletes the search engine's data past `retention` every hour until
+    /// shutdown (Cassandra expires its own rows by time to live).
+    pub async fn run_retention(
+        self: Arc<Self>,
+        retention: crate::config::RetentionConfig,
+        shutdown: crate::shutdown::Shutdown,
+    ) {
+        let Some(search) = self.sinks.search.clone() else { return };
+        let mut interval = tokio::time::interval(crate::sink::retention::EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            if let Err(e) = search.expire(&retention).await {
+                tracing::warn!(error = %e, "cannot delete search data past its retention; trying again in an hour");
+            }
+        }
+    }
+
     /// Threshold and training reference of every version known: those
     /// loaded, and those in Cassandra's `models`.
     async fn version_infos(&self) -> std::collections::HashMap<String, VersionInfo> {

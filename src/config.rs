@@ -42,6 +42,35 @@ pub struct Config {
     pub history: HistoryConfig,
     pub quality: QualityConfig,
     pub retrain: RetrainConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long stored data is kept, days; 0 = for ever (docs/architecture.md,
+/// "Retention"). Cassandra expires rows by the table's time to live, set
+/// at start (rows written before keep the one they had); the search engine's
+/// daily indices older than this are deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Outcomes: Cassandra `transactions`, `alerts`, `transaction_keys`,
+    /// the search engine's daily indices.
+    pub outcomes_days: u32,
+    /// Labels (Cassandra `labels`).
+    pub labels_days: u32,
+    /// Merchant tiles (`merchant_days`): at least the longest merchant
+    /// window and the label delay (38 days).
+    pub merchant_days: u32,
+    /// Live quality's book (`scores`): at least `quality.days`.
+    pub scores_days: u32,
+    /// Measured quality and retraining decisions (`model_quality`,
+    /// `model_decisions`, the quality index).
+    pub quality_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { outcomes_days: 400, labels_days: 400, merchant_days: 60, scores_days: 60, quality_days: 400 }
+    }
 }
 
 /// The card and merchant history features (docs/architecture.md, "History").
@@ -344,6 +373,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             quality: QualityConfig::default(),
             retrain: RetrainConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -508,6 +538,20 @@ impl Config {
                     self.history.max_cards
                 ),
             });
+        }
+        // Expiring what the features or live quality still read would
+        // change them: the floors are what they read.
+        let floors = [
+            ("retention.merchant_days", self.retention.merchant_days, 38),
+            ("retention.scores_days", self.retention.scores_days, self.quality.days as u32 + 1),
+        ];
+        for (key, days, floor) in floors {
+            if days != 0 && days < floor {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{days} days is below the {floor} days that are still read (0 = for ever)"),
+                });
+            }
         }
         for (key, addr) in [("flight_addr", &self.flight_addr), ("http_addr", &self.http_addr)] {
             addr.parse::<std::net::SocketAddr>()

@@ -115,6 +115,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
     }
 
     let sinks = connect_sinks(&config, &abandon).await?;
+    if let Some(cassandra) = &sinks.cassandra {
+        cassandra.apply_retention(&config.retention).await?;
+    }
     let (registry, configured) = registry(&config, sinks.cassandra.as_deref()).await?;
     // With Cassandra, the history reloads what it does not hold from there
     // and shares merchant tiles with every instance.
@@ -155,6 +158,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
             crate::http::serve(app.clone(), http_listener, shutdown.clone(), guard.clone()),
         ),
         tokio::spawn(app.clone().run_quality(shutdown.clone())),
+        tokio::spawn(app.clone().run_retention(config.retention.clone(), shutdown.clone())),
     ];
     if let Some(job) = retraining {
         tracing::info!(every_ms = job.every.as_millis() as u64, script = %job.script.display(), "retraining scheduled");

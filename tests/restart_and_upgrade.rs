@@ -4,7 +4,8 @@
 //! configured with another model since); `models` keeps no stale roles; and a keyspace created by an earlier release
 //! (commit 8c1b7e4, its `scripts/schema/cassandra.cql` kept in
 //! `tests/fixtures/`) is upgraded at start: transactions, history columns,
-//! labels with who decided, all stored.
+//! labels with who decided, all stored; its growing tables get their
+//! retention.
 //!
 //! Run by `make test-services` (needs Cassandra up).
 
@@ -161,8 +162,33 @@ async fn a_keyspace_of_an_earlier_release_is_upgraded_at_start() {
     };
     assert!(!columns("labels").await.contains(&"decided_by".to_string()), "the old release's labels");
 
-    let serve = Serve::start(&env(&names));
+    let mut upgraded = env(&names);
+    upgraded.push(("FRAUDFLIGHT_RETENTION_OUTCOMES_DAYS".into(), "7".into()));
+    let serve = Serve::start(&upgraded);
     assert!(columns("labels").await.contains(&"decided_by".to_string()), "labels upgraded");
+    // Retention: the growing tables expire their rows (7 days asked for
+    // outcomes, the default 400 for labels); the line-up's never.
+    let ttl = |table: &'static str| {
+        let (session, keyspace) = (&session, names.keyspace.clone());
+        async move {
+            let rows: Vec<(i32,)> = session
+                .query_iter(
+                    "SELECT default_time_to_live FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+                    (keyspace, table),
+                )
+                .await
+                .unwrap()
+                .rows_stream::<(i32,)>()
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            rows[0].0
+        }
+    };
+    assert_eq!(ttl("transactions").await, 7 * 86_400);
+    assert_eq!(ttl("labels").await, 400 * 86_400);
+    assert_eq!(ttl("model_lineup").await, 0);
     assert!(columns("transactions").await.contains(&"label_by".to_string()), "transactions upgraded");
     let records = stack::simulated(6, 200);
     put(&serve, "transactions", fraudflight::record::to_batch(&records)).await;

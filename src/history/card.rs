@@ -37,6 +37,42 @@ impl Label {
     }
 }
 
+/// The reports of one transaction whose transaction is not held yet (a
+/// label before its transaction), oldest first. All are kept, not only the
+/// newest: which one counts in merchant risk depends on the transaction's
+/// day (the newest reported before its tile is final), unknown until it
+/// arrives. A late reversal must not erase an on-time fraud.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reports(Vec<Label>);
+
+/// Reports kept per transaction, at most (the oldest go first).
+const MAX_REPORTS: usize = 8;
+
+impl Reports {
+    pub fn add(&mut self, label: Label) {
+        let version = label.version();
+        let at = self.0.partition_point(|l| l.version() < version);
+        if self.0.get(at).is_some_and(|l| l.version() == version) {
+            return;
+        }
+        self.0.insert(at, label);
+        if self.0.len() > MAX_REPORTS {
+            self.0.remove(0);
+        }
+    }
+
+    /// The newest report: what the outcome shows.
+    pub fn newest(&self) -> Option<&Label> {
+        self.0.last()
+    }
+
+    /// The newest report made before the tile of a transaction on `day`
+    /// became final: what merchant risk counts.
+    pub fn newest_on_time(&self, day: i64, delay_days: i64) -> Option<&Label> {
+        self.0.iter().rev().find(|l| super::merchant::on_time(l, day, delay_days))
+    }
+}
+
 /// The place of a report among those of one transaction, the newest
 /// winning: Unix microseconds of `reported_at`, and within its second, a
 /// fraud before a genuine, then an order of deciders the same in every
@@ -197,11 +233,14 @@ impl Card {
         self.events.iter_mut().rev().find(|e| &*e.trans_num == trans_num)
     }
 
-    /// Drops events older than `keep_secs` before the newest one, but never
-    /// the newest: it is the next transaction's "previous" however old.
-    pub fn prune(&mut self, keep_secs: i64) {
-        let Some(newest) = self.events.back().map(|e| e.unix_time) else { return };
-        while self.events.len() > 1 && self.events[0].unix_time < newest - keep_secs {
+    /// Drops events before `cutoff`, but never the newest: it is the next
+    /// transaction's "previous" however old. The cutoff is the longest
+    /// window before the transaction just recorded, not before the card's
+    /// newest event: after a crash, a card reloaded from the store holds
+    /// events later than the records re-read after it, and those need the
+    /// weeks before themselves.
+    pub fn prune_before(&mut self, cutoff: i64) {
+        while self.events.len() > 1 && self.events[0].unix_time < cutoff {
             self.events.pop_front();
         }
     }
@@ -285,9 +324,14 @@ mod tests {
         assert!(card.insert(event(100, "a", 1.0)));
         assert!(!card.insert(event(100, "a", 1.0)));
         assert!(card.insert(event(100 + 90 * DAY, "b", 1.0)));
-        card.prune(30 * DAY);
+        assert!(card.insert(event(100 + 40 * DAY, "c", 1.0)));
+        // Re-reading "c" (a record after a crash, the card reloaded with "b"
+        // already stored): what "c" and the records after it need stays.
+        card.prune_before(100 + 40 * DAY - 30 * DAY);
+        assert_eq!(card.events().map(|e| &*e.trans_num).collect::<Vec<_>>(), ["c", "b"]);
+        card.prune_before(100 + 90 * DAY - 30 * DAY);
         assert_eq!(card.events().map(|e| &*e.trans_num).collect::<Vec<_>>(), ["b"]);
-        card.prune(30 * DAY);
+        card.prune_before(100 + 200 * DAY);
         assert_eq!(card.len(), 1, "the newest event stays whatever its age");
     }
 

@@ -145,7 +145,7 @@ struct State {
     merchants: Merchants,
     /// Labels whose transaction has not been seen, by (cc_num, trans_num).
     /// With a store they are also stored, so the cache is bounded.
-    pending: lru::LruCache<(Box<str>, Box<str>), Label>,
+    pending: lru::LruCache<(Box<str>, Box<str>), card::Reports>,
     /// The newest transaction day seen, for pruning merchant tiles.
     newest_day: i64,
     /// Transactions recorded whose outcomes are not stored yet, by
@@ -267,6 +267,13 @@ impl History {
         }
     }
 
+    /// Every label reported before the returned time (Unix seconds) is
+    /// applied here ([`LabelsProgress::applied_through`]); i64::MAX when
+    /// this instance does not follow a labels stream.
+    pub fn labels_applied_through(&self) -> i64 {
+        self.labels.get().map_or(i64::MAX, LabelsProgress::applied_through)
+    }
+
     /// Waits, bounded, until the labels stream has delivered every label
     /// that can count in the tiles a transaction at `unix_time` reads:
     /// those reported before its day began (its newest tile's final time).
@@ -342,30 +349,32 @@ impl History {
     /// merchant tile or show it on the outcome, so each pending label is
     /// looked for once more, before the next tiles are read.
     fn recheck_pending(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let pending: Vec<(String, String, Label)> = {
+        let pending: Vec<(String, String, card::Reports)> = {
             let mut state = self.lock();
             if !std::mem::take(&mut state.recheck) {
                 return Ok(());
             }
-            state.pending.iter().map(|((c, t), l)| (c.to_string(), t.to_string(), l.clone())).collect()
+            state.pending.iter().map(|((c, t), r)| (c.to_string(), t.to_string(), r.clone())).collect()
         };
         let asked: Vec<(&str, &str)> = pending.iter().map(|(c, t, _)| (c.as_str(), t.as_str())).collect();
         let found = store.find(&asked)?;
         let delay = self.table.label_delay_days;
         let mut tile_labels = Vec::new();
         let mut state = self.lock();
-        for ((cc_num, trans_num, label), found) in pending.into_iter().zip(found) {
+        for ((cc_num, trans_num, reports), found) in pending.into_iter().zip(found) {
             let Some(Found { unix_time, merchant }) = found else { continue };
+            let Some(label) = reports.newest().cloned() else { continue };
             state.pending.pop(&(cc_num.as_str().into(), trans_num.as_str().into()));
             let day = day_of(unix_time);
-            if let Some(m) = merchant.filter(|m| !m.is_empty() && on_time(&label, day, delay)) {
+            let tile = reports.newest_on_time(day, delay).cloned();
+            if let (Some(m), Some(tile)) = (merchant.filter(|m| !m.is_empty()), tile) {
                 let merchant = state.merchants.intern(&m);
                 tile_labels.push(TileLabel {
                     cc_num: cc_num.clone(),
                     trans_num: trans_num.clone(),
                     merchant,
                     day,
-                    label: label.clone(),
+                    label: tile,
                 });
             }
             let record = LabelRecord {
@@ -555,17 +564,26 @@ impl History {
                 tile: None,
             });
         }
+        // Every report the store has (all of them, or only the newest of
+        // labels stored before reports were kept): the outcome shows the
+        // newest, merchant risk counts the newest on time.
         let delay = self.table.label_delay_days;
         for (trans_num, label) in stored.labels {
             match card.find_mut(&trans_num) {
                 Some(event) => {
-                    event.tile = on_time(&label, day_of(event.unix_time), delay).then(|| label.clone());
-                    event.label = Some(label);
+                    let newer = |held: &Option<Label>| held.as_ref().is_none_or(|h| h.version() < label.version());
+                    if on_time(&label, day_of(event.unix_time), delay) && newer(&event.tile) {
+                        event.tile = Some(label.clone());
+                    }
+                    if newer(&event.label) {
+                        event.label = Some(label);
+                    }
                 }
                 None => keep_pending(&mut state.pending, cc_num, &trans_num, label),
             }
         }
-        card.prune(self.longest_card_secs());
+        // Not pruned: the store returned what the rows from `first` on need
+        // (and events stored later, which later re-read rows need).
         card
     }
 
@@ -642,10 +660,11 @@ impl History {
         let merchant = row.merchant.map(|m| state.merchants.intern(m));
         // Checked first: the key's two allocations are a cost on every
         // record, and labels almost never wait.
-        let label =
+        let reports =
             if state.pending.is_empty() { None } else { state.pending.pop(&(row.cc_num.into(), row.trans_num.into())) };
         let day = day_of(row.current.unix_time);
         let delay = self.table.label_delay_days;
+        let label = reports.as_ref().and_then(|r| r.newest().cloned());
         let event = Event {
             unix_time: row.current.unix_time,
             trans_num: row.trans_num.into(),
@@ -653,7 +672,7 @@ impl History {
             merch_lat: row.current.merch_lat,
             merch_long: row.current.merch_long,
             merchant: merchant.clone(),
-            tile: label.clone().filter(|l| on_time(l, day, delay)),
+            tile: reports.as_ref().and_then(|r| r.newest_on_time(day, delay).cloned()),
             label: label.clone(),
         };
         if !state.cards.contains(row.cc_num) {
@@ -669,7 +688,7 @@ impl History {
             // Redelivered: its label, if one came since, is the card's.
             return card.find_mut(row.trans_num).and_then(|e| e.label.clone());
         }
-        card.prune(self.longest_card_secs());
+        card.prune_before(row.current.unix_time - self.longest_card_secs());
         let after = card.len();
         self.stats.events.fetch_add(after as u64, Ordering::Relaxed);
         self.stats.events.fetch_sub(before as u64, Ordering::Relaxed);
@@ -873,13 +892,15 @@ fn label_of(l: &LabelRecord, received: i64) -> Label {
     Label { is_fraud: l.is_fraud, reported_at: l.reported_at_or(received), by: l.decided_by.as_deref().map(Arc::from) }
 }
 
-/// Keeps a label for a transaction not seen yet, unless a newer report of
-/// it waits already.
-fn keep_pending(pending: &mut lru::LruCache<(Box<str>, Box<str>), Label>, cc_num: &str, trans_num: &str, label: Label) {
-    let slot = pending.get_or_insert_mut((cc_num.into(), trans_num.into()), || label.clone());
-    if slot.version() <= label.version() {
-        *slot = label;
-    }
+/// Keeps a label for a transaction not seen yet, beside the other reports
+/// of it that wait.
+fn keep_pending(
+    pending: &mut lru::LruCache<(Box<str>, Box<str>), card::Reports>,
+    cc_num: &str,
+    trans_num: &str,
+    label: Label,
+) {
+    pending.get_or_insert_mut((cc_num.into(), trans_num.into()), card::Reports::default).add(label);
 }
 
 #[cfg(test)]
@@ -1030,6 +1051,35 @@ mod tests {
         let v = |l: &LabelRecord| card::version(l.reported_at.unwrap(), l.is_fraud, l.decided_by.as_deref());
         assert!(v(&reports[0]) < v(&reports[1]) && v(&reports[0]) < v(&reports[2]));
         assert!(v(&reports[2]) / 1_000_000 == at + 3_600, "the second stays the report's");
+    }
+
+    #[test]
+    fn a_late_reversal_before_its_transaction_leaves_the_on_time_fraud_in_merchant_risk() {
+        let d = 20_000;
+        let at = d * DAY + 3_600;
+        let report = |is_fraud, reported_at| LabelRecord {
+            trans_num: "r1".into(),
+            cc_num: card("r"),
+            is_fraud,
+            reported_at: Some(reported_at),
+            decided_by: None,
+        };
+        // On time (a day later), then reversed after the tile is final.
+        let (fraud, reversal) = (report(true, at + DAY), report(false, at + 10 * DAY));
+        for labels_first in [true, false] {
+            let h = history();
+            if labels_first {
+                assert_eq!(h.apply_labels(&[fraud.clone(), reversal.clone()], 0).unwrap(), [Applied::Pending; 2]);
+            }
+            run(&h, &[tx("r", "r1", at, 5.0, "shop")], Use::Update);
+            if !labels_first {
+                h.apply_labels(&[fraud.clone(), reversal.clone()], 0).unwrap();
+            }
+            let shown = run(&h, &[tx("r", "r1", at, 5.0, "shop")], Use::Update).labels[0].clone();
+            assert_eq!(shown.map(|l| l.is_fraud), Some(false), "the outcome shows the newest report");
+            let cols = run(&h, &[tx("s", "s1", (d + 8) * DAY, 5.0, "shop")], Use::Read);
+            assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 1.0, "labels first: {labels_first}");
+        }
     }
 
     #[test]

@@ -226,6 +226,43 @@ impl LabelsProgress {
         self.changed.notify_all();
     }
 
+    /// The latest time `T` such that every label reported before `T` has
+    /// been applied here (i64::MAX: nothing to wait for: waiting is off, the
+    /// stream stalled, or every partition idle; i64::MIN: nothing known
+    /// yet). Other instances read it (`source/peers.rs`): a tile this
+    /// instance's labels may still mark is not read before it is past.
+    pub fn applied_through(&self) -> i64 {
+        if self.max_wait.is_zero() {
+            return i64::MAX;
+        }
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.recover(now, self.idle);
+        if state.stalled_at.is_some() || state.stopped {
+            return i64::MAX;
+        }
+        match &state.partitions {
+            None => i64::MIN,
+            Some(p) if p.is_empty() && state.missing_since.is_some_and(|s| now.duration_since(s) >= self.idle) => {
+                i64::MAX
+            }
+            Some(p) if p.is_empty() => i64::MIN,
+            Some(p) => p
+                .values()
+                .map(|m| {
+                    if m.at_end && now.duration_since(m.heard) >= self.idle {
+                        i64::MAX
+                    } else {
+                        // A label reported at T applied: every one before T
+                        // (others of the same second may still come).
+                        m.through.unwrap_or(i64::MIN)
+                    }
+                })
+                .min()
+                .unwrap_or(i64::MAX),
+        }
+    }
+
     /// Blocks until every labels partition has delivered the labels
     /// reported before `at` (Unix seconds), at most `max_wait`.
     pub fn wait_for(&self, at: i64) -> Result<Waited, Stopped> {
@@ -269,6 +306,20 @@ mod tests {
 
     fn label(partition: i32, reported_at: i64) -> Seen {
         Seen::Label { partition, reported_at }
+    }
+
+    #[test]
+    fn the_progress_published_to_other_instances_is_the_least_partitions() {
+        let progress = LabelsProgress::new(WAIT, IDLE);
+        assert_eq!(progress.applied_through(), i64::MIN, "partitions not known yet");
+        progress.assigned(&[0, 1]);
+        assert_eq!(progress.applied_through(), i64::MIN);
+        progress.applied(&[label(0, 99), label(1, 150)]);
+        assert_eq!(progress.applied_through(), 99);
+        assert!(progress.lock().delivered(99, Instant::now(), IDLE), "the same rule as the wait");
+        progress.applied(&[label(0, 200)]);
+        assert_eq!(progress.applied_through(), 150);
+        assert_eq!(LabelsProgress::new(Duration::ZERO, IDLE).applied_through(), i64::MAX, "waiting off");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod cassandra;
 pub mod kafka;
+pub mod retention;
 pub mod search;
 
 use std::sync::Arc;

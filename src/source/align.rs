@@ -130,6 +130,11 @@ pub struct Aligner {
     /// Partitions other instances own: the earliest event time each may
     /// still store (None: nothing), as their owners published it.
     remote: BTreeMap<i32, Option<i64>>,
+    /// The least labels progress of the other instances: a record of day
+    /// `D` reads tiles whose fraud marks they may still write until they
+    /// have applied every label reported before `D` began. None: nothing
+    /// to wait for.
+    remote_labels: Option<i64>,
     /// Whether `remote` has been read since the partitions were assigned:
     /// until then, nothing goes out (the others may be weeks behind).
     remote_known: bool,
@@ -233,12 +238,22 @@ impl Aligner {
     /// The newest event time a record may have to go out while other
     /// instances' partitions may still store what its tiles count.
     fn remote_limit(&self) -> i64 {
+        let labels = self
+            .remote_labels
+            .map_or(i64::MAX, |l| l.div_euclid(DAY).saturating_add(1).saturating_mul(DAY).saturating_sub(1));
         self.remote
             .values()
             .flatten()
             .map(|b| b.div_euclid(DAY).saturating_add(REMOTE_DAYS + 1).saturating_mul(DAY).saturating_sub(1))
             .min()
             .unwrap_or(i64::MAX)
+            .min(labels)
+    }
+
+    /// The least labels progress other instances published (i64::MAX when
+    /// there are none, or they follow no labels).
+    pub fn set_remote_labels(&mut self, labels: i64) {
+        self.remote_labels = (labels != i64::MAX).then_some(labels);
     }
 
     /// What other instances published of the partitions they own (any of
@@ -437,6 +452,26 @@ mod tests {
         a.assign(&[1], start + IDLE);
         a.set_remote(BTreeMap::new());
         assert_eq!(a.len(), 0, "partition 0 revoked: its records are its next owner's");
+    }
+
+    #[test]
+    fn a_record_waits_until_the_others_applied_the_labels_its_tiles_count() {
+        let now = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0], now);
+        a.set_remote(BTreeMap::new());
+        for (offset, day) in [0, 3, 9].into_iter().enumerate() {
+            a.push(record(0, offset as i64, day * DAY + 3_600), now);
+        }
+        a.end(0, now);
+        // Another instance has applied labels reported before day 3, noon.
+        a.set_remote_labels(3 * DAY + 43_200);
+        let mut out = Vec::new();
+        a.release(&mut out, 100, now);
+        assert_eq!(out.len(), 2, "days 0 and 3 read tiles final by then; day 9's are not");
+        a.set_remote_labels(i64::MAX);
+        a.release(&mut out, 100, now);
+        assert_eq!(out.len(), 3, "nothing to wait for");
     }
 
     #[test]

@@ -193,6 +193,9 @@ pub struct SourceSettings {
     /// Let records out in event-time order across partitions (the history
     /// needs it; `super::align`).
     pub align: bool,
+    /// How far this instance has applied labels (`History::labels_applied_through`),
+    /// published to the others with its bounds.
+    pub labels_applied: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
 
 /// A started source: the thread and the shared acknowledgement state.
@@ -412,7 +415,8 @@ impl Poller {
                     aligner.stored(*p, *next);
                 }
                 let bounds = aligner.published(Instant::now());
-                self.peers.publish(&self.consumer, topic, offsets, &bounds, mode);
+                let labels = (self.settings.labels_applied)();
+                self.peers.publish(&self.consumer, topic, offsets, &bounds, labels, mode);
             }
             None => commit(&self.consumer, topic, offsets, mode),
         }
@@ -424,7 +428,8 @@ impl Poller {
         let Some(aligner) = &mut self.aligner else { return };
         let owned = aligner.partitions();
         if let Some(others) = self.peers.others(&self.consumer, &self.settings.kafka.topic, &owned) {
-            aligner.set_remote(others);
+            aligner.set_remote(others.bounds);
+            aligner.set_remote_labels(others.labels);
         }
     }
 

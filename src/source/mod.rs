@@ -89,6 +89,10 @@ impl Pipeline {
             metrics: app.metrics().clone(),
             on_assign,
             align: app.history().is_some(),
+            labels_applied: {
+                let history = app.history().cloned();
+                Arc::new(move || history.as_ref().map_or(i64::MAX, |h| h.labels_applied_through()))
+            },
         };
         let source = kafka::start(settings, tx, permits, shutdown, abandon.clone())?;
         let scoring = tokio::spawn(scoring_stage(app, rx, source.shared.clone(), kafka.max_record_bytes, abandon));

@@ -34,20 +34,31 @@ pub const UNKNOWN_WAIT: Duration = Duration::from_secs(60);
 /// Longest wait for an answer of the group coordinator or a broker.
 const ASK: Duration = Duration::from_secs(2);
 
-/// The commit metadata of a partition's bound.
-pub fn encode(bound: Option<i64>) -> String {
+/// What follows the bound: how far the instance has applied labels.
+const LABELS: &str = " labels=";
+
+/// The commit metadata of a partition's bound and of its owner's labels
+/// progress (every label reported before it applied).
+pub fn encode(bound: Option<i64>, labels: i64) -> String {
     match bound {
-        Some(t) => format!("{PREFIX}{t}"),
-        None => format!("{PREFIX}none"),
+        Some(t) => format!("{PREFIX}{t}{LABELS}{labels}"),
+        None => format!("{PREFIX}none{LABELS}{labels}"),
     }
 }
 
 /// A bound from commit metadata; None when it is not ours.
 pub fn decode(metadata: &str) -> Option<Option<i64>> {
-    match metadata.strip_prefix(PREFIX)? {
+    let rest = metadata.strip_prefix(PREFIX)?;
+    match rest.split(' ').next()? {
         "none" => Some(None),
         t => t.parse().ok().map(Some),
     }
+}
+
+/// The labels progress in commit metadata; None when it says none (an
+/// earlier version's: not waited for).
+pub fn decode_labels(metadata: &str) -> Option<i64> {
+    metadata.strip_prefix(PREFIX)?.split_once(LABELS)?.1.parse().ok()
 }
 
 /// The committed offsets (with their metadata) of `partitions` of the group.
@@ -61,6 +72,17 @@ fn committed<C: ConsumerContext>(
         list.add_partition(topic, *p);
     }
     consumer.committed_offsets(list, ASK)
+}
+
+/// What the other instances published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Others {
+    /// Per partition they own, the earliest event time it may still store
+    /// (None: nothing).
+    pub bounds: BTreeMap<i32, Option<i64>>,
+    /// The least labels progress among them: every label reported before
+    /// it is applied by all of them (i64::MAX: nothing to wait for).
+    pub labels: i64,
 }
 
 /// This instance's side of the exchange.
@@ -122,6 +144,7 @@ impl Peers {
         topic: &str,
         committable: &BTreeMap<i32, i64>,
         bounds: &BTreeMap<i32, Option<i64>>,
+        labels: i64,
         mode: CommitMode,
     ) {
         let owned: Vec<i32> = bounds.keys().copied().collect();
@@ -138,7 +161,7 @@ impl Peers {
         for (p, offset) in &self.base {
             // Only partitions owned now: a revoked one is its new owner's.
             let Some(bound) = bounds.get(p) else { continue };
-            let metadata = encode(*bound);
+            let metadata = encode(*bound, labels);
             let changed = self.sent.get(p).is_none_or(|(o, m)| o != offset || *m != metadata);
             if !changed {
                 continue;
@@ -171,7 +194,7 @@ impl Peers {
         consumer: &BaseConsumer<C>,
         topic: &str,
         owned: &[i32],
-    ) -> Option<BTreeMap<i32, Option<i64>>> {
+    ) -> Option<Others> {
         self.list(consumer, topic);
         if self.partitions.is_empty() {
             return None;
@@ -179,22 +202,29 @@ impl Peers {
         let others: Vec<i32> = self.partitions.iter().copied().filter(|p| !owned.contains(p)).collect();
         self.unknown.retain(|p, _| others.contains(p));
         if others.is_empty() {
-            return Some(BTreeMap::new());
+            return Some(Others { bounds: BTreeMap::new(), labels: i64::MAX });
         }
         let committed = match committed(consumer, topic, &others) {
             Ok(c) => c,
             // Nothing known of them this round: everything is held back.
             Err(e) => {
                 tracing::debug!(error = %e, "other instances' progress unknown this round");
-                return Some(others.iter().map(|p| (*p, Some(i64::MIN))).collect());
+                return Some(Others {
+                    bounds: others.iter().map(|p| (*p, Some(i64::MIN))).collect(),
+                    labels: i64::MIN,
+                });
             }
         };
         let now = Instant::now();
+        let mut labels = i64::MAX;
         let bounds = others
             .into_iter()
             .map(|p| {
                 let element = committed.find_partition(topic, p);
                 let published = element.as_ref().and_then(|e| decode(e.metadata()));
+                if let Some(l) = element.as_ref().and_then(|e| decode_labels(e.metadata())) {
+                    labels = labels.min(l);
+                }
                 let bound = match published {
                     Some(bound) => {
                         self.unknown.remove(&p);
@@ -211,7 +241,7 @@ impl Peers {
                 (p, bound)
             })
             .collect();
-        Some(bounds)
+        Some(Others { bounds, labels })
     }
 
     /// A partition of another instance without a published bound: nothing
@@ -269,9 +299,14 @@ mod tests {
 
     #[test]
     fn bounds_round_trip_through_commit_metadata_and_others_are_not_ours() {
-        assert_eq!(decode(&encode(Some(1_700_000_000))), Some(Some(1_700_000_000)));
-        assert_eq!(decode(&encode(Some(-5))), Some(Some(-5)));
-        assert_eq!(decode(&encode(None)), Some(None));
+        assert_eq!(decode(&encode(Some(1_700_000_000), 7)), Some(Some(1_700_000_000)));
+        assert_eq!(decode(&encode(Some(-5), 7)), Some(Some(-5)));
+        assert_eq!(decode(&encode(None, 7)), Some(None));
+        assert_eq!(decode_labels(&encode(None, 1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(decode_labels(&encode(Some(3), i64::MIN)), Some(i64::MIN));
+        // An earlier version's metadata: a bound, no labels progress.
+        assert_eq!(decode("fraudflight/1 bound=42"), Some(Some(42)));
+        assert_eq!(decode_labels("fraudflight/1 bound=42"), None);
         assert_eq!(decode(""), None, "a commit without metadata");
         assert_eq!(decode("fraudflight/1 bound=soon"), None);
         assert_eq!(decode("someone else's"), None);

@@ -30,6 +30,7 @@ pub struct Statements {
     card_since: PreparedStatement,
     card_before: PreparedStatement,
     card_labels: PreparedStatement,
+    card_reports: PreparedStatement,
     find: PreparedStatement,
     find_scan: PreparedStatement,
     pub(super) insert_key: PreparedStatement,
@@ -61,6 +62,10 @@ impl Statements {
                 "SELECT trans_num, is_fraud, reported_at, decided_by FROM {ks}.labels WHERE cc_num = ?"
             ))
                 .await?,
+            card_reports: prepare(format!(
+                "SELECT trans_num, is_fraud, reported_at, decided_by FROM {ks}.label_reports WHERE cc_num = ?"
+            ))
+            .await?,
             // By key: a label names its transaction, not its time.
             find: prepare(format!(
                 "SELECT trans_time, merchant FROM {ks}.transaction_keys WHERE cc_num = ? AND trans_num = ?"
@@ -205,13 +210,15 @@ impl CassandraHistory {
         let key = Some(CqlValue::Text(self.stored(request.cc_num)));
         let at = Some(CqlValue::Timestamp(CqlTimestamp(request.since.saturating_mul(1000))));
         let (key_at, key) = (vec![key.clone(), at], vec![key]);
-        let (recent, labels) = futures::try_join!(
+        type LabelRow = (String, Option<i32>, Option<CqlTimestamp>, Option<String>);
+        // Every report, and the newest of each (labels stored before
+        // `label_reports` existed are only there).
+        let (recent, newest, reports) = futures::try_join!(
             self.rows::<EventRow>(&self.cassandra.history.card_since, key_at.clone()),
-            self.rows::<(String, Option<i32>, Option<CqlTimestamp>, Option<String>)>(
-                &self.cassandra.history.card_labels,
-                key
-            ),
+            self.rows::<LabelRow>(&self.cassandra.history.card_labels, key.clone()),
+            self.rows::<LabelRow>(&self.cassandra.history.card_reports, key),
         )?;
+        let labels: Vec<LabelRow> = newest.into_iter().chain(reports).collect();
         // The previous transaction is among the recent ones unless none is
         // before the first to score: one more read only then.
         let first_ms = request.first.saturating_mul(1000);

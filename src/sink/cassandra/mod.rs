@@ -84,6 +84,7 @@ pub struct Cassandra {
     insert_alert: PreparedStatement,
     insert_model: PreparedStatement,
     insert_label: PreparedStatement,
+    insert_label_report: PreparedStatement,
     label_transaction: PreparedStatement,
     label_alert: PreparedStatement,
     select_card: PreparedStatement,
@@ -169,6 +170,10 @@ impl Cassandra {
             // The newest report wins, whichever instance writes last.
             insert_label: prepare(format!(
                 "INSERT INTO {ks}.labels (cc_num, trans_num, is_fraud, reported_at, received_at, decided_by) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            insert_label_report: prepare(format!(
+                "INSERT INTO {ks}.label_reports (cc_num, trans_num, version, is_fraud, reported_at, decided_by) VALUES (?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             label_transaction: prepare(format!(
@@ -298,30 +303,54 @@ impl Cassandra {
         }
     }
 
-    /// Stores labels in `labels` (an upsert per label: a redelivered label
-    /// writes the same row); returns once Cassandra has every one.
+    /// The keyspace written to.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    /// Runs a schema change (`ALTER TABLE ...`) and waits for the nodes to
+    /// agree on it.
+    pub async fn alter(&self, cql: &str) -> Result<(), CassandraError> {
+        self.session.query_unpaged(cql.to_string(), &[]).await.map_err(request("schema"))?;
+        self.session.await_schema_agreement().await.map_err(request("schema agreement"))?;
+        Ok(())
+    }
+
+    /// Stores labels in `labels` (the newest report of each transaction)
+    /// and `label_reports` (every report); upserts, so a redelivered label
+    /// writes the same rows. Returns once Cassandra has every one.
     pub async fn write_labels(&self, labels: &[StoredLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
-        let rows: Vec<rows::Values> = labels
-            .iter()
-            .map(|l| {
+        // (whether it is the `label_reports` row, its values)
+        let mut writes: Vec<(bool, rows::Values)> = Vec::with_capacity(2 * labels.len());
+        for l in labels {
+            let version = crate::history::card::version(l.reported_at, l.is_fraud, l.decided_by.as_deref());
+            let (cc_num, trans_num) =
+                (Some(CqlValue::Text(l.cc_num.clone())), Some(CqlValue::Text(l.trans_num.clone())));
+            let (flag, reported) = (
+                Some(CqlValue::Int(i32::from(l.is_fraud))),
+                Some(CqlValue::Timestamp(CqlTimestamp(l.reported_at.saturating_mul(1000)))),
+            );
+            // "" when nobody is named: a newer report replaces an older one's decider.
+            let by = Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default()));
+            writes.push((
+                false,
                 vec![
-                    Some(CqlValue::Text(l.cc_num.clone())),
-                    Some(CqlValue::Text(l.trans_num.clone())),
-                    Some(CqlValue::Int(i32::from(l.is_fraud))),
-                    Some(CqlValue::Timestamp(CqlTimestamp(l.reported_at.saturating_mul(1000)))),
+                    cc_num.clone(),
+                    trans_num.clone(),
+                    flag.clone(),
+                    reported.clone(),
                     Some(CqlValue::Timestamp(CqlTimestamp(l.received_at_ms))),
-                    // "" when nobody is named: a newer report replaces an older one's decider.
-                    Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default())),
-                    Some(CqlValue::BigInt(crate::history::card::version(
-                        l.reported_at,
-                        l.is_fraud,
-                        l.decided_by.as_deref(),
-                    ))),
-                ]
+                    by.clone(),
+                    Some(CqlValue::BigInt(version)),
+                ],
+            ));
+            writes.push((true, vec![cc_num, trans_num, Some(CqlValue::BigInt(version)), flag, reported, by]));
+        }
+        let mut writes = futures::stream::iter(writes)
+            .map(|(report, values)| {
+                let statement = if report { &self.insert_label_report } else { &self.insert_label };
+                self.execute(statement, values, abandon)
             })
-            .collect();
-        let mut writes = futures::stream::iter(rows)
-            .map(|values| self.execute(&self.insert_label, values, abandon))
             .buffer_unordered(self.concurrency);
         while let Some(result) = writes.next().await {
             result?;

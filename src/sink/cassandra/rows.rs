@@ -105,6 +105,13 @@ fn core_statements(keyspace: &str, replication: &str) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {keyspace}.labels (\n  cc_num text,\n  trans_num text,\n  is_fraud int,\n  reported_at timestamp,\n  received_at timestamp,\n  decided_by text,\n  PRIMARY KEY ((cc_num), trans_num)\n)"
         ),
+        // Every report of every transaction (`labels` keeps the newest):
+        // which one counts in merchant risk depends on the transaction's
+        // day, and a label may come before its transaction
+        // (docs/architecture.md, "History").
+        format!(
+            "CREATE TABLE IF NOT EXISTS {keyspace}.label_reports (\n  cc_num text,\n  trans_num text,\n  version bigint,\n  is_fraud int,\n  reported_at timestamp,\n  decided_by text,\n  PRIMARY KEY ((cc_num), trans_num, version)\n)"
+        ),
         // Merchant tiles shared by every instance: a row per transaction
         // (idempotent), `fraud` set by labels on time, the newest report
         // winning by its write timestamp; a partition per merchant and week

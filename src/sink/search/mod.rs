@@ -407,6 +407,40 @@ impl Search {
         Ok(out)
     }
 
+    /// The outcome indices (`<prefix>-*`) with their creation times, as
+    /// `_cat/indices` lists them (JSON).
+    pub(crate) async fn cat_indices(&self) -> Result<Value, SearchError> {
+        let pattern = format!("{}-*", self.prefix);
+        let sent = self
+            .client
+            .cat()
+            .indices(::opensearch::cat::CatIndicesParts::Index(&[&pattern]))
+            .format("json")
+            .h(&["index", "creation.date"])
+            .send()
+            .await;
+        checked("list indices", sent).await?.json().await.map_err(decode("index list"))
+    }
+
+    pub(crate) async fn delete_index(&self, name: &str) -> Result<(), SearchError> {
+        let sent = self.client.indices().delete(::opensearch::indices::IndicesDeleteParts::Index(&[name])).send().await;
+        checked("delete index", sent).await.map(|_| ())
+    }
+
+    /// Deletes the quality documents `query` matches (none: nothing).
+    pub(crate) async fn delete_quality(&self, query: Value) -> Result<(), SearchError> {
+        let index = [self.quality_index.as_str()];
+        let sent = self
+            .client
+            .delete_by_query(::opensearch::DeleteByQueryParts::Index(&index))
+            .ignore_unavailable(true)
+            .allow_no_indices(true)
+            .body(query)
+            .send()
+            .await;
+        checked("delete old quality", sent).await.map(|_| ())
+    }
+
     /// True if the cluster answers.
     pub async fn healthy(&self) -> bool {
         matches!(self.client.ping().send().await, Ok(r) if r.status_code().is_success())
