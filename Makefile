@@ -90,7 +90,8 @@ test-services: shared-target
 ## instances, full speed, a SIGKILL, with corrected labels (a flip on time, a late
 ## reversal): 2 of 4 runs had merchant fraud rates off (876 and 5,817 of 33,356 rows),
 ## one run 16 outcomes without their newest label. One instance killed and restarted: 1 of
-## 4 runs had merchant fraud rates off (712 rows).
+## 4 runs had merchant fraud rates off (712 rows): its first instance scored rows before
+## labels it had not read yet (a labels partition taken as idle while its labels waited).
 SKIP_NOT_EXACT_YET := --skip two_instances_and_a_kill_at_full_speed_give_the_defined_features \
 	--skip one_instance_killed_and_restarted_at_full_speed_gives_the_defined_features
 

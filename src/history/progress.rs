@@ -182,11 +182,6 @@ impl LabelsProgress {
             // they are waited for again, for their first labels of a burst.
             for mark in partitions.values_mut() {
                 mark.heard = now;
-                // Nor did an end read before the burst: the consumer may not
-                // have fetched this partition's share yet. The consumer says
-                // again which partitions are at their end (it asks the
-                // brokers every second).
-                mark.at_end = false;
             }
         }
         for s in seen {
@@ -362,10 +357,7 @@ mod tests {
         progress.applied_at(&[Seen::End { partition: 0 }], start + IDLE);
         assert!(!progress.lock().delivered(1_000, later, IDLE), "partition 1 has not been read to its end");
         // An unreadable value is heard, but proves no report time.
-        // (The first read after a silence: ends from before are not trusted;
-        // the consumer's check says partition 0 is at its end again.)
-        let read = [Seen::Unreadable { partition: 1 }, Seen::End { partition: 1 }, Seen::End { partition: 0 }];
-        progress.applied_at(&read, later);
+        progress.applied_at(&[Seen::Unreadable { partition: 1 }, Seen::End { partition: 1 }], later);
         assert!(!progress.lock().delivered(1_000, later, IDLE));
         assert!(progress.lock().delivered(1_000, later + IDLE, IDLE));
     }
@@ -396,14 +388,7 @@ mod tests {
         // A replay begins: partition 0's first labels; 1 may have some too.
         progress.applied_at(&[label(0, 2_000), Seen::End { partition: 0 }], later);
         assert!(!progress.lock().delivered(1_000, later, IDLE), "partition 1 is waited for again");
-        assert!(
-            !progress.lock().delivered(1_000, later + IDLE * 10, IDLE),
-            "its end from before the burst is not trusted: the consumer may not have fetched it yet"
-        );
-        // The consumer finds it at its end (asking the brokers): idle after
-        // the idle time.
-        progress.applied_at(&[Seen::End { partition: 1 }], later + IDLE);
-        assert!(progress.lock().delivered(1_000, later + IDLE * 2, IDLE), "at its end and silent");
+        assert!(progress.lock().delivered(1_000, later + IDLE, IDLE), "unless it stays silent");
     }
 
     #[test]

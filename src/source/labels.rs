@@ -74,17 +74,13 @@ pub fn start(
     let dlq = kafka.labels_dlq_topic();
     let thread = std::thread::Builder::new().name("kafka-labels".into()).spawn(move || {
         let mut partitions = Partitions::default();
-        let mut ends = Ends::default();
         while !shutdown.is_triggered() {
             if let Some(now) = partitions.refresh(&consumer, &topic) {
                 if let Some(history) = &history {
                     history.labels_assigned(&now);
                 }
             }
-            let mut polled = poll_batch(&consumer);
-            if let Some(assigned) = partitions.assigned.as_deref() {
-                polled.extend(ends.check(&consumer, &topic, assigned).into_iter().map(Polled::End));
-            }
+            let polled = poll_batch(&consumer);
             if polled.is_empty() {
                 continue;
             }
@@ -188,39 +184,6 @@ impl Partitions {
         tracing::info!(topic, partitions = ?now, "reading labels");
         self.assigned = Some(now.clone());
         Some(now)
-    }
-}
-
-/// Which partitions are read to their end, asked of the brokers every
-/// [`ENDS_EVERY`]. librdkafka says so once per end reached; after a burst
-/// of labels the history stops trusting those (`progress`: a partition the
-/// consumer has not fetched yet looked at its end from before the burst),
-/// and a partition with nothing new would never say it again.
-#[derive(Default)]
-struct Ends {
-    checked: Option<Instant>,
-}
-
-const ENDS_EVERY: Duration = Duration::from_secs(1);
-
-impl Ends {
-    /// The assigned partitions whose next offset is their end, when due.
-    fn check(&mut self, consumer: &BaseConsumer<LabelsContext>, topic: &str, assigned: &[i32]) -> Vec<i32> {
-        if self.checked.is_some_and(|at| at.elapsed() < ENDS_EVERY) || assigned.is_empty() {
-            return Vec::new();
-        }
-        self.checked = Some(Instant::now());
-        let Ok(positions) = consumer.position() else { return Vec::new() };
-        assigned
-            .iter()
-            .copied()
-            .filter(|p| {
-                let Some(Offset::Offset(next)) = positions.find_partition(topic, *p).map(|e| e.offset()) else {
-                    return false;
-                };
-                consumer.fetch_watermarks(topic, *p, Duration::from_secs(1)).is_ok_and(|(_, high)| next >= high)
-            })
-            .collect()
     }
 }
 

@@ -227,9 +227,13 @@ impl CassandraHistory {
         } else {
             self.rows::<EventRow>(&self.cassandra.history.card_before, key_at).await?
         };
+        // A row without an amount is no stored outcome: a label's update of
+        // an outcome still on its way (its writer died before writing it)
+        // creates the row with the label's columns only.
         let events = recent
             .into_iter()
             .chain(before)
+            .filter(|(_, _, amt, ..)| amt.is_some())
             .map(|(time, trans_num, amt, lat, long, merchant)| StoredEvent {
                 unix_time: time.0.div_euclid(1000),
                 trans_num,
