@@ -32,6 +32,21 @@ const INHERITED: &[&str] = &[
     "PYSPARK_DRIVER_PYTHON",
     "PYTHONPATH",
     "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    // Spark fetches its Cassandra connector from Maven: the way out and the
+    // certificates to trust on it.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
     "FRAUDFLIGHT_SPARK_DRIVER_MEMORY",
 ];
 

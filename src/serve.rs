@@ -280,3 +280,12 @@ fn scorer(registry: Registry, config: &Config, store: Option<Arc<dyn crate::hist
         _ => scorer,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_configured_time_bound_defaults_to_the_records_own() {
+        let configured = crate::config::Config::default().limits.max_future_secs;
+        assert_eq!(configured as i64, crate::record::limits::DEFAULT_MAX_FUTURE_SECS);
+    }
+}
