@@ -60,11 +60,22 @@ pub struct RetentionConfig {
     /// Merchant tiles (`merchant_days`): at least the longest merchant
     /// window and the label delay (38 days).
     pub merchant_days: u32,
-    /// Live quality's book (`scores`): at least `quality.days`.
+    /// Live quality's book (`scores`); kept at least `quality.days` + 1
+    /// whatever this says.
     pub scores_days: u32,
     /// Measured quality and retraining decisions (`model_quality`,
     /// `model_decisions`, the quality index).
     pub quality_days: u32,
+}
+
+impl RetentionConfig {
+    /// As applied: live quality's book is kept at least as long as
+    /// `quality.days` measure back, whatever `scores_days` says.
+    pub fn effective(&self, quality: &QualityConfig) -> Self {
+        let floor = u32::try_from(quality.days).unwrap_or(u32::MAX).saturating_add(1);
+        let scores_days = if self.scores_days == 0 { 0 } else { self.scores_days.max(floor) };
+        Self { scores_days, ..self.clone() }
+    }
 }
 
 impl Default for RetentionConfig {
@@ -543,10 +554,9 @@ impl Config {
         }
         // Expiring what the features or live quality still read would
         // change them: the floors are what they read.
-        let floors = [
-            ("retention.merchant_days", self.retention.merchant_days, 38),
-            ("retention.scores_days", self.retention.scores_days, self.quality.days as u32 + 1),
-        ];
+        // (`scores` is kept at least `quality.days` + 1 whatever it says:
+        // serve raises it, see `RetentionConfig::effective`.)
+        let floors = [("retention.merchant_days", self.retention.merchant_days, 38)];
         for (key, days, floor) in floors {
             if days != 0 && days < floor {
                 return Err(ConfigError::Invalid {

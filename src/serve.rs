@@ -116,7 +116,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
 
     let sinks = connect_sinks(&config, &abandon).await?;
     if let Some(cassandra) = &sinks.cassandra {
-        cassandra.apply_retention(&config.retention).await?;
+        cassandra.apply_retention(&config.retention.effective(&config.quality)).await?;
     }
     let (registry, configured) = registry(&config, sinks.cassandra.as_deref()).await?;
     // With Cassandra, the history reloads what it does not hold from there
@@ -158,7 +158,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
             crate::http::serve(app.clone(), http_listener, shutdown.clone(), guard.clone()),
         ),
         tokio::spawn(app.clone().run_quality(shutdown.clone())),
-        tokio::spawn(app.clone().run_retention(config.retention.clone(), shutdown.clone())),
+        tokio::spawn(app.clone().run_retention(config.retention.effective(&config.quality), shutdown.clone())),
     ];
     if let Some(job) = retraining {
         tracing::info!(every_ms = job.every.as_millis() as u64, script = %job.script.display(), "retraining scheduled");
@@ -283,6 +283,15 @@ fn scorer(registry: Registry, config: &Config, store: Option<Arc<dyn crate::hist
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn live_qualitys_book_is_kept_as_long_as_it_is_measured() {
+        let mut config = crate::config::Config::default();
+        config.quality.days = 120;
+        assert_eq!(config.retention.effective(&config.quality).scores_days, 121);
+        config.retention.scores_days = 0;
+        assert_eq!(config.retention.effective(&config.quality).scores_days, 0, "for ever stays for ever");
+    }
+
     #[test]
     fn the_configured_time_bound_defaults_to_the_records_own() {
         let configured = crate::config::Config::default().limits.max_future_secs;
