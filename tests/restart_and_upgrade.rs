@@ -63,6 +63,15 @@ async fn put(serve: &Serve, path: &str, batch: arrow::record_batch::RecordBatch)
     let _: Vec<_> = serve.client().await.do_put(put).await.unwrap().into_inner().try_collect().await.unwrap();
 }
 
+/// `select` (columns FROM a system_schema table) of one table of `keyspace`.
+async fn schema<R>(session: &scylla::client::session::Session, select: &str, keyspace: &str, table: &str) -> Vec<R>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    let cql = format!("SELECT {select} WHERE keyspace_name = ? AND table_name = ?");
+    session.query_iter(cql, (keyspace, table)).await.unwrap().rows_stream::<R>().unwrap().try_collect().await.unwrap()
+}
+
 const CHAMPION: &str = "gbt-sim-v1";
 const CHALLENGER: &str = "gbt-handbook-history-v1";
 
@@ -143,53 +152,24 @@ async fn a_keyspace_of_an_earlier_release_is_upgraded_at_start() {
     }
     session.await_schema_agreement().await.unwrap();
     let columns = |table: &'static str| {
-        let (session, keyspace) = (&session, names.keyspace.clone());
-        async move {
-            let rows: Vec<(String,)> = session
-                .query_iter(
-                    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
-                    (keyspace, table),
-                )
-                .await
-                .unwrap()
-                .rows_stream()
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap();
-            rows.into_iter().map(|(c,)| c).collect::<Vec<_>>()
-        }
+        schema::<(String,)>(&session, "column_name FROM system_schema.columns", &names.keyspace, table)
     };
-    assert!(!columns("labels").await.contains(&"decided_by".to_string()), "the old release's labels");
+    assert!(!columns("labels").await.contains(&("decided_by".to_string(),)), "the old release's labels");
 
     let mut upgraded = env(&names);
     upgraded.push(("FRAUDFLIGHT_RETENTION_OUTCOMES_DAYS".into(), "7".into()));
     let serve = Serve::start(&upgraded);
-    assert!(columns("labels").await.contains(&"decided_by".to_string()), "labels upgraded");
+    assert!(columns("labels").await.contains(&("decided_by".to_string(),)), "labels upgraded");
     // Retention: the growing tables expire their rows (7 days asked for
     // outcomes, the default 400 for labels); the line-up's never.
     let ttl = |table: &'static str| {
-        let (session, keyspace) = (&session, names.keyspace.clone());
-        async move {
-            let rows: Vec<(i32,)> = session
-                .query_iter(
-                    "SELECT default_time_to_live FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
-                    (keyspace, table),
-                )
-                .await
-                .unwrap()
-                .rows_stream::<(i32,)>()
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap();
-            rows[0].0
-        }
+        let rows = schema::<(i32,)>(&session, "default_time_to_live FROM system_schema.tables", &names.keyspace, table);
+        async move { rows.await[0] }
     };
-    assert_eq!(ttl("transactions").await, 7 * 86_400);
-    assert_eq!(ttl("labels").await, 400 * 86_400);
-    assert_eq!(ttl("model_lineup").await, 0);
-    assert!(columns("transactions").await.contains(&"label_by".to_string()), "transactions upgraded");
+    assert_eq!(ttl("transactions").await, (7 * 86_400,));
+    assert_eq!(ttl("labels").await, (400 * 86_400,));
+    assert_eq!(ttl("model_lineup").await, (0,));
+    assert!(columns("transactions").await.contains(&("label_by".to_string(),)), "transactions upgraded");
     let records = stack::simulated(6, 200);
     put(&serve, "transactions", fraudflight::record::to_batch(&records)).await;
     assert_eq!(stack::cassandra_count(&session, &names.keyspace, "transactions").await, records.len());
