@@ -189,3 +189,71 @@ async fn a_keyspace_of_an_earlier_release_is_upgraded_at_start() {
     assert!(history.iter().all(|(v,)| v.is_some()), "history columns written");
     assert!(serve.terminate().success());
 }
+
+#[tokio::test]
+#[ignore = "needs OpenSearch (make test-services starts it)"]
+async fn search_data_past_its_retention_is_deleted_at_start() {
+    // Live quality's documents older than retention.quality_days go at
+    // start and every hour after; outcome indices younger than
+    // retention.outcomes_days stay (an index's creation date cannot be set
+    // from outside, so the deletion of an old one is not tried here).
+    let names = Names::new("retain");
+    let quality_index = format!("{}-quality", names.keyspace.replace('_', "-"));
+    let outcomes = format!("{}-tx", names.keyspace.replace('_', "-"));
+    let client = stack::opensearch();
+    let day_ms = 86_400_000_i64;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (id, computed_at) in [("old", now_ms - 30 * day_ms), ("recent", now_ms - day_ms)] {
+        let sent = client
+            .index(opensearch::IndexParts::IndexId(&quality_index, id))
+            .body(serde_json::json!({"version": "v", "computed_at": computed_at}))
+            .refresh(opensearch::params::Refresh::True)
+            .send()
+            .await
+            .unwrap();
+        assert!(sent.status_code().is_success(), "{id}: {}", sent.text().await.unwrap());
+    }
+    let today = format!("{outcomes}-{}", chrono::Utc::now().format("%Y.%m.%d"));
+    let created = client.indices().create(opensearch::indices::IndicesCreateParts::Index(&today)).send().await.unwrap();
+    assert!(created.status_code().is_success());
+
+    let mut env = env(&names);
+    for (k, v) in [
+        ("FRAUDFLIGHT_CASSANDRA_NODES", String::new()),
+        ("FRAUDFLIGHT_OPENSEARCH_URL", support::opensearch_url()),
+        ("FRAUDFLIGHT_OPENSEARCH_INDEX_PREFIX", outcomes.clone()),
+        ("FRAUDFLIGHT_OPENSEARCH_QUALITY_INDEX", quality_index.clone()),
+        ("FRAUDFLIGHT_RETENTION_QUALITY_DAYS", "7".into()),
+        ("FRAUDFLIGHT_RETENTION_OUTCOMES_DAYS", "7".into()),
+    ] {
+        env.retain(|(key, _)| key != k);
+        env.push((k.into(), v));
+    }
+    let serve = Serve::start(&env);
+    let ids = || async {
+        let _ =
+            client.indices().refresh(opensearch::indices::IndicesRefreshParts::Index(&[&quality_index])).send().await;
+        let found = stack::search(&client, &quality_index, serde_json::json!({"query": {"match_all": {}}})).await;
+        let mut ids: Vec<String> =
+            found["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        ids
+    };
+    stack::wait_until(std::time::Duration::from_secs(30), "the old quality document deleted", || async {
+        ids().await == ["recent"]
+    })
+    .await;
+    let exists = client
+        .indices()
+        .exists(opensearch::indices::IndicesExistsParts::Index(&[&today]))
+        .send()
+        .await
+        .unwrap()
+        .status_code();
+    assert_eq!(exists.as_u16(), 200, "today's outcome index is kept");
+    assert!(!serve.log_text().contains("cannot delete search data"), "{}", serve.log_text());
+    assert!(serve.terminate().success());
+    for index in [&quality_index, &today] {
+        let _ = client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[index])).send().await;
+    }
+}
