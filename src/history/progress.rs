@@ -15,7 +15,10 @@
 //! - or once it is *idle*: read to its end and silent for `idle` (nothing
 //!   read from it, nor assigned, for that long). The end alone proves
 //!   nothing while a producer is still writing: it only says the producer
-//!   has not written yet. A labels topic that does not exist counts as idle
+//!   has not written yet. And an end read once stops being one when the
+//!   partition grows: the labels consumer asks the brokers again while it
+//!   counts on one ([`Seen::Behind`]), for labels fetched, or written, but
+//!   not read yet (behind another partition's backlog, say). A labels topic that does not exist counts as idle
 //!   once it has been missing for `idle`.
 //!
 //! A value that is not a label is heard (the partition is not idle) but
@@ -101,6 +104,10 @@ pub enum Seen {
     Unreadable { partition: i32 },
     /// The partition's end.
     End { partition: i32 },
+    /// Written to since its end was read, not read yet (the brokers say so:
+    /// librdkafka reports an end once and nothing when the partition
+    /// grows): not at its end any more, whatever the silence.
+    Behind { partition: i32 },
 }
 
 /// How a wait ended.
@@ -175,7 +182,7 @@ impl LabelsProgress {
         let Some(partitions) = state.partitions.as_mut() else {
             return;
         };
-        let read = seen.iter().any(|s| !matches!(s, Seen::End { .. }));
+        let read = seen.iter().any(|s| matches!(s, Seen::Label { .. } | Seen::Unreadable { .. }));
         if read && quiet {
             // The first labels after the whole topic was silent: the other
             // partitions' silence meant nothing (nobody was writing), so
@@ -198,6 +205,7 @@ impl LabelsProgress {
                     mark.heard = now;
                 }
                 Seen::End { partition } => partitions.entry(partition).or_insert(Mark::new(now)).at_end = true,
+                Seen::Behind { partition } => partitions.entry(partition).or_insert(Mark::new(now)).at_end = false,
             }
         }
         if read {
@@ -335,6 +343,22 @@ mod tests {
         assert!(!waiter.is_finished(), "partition 0 has not passed 100");
         progress.applied(&[label(0, 100)]);
         assert!(matches!(waiter.join().unwrap(), Ok(Waited::Delivered { .. })));
+    }
+
+    #[test]
+    fn a_partition_written_to_after_its_end_is_not_idle_however_silent() {
+        let start = Instant::now();
+        let progress = LabelsProgress::new(WAIT, IDLE);
+        progress.assigned_at(&[0], start);
+        progress.applied_at(&[Seen::End { partition: 0 }], start);
+        assert!(progress.lock().delivered(1_000, start + IDLE, IDLE), "silent at its end");
+        // The brokers hold labels this consumer has not read yet.
+        progress.applied_at(&[Seen::Behind { partition: 0 }], start + IDLE);
+        assert!(!progress.lock().delivered(1_000, start + IDLE * 3, IDLE), "behind: not idle");
+        assert_eq!(progress.applied_through(), i64::MIN);
+        // Read to its (new) end: idle again once silent.
+        progress.applied_at(&[label(0, 500), Seen::End { partition: 0 }], start + IDLE * 3);
+        assert!(progress.lock().delivered(1_000, start + IDLE * 4, IDLE));
     }
 
     #[test]

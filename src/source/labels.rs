@@ -19,7 +19,7 @@
 //! bounded, for the labels their merchant risk counts
 //! (`history::progress`); a missing topic has nothing to wait for.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -58,13 +58,15 @@ pub fn start(
         .set("group.id", format!("{}.labels.{instance}", kafka.group))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        // Ends tell the history a partition has nothing more to deliver.
-        .set("enable.partition.eof", "true");
+        // Ends tell the history a partition has nothing more to deliver,
+        // and the statistics when one has grown since (LabelsContext).
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", STATS_EVERY_MS);
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
     let consumer: BaseConsumer<LabelsContext> = config
-        .create_with_context(LabelsContext)
+        .create_with_context(LabelsContext { topic: topic.clone(), grown: Mutex::default() })
         .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     let history = app.history().cloned();
     if let Some(history) = &history {
@@ -88,7 +90,7 @@ pub fn start(
                 .iter()
                 .filter_map(|p| match p {
                     Polled::Message(m) => Some(m),
-                    Polled::End(_) => None,
+                    Polled::End(_) | Polled::Grown(_) => None,
                 })
                 .collect();
             let (labels, dead, reported) = decode(&messages, app.time_bound().latest());
@@ -112,14 +114,55 @@ pub fn start(
     Ok(thread)
 }
 
+/// How often librdkafka reports its statistics to [`LabelsContext`].
+const STATS_EVERY_MS: &str = "500";
+
 /// The labels consumer's context: librdkafka's errors logged, partition
-/// ends not (they are expected here).
-struct LabelsContext;
+/// ends not (they are expected here); and the partitions written to since
+/// their end was reported.
+///
+/// librdkafka reports an end once, when its fetch reaches it, and nothing
+/// when the partition grows afterwards; the history counts a partition at
+/// its end and silent for the idle time as delivered, so labels written
+/// after the end, or fetched and queued behind another partition's
+/// backlog, would be taken as never coming. librdkafka's statistics tell:
+/// the offset its last end was reported at, and the partition's end (last
+/// stable offset) the brokers gave since, from one snapshot. The snapshot
+/// comes through the same queue as the messages, so a partition found grown
+/// is reported in its place among them ([`Polled::Grown`]).
+struct LabelsContext {
+    topic: String,
+    /// Grown partitions of the statistics polled last, until taken.
+    grown: Mutex<Vec<i32>>,
+}
+
+impl LabelsContext {
+    fn take_grown(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.grown.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 impl rdkafka::ClientContext for LabelsContext {
     fn error(&self, error: KafkaError, reason: &str) {
         crate::kafka::log_client_error(&error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let grown = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0 && p.eof_offset >= 0 && end_offset(p) > p.eof_offset)
+            .map(|p| p.partition);
+        self.grown.lock().unwrap_or_else(|p| p.into_inner()).extend(grown);
+    }
+}
+
+/// Where librdkafka reports a partition's end: its last stable offset
+/// (read_committed, librdkafka's default), the high watermark when the
+/// brokers give none.
+fn end_offset(p: &rdkafka::statistics::Partition) -> i64 {
+    if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset }
 }
 
 impl rdkafka::consumer::ConsumerContext for LabelsContext {}
@@ -192,6 +235,8 @@ enum Polled {
     Message(Raw),
     /// The consumer reached the end of this partition.
     End(i32),
+    /// Written to since its end was reported ([`LabelsContext`]).
+    Grown(i32),
 }
 
 /// The history's view of a stored batch: each message's report time (None
@@ -207,6 +252,7 @@ fn seen(polled: &[Polled], reported: &[Option<i64>]) -> Vec<Seen> {
                 None => Seen::Unreadable { partition: m.partition },
             },
             Polled::End(partition) => Seen::End { partition: *partition },
+            Polled::Grown(partition) => Seen::Behind { partition: *partition },
         })
         .collect()
 }
@@ -229,7 +275,10 @@ fn poll_batch(consumer: &BaseConsumer<LabelsContext>) -> Vec<Polled> {
         if left.is_zero() {
             break;
         }
-        match consumer.poll(left) {
+        let polled = consumer.poll(left);
+        // Statistics polled on the way came before what the poll returns.
+        batch.extend(consumer.context().take_grown().into_iter().map(Polled::Grown));
+        match polled {
             Some(Ok(m)) => batch.push(Polled::Message(Raw {
                 partition: m.partition(),
                 offset: m.offset(),
