@@ -77,3 +77,27 @@ pub fn log_client_error(error: &rdkafka::error::KafkaError, reason: &str) {
         _ => tracing::error!("librdkafka: {error}: {reason}"),
     }
 }
+
+/// The partitions of `topic` written to since librdkafka last reported
+/// their end, from one snapshot of its statistics (`statistics.interval.ms`).
+///
+/// librdkafka reports a partition's end once, when its fetch reaches it,
+/// and nothing when the partition grows afterwards: a consumer that counts
+/// a partition at its end and silent as having nothing more would miss
+/// records written since (or fetched and queued behind another partition's
+/// backlog). The snapshot holds the offset of the last end reported and
+/// the partition's end the brokers gave since (its last stable offset, as
+/// read_committed, librdkafka's default, reads to it). It comes through the
+/// consumer's queue, after the messages queued before it was taken.
+pub fn grown_since_end(statistics: &rdkafka::statistics::Statistics, topic: &str) -> Vec<i32> {
+    let Some(topic) = statistics.topics.get(topic) else { return Vec::new() };
+    topic
+        .partitions
+        .values()
+        .filter(|p| {
+            let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+            p.partition >= 0 && p.eof_offset >= 0 && end > p.eof_offset
+        })
+        .map(|p| p.partition)
+        .collect()
+}

@@ -11,7 +11,8 @@
 //! out only while no other partition that may still send earlier ones is
 //! more than the slack behind it. A partition read to its end (EOF) and
 //! silent for [`IDLE`] holds nothing back (the end alone does not: a
-//! producer may still be writing); one silent for [`STALLED`] though not at
+//! producer may still be writing), until librdkafka's statistics show it
+//! grew since ([`Aligner::grown`]); one silent for [`STALLED`] though not at
 //! its end is not waited for (its records are late when they come, and a
 //! warning says so). After a silence of the whole topic, every partition
 //! is waited for again (a burst reaches the partitions unevenly). A
@@ -187,6 +188,14 @@ impl Aligner {
             // What it buffered still bounds it (Part::bound looks there first).
             part.at_end = true;
             part.heard = now;
+        }
+    }
+
+    /// The partition was written to since its end was read
+    /// ([`crate::kafka::grown_since_end`]): not at its end any more.
+    pub fn grown(&mut self, partition: i32) {
+        if let Some(part) = self.parts.get_mut(&partition) {
+            part.at_end = false;
         }
     }
 
@@ -408,6 +417,34 @@ mod tests {
         assert!(out.is_empty(), "the end alone proves nothing while a producer may still write");
         a.release(&mut out, 100, now + IDLE);
         assert_eq!(out.len(), 8, "partition 1 is at its end and silent: 0 goes on");
+    }
+
+    #[test]
+    fn a_partition_grown_since_its_end_holds_the_others_back_again() {
+        let now = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0, 1], now);
+        a.set_remote(BTreeMap::new());
+        a.push(record(1, 0, 0), now);
+        a.end(1, now);
+        a.push(record(0, 0, 0), now);
+        let mut out = Vec::new();
+        a.release(&mut out, 100, now);
+        assert_eq!(out.len(), 2);
+        out.clear();
+        // Partition 1 grew (its records queued behind 0's backlog, say):
+        // however long it has been silent, 0 waits for it.
+        a.grown(1);
+        for day in 2..10 {
+            a.push(record(0, day, day * DAY), now);
+        }
+        a.release(&mut out, 100, now + IDLE);
+        assert!(out.is_empty(), "partition 1 may still send day 1: {:?}", released(&out));
+        a.release(&mut out, 100, now + IDLE * 4);
+        assert!(out.is_empty(), "partition 1 may still send day 1: {:?}", released(&out));
+        a.push(record(1, 1, 9 * DAY), now + IDLE * 4);
+        a.release(&mut out, 100, now + IDLE * 4);
+        assert_eq!(out.iter().filter(|r| r.partition == 0).count(), 8, "partition 1 is past them");
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct SourceContext {
     assignment_changed: AtomicBool,
     metrics: Arc<crate::metrics::Metrics>,
     on_assign: Arc<dyn Fn() + Send + Sync>,
+    /// Partitions written to since their end was read, from the statistics
+    /// polled last: the aligner's ends undone, in queue order.
+    grown: Mutex<Vec<i32>>,
 }
 
 impl ClientContext for SourceContext {
@@ -109,6 +112,8 @@ impl ClientContext for SourceContext {
             Some((p.partition, lag))
         });
         self.metrics.set_lag(&self.topic, lags);
+        let grown = crate::kafka::grown_since_end(&statistics, &self.topic);
+        self.grown.lock().unwrap_or_else(|p| p.into_inner()).extend(grown);
     }
 }
 
@@ -233,6 +238,7 @@ pub fn start(
         assignment_changed: AtomicBool::new(false),
         metrics: settings.metrics.clone(),
         on_assign: settings.on_assign.clone(),
+        grown: Mutex::default(),
     };
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
     config
@@ -368,6 +374,13 @@ impl Poller {
         // A record was read: more are likely queued, let them gather first.
         let streaming = matches!(polled, Some(Ok(_)));
         self.after_rebalance();
+        // Statistics polled on the way came before what the poll returned.
+        let grown = std::mem::take(&mut *self.consumer.context().grown.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(aligner) = &mut self.aligner {
+            for partition in grown {
+                aligner.grown(partition);
+            }
+        }
         if let Flow::Stop = self.take(polled) {
             return Flow::Stop;
         }

@@ -119,16 +119,10 @@ const STATS_EVERY_MS: &str = "500";
 
 /// The labels consumer's context: librdkafka's errors logged, partition
 /// ends not (they are expected here); and the partitions written to since
-/// their end was reported.
-///
-/// librdkafka reports an end once, when its fetch reaches it, and nothing
-/// when the partition grows afterwards; the history counts a partition at
-/// its end and silent for the idle time as delivered, so labels written
-/// after the end, or fetched and queued behind another partition's
-/// backlog, would be taken as never coming. librdkafka's statistics tell:
-/// the offset its last end was reported at, and the partition's end (last
-/// stable offset) the brokers gave since, from one snapshot. The snapshot
-/// comes through the same queue as the messages, so a partition found grown
+/// their end was reported ([`crate::kafka::grown_since_end`]): the history
+/// counts a partition at its end and silent for the idle time as
+/// delivered, so labels written after an end must undo it. The statistics
+/// come through the same queue as the messages, so a partition found grown
 /// is reported in its place among them ([`Polled::Grown`]).
 struct LabelsContext {
     topic: String,
@@ -148,21 +142,9 @@ impl rdkafka::ClientContext for LabelsContext {
     }
 
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else { return };
-        let grown = topic
-            .partitions
-            .values()
-            .filter(|p| p.partition >= 0 && p.eof_offset >= 0 && end_offset(p) > p.eof_offset)
-            .map(|p| p.partition);
+        let grown = crate::kafka::grown_since_end(&statistics, &self.topic);
         self.grown.lock().unwrap_or_else(|p| p.into_inner()).extend(grown);
     }
-}
-
-/// Where librdkafka reports a partition's end: its last stable offset
-/// (read_committed, librdkafka's default), the high watermark when the
-/// brokers give none.
-fn end_offset(p: &rdkafka::statistics::Partition) -> i64 {
-    if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset }
 }
 
 impl rdkafka::consumer::ConsumerContext for LabelsContext {}
