@@ -82,20 +82,10 @@ SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch
 	--test kafka_sasl --test backend_security --test readme_serve --test search_sink_engines --test labels_from_kafka --test hostile_input --test restart_and_upgrade --test history_instances --test history_orders --test model_quality
 test-services: shared-target
 	$(CARGO) test --no-run $(SERVICE_TESTS)
-	scripts/with-services.sh --services "kafka cassandra opensearch elasticsearch" sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 $(SKIP_NOT_EXACT_YET) && \
+	scripts/with-services.sh --services "kafka cassandra opensearch elasticsearch" sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \
 		$(PY) -m pytest -q -m services spark-job/tests'
 
-## Service tests of orders of arrival that are not exact every run yet: skipped by `make
-## test` (a red CI would hold everything back), run by `make test-orders`. Issue 26: two
-## instances, full speed, a SIGKILL, with corrected labels (a flip on time, a late
-## reversal): 2 of 4 runs had merchant fraud rates off (876 and 5,817 of 33,356 rows),
-## one run 16 outcomes without their newest label. One instance killed and restarted: 1 of
-## 4 runs had merchant fraud rates off (712 rows): its first instance scored rows before
-## labels it had not read yet (a labels partition taken as idle while its labels waited).
-SKIP_NOT_EXACT_YET := --skip two_instances_and_a_kill_at_full_speed_give_the_defined_features \
-	--skip one_instance_killed_and_restarted_at_full_speed_gives_the_defined_features
-
-## Every order of arrival of tests/history_orders.rs, the kill scenario included.
+## Every order of arrival of tests/history_orders.rs alone (make test runs them too).
 test-orders: shared-target
 	$(CARGO) test --no-run --test history_orders
 	scripts/with-services.sh --services "kafka cassandra" $(CARGO) test --test history_orders -- --include-ignored --test-threads=1
