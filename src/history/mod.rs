@@ -775,14 +775,25 @@ impl History {
                         let day = day_of(unix_time);
                         if !on_time(&label, day, delay) {
                             self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
-                        } else if let Some(m) = merchant.filter(|m| !m.is_empty()) {
+                        }
+                        // Reports kept pending here while it was not stored
+                        // (its owner stored it since) are older ones: a
+                        // partition keeps a card's reports in order. Left
+                        // pending, a recheck after a rebalance would show
+                        // the older over this one; an on-time one among
+                        // them still counts in the tile.
+                        let key = (l.cc_num.as_str().into(), l.trans_num.as_str().into());
+                        let mut reports = state.pending.pop(&key).unwrap_or_default();
+                        reports.add(label);
+                        let tile = reports.newest_on_time(day, delay).cloned();
+                        if let (Some(m), Some(tile)) = (merchant.filter(|m| !m.is_empty()), tile) {
                             let merchant = state.merchants.intern(&m);
                             tile_labels.push(TileLabel {
                                 cc_num: l.cc_num.clone(),
                                 trans_num: l.trans_num.clone(),
                                 merchant,
                                 day,
-                                label,
+                                label: tile,
                             });
                         }
                         Applied::Current { unix_time }
