@@ -5,9 +5,10 @@
 //! (commit 8c1b7e4, its `scripts/schema/cassandra.cql` kept in
 //! `tests/fixtures/`) is upgraded at start: transactions, history columns,
 //! labels with who decided, all stored; its growing tables get their
-//! retention.
+//! retention. Live quality's search documents past their retention are
+//! deleted at start.
 //!
-//! Run by `make test-services` (needs Cassandra up).
+//! Run by `make test-services` (needs Cassandra and OpenSearch up).
 
 mod support;
 

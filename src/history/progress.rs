@@ -16,10 +16,10 @@
 //!   read from it, nor assigned, for that long). The end alone proves
 //!   nothing while a producer is still writing: it only says the producer
 //!   has not written yet. And an end read once stops being one when the
-//!   partition grows: the labels consumer asks the brokers again while it
-//!   counts on one ([`Seen::Behind`]), for labels fetched, or written, but
-//!   not read yet (behind another partition's backlog, say). A labels topic that does not exist counts as idle
-//!   once it has been missing for `idle`.
+//!   partition grows ([`Seen::Behind`], from librdkafka's statistics): for
+//!   labels written, or fetched, but not read yet (behind another
+//!   partition's backlog, say). A labels topic that does not exist counts
+//!   as idle once it has been missing for `idle`.
 //!
 //! A value that is not a label is heard (the partition is not idle) but
 //! proves nothing about report times.
@@ -104,9 +104,9 @@ pub enum Seen {
     Unreadable { partition: i32 },
     /// The partition's end.
     End { partition: i32 },
-    /// Written to since its end was read, not read yet (the brokers say so:
-    /// librdkafka reports an end once and nothing when the partition
-    /// grows): not at its end any more, whatever the silence.
+    /// Written to since its end was read, not read yet (librdkafka's
+    /// statistics say so; it reports an end once and nothing when the
+    /// partition grows): not at its end any more, whatever the silence.
     Behind { partition: i32 },
 }
 

@@ -78,26 +78,47 @@ pub fn log_client_error(error: &rdkafka::error::KafkaError, reason: &str) {
     }
 }
 
-/// The partitions of `topic` written to since librdkafka last reported
-/// their end, from one snapshot of its statistics (`statistics.interval.ms`).
+/// The partitions of one topic written to since librdkafka last reported
+/// their end, gathered from its statistics (`statistics.interval.ms`) in a
+/// consumer context and taken by the thread that polls.
 ///
 /// librdkafka reports a partition's end once, when its fetch reaches it,
 /// and nothing when the partition grows afterwards: a consumer that counts
 /// a partition at its end and silent as having nothing more would miss
 /// records written since (or fetched and queued behind another partition's
-/// backlog). The snapshot holds the offset of the last end reported and
-/// the partition's end the brokers gave since (its last stable offset, as
+/// backlog). A snapshot holds the offset of the last end reported and the
+/// partition's end the brokers gave since (its last stable offset, as
 /// read_committed, librdkafka's default, reads to it). It comes through the
-/// consumer's queue, after the messages queued before it was taken.
-pub fn grown_since_end(statistics: &rdkafka::statistics::Statistics, topic: &str) -> Vec<i32> {
-    let Some(topic) = statistics.topics.get(topic) else { return Vec::new() };
-    topic
-        .partitions
-        .values()
-        .filter(|p| {
+/// consumer's queue, after the messages queued before it was taken, so
+/// what is taken after a poll came before what the poll returned.
+#[derive(Debug, Default)]
+pub struct GrownPartitions {
+    grown: std::sync::Mutex<Vec<i32>>,
+    /// Something to take: checked first, as the poller asks after every poll.
+    any: std::sync::atomic::AtomicBool,
+}
+
+impl GrownPartitions {
+    /// Notes the partitions of `topic` that grew past their last end in
+    /// this snapshot.
+    pub fn record(&self, statistics: &rdkafka::statistics::Statistics, topic: &str) {
+        let Some(topic) = statistics.topics.get(topic) else { return };
+        let grown = topic.partitions.values().filter(|p| {
             let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
             p.partition >= 0 && p.eof_offset >= 0 && end > p.eof_offset
-        })
-        .map(|p| p.partition)
-        .collect()
+        });
+        let mut list = self.grown.lock().unwrap_or_else(|p| p.into_inner());
+        list.extend(grown.map(|p| p.partition));
+        if !list.is_empty() {
+            self.any.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The partitions noted since the last call.
+    pub fn take(&self) -> Vec<i32> {
+        if !self.any.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.grown.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }

@@ -192,7 +192,7 @@ impl Aligner {
     }
 
     /// The partition was written to since its end was read
-    /// ([`crate::kafka::grown_since_end`]): not at its end any more.
+    /// ([`crate::kafka::GrownPartitions`]): not at its end any more.
     pub fn grown(&mut self, partition: i32) {
         if let Some(part) = self.parts.get_mut(&partition) {
             part.at_end = false;
@@ -381,6 +381,14 @@ mod tests {
         }
     }
 
+    /// An aligner owning `partitions`, with no other instance.
+    fn alone(partitions: &[i32], now: Instant) -> Aligner {
+        let mut a = Aligner::default();
+        a.assign(partitions, now);
+        a.set_remote(BTreeMap::new());
+        a
+    }
+
     fn released(out: &[RawRecord]) -> Vec<(i32, i64)> {
         out.iter().map(|r| (r.partition, r.offset)).collect()
     }
@@ -397,9 +405,7 @@ mod tests {
     #[test]
     fn a_partition_ahead_waits_for_one_behind_until_it_delivers_or_ends() {
         let now = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0, 1], now);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0, 1], now);
         // Partition 0 delivers ten days at once; 1 has said nothing yet.
         for day in 0..10 {
             a.push(record(0, day, day * DAY), now);
@@ -422,9 +428,7 @@ mod tests {
     #[test]
     fn a_partition_grown_since_its_end_holds_the_others_back_again() {
         let now = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0, 1], now);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0, 1], now);
         a.push(record(1, 0, 0), now);
         a.end(1, now);
         a.push(record(0, 0, 0), now);
@@ -450,9 +454,7 @@ mod tests {
     #[test]
     fn records_go_out_in_event_time_order_within_the_slack() {
         let now = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0, 1, 2], now);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0, 1, 2], now);
         for i in 0..20 {
             a.push(record(i % 3, i as i64, i as i64 * DAY / 2), now);
         }
@@ -474,9 +476,7 @@ mod tests {
     #[test]
     fn a_silent_partition_is_not_waited_for_and_a_revoked_one_is_dropped() {
         let start = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0, 1], start);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0, 1], start);
         a.push(record(0, 0, 10 * DAY), start);
         let mut out = Vec::new();
         a.release(&mut out, 10, start + IDLE);
@@ -494,9 +494,7 @@ mod tests {
     #[test]
     fn a_record_waits_until_the_others_applied_the_labels_its_tiles_count() {
         let now = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0], now);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0], now);
         for (offset, day) in [0, 3, 9].into_iter().enumerate() {
             a.push(record(0, offset as i64, day * DAY + 3_600), now);
         }
@@ -514,9 +512,7 @@ mod tests {
     #[test]
     fn other_instances_partitions_hold_records_back_until_their_week_is_stored() {
         let now = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0], now);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0], now);
         for (offset, day) in [0, 5, 6, 7, 30].into_iter().enumerate() {
             a.push(record(0, offset as i64, day * DAY + 3_600), now);
         }
@@ -546,9 +542,7 @@ mod tests {
     #[test]
     fn after_a_silence_of_the_whole_topic_the_first_records_wait_for_the_others() {
         let start = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0, 1], start);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0, 1], start);
         // Long after anything was heard, partition 0 gets a burst first.
         let later = start + IDLE * 10;
         for i in 0..5 {
@@ -565,9 +559,7 @@ mod tests {
     #[test]
     fn full_buffers_are_reported_for_pausing() {
         let now = Instant::now();
-        let mut a = Aligner::default();
-        a.assign(&[0, 1], now);
-        a.set_remote(BTreeMap::new());
+        let mut a = alone(&[0, 1], now);
         for i in 0..MAX_BUFFERED as i64 {
             a.push(record(0, i, DAY * 100 + i), now);
         }

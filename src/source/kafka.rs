@@ -84,9 +84,9 @@ pub struct SourceContext {
     assignment_changed: AtomicBool,
     metrics: Arc<crate::metrics::Metrics>,
     on_assign: Arc<dyn Fn() + Send + Sync>,
-    /// Partitions written to since their end was read, from the statistics
-    /// polled last: the aligner's ends undone, in queue order.
-    grown: Mutex<Vec<i32>>,
+    /// Partitions written to since their end was read: the aligner's ends
+    /// undone, in queue order.
+    grown: crate::kafka::GrownPartitions,
 }
 
 impl ClientContext for SourceContext {
@@ -112,8 +112,7 @@ impl ClientContext for SourceContext {
             Some((p.partition, lag))
         });
         self.metrics.set_lag(&self.topic, lags);
-        let grown = crate::kafka::grown_since_end(&statistics, &self.topic);
-        self.grown.lock().unwrap_or_else(|p| p.into_inner()).extend(grown);
+        self.grown.record(&statistics, &self.topic);
     }
 }
 
@@ -238,7 +237,7 @@ pub fn start(
         assignment_changed: AtomicBool::new(false),
         metrics: settings.metrics.clone(),
         on_assign: settings.on_assign.clone(),
-        grown: Mutex::default(),
+        grown: crate::kafka::GrownPartitions::default(),
     };
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
     config
@@ -375,7 +374,7 @@ impl Poller {
         let streaming = matches!(polled, Some(Ok(_)));
         self.after_rebalance();
         // Statistics polled on the way came before what the poll returned.
-        let grown = std::mem::take(&mut *self.consumer.context().grown.lock().unwrap_or_else(|p| p.into_inner()));
+        let grown = self.consumer.context().grown.take();
         if let Some(aligner) = &mut self.aligner {
             for partition in grown {
                 aligner.grown(partition);

@@ -19,7 +19,7 @@
 //! bounded, for the labels their merchant risk counts
 //! (`history::progress`); a missing topic has nothing to wait for.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -33,6 +33,7 @@ use crate::config::KafkaConfig;
 use crate::history::labels::from_json;
 use crate::history::progress::Seen;
 use crate::history::LabelRecord;
+use crate::kafka::GrownPartitions;
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::DeadLetter;
 
@@ -66,7 +67,7 @@ pub fn start(
         config.set(k, v);
     }
     let consumer: BaseConsumer<LabelsContext> = config
-        .create_with_context(LabelsContext { topic: topic.clone(), grown: Mutex::default() })
+        .create_with_context(LabelsContext { topic: topic.clone(), grown: GrownPartitions::default() })
         .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     let history = app.history().cloned();
     if let Some(history) = &history {
@@ -119,21 +120,14 @@ const STATS_EVERY_MS: &str = "500";
 
 /// The labels consumer's context: librdkafka's errors logged, partition
 /// ends not (they are expected here); and the partitions written to since
-/// their end was reported ([`crate::kafka::grown_since_end`]): the history
+/// their end was reported ([`GrownPartitions`]): the history
 /// counts a partition at its end and silent for the idle time as
 /// delivered, so labels written after an end must undo it. The statistics
 /// come through the same queue as the messages, so a partition found grown
 /// is reported in its place among them ([`Polled::Grown`]).
 struct LabelsContext {
     topic: String,
-    /// Grown partitions of the statistics polled last, until taken.
-    grown: Mutex<Vec<i32>>,
-}
-
-impl LabelsContext {
-    fn take_grown(&self) -> Vec<i32> {
-        std::mem::take(&mut *self.grown.lock().unwrap_or_else(|p| p.into_inner()))
-    }
+    grown: GrownPartitions,
 }
 
 impl rdkafka::ClientContext for LabelsContext {
@@ -142,8 +136,7 @@ impl rdkafka::ClientContext for LabelsContext {
     }
 
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        let grown = crate::kafka::grown_since_end(&statistics, &self.topic);
-        self.grown.lock().unwrap_or_else(|p| p.into_inner()).extend(grown);
+        self.grown.record(&statistics, &self.topic);
     }
 }
 
@@ -259,7 +252,7 @@ fn poll_batch(consumer: &BaseConsumer<LabelsContext>) -> Vec<Polled> {
         }
         let polled = consumer.poll(left);
         // Statistics polled on the way came before what the poll returns.
-        batch.extend(consumer.context().take_grown().into_iter().map(Polled::Grown));
+        batch.extend(consumer.context().grown.take().into_iter().map(Polled::Grown));
         match polled {
             Some(Ok(m)) => batch.push(Polled::Message(Raw {
                 partition: m.partition(),
