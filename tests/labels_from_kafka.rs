@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use fraudflight::record::Transaction;
@@ -152,5 +152,133 @@ async fn labels_are_stored_dead_lettered_pending_or_late_and_move_merchant_risk(
     assert_eq!(metrics.value("fraudflight_labels_total", &[]), Some(4.0));
     assert_eq!(metrics.value("fraudflight_labels_pending", &[]), Some(1.0));
     assert_eq!(metrics.value("fraudflight_labels_late_total", &[]), Some(1.0));
+    assert!(serve.terminate().success());
+}
+
+/// Two reports of one transaction read in one poll (a correction right
+/// behind the first verdict) are both current when applied; written side
+/// by side, the older could land last. Every store must show the newer
+/// report, whichever write lands last: `transactions`, `alerts`, `scores`
+/// and the search document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, Cassandra and OpenSearch: make test-services"]
+async fn a_correction_read_with_its_first_report_wins_in_every_store() {
+    const N: usize = 300;
+    let names = Names::new("corrections");
+    stack::create_topic(&names.topic, 2).await;
+    let labels = format!("{}.labels", names.topic);
+    stack::create_topic(&labels, 2).await;
+    // The shipped model at threshold 0: every outcome an alert, so that
+    // `alerts` has a row to label too.
+    let model = tempfile::tempdir().unwrap();
+    let shipped = fraudflight::score::registry::model_dir_or_newest(None).unwrap();
+    for f in ["model.onnx", "parity.jsonl"] {
+        std::fs::copy(shipped.join(f), model.path().join(f)).unwrap();
+    }
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shipped.join("model.json")).unwrap()).unwrap();
+    meta["threshold"] = 0.0.into();
+    std::fs::write(model.path().join("model.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    let mut env = names.env();
+    env.push(("FRAUDFLIGHT_MODEL".into(), model.path().display().to_string()));
+    let serve = Serve::start(&env);
+    let session = stack::cassandra().await;
+    let day = 20_200;
+    let records: Vec<Transaction> = stack::simulated(43, N)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| Transaction {
+            unix_time: Some(day * DAY + i as i64),
+            trans_date_trans_time: None,
+            trans_num: format!("fix-{i}"),
+            cc_num: format!("4555000000{i:04}"),
+            is_fraud: Some(0),
+            ..t
+        })
+        .collect();
+    stack::produce(&names.topic, &records).await;
+    stack::wait_for_rows(&session, &names, N, Duration::from_secs(120), "the transactions").await;
+    let search = stack::opensearch();
+    stack::wait_for_documents(&search, &names, N, Duration::from_secs(120), "the transactions").await;
+
+    // Each transaction's first report, then its correction a second later
+    // (half turn a fraud genuine, half the other way), produced together.
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", support::kafka_brokers()).create().unwrap();
+    let reported = (day + 1) * DAY;
+    let newest = |i: usize| i.is_multiple_of(2);
+    let mut sends = Vec::new();
+    for (i, t) in records.iter().enumerate() {
+        for (at, fraud) in [(reported, !newest(i)), (reported + 1, newest(i))] {
+            let value = format!(
+                r#"{{"trans_num":"{}","cc_num":"{}","is_fraud":{},"reported_at":{at}}}"#,
+                t.trans_num,
+                t.cc_num,
+                i32::from(fraud)
+            );
+            sends.push((t.cc_num.clone(), value));
+        }
+    }
+    for (key, value) in &sends {
+        producer.send_result(FutureRecord::to(&labels).key(key).payload(value)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let keyspace = names.keyspace.clone();
+    stack::wait_until(Duration::from_secs(60), "every label in Cassandra", || {
+        let (session, keyspace) = (&session, &keyspace);
+        async move { stack::cassandra_count(session, keyspace, "label_reports").await == 2 * N }
+    })
+    .await;
+    // Settled: what shows now stays (a few seconds for the last writes).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let want = |trans_num: &str| -> i64 {
+        let i: usize = trans_num.trim_start_matches("fix-").parse().unwrap();
+        i64::from(newest(i))
+    };
+    let outcomes: Vec<(String, Option<i64>, Option<i64>)> =
+        stack::select(&session, format!("SELECT trans_num, is_fraud, label_reported_at FROM {keyspace}.transactions"))
+            .await;
+    let alerts: Vec<(String, Option<i64>, Option<i64>)> =
+        stack::select(&session, format!("SELECT trans_num, is_fraud, label_reported_at FROM {keyspace}.alerts")).await;
+    let scores: Vec<(String, Option<bool>, Option<i64>)> =
+        stack::select(&session, format!("SELECT trans_num, label, label_reported_at FROM {keyspace}.scores")).await;
+    assert_eq!((outcomes.len(), alerts.len()), (N, N), "every outcome an alert");
+    let wrong = |rows: Vec<(String, Option<i64>, Option<i64>)>| -> Vec<String> {
+        rows.into_iter()
+            .filter(|(n, flag, at)| (*flag, *at) != (Some(want(n)), Some(reported + 1)))
+            .map(|(n, flag, at)| format!("{n}: {flag:?} at {at:?}"))
+            .collect()
+    };
+    let (wrong_outcomes, wrong_alerts) = (wrong(outcomes), wrong(alerts));
+    let wrong_scores: Vec<String> = scores
+        .into_iter()
+        .map(|(n, l, at)| (n, l.map(i64::from), at))
+        .filter(|(n, flag, at)| (*flag, *at) != (Some(want(n)), Some(reported + 1)))
+        .map(|(n, flag, at)| format!("{n}: {flag:?} at {at:?}"))
+        .collect();
+    assert!(wrong_outcomes.is_empty(), "transactions show an older report: {wrong_outcomes:?}");
+    assert!(wrong_alerts.is_empty(), "alerts show an older report: {wrong_alerts:?}");
+    assert!(wrong_scores.is_empty(), "scores show an older report: {wrong_scores:?}");
+
+    let index = format!("{}-*", names.index_prefix);
+    let hits = stack::search(
+        &search,
+        &index,
+        serde_json::json!({"size": N, "_source": ["trans_num", "is_fraud", "label_reported_at"]}),
+    )
+    .await;
+    let wrong_docs: Vec<String> = hits["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["_source"])
+        .filter(|s| {
+            let n = s["trans_num"].as_str().unwrap();
+            (s["is_fraud"].as_i64(), s["label_reported_at"].as_i64()) != (Some(want(n)), Some(reported + 1))
+        })
+        .map(|s| s.to_string())
+        .collect();
+    assert!(wrong_docs.is_empty(), "search documents show an older report: {wrong_docs:?}");
     assert!(serve.terminate().success());
 }

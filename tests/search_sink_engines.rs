@@ -86,8 +86,10 @@ async fn connected(url: &str, name: &str) -> (Search, String, CancellationToken)
     (search, prefix, abandon)
 }
 
-/// Template, bulk, mapping, `recent`, and a refusal, against the engine at `url`.
-async fn the_sink_writes_and_reads(url: &str, engine: &str) {
+/// Template, bulk, mapping, labels in report order (`painless`: the engine
+/// runs the ordered update), `recent`, and a refusal, against the engine at
+/// `url`.
+async fn the_sink_writes_and_reads(url: &str, engine: &str, painless: bool) {
     let (search, prefix, abandon) = connected(url, &format!("{engine}-sink")).await;
     let es = client(url);
     let template = get(&es, &format!("/_index_template/{prefix}")).await;
@@ -130,6 +132,41 @@ async fn the_sink_writes_and_reads(url: &str, engine: &str) {
     search.write(&batch, &abandon).await.expect("rewritten");
     assert_eq!(count(&es, &format!("{prefix}-*")).await, stored, "{engine}: idempotent by trans_num");
 
+    // Labels: the newest report shows, whichever is written last (two
+    // instances apply the same labels at their own pace); within one
+    // second a fraud wins, as in Cassandra.
+    let labelled = batch.column_by_name("trans_num").unwrap().as_string::<i32>().value(times.len() - 1).to_string();
+    let at = *times.last().unwrap();
+    let label = |is_fraud: bool, reported_at: i64, by: Option<&str>| fraudflight::sink::search::DocLabel {
+        trans_num: labelled.clone(),
+        unix_time: at,
+        is_fraud,
+        reported_at,
+        decided_by: by.map(str::to_string),
+    };
+    let shown = || async {
+        let doc = get(&es, &format!("/{other_day}/_doc/{labelled}")).await;
+        (
+            doc["_source"]["is_fraud"].as_i64(),
+            doc["_source"]["label_reported_at"].as_i64(),
+            doc["_source"]["label_by"].clone(),
+        )
+    };
+    search.write_labels(&[label(true, at + 100, Some("ana"))], &abandon).await.unwrap();
+    search.write_labels(&[label(false, at + 50, None)], &abandon).await.unwrap();
+    if painless {
+        assert_eq!(shown().await, (Some(1), Some(at + 100), json!("ana")), "{engine}: an older report written last");
+        search.write_labels(&[label(true, at + 200, None), label(false, at + 200, None)], &abandon).await.unwrap();
+        assert_eq!(shown().await, (Some(1), Some(at + 200), Value::Null), "{engine}: within a second a fraud wins");
+    } else {
+        // Without Painless (our Elasticsearch node: lang-painless is not on
+        // Maven Central; a cluster with inline scripts disabled) labels
+        // still apply, in arrival order.
+        assert_eq!(shown().await, (Some(0), Some(at + 50), Value::Null), "{engine}: applied without scripts");
+    }
+    search.write_labels(&[label(false, at + 300, Some("bo"))], &abandon).await.unwrap();
+    assert_eq!(shown().await, (Some(0), Some(at + 300), json!("bo")), "{engine}: a newer report wins");
+
     // `recent`: the newest transactions, newest first.
     let recent = search.recent(25).await.expect("recent answers");
     let got: Vec<i64> = recent.iter().flat_map(unix_times).collect();
@@ -143,13 +180,13 @@ async fn the_sink_writes_and_reads(url: &str, engine: &str) {
 #[tokio::test]
 #[ignore = "needs OpenSearch (make test-services starts it)"]
 async fn opensearch_template_bulk_recent_and_refusals() {
-    the_sink_writes_and_reads(&support::opensearch_url(), "opensearch").await;
+    the_sink_writes_and_reads(&support::opensearch_url(), "opensearch", true).await;
 }
 
 #[tokio::test]
 #[ignore = "needs Elasticsearch 7.17: scripts/services.sh up elasticsearch (make test-services starts it)"]
 async fn elasticsearch_template_bulk_recent_and_refusals() {
-    the_sink_writes_and_reads(&elasticsearch_url(), "elasticsearch").await;
+    the_sink_writes_and_reads(&elasticsearch_url(), "elasticsearch", false).await;
 }
 
 fn services(action: &str, name: &str) {

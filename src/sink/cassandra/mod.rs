@@ -76,6 +76,10 @@ pub struct OutcomeLabel {
     pub decided_by: Option<String>,
 }
 
+/// The primary key of a `transactions` row (cc_num, trans_time, trans_num)
+/// or of an `alerts` row (day, trans_time, trans_num).
+type Key = [Option<CqlValue>; 3];
+
 /// A connected Cassandra with the schema in place and statements prepared.
 pub struct Cassandra {
     session: Session,
@@ -87,6 +91,7 @@ pub struct Cassandra {
     insert_label_report: PreparedStatement,
     label_transaction: PreparedStatement,
     label_alert: PreparedStatement,
+    select_alert_key: PreparedStatement,
     select_card: PreparedStatement,
     select_alert_day: PreparedStatement,
     history: history::Statements,
@@ -176,13 +181,21 @@ impl Cassandra {
                 "INSERT INTO {ks}.label_reports (cc_num, trans_num, version, is_fraud, reported_at, decided_by) VALUES (?, ?, ?, ?, ?, ?)"
             ))
             .await?,
+            // The label cells carry the report's order as their write
+            // timestamp (rows::LabelCells): the newest report wins in every
+            // table, whichever instance writes last.
             label_transaction: prepare(format!(
-                "UPDATE {ks}.transactions SET is_fraud = ?, label_reported_at = ?, label_by = ? WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
+                "UPDATE {ks}.transactions USING TIMESTAMP ? SET is_fraud = ?, label_reported_at = ?, label_by = ? WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
             ))
             .await?,
-            // Only alerts that exist: a genuine prediction has no alert row.
             label_alert: prepare(format!(
-                "UPDATE {ks}.alerts SET is_fraud = ?, label_reported_at = ?, label_by = ? WHERE day = ? AND trans_time = ? AND trans_num = ? IF EXISTS"
+                "UPDATE {ks}.alerts USING TIMESTAMP ? SET is_fraud = ?, label_reported_at = ?, label_by = ? WHERE day = ? AND trans_time = ? AND trans_num = ?"
+            ))
+            .await?,
+            // Only alerts that exist are labelled: a genuine prediction has
+            // no alert row.
+            select_alert_key: prepare(format!(
+                "SELECT trans_num FROM {ks}.alerts WHERE day = ? AND trans_time = ? AND trans_num = ?"
             ))
             .await?,
             select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
@@ -225,19 +238,30 @@ impl Cassandra {
             self.write_score_labels(&labels, abandon).await
         };
         let mut writes = futures::stream::iter(rows.into_iter().enumerate())
-            .map(|(i, (values, day))| {
+            .map(|(i, (mut values, day))| {
                 let alert = predicted.value(i);
+                // Its label cells go with their own timestamp, in the same
+                // single-partition batch as the row.
+                let label = rows::take_label(&mut values);
                 async move {
+                    let key = || values[..3].iter().cloned();
                     if alert {
                         let mut with_day = Vec::with_capacity(values.len() + 1);
                         with_day.push(Some(CqlValue::Date(day)));
                         with_day.extend(values.iter().cloned());
-                        self.execute(&self.insert_alert, with_day, abandon).await?;
+                        let mut statements = vec![(&self.insert_alert, with_day)];
+                        if let Some(label) = &label {
+                            let alert_key = [Some(CqlValue::Date(day)), values[1].clone(), values[2].clone()];
+                            statements.push((&self.label_alert, label.values(alert_key)));
+                        }
+                        self.execute_together(statements, abandon).await?;
                     }
                     if self.merchant_days {
                         self.execute(&self.history.insert_key, history::key_row(&values), abandon).await?;
                     }
-                    self.execute(&self.insert_transaction, values, abandon).await
+                    let label = label.map(|l| (&self.label_transaction, l.values(key())));
+                    let statements = std::iter::once((&self.insert_transaction, values.clone())).chain(label);
+                    self.execute_together(statements.collect(), abandon).await
                 }
             })
             .buffer_unordered(self.concurrency);
@@ -258,13 +282,28 @@ impl Cassandra {
         rows: Vec<rows::Values>,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
+        self.execute_together(rows.into_iter().map(|values| (statement, values)).collect(), abandon).await
+    }
+
+    /// Statements of one partition as one unlogged batch (one statement
+    /// alone as itself), retried like [`Self::execute`].
+    async fn execute_together(
+        &self,
+        statements: Vec<(&PreparedStatement, rows::Values)>,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        if statements.len() == 1 {
+            let (statement, values) = statements.into_iter().next().expect("one statement");
+            return self.execute(statement, values, abandon).await;
+        }
         let mut batch = scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Unlogged);
-        for _ in &rows {
+        let mut values = Vec::with_capacity(statements.len());
+        for (statement, row) in statements {
             batch.append_statement(statement.clone());
+            values.push(unset_nulls(row));
         }
         batch.set_is_idempotent(true);
-        let rows: Vec<_> = rows.into_iter().map(unset_nulls).collect();
-        self.retrying(abandon, || self.session.batch(&batch, &rows)).await
+        self.retrying(abandon, || self.session.batch(&batch, &values)).await.map(drop)
     }
 
     pub(crate) async fn execute(
@@ -274,12 +313,12 @@ impl Cassandra {
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
         let values = unset_nulls(values);
-        self.retrying(abandon, || self.session.execute_unpaged(statement, &values)).await
+        self.retrying(abandon, || self.session.execute_unpaged(statement, &values)).await.map(drop)
     }
 
     /// Runs a request (at most `concurrency` in flight) until it succeeds
     /// or `abandon` fires, keeping the health up to date.
-    async fn retrying<T, F, Fut>(&self, abandon: &CancellationToken, request: F) -> Result<(), Abandoned>
+    async fn retrying<T, F, Fut>(&self, abandon: &CancellationToken, request: F) -> Result<T, Abandoned>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, scylla::errors::ExecutionError>>,
@@ -291,9 +330,9 @@ impl Cassandra {
                 request().await
             };
             match result {
-                Ok(_) => {
+                Ok(answer) => {
                     self.health.succeeded();
-                    return Ok(());
+                    return Ok(answer);
                 }
                 Err(e) => {
                     self.health.failed(&e.to_string());
@@ -365,53 +404,57 @@ impl Cassandra {
         labels: &[OutcomeLabel],
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        // (alerts?, values): a flag, not the statement, crosses into the
-        // stream (a borrowed statement trips the closure's lifetime).
-        let statements: Vec<(bool, rows::Values)> = labels
+        // Collected first: a lazy map would tie the stream to a borrowed closure.
+        let writes: Vec<(rows::LabelCells, Key, Key)> = labels
             .iter()
-            .flat_map(|l| {
-                let (flag, time) = (CqlValue::BigInt(i64::from(l.is_fraud)), CqlTimestamp(l.unix_time * 1000));
-                // "" when nobody is named: unset would keep an older label's decider.
-                let (at, by) = (
-                    Some(CqlValue::BigInt(l.reported_at)),
-                    Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default())),
-                );
-                [
-                    (
-                        false,
-                        vec![
-                            Some(flag.clone()),
-                            at.clone(),
-                            by.clone(),
-                            Some(CqlValue::Text(l.cc_num.clone())),
-                            Some(CqlValue::Timestamp(time)),
-                            Some(CqlValue::Text(l.trans_num.clone())),
-                        ],
-                    ),
-                    (
-                        true,
-                        vec![
-                            Some(flag),
-                            at,
-                            by,
-                            Some(CqlValue::Date(rows::day_of(l.unix_time))),
-                            Some(CqlValue::Timestamp(time)),
-                            Some(CqlValue::Text(l.trans_num.clone())),
-                        ],
-                    ),
-                ]
+            .map(|l| {
+                let cells = rows::LabelCells {
+                    timestamp: crate::history::card::version(l.reported_at, l.is_fraud, l.decided_by.as_deref()),
+                    flag: CqlValue::BigInt(i64::from(l.is_fraud)),
+                    reported_at: Some(CqlValue::BigInt(l.reported_at)),
+                    // "" when nobody is named: unset would keep an older label's decider.
+                    by: Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default())),
+                };
+                let time = Some(CqlValue::Timestamp(CqlTimestamp(l.unix_time * 1000)));
+                let trans_num = Some(CqlValue::Text(l.trans_num.clone()));
+                let key = [Some(CqlValue::Text(l.cc_num.clone())), time.clone(), trans_num.clone()];
+                let alert_key = [Some(CqlValue::Date(rows::day_of(l.unix_time))), time, trans_num];
+                (cells, key, alert_key)
             })
             .collect();
-        let mut writes = futures::stream::iter(statements)
-            .map(|(alert, values)| {
-                let statement = if alert { &self.label_alert } else { &self.label_transaction };
-                self.execute(statement, values, abandon)
-            })
+        let mut writes = futures::stream::iter(writes)
+            .map(|(cells, key, alert_key)| self.label_outcome(cells, key, alert_key, abandon))
             .buffer_unordered(self.concurrency);
         while let Some(result) = writes.next().await {
             result?;
         }
         Ok(())
+    }
+
+    /// One outcome's label: its `transactions` row, and its `alerts` row
+    /// when it was an alert.
+    async fn label_outcome(
+        &self,
+        cells: rows::LabelCells,
+        key: Key,
+        alert_key: Key,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        self.execute(&self.label_transaction, cells.values(key), abandon).await?;
+        if self.alert_exists(&alert_key, abandon).await? {
+            self.execute(&self.label_alert, cells.values(alert_key), abandon).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the outcome of this `alerts` key (day, trans_time,
+    /// trans_num) was an alert. An alert stored after this answer took the
+    /// label along: the outcome carried it, or it was written again after
+    /// the outcome (`History::settle`).
+    async fn alert_exists(&self, key: &Key, abandon: &CancellationToken) -> Result<bool, Abandoned> {
+        let values = unset_nulls(key.to_vec());
+        let answer = self.retrying(abandon, || self.session.execute_unpaged(&self.select_alert_key, &values)).await?;
+        Ok(answer.into_rows_result().is_ok_and(|rows| rows.rows_num() > 0))
     }
 
     /// Records a model deployment in `models`.

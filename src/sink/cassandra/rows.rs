@@ -158,6 +158,61 @@ pub fn to_rows(outcomes: &RecordBatch) -> Vec<(Values, CqlDate)> {
         .collect()
 }
 
+/// A row's label cells (`is_fraud`, `label_reported_at`, `label_by`) and
+/// the write timestamp they go with: the report's order
+/// ([`crate::history::card::version`]) when a label came with the outcome,
+/// [`RECORD_OWN_LABEL`] for the record's own `is_fraud`. Written apart from
+/// the row's other cells, whose timestamp is the clock's: a label then wins
+/// by its report time, whichever write lands last (DESIGN.md, "Labels").
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelCells {
+    pub timestamp: i64,
+    pub flag: CqlValue,
+    pub reported_at: Option<CqlValue>,
+    pub by: Option<CqlValue>,
+}
+
+/// The write timestamp of a record's own `is_fraud`: below every label's,
+/// so any label reported since 1970 shows over it.
+pub const RECORD_OWN_LABEL: i64 = 0;
+
+impl LabelCells {
+    /// `SET is_fraud = ?, label_reported_at = ?, label_by = ?` with the
+    /// timestamp first, then `key`.
+    pub fn values(&self, key: impl IntoIterator<Item = Option<CqlValue>>) -> Values {
+        let mut values = vec![
+            Some(CqlValue::BigInt(self.timestamp)),
+            Some(self.flag.clone()),
+            self.reported_at.clone(),
+            self.by.clone(),
+        ];
+        values.extend(key);
+        values
+    }
+}
+
+/// Takes the label cells out of a row from [`to_rows`] (left unset there,
+/// so the row's INSERT never writes them); None when it has no `is_fraud`.
+pub fn take_label(values: &mut Values) -> Option<LabelCells> {
+    static AT: OnceLock<[usize; 3]> = OnceLock::new();
+    let [flag, reported, by] = *AT.get_or_init(|| {
+        let at = |name: &str| columns().iter().position(|c| c.name == name).expect("stored column");
+        [at(column::is_fraud), at(outcome::LABEL_REPORTED_AT), at(outcome::LABEL_BY)]
+    });
+    let (flag, reported_at, by) = (values[flag].take()?, values[reported].take(), values[by].take());
+    let timestamp = match (&flag, &reported_at) {
+        (CqlValue::BigInt(fraud), Some(CqlValue::BigInt(at))) => {
+            let decider = match &by {
+                Some(CqlValue::Text(name)) => Some(name.as_str()),
+                _ => None,
+            };
+            crate::history::card::version(*at, *fraud == 1, decider)
+        }
+        _ => RECORD_OWN_LABEL,
+    };
+    Some(LabelCells { timestamp, flag, reported_at, by })
+}
+
 /// The CQL `date` of a Unix time (days since the epoch, offset by 2^31).
 pub fn day_of(unix_seconds: i64) -> CqlDate {
     CqlDate(((1i64 << 31) + unix_seconds.div_euclid(86_400)) as u32)
@@ -274,6 +329,33 @@ mod tests {
         assert_eq!(&names[..3], &["cc_num", "trans_time", "trans_num"]);
         assert!(!names.contains(&"unix_time") && !names.contains(&"trans_date_trans_time"));
         assert!(names.contains(&"fraud_score") && names.contains(&"kafka_offset"));
+    }
+
+    #[test]
+    fn label_cells_leave_the_row_and_carry_the_report_order() {
+        let at = |name: &str| columns().iter().position(|c| c.name == name).unwrap();
+        let (flag, reported, by) = (at("is_fraud"), at(outcome::LABEL_REPORTED_AT), at(outcome::LABEL_BY));
+        let blank: Values = vec![None; columns().len()];
+        // No label at all: nothing to write.
+        assert_eq!(take_label(&mut blank.clone()), None);
+        // The record's own flag: below every label.
+        let mut own = blank.clone();
+        own[flag] = Some(CqlValue::BigInt(1));
+        let cells = take_label(&mut own).unwrap();
+        assert_eq!((cells.timestamp, cells.reported_at), (RECORD_OWN_LABEL, None));
+        assert_eq!(own, blank, "the row's INSERT leaves the label cells unset");
+        // A label that came with the outcome: its report's order.
+        let mut labelled = blank.clone();
+        labelled[flag] = Some(CqlValue::BigInt(0));
+        labelled[reported] = Some(CqlValue::BigInt(1_700_000_000));
+        labelled[by] = Some(CqlValue::Text("ana".into()));
+        let cells = take_label(&mut labelled).unwrap();
+        assert_eq!(cells.timestamp, crate::history::card::version(1_700_000_000, false, Some("ana")));
+        assert!(cells.timestamp > RECORD_OWN_LABEL);
+        assert_eq!(labelled, blank);
+        let values = cells.values([Some(CqlValue::Text("k".into()))]);
+        assert_eq!(values[0], Some(CqlValue::BigInt(cells.timestamp)));
+        assert_eq!(values.len(), 5);
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Outcomes as OpenSearch / Elasticsearch documents (docs/architecture.md,
 //! "Contracts", search index): every outcome field as written by Arrow's JSON writer,
 //! plus `@timestamp` (transaction time, ms), `location` (merchant) and `home`
-//! (customer) as geo points. Each document goes to the daily index of its
+//! (customer) as geo points, and with a label `label_version`, the report's
+//! order later label updates compare with (unmapped: in `_source` only).
+//! Each document goes to the daily index of its
 //! transaction time, with `_id` = `trans_num`, so a redelivered record
 //! overwrites itself instead of duplicating.
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 use crate::record::column;
+use crate::score::outcome;
 
 /// One document with its bulk action line.
 #[derive(Debug, Clone)]
@@ -37,6 +40,10 @@ pub fn build(outcomes: &RecordBatch, prefix: &str) -> Vec<Doc> {
         (f64s(column::lat), f64s(column::long), f64s(column::merch_lat), f64s(column::merch_long));
     let unix_time = outcomes.column_by_name(column::unix_time).expect("outcome column").as_primitive::<Int64Type>();
     let trans_num = outcomes.column_by_name(column::trans_num).expect("outcome column").as_string::<i32>();
+    let is_fraud = outcomes.column_by_name(column::is_fraud).expect("outcome column").as_primitive::<Int64Type>();
+    let reported =
+        outcomes.column_by_name(outcome::LABEL_REPORTED_AT).expect("outcome column").as_primitive::<Int64Type>();
+    let by = outcomes.column_by_name(outcome::LABEL_BY).expect("outcome column").as_string::<i32>();
 
     lines
         .split(|b| *b == b'\n')
@@ -49,8 +56,13 @@ pub fn build(outcomes: &RecordBatch, prefix: &str) -> Vec<Doc> {
                 "_id": trans_num.value(row),
             }});
             // The writer's object ends with '}': splice the extra fields in.
-            let mut source = Vec::with_capacity(line.len() + 120);
+            let mut source = Vec::with_capacity(line.len() + 150);
             source.extend_from_slice(&line[..line.len() - 1]);
+            if reported.is_valid(row) && is_fraud.is_valid(row) {
+                let decider = by.is_valid(row).then(|| by.value(row));
+                let version = crate::history::card::version(reported.value(row), is_fraud.value(row) == 1, decider);
+                source.extend_from_slice(format!(r#","label_version":{version}"#).as_bytes());
+            }
             source.extend_from_slice(
                 format!(
                     r#","@timestamp":{},"location":{{"lat":{},"lon":{}}},"home":{{"lat":{},"lon":{}}}}}"#,

@@ -10,6 +10,7 @@
 pub mod docs;
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::opensearch::auth::Credentials;
@@ -31,6 +32,11 @@ use crate::score::outcome;
 /// The index template shipped in scripts/schema (also used by compose).
 const TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-template.json");
 /// The template of the live quality index.
+/// The label update: applied only over an older report (or none).
+const NEWER_LABEL: &str = "def held = ctx._source.label_version; \
+    if (held != null && ((Number) held).longValue() >= ((Number) params.version).longValue()) { ctx.op = 'noop' } \
+    else { ctx._source.is_fraud = params.is_fraud; ctx._source.label_reported_at = params.reported_at; \
+    ctx._source.label_by = params.by; ctx._source.label_version = params.version }";
 const QUALITY_TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-quality-template.json");
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +92,17 @@ pub struct Search {
     prefix: String,
     quality_index: String,
     bulk_max_docs: usize,
+    /// Set once the engine refused a Painless label update (scripting
+    /// disabled, or a node without the module): labels go as partial
+    /// documents from then on.
+    scripts_refused: AtomicBool,
+}
+
+/// An update refused because the engine runs no (inline Painless) scripts.
+fn is_script_refusal(error: &str) -> bool {
+    ["script_lang not supported", "cannot execute [inline] scripts", "scripts of type [inline]"]
+        .iter()
+        .any(|m| error.contains(m))
 }
 
 #[derive(Deserialize)]
@@ -140,6 +157,7 @@ impl Search {
             prefix: config.index_prefix.clone(),
             quality_index: config.quality_index.clone(),
             bulk_max_docs: config.bulk_max_docs,
+            scripts_refused: AtomicBool::new(false),
         };
         let mut retry = Retry::new("opensearch", abandon);
         loop {
@@ -240,26 +258,51 @@ impl Search {
     }
 
     /// Sets `is_fraud`, `label_reported_at` and `label_by` of indexed
-    /// outcomes. A document not indexed (yet) is left alone; its outcome
+    /// outcomes, unless the document holds a newer report (its
+    /// `label_version`): the newest report wins whichever instance writes
+    /// last. A document not indexed (yet) is left alone; its outcome
     /// carries the record's own value when it comes.
     pub async fn write_labels(&self, labels: &[DocLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
-        let updates: Vec<docs::Doc> = labels
-            .iter()
-            .map(|l| {
-                let action =
-                    json!({"update": {"_index": docs::index_name(&self.prefix, l.unix_time), "_id": l.trans_num}});
-                let source = json!({"doc": {
+        let update = |l: &DocLabel, ordered: bool| {
+            let action = json!({"update": {"_index": docs::index_name(&self.prefix, l.unix_time), "_id": l.trans_num}});
+            let version = crate::history::card::version(l.reported_at, l.is_fraud, l.decided_by.as_deref());
+            let source = if ordered {
+                json!({"script": {"lang": "painless", "source": NEWER_LABEL, "params": {
+                    "is_fraud": i32::from(l.is_fraud), "reported_at": l.reported_at, "by": l.decided_by,
+                    "version": version,
+                }}})
+            } else {
+                json!({"doc": {
                     "is_fraud": i32::from(l.is_fraud), "label_reported_at": l.reported_at, "label_by": l.decided_by,
-                }});
-                docs::Doc {
-                    action: Bytes::from(serde_json::to_vec(&action).expect("JSON")),
-                    source: Bytes::from(serde_json::to_vec(&source).expect("JSON")),
-                }
-            })
-            .collect();
-        for chunk in updates.chunks(self.bulk_max_docs) {
+                    "label_version": version,
+                }})
+            };
+            docs::Doc {
+                action: Bytes::from(serde_json::to_vec(&action).expect("JSON")),
+                source: Bytes::from(serde_json::to_vec(&source).expect("JSON")),
+            }
+        };
+        let scripts = !self.scripts_refused.load(Ordering::Relaxed);
+        let updates: Vec<docs::Doc> = labels.iter().map(|l| update(l, scripts)).collect();
+        for (chunk_no, chunk) in updates.chunks(self.bulk_max_docs).enumerate() {
+            let mut unordered = Vec::new();
             for r in self.bulk(chunk, abandon).await? {
-                tracing::debug!(error = %r.error, "label not applied to a search document");
+                if scripts && is_script_refusal(&r.error) {
+                    unordered.push(update(&labels[chunk_no * self.bulk_max_docs + r.row], false));
+                } else {
+                    tracing::debug!(error = %r.error, "label not applied to a search document");
+                }
+            }
+            if !unordered.is_empty() {
+                if !self.scripts_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the search engine runs no Painless scripts: labels in the search index are applied in \
+                         arrival order, not report order (Cassandra still keeps the newest report)"
+                    );
+                }
+                for r in self.bulk(&unordered, abandon).await? {
+                    tracing::debug!(error = %r.error, "label not applied to a search document");
+                }
             }
         }
         Ok(())
