@@ -82,7 +82,7 @@ SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch
 	--test kafka_sasl --test backend_security --test readme_serve --test search_sink_engines --test labels_from_kafka --test hostile_input --test restart_and_upgrade --test history_instances --test history_orders --test model_quality
 test-services: shared-target
 	$(CARGO) test --no-run $(SERVICE_TESTS)
-	scripts/with-services.sh --services "kafka cassandra opensearch elasticsearch" sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \
+	scripts/with-services.sh --services "kafka cassandra opensearch opensearch-tls elasticsearch" sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \
 		$(PY) -m pytest -q -m services spark-job/tests'
 
 ## Every order of arrival of tests/history_orders.rs alone (make test runs them too).

@@ -3,10 +3,12 @@
 # machine, without Docker, from their Maven Central artifacts and the
 # machine's Java 17; and, on request, Elasticsearch 7.17 the same way.
 #
-#   scripts/services.sh up|down|status|logs [kafka|cassandra|opensearch|elasticsearch ...]
+#   scripts/services.sh up|down|status|logs [kafka|cassandra|opensearch|opensearch-tls|elasticsearch ...]
 #
 # No name means kafka, cassandra and opensearch (Elasticsearch, 127.0.0.1:9250,
-# only when named: the search sink's tests run against both engines). Jars are resolved once by Maven into ~/.m2 (the
+# only when named: the search sink's tests run against both engines;
+# opensearch-tls, OpenSearch's HTTPS front, only when named: it needs nginx,
+# which only the TLS tests use). A failed `up` stops what it started. Jars are resolved once by Maven into ~/.m2 (the
 # download cache; poms in scripts/services/). Each service keeps its data,
 # pid file and log under .services/<name>/ (git-ignored; override with
 # FRAUDFLIGHT_SERVICES_DIR). `up` returns only when the service answers a
@@ -275,7 +277,6 @@ up_one() {
   mkdir -p "$dir"
   if alive "$name" && answers "$name"; then
     echo "$name: already running (pid $(pid_of "$name")), answering on 127.0.0.1:$(port_of "$name")"
-    if [ "$name" = opensearch ] && ! port_open "$SEARCH_TLS_PORT"; then start_search_proxy; fi
     return 0
   fi
   if ! alive "$name"; then
@@ -284,6 +285,7 @@ up_one() {
     fi
     rm -f "$dir/pid"
     echo "--- $(date -u +%FT%TZ) starting $name" >>"$dir/log"
+    STARTED+=("$name")
     "start_$name"
   fi
   started=$(date +%s)
@@ -308,14 +310,40 @@ up_one() {
   if [ "$name" = cassandra ]; then
     cql_probe "$CQL_USER" "$CQL_PASSWORD" >>"$dir/log" 2>&1 || die "cassandra: creating the test role failed (see $dir/log)"
   fi
-  if [ "$name" = opensearch ]; then
-    start_search_proxy
-    echo "opensearch: HTTPS + basic auth (nginx) on 127.0.0.1:$SEARCH_TLS_PORT"
+}
+
+# OpenSearch's HTTPS front (nginx), on OpenSearch (started first if needed).
+up_search_proxy() {
+  alive opensearch && answers opensearch || up_one opensearch
+  if port_open "$SEARCH_TLS_PORT"; then
+    echo "opensearch-tls: already running, answering on 127.0.0.1:$SEARCH_TLS_PORT"
+    return 0
   fi
+  STARTED+=(opensearch-tls)
+  start_search_proxy
+  echo "opensearch-tls: HTTPS + basic auth (nginx) on 127.0.0.1:$SEARCH_TLS_PORT"
+}
+
+# What this `up` started, stopped again when it fails (a half-started set
+# is worse than none: the next `up` would find ports taken).
+STARTED=()
+stop_started_on_failure() {
+  local rc=$? n
+  [ "$rc" -ne 0 ] && [ ${#STARTED[@]} -gt 0 ] || return 0
+  echo "services: up failed; stopping what it started: ${STARTED[*]}" >&2
+  for n in "${STARTED[@]}"; do
+    if [ "$n" = opensearch-tls ]; then stop_search_proxy; else down_one "$n" >&2 || true; fi
+  done
+  exit "$rc"
 }
 
 down_one() {
   local name=$1 pid i
+  if [ "$name" = opensearch-tls ]; then
+    stop_search_proxy
+    echo "opensearch-tls: stopped"
+    return 0
+  fi
   if [ "$name" = opensearch ]; then stop_search_proxy; fi
   pid=$(pid_of "$name")
   if [ -z "$pid" ]; then
@@ -339,6 +367,11 @@ down_one() {
 
 status_one() {
   local name=$1 pid state
+  if [ "$name" = opensearch-tls ]; then
+    if port_open "$SEARCH_TLS_PORT"; then state=answering; else state=stopped; fi
+    printf '%-11s pid %-8s port %-5s %s\n' "$name" "$(cat "$STATE/opensearch/nginx/nginx.pid" 2>/dev/null || echo -)" "$SEARCH_TLS_PORT" "$state"
+    return 0
+  fi
   pid=$(pid_of "$name")
   if alive "$name"; then
     if answers "$name"; then state=answering; else state="running, not answering"; fi
@@ -350,6 +383,11 @@ status_one() {
 }
 
 logs_one() {
+  if [ "$1" = opensearch-tls ]; then
+    echo "== $1: $STATE/opensearch/nginx/error.log"
+    tail -n "${LINES:-40}" "$STATE/opensearch/nginx/error.log" 2>/dev/null || echo "(no log yet)"
+    return 0
+  fi
   echo "== $1: $STATE/$1/log"
   tail -n "${LINES:-40}" "$STATE/$1/log" 2>/dev/null || echo "(no log yet)"
 }
@@ -373,17 +411,24 @@ EOF
 
 main() {
   local cmd=${1:-}
-  [ -n "$cmd" ] || die "usage: $0 up|down|status|logs [kafka|cassandra|opensearch|elasticsearch ...]"
+  [ -n "$cmd" ] || die "usage: $0 up|down|status|logs [kafka|cassandra|opensearch|opensearch-tls|elasticsearch ...]"
   shift
   local names=("$@")
   [ ${#names[@]} -gt 0 ] || names=("${ALL[@]}")
   for n in "${names[@]}"; do
-    case $n in kafka | cassandra | opensearch | elasticsearch) ;; *) die "unknown service '$n' (kafka, cassandra, opensearch, elasticsearch)" ;; esac
+    case $n in
+      kafka | cassandra | opensearch | opensearch-tls | elasticsearch) ;;
+      *) die "unknown service '$n' (kafka, cassandra, opensearch, opensearch-tls, elasticsearch)" ;;
+    esac
   done
   case $cmd in
     up)
       need java "Java 17 or newer runs the services"
-      for n in "${names[@]}"; do up_one "$n"; done
+      trap stop_started_on_failure EXIT
+      for n in "${names[@]}"; do
+        if [ "$n" = opensearch-tls ]; then up_search_proxy; else up_one "$n"; fi
+      done
+      trap - EXIT
       write_serve_env
       echo "services: up; '. .services/serve.env' points fraudflight serve at them ($STATE/serve.env)" ;;
     down) for n in "${names[@]}"; do down_one "$n"; done ;;

@@ -6,7 +6,8 @@
 //! `tests/fixtures/`) is upgraded at start: transactions, history columns,
 //! labels with who decided, all stored; its growing tables get their
 //! retention. Live quality's search documents past their retention are
-//! deleted at start.
+//! deleted at start; an outcome index the same release created gets the
+//! fields mapped since (its template kept in `tests/fixtures/`).
 //!
 //! Run by `make test-services` (needs Cassandra and OpenSearch up).
 
@@ -257,4 +258,65 @@ async fn search_data_past_its_retention_is_deleted_at_start() {
     for index in [&quality_index, &today] {
         let _ = client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[index])).send().await;
     }
+}
+
+#[tokio::test]
+#[ignore = "needs OpenSearch (make test-services starts it)"]
+async fn an_outcome_index_of_an_earlier_release_is_upgraded_at_start() {
+    // Today's outcome index as commit 8c1b7e4 created it (its template kept
+    // in tests/fixtures/): without `label_by`, `shadow_version`, ... mapped,
+    // a term query on them finds nothing in it until tomorrow's index.
+    let names = Names::new("index_upgrade");
+    let prefix = format!("{}-tx", names.keyspace.replace('_', "-"));
+    let today = format!("{prefix}-{}", chrono::Utc::now().format("%Y.%m.%d"));
+    let old: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/tests/fixtures/opensearch-template-8c1b7e4.json", support::manifest_dir()))
+            .unwrap(),
+    )
+    .unwrap();
+    let client = stack::opensearch();
+    let created = client
+        .indices()
+        .create(opensearch::indices::IndicesCreateParts::Index(&today))
+        .body(serde_json::json!({"mappings": old["template"]["mappings"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status_code().is_success(), "{}", created.text().await.unwrap());
+    let mapped = || async {
+        let response = client
+            .indices()
+            .get_mapping(opensearch::indices::IndicesGetMappingParts::Index(&[&today]))
+            .send()
+            .await
+            .unwrap();
+        let mapping: serde_json::Value = response.json().await.unwrap();
+        mapping[&today]["mappings"]["properties"].clone()
+    };
+    assert!(mapped().await.get("label_by").is_none(), "the earlier release did not map label_by");
+
+    let mut env = env(&names);
+    for (k, v) in [
+        ("FRAUDFLIGHT_CASSANDRA_NODES", String::new()),
+        ("FRAUDFLIGHT_OPENSEARCH_URL", support::opensearch_url()),
+        ("FRAUDFLIGHT_OPENSEARCH_INDEX_PREFIX", prefix.clone()),
+    ] {
+        env.retain(|(key, _)| key != k);
+        env.push((k.into(), v));
+    }
+    let serve = Serve::start(&env);
+    // Every field of the current template is mapped, as the template maps it.
+    let current: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!(
+        "{}/scripts/schema/opensearch-template.json",
+        support::manifest_dir()
+    ))
+    .unwrap())
+    .unwrap();
+    let properties = mapped().await;
+    for (field, want) in current["template"]["mappings"]["properties"].as_object().unwrap() {
+        assert_eq!(properties[field]["type"], want["type"], "{field}: {properties}");
+    }
+    assert!(serve.log_text().contains("upgrading an index an earlier release created"), "{}", serve.log_text());
+    assert!(serve.terminate().success());
+    let _ = client.indices().delete(opensearch::indices::IndicesDeleteParts::Index(&[&today])).send().await;
 }

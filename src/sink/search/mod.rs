@@ -17,7 +17,7 @@ use ::opensearch::auth::Credentials;
 use ::opensearch::cert::{Certificate, CertificateValidation};
 use ::opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use ::opensearch::http::StatusCode;
-use ::opensearch::indices::IndicesPutIndexTemplateParts;
+use ::opensearch::indices::{IndicesGetMappingParts, IndicesPutIndexTemplateParts, IndicesPutMappingParts};
 use ::opensearch::{BulkParts, OpenSearch, SearchParts};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -162,7 +162,11 @@ impl Search {
         let mut retry = Retry::new("opensearch", abandon);
         loop {
             match search.install_template().await {
-                Ok(()) => return Ok(search),
+                Ok(()) => {
+                    search.upgrade_indices(TEMPLATE, &format!("{}-*", search.prefix)).await;
+                    search.upgrade_indices(QUALITY_TEMPLATE, &search.quality_index).await;
+                    return Ok(search);
+                }
                 // Waiting does not fix a wrong password or an untrusted
                 // certificate: say so now rather than retry for ever.
                 Err(e) if crate::retry::is_credentials_error(&e.to_string()) => {
@@ -177,6 +181,50 @@ impl Search {
                         return Err(e);
                     }
                 }
+            }
+        }
+    }
+
+    /// Upgrades the indices an earlier release created (`pattern`): the
+    /// template's fields an index lacks are added to its mapping, so a
+    /// field added since (`label_by`, `shadow_score`, ...) is searchable in
+    /// today's index too, not only from tomorrow's. Fields it has are left
+    /// as they are (a mapping's type cannot change). Best effort: a failure
+    /// is a warning naming the index, never a refusal to start.
+    async fn upgrade_indices(&self, template: &str, pattern: &str) {
+        let template: Value = serde_json::from_str(template).expect("shipped template is JSON");
+        let Some(wanted) = template["template"]["mappings"]["properties"].as_object() else { return };
+        let sent = self
+            .client
+            .indices()
+            .get_mapping(IndicesGetMappingParts::Index(&[pattern]))
+            .allow_no_indices(true)
+            .ignore_unavailable(true)
+            .send()
+            .await;
+        let mappings: Value = match checked("index mappings", sent).await {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(e) => return tracing::warn!(error = %e, pattern, "cannot read the indices' mappings to upgrade them"),
+        };
+        let Some(indices) = mappings.as_object() else { return };
+        for (index, mapping) in indices {
+            let held = &mapping["mappings"]["properties"];
+            let missing: serde_json::Map<String, Value> =
+                wanted.iter().filter(|(field, _)| held.get(field.as_str()).is_none()).map(|(f, m)| (f.clone(), m.clone())).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = missing.keys().map(String::as_str).collect();
+            tracing::info!(index, ?fields, "upgrading an index an earlier release created: adding fields");
+            let sent = self
+                .client
+                .indices()
+                .put_mapping(IndicesPutMappingParts::Index(&[index.as_str()]))
+                .body(json!({ "properties": missing }))
+                .send()
+                .await;
+            if let Err(e) = checked("index mapping", sent).await {
+                tracing::warn!(error = %e, index, ?fields, "cannot add the template's new fields to the index");
             }
         }
     }
