@@ -157,6 +157,24 @@ async fn a_keyspace_of_an_earlier_release_is_upgraded_at_start() {
         schema::<(String,)>(&session, "column_name FROM system_schema.columns", &names.keyspace, table)
     };
     assert!(!columns("labels").await.contains(&("decided_by".to_string(),)), "the old release's labels");
+    // Outcomes the old release stored, their `is_fraud` written at the
+    // clock's timestamp: legacy-0 with the record's own flag, legacy-1 with
+    // a label reported on day 2 (a replay: report times in event time).
+    let t0 = 1_600_000_000_i64;
+    for (n, label) in [(0, None), (1, Some(t0 + 2 * 86_400))] {
+        let reported = label.map_or("null".to_string(), |at: i64| at.to_string());
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {}.transactions (cc_num, trans_time, trans_num, merchant, amt, is_fraud, label_reported_at) VALUES ('4000000000000{n}', {}, 'legacy-{n}', 'fraud_Old Shop', 12.5, 0, {reported})",
+                    names.keyspace,
+                    t0 * 1000
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
 
     let mut upgraded = env(&names);
     upgraded.push(("FRAUDFLIGHT_RETENTION_OUTCOMES_DAYS".into(), "7".into()));
@@ -174,7 +192,7 @@ async fn a_keyspace_of_an_earlier_release_is_upgraded_at_start() {
     assert!(columns("transactions").await.contains(&("label_by".to_string(),)), "transactions upgraded");
     let records = stack::simulated(6, 200);
     put(&serve, "transactions", fraudflight::record::to_batch(&records)).await;
-    assert_eq!(stack::cassandra_count(&session, &names.keyspace, "transactions").await, records.len());
+    assert_eq!(stack::cassandra_count(&session, &names.keyspace, "transactions").await, records.len() + 2);
     let labels = arrow::record_batch::RecordBatch::try_from_iter([
         ("trans_num", std::sync::Arc::new(arrow::array::StringArray::from(vec![records[0].trans_num.clone()])) as _),
         ("cc_num", std::sync::Arc::new(arrow::array::StringArray::from(vec![records[0].cc_num.clone()])) as _),
@@ -186,9 +204,61 @@ async fn a_keyspace_of_an_earlier_release_is_upgraded_at_start() {
     let stored: Vec<(String, Option<String>)> =
         stack::select(&session, format!("SELECT trans_num, decided_by FROM {}.labels", names.keyspace)).await;
     assert_eq!(stored, vec![(records[0].trans_num.clone(), Some("analyst-7".into()))]);
-    let history: Vec<(Option<f64>,)> =
-        stack::select(&session, format!("SELECT card_tx_1d FROM {}.transactions", names.keyspace)).await;
-    assert!(history.iter().all(|(v,)| v.is_some()), "history columns written");
+
+    // Labels reported (in event time) long before the old release wrote
+    // those rows: a fraud on day 1 replaces the record's own flag; on
+    // legacy-1 a report from day 1 is older than the one it holds, one from
+    // day 3 newer.
+    let legacy_labels = |reports: &[(i64, i64, i64)]| {
+        arrow::record_batch::RecordBatch::try_from_iter([
+            (
+                "trans_num",
+                std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                    reports.iter().map(|r| format!("legacy-{}", r.0)),
+                )) as _,
+            ),
+            (
+                "cc_num",
+                std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                    reports.iter().map(|r| format!("4000000000000{}", r.0)),
+                )) as _,
+            ),
+            (
+                "is_fraud",
+                std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(reports.iter().map(|r| r.1))) as _,
+            ),
+            (
+                "reported_at",
+                std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(reports.iter().map(|r| r.2))) as _,
+            ),
+        ])
+        .unwrap()
+    };
+    put(&serve, "labels", legacy_labels(&[(0, 1, t0 + 86_400), (1, 1, t0 + 86_400)])).await;
+    let shown = || async {
+        let mut rows: Vec<(String, Option<i64>, Option<i64>)> = stack::select(
+            &session,
+            format!(
+                "SELECT trans_num, is_fraud, label_reported_at FROM {}.transactions WHERE trans_num IN ('legacy-0', 'legacy-1') ALLOW FILTERING",
+                names.keyspace
+            ),
+        )
+        .await;
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        shown().await,
+        vec![("legacy-0".into(), Some(1), Some(t0 + 86_400)), ("legacy-1".into(), Some(0), Some(t0 + 2 * 86_400)),],
+        "a label over the old release's rows, by report order"
+    );
+    put(&serve, "labels", legacy_labels(&[(1, 1, t0 + 3 * 86_400)])).await;
+    assert_eq!(shown().await[1], ("legacy-1".into(), Some(1), Some(t0 + 3 * 86_400)), "the newer report wins");
+    let history: Vec<(String, Option<f64>)> =
+        stack::select(&session, format!("SELECT trans_num, card_tx_1d FROM {}.transactions", names.keyspace)).await;
+    let written: Vec<_> = history.iter().filter(|(n, _)| !n.starts_with("legacy-")).collect();
+    assert_eq!(written.len(), records.len());
+    assert!(written.iter().all(|(_, v)| v.is_some()), "history columns written");
     assert!(serve.terminate().success());
 }
 
@@ -270,8 +340,11 @@ async fn an_outcome_index_of_an_earlier_release_is_upgraded_at_start() {
     let prefix = format!("{}-tx", names.keyspace.replace('_', "-"));
     let today = format!("{prefix}-{}", chrono::Utc::now().format("%Y.%m.%d"));
     let old: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/tests/fixtures/opensearch-template-8c1b7e4.json", support::manifest_dir()))
-            .unwrap(),
+        &std::fs::read_to_string(format!(
+            "{}/tests/fixtures/opensearch-template-8c1b7e4.json",
+            support::manifest_dir()
+        ))
+        .unwrap(),
     )
     .unwrap();
     let client = stack::opensearch();
@@ -306,11 +379,10 @@ async fn an_outcome_index_of_an_earlier_release_is_upgraded_at_start() {
     }
     let serve = Serve::start(&env);
     // Every field of the current template is mapped, as the template maps it.
-    let current: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!(
-        "{}/scripts/schema/opensearch-template.json",
-        support::manifest_dir()
-    ))
-    .unwrap())
+    let current: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/scripts/schema/opensearch-template.json", support::manifest_dir()))
+            .unwrap(),
+    )
     .unwrap();
     let properties = mapped().await;
     for (field, want) in current["template"]["mappings"]["properties"].as_object().unwrap() {

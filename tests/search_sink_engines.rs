@@ -158,6 +158,10 @@ async fn the_sink_writes_and_reads(url: &str, engine: &str, painless: bool) {
         assert_eq!(shown().await, (Some(1), Some(at + 100), json!("ana")), "{engine}: an older report written last");
         search.write_labels(&[label(true, at + 200, None), label(false, at + 200, None)], &abandon).await.unwrap();
         assert_eq!(shown().await, (Some(1), Some(at + 200), Value::Null), "{engine}: within a second a fraud wins");
+        // Two deciders whose versions tie: the larger name, as in Cassandra.
+        let (small, large) = (Some("analyst4998"), Some("analyst5640"));
+        search.write_labels(&[label(true, at + 250, large), label(true, at + 250, small)], &abandon).await.unwrap();
+        assert_eq!(shown().await, (Some(1), Some(at + 250), json!("analyst5640")), "{engine}: a tie");
     } else {
         // Without Painless (our Elasticsearch node: lang-painless is not on
         // Maven Central; a cluster with inline scripts disabled) labels

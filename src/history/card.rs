@@ -35,6 +35,14 @@ impl Label {
     pub fn version(&self) -> i64 {
         version(self.reported_at, self.is_fraud, self.by.as_deref())
     }
+
+    /// Its order among the reports of one transaction: [`Self::version`],
+    /// then, where two deciders' versions tie (their hashes share a
+    /// second's microseconds), the larger name, as Cassandra keeps the
+    /// larger value of cells written with one timestamp.
+    pub fn order(&self) -> (i64, &str) {
+        (self.version(), self.by.as_deref().unwrap_or_default())
+    }
 }
 
 /// The reports of one transaction whose transaction is not held yet (a
@@ -50,9 +58,8 @@ const MAX_REPORTS: usize = 8;
 
 impl Reports {
     pub fn add(&mut self, label: Label) {
-        let version = label.version();
-        let at = self.0.partition_point(|l| l.version() < version);
-        if self.0.get(at).is_some_and(|l| l.version() == version) {
+        let at = self.0.partition_point(|l| l.order() < label.order());
+        if self.0.get(at).is_some_and(|l| l.order() == label.order()) {
             return;
         }
         self.0.insert(at, label);
@@ -249,6 +256,21 @@ impl Card {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deciders_whose_versions_tie_are_ordered_by_name_as_cassandra_does() {
+        let by = |name: &str| Label { is_fraud: true, reported_at: 2_000, by: Some(name.into()) };
+        let (small, large) = (by("analyst4998"), by("analyst5640"));
+        assert_eq!(small.version(), large.version(), "the two names' hashes collide");
+        assert!(small.order() < large.order());
+        for arrivals in [[small.clone(), large.clone()], [large.clone(), small.clone()]] {
+            let mut reports = Reports::default();
+            for l in arrivals {
+                reports.add(l);
+            }
+            assert_eq!(reports.newest(), Some(&large), "kept both, the larger name newest");
+        }
+    }
 
     fn event(t: i64, n: &str, amt: f64) -> Event {
         Event {

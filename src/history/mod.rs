@@ -571,7 +571,7 @@ impl History {
         for (trans_num, label) in stored.labels {
             match card.find_mut(&trans_num) {
                 Some(event) => {
-                    let newer = |held: &Option<Label>| held.as_ref().is_none_or(|h| h.version() < label.version());
+                    let newer = |held: &Option<Label>| held.as_ref().is_none_or(|h| h.order() < label.order());
                     if on_time(&label, day_of(event.unix_time), delay) && newer(&event.tile) {
                         event.tile = Some(label.clone());
                     }
@@ -828,7 +828,7 @@ impl History {
         let delay = self.table.label_delay_days;
         let State { cards, merchants, unsettled, .. } = state;
         let event = cards.get_mut(l.cc_num.as_str())?.find_mut(&l.trans_num)?;
-        if event.label.as_ref().is_some_and(|old| old.version() > label.version()) {
+        if event.label.as_ref().is_some_and(|old| old.order() > label.order()) {
             return Some(Applied::Superseded);
         }
         event.label = Some(label.clone());
@@ -838,7 +838,7 @@ impl History {
         let day = day_of(event.unix_time);
         if !on_time(&label, day, delay) {
             self.stats.labels_late.fetch_add(1, Ordering::Relaxed);
-        } else if event.tile.as_ref().is_none_or(|old| old.version() <= label.version()) {
+        } else if event.tile.as_ref().is_none_or(|old| old.order() <= label.order()) {
             let was = counts(event.tile.as_ref(), day, delay);
             event.tile = Some(label.clone());
             match (&event.merchant, &self.store) {

@@ -91,7 +91,8 @@ pub struct Cassandra {
     insert_label_report: PreparedStatement,
     label_transaction: PreparedStatement,
     label_alert: PreparedStatement,
-    select_alert_key: PreparedStatement,
+    held_transaction_label: PreparedStatement,
+    held_alert_label: PreparedStatement,
     select_card: PreparedStatement,
     select_alert_day: PreparedStatement,
     history: history::Statements,
@@ -192,10 +193,16 @@ impl Cassandra {
                 "UPDATE {ks}.alerts USING TIMESTAMP ? SET is_fraud = ?, label_reported_at = ?, label_by = ? WHERE day = ? AND trans_time = ? AND trans_num = ?"
             ))
             .await?,
-            // Only alerts that exist are labelled: a genuine prediction has
-            // no alert row.
-            select_alert_key: prepare(format!(
-                "SELECT trans_num FROM {ks}.alerts WHERE day = ? AND trans_time = ? AND trans_num = ?"
+            // What a row holds before a label is written (rows::HeldLabel):
+            // only alerts that exist are labelled (a genuine prediction has
+            // no alert row), and a row an earlier release wrote has its
+            // label cells at the clock's timestamp.
+            held_transaction_label: prepare(format!(
+                "SELECT is_fraud, label_reported_at, label_by, writetime(is_fraud) FROM {ks}.transactions WHERE cc_num = ? AND trans_time = ? AND trans_num = ?"
+            ))
+            .await?,
+            held_alert_label: prepare(format!(
+                "SELECT is_fraud, label_reported_at, label_by, writetime(is_fraud) FROM {ks}.alerts WHERE day = ? AND trans_time = ? AND trans_num = ?"
             ))
             .await?,
             select_card: prepare(format!("SELECT {cols} FROM {ks}.transactions WHERE cc_num = ? LIMIT ?")).await?,
@@ -432,29 +439,43 @@ impl Cassandra {
     }
 
     /// One outcome's label: its `transactions` row, and its `alerts` row
-    /// when it was an alert.
+    /// when it was an alert; each written with the timestamp that orders it
+    /// over what the row holds ([`rows::HeldLabel::timestamp_for`]).
     async fn label_outcome(
         &self,
-        cells: rows::LabelCells,
+        mut cells: rows::LabelCells,
         key: Key,
         alert_key: Key,
         abandon: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        self.execute(&self.label_transaction, cells.values(key), abandon).await?;
-        if self.alert_exists(&alert_key, abandon).await? {
-            self.execute(&self.label_alert, cells.values(alert_key), abandon).await?;
+        let ours = cells.timestamp;
+        for (held, label, key, must_exist) in [
+            (&self.held_transaction_label, &self.label_transaction, key, false),
+            (&self.held_alert_label, &self.label_alert, alert_key, true),
+        ] {
+            let row = self.held_label(held, &key, abandon).await?;
+            if must_exist && row.is_none() {
+                continue;
+            }
+            let Some(timestamp) = row.unwrap_or_default().timestamp_for(ours, &cells) else { continue };
+            cells.timestamp = timestamp;
+            self.execute(label, cells.values(key), abandon).await?;
         }
         Ok(())
     }
 
-    /// Whether the outcome of this `alerts` key (day, trans_time,
-    /// trans_num) was an alert. An alert stored after this answer took the
-    /// label along: the outcome carried it, or it was written again after
-    /// the outcome (`History::settle`).
-    async fn alert_exists(&self, key: &Key, abandon: &CancellationToken) -> Result<bool, Abandoned> {
+    /// The label cells a row holds; None when there is no such row.
+    async fn held_label(
+        &self,
+        statement: &PreparedStatement,
+        key: &Key,
+        abandon: &CancellationToken,
+    ) -> Result<Option<rows::HeldLabel>, Abandoned> {
         let values = unset_nulls(key.to_vec());
-        let answer = self.retrying(abandon, || self.session.execute_unpaged(&self.select_alert_key, &values)).await?;
-        Ok(answer.into_rows_result().is_ok_and(|rows| rows.rows_num() > 0))
+        let answer = self.retrying(abandon, || self.session.execute_unpaged(statement, &values)).await?;
+        type Cells = (Option<i64>, Option<i64>, Option<String>, Option<i64>);
+        let row = answer.into_rows_result().ok().and_then(|rows| rows.maybe_first_row::<Cells>().ok().flatten());
+        Ok(row.map(|(flag, reported_at, by, written)| rows::HeldLabel { flag, reported_at, by, written }))
     }
 
     /// Records a model deployment in `models`.

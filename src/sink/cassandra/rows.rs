@@ -191,6 +191,44 @@ impl LabelCells {
     }
 }
 
+/// The label cells a stored row holds, with the write timestamp of its
+/// `is_fraud` (`writetime`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldLabel {
+    pub flag: Option<i64>,
+    pub reported_at: Option<i64>,
+    pub by: Option<String>,
+    pub written: Option<i64>,
+}
+
+impl HeldLabel {
+    /// The write timestamp for `cells` (a report of order `ours`) in this
+    /// row, or None when the row holds a newer report. Cells this release
+    /// wrote carry their report's order (or [`RECORD_OWN_LABEL`]): `ours`
+    /// orders them. Cells an earlier release wrote carry the clock's
+    /// timestamp, which a report older than that write would never beat:
+    /// over those the newer report is written just above the held
+    /// timestamp (and the next label compares again, by report order).
+    pub fn timestamp_for(&self, ours: i64, cells: &LabelCells) -> Option<i64> {
+        let Some(written) = self.written else { return Some(ours) };
+        let held = self.reported_at.map(|at| {
+            let by = self.by.as_deref().filter(|b| !b.is_empty());
+            (crate::history::card::version(at, self.flag == Some(1), by), self.by.clone().unwrap_or_default())
+        });
+        if written == RECORD_OWN_LABEL || held.as_ref().is_some_and(|(version, _)| *version == written) {
+            return Some(ours);
+        }
+        let by = match &cells.by {
+            Some(CqlValue::Text(b)) => b.clone(),
+            _ => String::new(),
+        };
+        match held {
+            Some(held) if held >= (ours, by) => None,
+            _ => Some(ours.max(written.saturating_add(1))),
+        }
+    }
+}
+
 /// Takes the label cells out of a row from [`to_rows`] (left unset there,
 /// so the row's INSERT never writes them); None when it has no `is_fraud`.
 pub fn take_label(values: &mut Values) -> Option<LabelCells> {
@@ -356,6 +394,50 @@ mod tests {
         let values = cells.values([Some(CqlValue::Text("k".into()))]);
         assert_eq!(values[0], Some(CqlValue::BigInt(cells.timestamp)));
         assert_eq!(values.len(), 5);
+    }
+
+    #[test]
+    fn a_label_is_ordered_over_what_the_row_holds_whoever_wrote_it() {
+        use crate::history::card::version;
+        let cells = |at: i64, fraud: bool, by: &str| LabelCells {
+            timestamp: version(at, fraud, Some(by).filter(|b| !b.is_empty())),
+            flag: CqlValue::BigInt(i64::from(fraud)),
+            reported_at: Some(CqlValue::BigInt(at)),
+            by: Some(CqlValue::Text(by.into())),
+        };
+        let newer = cells(2_000, true, "ana");
+        let ours = newer.timestamp;
+        // Nothing held, the record's own flag, or a label this release
+        // wrote: the report's order decides in Cassandra.
+        assert_eq!(HeldLabel::default().timestamp_for(ours, &newer), Some(ours));
+        let own = HeldLabel { flag: Some(0), written: Some(RECORD_OWN_LABEL), ..Default::default() };
+        assert_eq!(own.timestamp_for(ours, &newer), Some(ours));
+        let ordered = HeldLabel {
+            flag: Some(0),
+            reported_at: Some(3_000),
+            by: Some(String::new()),
+            written: Some(version(3_000, false, None)),
+        };
+        assert_eq!(ordered.timestamp_for(ours, &newer), Some(ours), "written; Cassandra keeps the newer held one");
+        // An earlier release's cells, at the clock's time (far above the
+        // report): a newer report goes just above them, an older one not at all.
+        let clock = 1_800_000_000_000_000;
+        let legacy =
+            HeldLabel { flag: Some(0), reported_at: Some(1_000), by: Some("old".into()), written: Some(clock) };
+        assert_eq!(legacy.timestamp_for(ours, &newer), Some(clock + 1));
+        let legacy_newer = HeldLabel { reported_at: Some(3_000), ..legacy.clone() };
+        assert_eq!(legacy_newer.timestamp_for(ours, &newer), None);
+        // The record's own flag written by an earlier release: any label wins.
+        let legacy_own = HeldLabel { flag: Some(0), reported_at: None, by: None, written: Some(clock) };
+        assert_eq!(legacy_own.timestamp_for(ours, &newer), Some(clock + 1));
+        // Two deciders whose orders tie (the hash's range is a second's
+        // microseconds): the larger name wins, as Cassandra's tie rule.
+        assert_eq!(version(2_000, true, Some("analyst4998")), version(2_000, true, Some("analyst5640")));
+        let held =
+            |by: &str| HeldLabel { flag: Some(1), reported_at: Some(2_000), by: Some(by.into()), written: Some(clock) };
+        let (small, large) = (cells(2_000, true, "analyst4998"), cells(2_000, true, "analyst5640"));
+        assert_eq!(held("analyst5640").timestamp_for(small.timestamp, &small), None);
+        assert_eq!(held("analyst4998").timestamp_for(large.timestamp, &large), Some(clock + 1));
     }
 
     #[test]

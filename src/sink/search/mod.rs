@@ -32,9 +32,15 @@ use crate::score::outcome;
 /// The index template shipped in scripts/schema (also used by compose).
 const TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-template.json");
 /// The template of the live quality index.
-/// The label update: applied only over an older report (or none).
-const NEWER_LABEL: &str = "def held = ctx._source.label_version; \
-    if (held != null && ((Number) held).longValue() >= ((Number) params.version).longValue()) { ctx.op = 'noop' } \
+/// The label update: applied only over an older report (or none); of two
+/// whose versions tie, the larger decider's name wins (`Label::order`).
+const NEWER_LABEL: &str = "def held = ctx._source.label_version; long ours = ((Number) params.version).longValue(); \
+    boolean older = false; \
+    if (held != null) { long h = ((Number) held).longValue(); \
+      String hb = ctx._source.label_by == null ? '' : ctx._source.label_by; \
+      String ob = params.by == null ? '' : params.by; \
+      older = h > ours || (h == ours && hb.compareTo(ob) >= 0); } \
+    if (older) { ctx.op = 'noop' } \
     else { ctx._source.is_fraud = params.is_fraud; ctx._source.label_reported_at = params.reported_at; \
     ctx._source.label_by = params.by; ctx._source.label_version = params.version }";
 const QUALITY_TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-quality-template.json");
@@ -209,8 +215,11 @@ impl Search {
         let Some(indices) = mappings.as_object() else { return };
         for (index, mapping) in indices {
             let held = &mapping["mappings"]["properties"];
-            let missing: serde_json::Map<String, Value> =
-                wanted.iter().filter(|(field, _)| held.get(field.as_str()).is_none()).map(|(f, m)| (f.clone(), m.clone())).collect();
+            let missing: serde_json::Map<String, Value> = wanted
+                .iter()
+                .filter(|(field, _)| held.get(field.as_str()).is_none())
+                .map(|(f, m)| (f.clone(), m.clone()))
+                .collect();
             if missing.is_empty() {
                 continue;
             }
