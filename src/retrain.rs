@@ -2,7 +2,9 @@
 //! `spark-job/retrain.py` against its own Cassandra keyspace and its own
 //! Flight port, one run at a time, `retrain.interval_ms` after the last one
 //! ended. The job decides (docs/architecture.md, "Retraining"); this only
-//! starts it, logs what it decided, and stops it at shutdown.
+//! starts it, logs what it decided, and stops it past `retrain.timeout_ms`
+//! or at shutdown: the run and everything it started (Spark's JVM, its
+//! Python workers), as one process group.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -160,6 +162,8 @@ impl Job {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
+                // Its own process group: stopping it stops what it started.
+                .process_group(0)
                 .kill_on_drop(true);
             let mut child = match command.spawn() {
                 Ok(child) => child,
@@ -168,16 +172,19 @@ impl Job {
                     continue;
                 }
             };
+            let group = child.id();
             let stdout = tokio::spawn(tail(child.stdout.take()));
             let stderr = tokio::spawn(tail(child.stderr.take()));
             let status = tokio::select! {
                 status = child.wait() => status,
                 _ = tokio::time::sleep(self.timeout) => {
+                    stop_group(group);
                     let _ = child.kill().await;
                     tracing::warn!(timeout_ms = self.timeout.as_millis() as u64, "retraining took longer than retrain.timeout_ms: stopped");
                     continue;
                 }
                 _ = shutdown.wait() => {
+                    stop_group(group);
                     tracing::info!("shutdown: the retraining run is stopped");
                     return;
                 }
@@ -188,6 +195,16 @@ impl Job {
                 Err(e) => tracing::warn!(error = %e, "retraining run lost"),
             }
         }
+    }
+}
+
+/// Kills a run's process group (its id is the run's pid): the run alone
+/// would leave what it started running, holding memory and ports.
+fn stop_group(group: Option<u32>) {
+    let Some(group) = group.and_then(|g| i32::try_from(g).ok()).filter(|&g| g > 0) else { return };
+    // SAFETY: killpg takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::killpg(group, libc::SIGKILL);
     }
 }
 
@@ -243,6 +260,60 @@ fn project_root() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a process runs (a zombie, waiting for its parent, does not).
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    #[tokio::test]
+    async fn a_run_past_its_time_limit_is_stopped_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = dir.path().join("slow.sh");
+        // A run that starts a child (as Spark starts its JVM) and never ends.
+        let p = pids.display();
+        std::fs::write(&script, format!("/bin/sleep 300 &\necho \"$$ $!\" > {p}.tmp && mv {p}.tmp {p}\nwait\n"))
+            .unwrap();
+        let job = Job {
+            python: "/bin/sh".into(),
+            script,
+            args: Vec::new(),
+            env: Vec::new(),
+            every: Duration::from_millis(10),
+            timeout: Duration::from_millis(1_500),
+        };
+        let shutdown = Shutdown::default();
+        let run = tokio::spawn(job.run(shutdown.clone()));
+        let started = || async {
+            for _ in 0..100 {
+                if let Ok(text) = std::fs::read_to_string(&pids) {
+                    let ids: Vec<u32> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+                    if ids.len() == 2 && ids.iter().all(|&p| running(p)) {
+                        return ids;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the run did not start");
+        };
+        let first = started().await;
+        std::fs::remove_file(&pids).unwrap();
+        // Past the time limit: the run and its child are gone, and the
+        // next run has started.
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert!(first.iter().all(|&p| !running(p)), "{first:?} still running after the time limit");
+        let second = started().await;
+        assert_ne!(first, second);
+        // Shutdown stops the run in progress the same way.
+        shutdown.trigger();
+        run.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(second.iter().all(|&p| !running(p)), "{second:?} still running after shutdown");
+    }
 
     #[tokio::test]
     async fn a_runs_output_is_kept_to_its_tail() {

@@ -16,6 +16,7 @@
 //! genuine otherwise, as in training; a day's numbers are `complete` once
 //! the label delay (7 days) has passed after it, provisional before.
 
+pub mod bins;
 pub mod book;
 pub mod measure;
 
