@@ -261,24 +261,37 @@ async fn a_correction_read_with_its_first_report_wins_in_every_store() {
     assert!(wrong_alerts.is_empty(), "alerts show an older report: {wrong_alerts:?}");
     assert!(wrong_scores.is_empty(), "scores show an older report: {wrong_scores:?}");
 
+    // A search sees an update once its index refreshed (every 5 s): the
+    // documents are read again until they settle or 30 s have passed.
     let index = format!("{}-*", names.index_prefix);
-    let hits = stack::search(
-        &search,
-        &index,
-        serde_json::json!({"size": N, "_source": ["trans_num", "is_fraud", "label_reported_at"]}),
-    )
-    .await;
-    let wrong_docs: Vec<String> = hits["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| &h["_source"])
-        .filter(|s| {
-            let n = s["trans_num"].as_str().unwrap();
-            (s["is_fraud"].as_i64(), s["label_reported_at"].as_i64()) != (Some(want(n)), Some(reported + 1))
-        })
-        .map(|s| s.to_string())
-        .collect();
-    assert!(wrong_docs.is_empty(), "search documents show an older report: {wrong_docs:?}");
+    let wrong_docs = || async {
+        let _ = search.indices().refresh(opensearch::indices::IndicesRefreshParts::Index(&[&index])).send().await;
+        let hits = stack::search(
+            &search,
+            &index,
+            serde_json::json!({"size": N, "_source": ["trans_num", "is_fraud", "label_reported_at"]}),
+        )
+        .await;
+        hits["hits"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| &h["_source"])
+            .filter(|s| {
+                let n = s["trans_num"].as_str().unwrap();
+                (s["is_fraud"].as_i64(), s["label_reported_at"].as_i64()) != (Some(want(n)), Some(reported + 1))
+            })
+            .map(|s| s.to_string())
+            .collect::<Vec<String>>()
+    };
+    let mut wrong = wrong_docs().await;
+    for _ in 0..30 {
+        if wrong.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        wrong = wrong_docs().await;
+    }
+    assert!(wrong.is_empty(), "search documents show an older report: {wrong:?}");
     assert!(serve.terminate().success());
 }

@@ -251,7 +251,6 @@ impl Cassandra {
                 // single-partition batch as the row.
                 let label = rows::take_label(&mut values);
                 async move {
-                    let key = || values[..3].iter().cloned();
                     if alert {
                         let mut with_day = Vec::with_capacity(values.len() + 1);
                         with_day.push(Some(CqlValue::Date(day)));
@@ -266,8 +265,8 @@ impl Cassandra {
                     if self.merchant_days {
                         self.execute(&self.history.insert_key, history::key_row(&values), abandon).await?;
                     }
-                    let label = label.map(|l| (&self.label_transaction, l.values(key())));
-                    let statements = std::iter::once((&self.insert_transaction, values.clone())).chain(label);
+                    let label = label.map(|l| (&self.label_transaction, l.values(values[..3].iter().cloned())));
+                    let statements = std::iter::once((&self.insert_transaction, values)).chain(label);
                     self.execute_together(statements.collect(), abandon).await
                 }
             })
