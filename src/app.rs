@@ -30,6 +30,9 @@ fn label_delay_days() -> i64 {
     crate::history::definitions::table().label_delay_days
 }
 
+/// Score rows one transaction of live quality counts at most (the tallies
+/// it writes stay well under Cassandra's largest mutation).
+const COUNT_CALL_ROWS: u64 = 200_000;
 /// How long measuring waits for the search engine to take quality documents.
 const SEARCH_QUALITY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -102,6 +105,7 @@ fn row_labels(current: &[crate::history::Settled]) -> Vec<RowLabel> {
         .map(|c| RowLabel {
             trans_num: c.label.trans_num.clone(),
             day: c.unix_time.div_euclid(86_400),
+            minute: crate::quality::day_and_minute(c.unix_time).1,
             is_fraud: c.label.is_fraud,
             reported_at: c.label.reported_at.unwrap_or_default(),
         })
@@ -722,49 +726,31 @@ impl App {
         }
     }
 
+    /// The memory book's rows held and rows not kept (no Cassandra).
+    pub fn quality_book_stats(&self) -> Option<(usize, u64)> {
+        self.quality.book_stats()
+    }
+
     /// Live quality per version and day, and drift.
     pub fn model_quality(&self) -> crate::quality::Summary {
         self.quality.summary()
     }
 
     /// Measures again the days whose outcomes or labels changed, saves
-    /// them, and shows what every instance saved. A day whose rows cannot
-    /// be read is measured at the next call.
+    /// them, and shows what every instance saved. A day that cannot be
+    /// measured now is measured at the next call.
     pub async fn refresh_quality(&self) -> Result<(), QueryError> {
         let config = self.quality.config().clone();
         let versions = self.version_infos().await;
-        let days = self.quality.take_touched();
-        for (i, &day) in days.iter().enumerate() {
-            let rows = match (&self.sinks.cassandra, self.quality.memory()) {
-                (Some(cassandra), _) => match cassandra.score_rows(day).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        self.quality.retry(days[i..].iter().copied());
-                        return Err(e.into());
-                    }
-                },
-                (None, Some(book)) => book.rows(day),
-                (None, None) => Vec::new(),
-            };
-            let mut measured = crate::quality::measure_day(day, &rows, &versions, &config);
-            self.quality.mark_complete(&mut measured);
-            match &self.sinks.cassandra {
-                Some(cassandra) => {
-                    if let Err(e) = cassandra.save_quality(&measured).await {
-                        self.quality.retry(days[i..].iter().copied());
-                        return Err(e.into());
-                    }
-                }
-                None => self.quality.keep(day, measured.clone()),
-            }
-            if let Some(search) = &self.sinks.search {
-                // For the dashboards only (the numbers live in Cassandra):
-                // a cluster that is down does not hold quality up for long.
-                let saved = tokio::time::timeout(SEARCH_QUALITY_WAIT, search.save_quality(&measured, &self.abandon));
-                match saved.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot index live quality"),
-                    Err(_) => tracing::warn!("indexing live quality timed out; the next change of the day retries"),
+        match &self.sinks.cassandra {
+            Some(cassandra) => self.count_quality(cassandra, &versions, &config).await?,
+            None => {
+                for day in self.quality.take_touched() {
+                    let rows = self.quality.memory().map(|book| book.rows(day)).unwrap_or_default();
+                    let mut measured = crate::quality::measure_day(day, &rows, &versions, &config);
+                    self.quality.mark_complete(&mut measured);
+                    self.quality.keep(day, measured.clone());
+                    self.index_quality(&measured).await;
                 }
             }
         }
@@ -773,6 +759,64 @@ impl App {
             self.quality.show_decisions(cassandra.recent_decisions(DECISIONS_SHOWN).await?);
         }
         Ok(())
+    }
+
+    /// Cassandra's book: counts again the minutes changed of the days to
+    /// count, at most `quality.max_rows_per_round` rows read, and saves each
+    /// day whose tallies changed here.
+    async fn count_quality(
+        &self,
+        cassandra: &crate::sink::cassandra::Cassandra,
+        versions: &std::collections::HashMap<String, VersionInfo>,
+        config: &crate::config::QualityConfig,
+    ) -> Result<(), QueryError> {
+        let days = self.quality.days_to_count();
+        let mut budget = config.max_rows_per_round;
+        for (i, &day) in days.iter().enumerate() {
+            loop {
+                let counted = match cassandra.count_quality_day(day, versions, budget.min(COUNT_CALL_ROWS)).await {
+                    Ok(counted) => counted,
+                    Err(e) => {
+                        self.quality.retry(days[i..].iter().copied());
+                        return Err(e.into());
+                    }
+                };
+                self.metrics.quality_counted(counted.rows_read, counted.minutes);
+                budget = budget.saturating_sub(counted.rows_read);
+                if counted.minutes > 0 {
+                    let mut measured = crate::quality::measure_tallies(day, &counted.day, versions, config);
+                    self.quality.mark_complete(&mut measured);
+                    if let Err(e) = cassandra.save_quality(&measured).await {
+                        self.quality.retry(days[i..].iter().copied());
+                        return Err(e.into());
+                    }
+                    self.index_quality(&measured).await;
+                }
+                if !counted.more {
+                    break;
+                }
+                if budget == 0 {
+                    // The rest of this day, and the days after, next round.
+                    self.quality.retry(days[i..].iter().copied());
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Indexes measured days for the dashboards (the numbers live in
+    /// Cassandra or memory): a cluster that is down does not hold quality
+    /// up for long.
+    async fn index_quality(&self, measured: &[crate::quality::DayQuality]) {
+        if let Some(search) = &self.sinks.search {
+            let saved = tokio::time::timeout(SEARCH_QUALITY_WAIT, search.save_quality(measured, &self.abandon));
+            match saved.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot index live quality"),
+                Err(_) => tracing::warn!("indexing live quality timed out; the next change of the day retries"),
+            }
+        }
     }
 
     /// Measures quality every `quality.interval_ms` until shutdown (and

@@ -133,13 +133,25 @@ pub struct QualityConfig {
     pub fraud_rate_ratio_limit: f64,
     /// Score rows kept in memory when there is no Cassandra (the demo).
     pub max_memory_rows: usize,
+    /// Score rows a round reads at most, over every day, to count again the
+    /// minutes that changed (Cassandra's book); what is left waits for the
+    /// next round. Bounds each round's reads and CPU whatever the volume.
+    pub max_rows_per_round: u64,
 }
 
 impl Default for QualityConfig {
     fn default() -> Self {
         // About 200 bytes a row in memory: 200,000 rows keep the demo's
         // book (and a serve without Cassandra) under 40 MB.
-        Self { interval_ms: 30_000, days: 30, psi_limit: 0.2, fraud_rate_ratio_limit: 2.0, max_memory_rows: 200_000 }
+        Self {
+            interval_ms: 30_000,
+            days: 30,
+            psi_limit: 0.2,
+            fraud_rate_ratio_limit: 2.0,
+            max_memory_rows: 200_000,
+            // About 2 s of reading on one core of this project's test machine.
+            max_rows_per_round: 1_000_000,
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Metrics {
     alerts: IntCounter,
     dead_letters: IntCounter,
     exchanged: IntCounter,
+    quality_rows_read: IntCounter,
+    quality_minutes_counted: IntCounter,
     batch_records: Histogram,
     scoring_seconds: Histogram,
     latency_seconds: Histogram,
@@ -107,6 +109,14 @@ impl Metrics {
                 "fraudflight_exchange_rows_total",
                 "Rows scored for DoExchange clients (answered, not stored).",
             ),
+            quality_rows_read: counter(
+                "fraudflight_quality_rows_read_total",
+                "Score rows live quality read to count changed minutes again (Cassandra's book).",
+            ),
+            quality_minutes_counted: counter(
+                "fraudflight_quality_minutes_counted_total",
+                "Minutes of transactions live quality counted again after their rows or labels changed.",
+            ),
             batch_records: histogram(
                 "fraudflight_batch_records",
                 "Records per scored batch.",
@@ -126,6 +136,12 @@ impl Metrics {
             lag: Mutex::default(),
             registry,
         }
+    }
+
+    /// Live quality counted `minutes` again, reading `rows` score rows.
+    pub fn quality_counted(&self, rows: u64, minutes: usize) {
+        self.quality_rows_read.inc_by(rows);
+        self.quality_minutes_counted.inc_by(minutes as u64);
     }
 
     /// Records one scored batch: `ingested` records came in, `outcomes` are
@@ -235,6 +251,22 @@ impl Metrics {
             families.extend(history_families(h));
         }
         families.extend(quality_families(&extra.quality));
+        if let Some((rows, not_kept)) = extra.quality_book {
+            let held = prometheus::IntGauge::new(
+                "fraudflight_quality_book_rows",
+                "Score rows live quality keeps in memory (quality.max_memory_rows at most).",
+            )
+            .expect("valid gauge");
+            held.set(rows as i64);
+            let dropped = IntCounter::new(
+                "fraudflight_quality_book_rows_not_kept_total",
+                "Score rows not kept in memory: the newest day alone filled the book.",
+            )
+            .expect("valid counter");
+            dropped.inc_by(not_kept);
+            families.extend(held.collect());
+            families.extend(dropped.collect());
+        }
         families.extend(sink_up.collect());
         families.extend(sink_errors.collect());
         families.extend(model.collect());
@@ -257,6 +289,8 @@ pub struct Scrape<'a> {
     pub history: Option<&'a HistoryStats>,
     /// Each model version's live quality on its newest measured day.
     pub quality: Vec<ModelQuality>,
+    /// The memory book's rows held and rows not kept (no Cassandra).
+    pub quality_book: Option<(usize, u64)>,
 }
 
 /// A model version's live quality, for its gauges.
@@ -313,6 +347,11 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
             "fraudflight_history_evicted_cards_total",
             "Cards dropped from the cache (least recently used).",
             read(&h.evicted_cards),
+        ),
+        (
+            "fraudflight_labels_pending_dropped_total",
+            "Labels waiting for their transaction pushed out of memory by newer ones (history.max_cards of them are kept; with Cassandra they are still found there).",
+            read(&h.labels_pending_dropped),
         ),
         (
             "fraudflight_history_loaded_cards_total",
@@ -450,8 +489,13 @@ mod tests {
                 drifting: true,
             }]
         };
-        let scrape =
-            |sinks| Scrape { model_version: "gbt-v1".into(), sinks, history: Some(&history), quality: quality() };
+        let scrape = |sinks| Scrape {
+            model_version: "gbt-v1".into(),
+            sinks,
+            history: Some(&history),
+            quality: quality(),
+            quality_book: Some((3, 1)),
+        };
         // Before any lag or sink: empty families are left out, the rest parses.
         let text = m.render(&scrape(Vec::new())).unwrap();
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
@@ -483,6 +527,8 @@ mod tests {
         assert_eq!(value("fraudflight_model_average_precision", Some(("version", "gbt-v1"))), Some(0.5));
         assert_eq!(value("fraudflight_model_drift", Some(("version", "gbt-v1"))), Some(1.0));
         assert_eq!(value("fraudflight_model_recall", None), None, "an undefined recall is left out");
+        assert_eq!(value("fraudflight_quality_book_rows", None), Some(3.0));
+        assert_eq!(value("fraudflight_quality_book_rows_not_kept_total", None), Some(1.0));
         let latency = parsed.samples.iter().find(|s| s.metric == "fraudflight_end_to_end_latency_seconds").unwrap();
         assert!(
             matches!(&latency.value, prometheus_parse::Value::Histogram(b) if b.len() == LATENCY_BUCKETS.len() + 1)

@@ -242,7 +242,8 @@ async fn a_correction_read_with_its_first_report_wins_in_every_store() {
     let alerts: Vec<(String, Option<i64>, Option<i64>)> =
         stack::select(&session, format!("SELECT trans_num, is_fraud, label_reported_at FROM {keyspace}.alerts")).await;
     let scores: Vec<(String, Option<bool>, Option<i64>)> =
-        stack::select(&session, format!("SELECT trans_num, label, label_reported_at FROM {keyspace}.scores")).await;
+        stack::select(&session, format!("SELECT trans_num, label, label_reported_at FROM {keyspace}.quality_rows"))
+            .await;
     assert_eq!((outcomes.len(), alerts.len()), (N, N), "every outcome an alert");
     let wrong = |rows: Vec<(String, Option<i64>, Option<i64>)>| -> Vec<String> {
         rows.into_iter()

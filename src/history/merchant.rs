@@ -142,13 +142,17 @@ impl Merchants {
         self.tiles.contains_key(merchant)
     }
 
-    /// Forgets tiles before `day` (no transaction from now on reads them).
+    /// Forgets tiles before `day` (no transaction from now on reads them),
+    /// and merchants left without a tile: memory holds the merchants of the
+    /// window, not every name ever seen. (A card's events keep their shared
+    /// name; a merchant seen again is interned again.)
     pub fn prune(&mut self, day: i64) {
-        for days in self.tiles.values_mut() {
+        self.tiles.retain(|_, days| {
             while days.first_key_value().is_some_and(|(d, _)| *d < day) {
                 days.pop_first();
             }
-        }
+            !days.is_empty()
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -183,6 +187,19 @@ mod tests {
         assert_eq!(w[0].fraud_rate(), 0.5);
         assert_eq!(m.features(None, d, &[1], 7), vec![MerchantWindow::default()]);
         assert_eq!(m.features(Some("elsewhere"), d, &[1], 7)[0].fraud_rate(), 0.0);
+    }
+
+    #[test]
+    fn merchants_without_a_tile_in_the_window_are_forgotten() {
+        let mut m = Merchants::default();
+        let (old, busy) = (m.intern("old"), m.intern("busy"));
+        m.add_transaction(&old, 10);
+        m.add_transaction(&busy, 10);
+        m.add_transaction(&busy, 50);
+        m.prune(40);
+        assert_eq!(m.len(), 1, "only the merchant with a tile on day 40 or later");
+        assert!(!m.knows("old") && m.knows("busy"));
+        assert_eq!(m.features(Some("busy"), 60, &[7], 7)[0], MerchantWindow { transactions: 1, frauds: 0 });
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct HistoryStats {
     pub labels: AtomicU64,
     pub labels_pending: AtomicU64,
     pub labels_late: AtomicU64,
+    /// Pending labels pushed out of memory by newer ones (with a store they
+    /// are still stored and found there; without one they are lost).
+    pub labels_pending_dropped: AtomicU64,
     /// Batches that waited for the labels stream ([`progress`]), and how
     /// long in all.
     pub labels_waits: AtomicU64,
@@ -202,8 +205,9 @@ impl History {
         let table = table();
         let pending = match store {
             Some(_) => lru::LruCache::new(max_cards),
-            // Nowhere else to find them: kept until their transaction comes.
-            None => lru::LruCache::unbounded(),
+            // Nowhere else to find them: kept until their transaction comes,
+            // as many as cards are (the oldest pushed out first, counted).
+            None => lru::LruCache::new(max_cards),
         };
         Self {
             table,
@@ -308,6 +312,13 @@ impl History {
     /// ([`order`]): take it when the batch is dispatched.
     pub fn turn(&self) -> order::Turn {
         self.turns.turn()
+    }
+
+    /// Counts a pending label pushed out of memory ([`keep_pending`]).
+    fn note_pending(&self, pushed_out: bool) {
+        if pushed_out {
+            self.stats.labels_pending_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn stats(&self) -> &HistoryStats {
@@ -579,7 +590,7 @@ impl History {
                         event.label = Some(label);
                     }
                 }
-                None => keep_pending(&mut state.pending, cc_num, &trans_num, label),
+                None => self.note_pending(keep_pending(&mut state.pending, cc_num, &trans_num, label)),
             }
         }
         // Not pruned: the store returned what the rows from `first` on need
@@ -745,7 +756,7 @@ impl History {
                         // seen: the store knows the first kind.
                         None if self.store.is_some() => None,
                         None => {
-                            keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label);
+                            self.note_pending(keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label));
                             Some(Applied::Pending)
                         }
                     }
@@ -799,7 +810,7 @@ impl History {
                         Applied::Current { unix_time }
                     }
                     None => {
-                        keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label);
+                        self.note_pending(keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label));
                         Applied::Pending
                     }
                 });
@@ -905,13 +916,17 @@ fn label_of(l: &LabelRecord, received: i64) -> Label {
 
 /// Keeps a label for a transaction not seen yet, beside the other reports
 /// of it that wait.
+/// Returns whether the least recently used one was pushed out for it.
 fn keep_pending(
     pending: &mut lru::LruCache<(Box<str>, Box<str>), card::Reports>,
     cc_num: &str,
     trans_num: &str,
     label: Label,
-) {
-    pending.get_or_insert_mut((cc_num.into(), trans_num.into()), card::Reports::default).add(label);
+) -> bool {
+    let key: (Box<str>, Box<str>) = (cc_num.into(), trans_num.into());
+    let pushed_out = pending.len() == pending.cap().get() && !pending.contains(&key);
+    pending.get_or_insert_mut(key, card::Reports::default).add(label);
+    pushed_out
 }
 
 #[cfg(test)]
@@ -1091,6 +1106,25 @@ mod tests {
             let cols = run(&h, &[tx("s", "s1", (d + 8) * DAY, 5.0, "shop")], Use::Read);
             assert_eq!(value(&cols, "merch_fraud_rate_1d", 0), 1.0, "labels first: {labels_first}");
         }
+    }
+
+    #[test]
+    fn pending_labels_without_a_store_are_bounded_and_those_pushed_out_counted() {
+        let h = History::new(NonZeroUsize::new(3).unwrap());
+        let labels: Vec<LabelRecord> = (0..5)
+            .map(|i| LabelRecord {
+                trans_num: format!("never-{i}"),
+                cc_num: card("c"),
+                is_fraud: true,
+                reported_at: Some(100),
+                decided_by: None,
+            })
+            .collect();
+        h.apply_labels(&labels, 0).unwrap();
+        // The same label again pushes nothing out.
+        h.apply_labels(&labels[4..], 0).unwrap();
+        assert_eq!(h.stats().labels_pending.load(Ordering::Relaxed), 3);
+        assert_eq!(h.stats().labels_pending_dropped.load(Ordering::Relaxed), 2);
     }
 
     #[test]

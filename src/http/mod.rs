@@ -163,6 +163,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         sinks: ctx.app.sink_states(),
         history,
         quality,
+        quality_book: ctx.app.quality_book_stats(),
     };
     match ctx.app.metrics().render(&scrape) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),

@@ -98,6 +98,38 @@ impl Histogram {
         }
     }
 
+    /// Takes another histogram's counts out (a part of the day counted
+    /// before, now counted again): the inverse of [`Self::merge`] for the
+    /// counts; score ranges stay as wide as they were, which only widens
+    /// the bound.
+    pub fn subtract(&mut self, other: &Histogram) {
+        for (key, b) in &other.bins {
+            let Some(entry) = self.bins.get_mut(key) else { continue };
+            entry.frauds = entry.frauds.saturating_sub(b.frauds);
+            entry.genuine = entry.genuine.saturating_sub(b.genuine);
+            if entry.frauds == 0 && entry.genuine == 0 {
+                self.bins.remove(key);
+            }
+        }
+    }
+
+    /// Every bin in ascending order: (key, frauds, genuine, lowest score,
+    /// highest score), as [`Self::from_bins`] takes them back.
+    pub fn bins(&self) -> impl Iterator<Item = (u32, u64, u64, f32, f32)> + '_ {
+        self.bins.iter().map(|(&key, b)| (key, b.frauds, b.genuine, b.low, b.high))
+    }
+
+    /// A histogram from [`Self::bins`]; empty bins are left out.
+    pub fn from_bins(bins: impl IntoIterator<Item = (u32, u64, u64, f32, f32)>) -> Self {
+        Self {
+            bins: bins
+                .into_iter()
+                .filter(|&(_, frauds, genuine, _, _)| frauds + genuine > 0)
+                .map(|(key, frauds, genuine, low, high)| (key, Bin { frauds, genuine, low, high }))
+                .collect(),
+        }
+    }
+
     pub fn frauds(&self) -> u64 {
         self.bins.values().map(|b| b.frauds).sum()
     }

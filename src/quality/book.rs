@@ -1,7 +1,10 @@
 //! The quality book kept in memory, when there is no Cassandra to keep it
 //! (the demo): the score rows of the last days, keyed by `trans_num` as in
-//! Cassandra `scores`, so the two books count alike. Bounded by days and by
-//! rows; past the row limit the oldest day goes first.
+//! Cassandra `quality_rows`, so the two books count alike. Bounded by days
+//! and by rows: past the row limit the oldest day goes first, and when the
+//! newest day alone fills the book its further rows are not kept (counted:
+//! `fraudflight_quality_book_rows_not_kept_total`; that day is measured on
+//! the rows kept).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -18,6 +21,7 @@ pub struct MemoryBook {
 struct Book {
     rows: BTreeMap<i64, HashMap<String, ScoreRow>>,
     len: usize,
+    not_kept: u64,
 }
 
 impl MemoryBook {
@@ -25,20 +29,39 @@ impl MemoryBook {
         Self { days, max_rows, book: Mutex::default() }
     }
 
-    /// Adds rows; a row already held keeps its label.
+    /// Adds rows; a row already held keeps its label. A new row over the
+    /// limit makes room by dropping older days; if there are none, it is
+    /// not kept.
     pub fn record(&self, rows: Vec<ScoreRow>) {
         let mut book = self.book.lock().expect("book lock");
         for row in rows {
-            let day = book.rows.entry(row.day).or_default();
-            match day.get_mut(&row.trans_num) {
-                Some(held) => *held = ScoreRow { label: newest(held.label, row.label), ..row },
-                None => {
-                    day.insert(row.trans_num.clone(), row);
-                    book.len += 1;
+            if let Some(held) = book.rows.get_mut(&row.day).and_then(|d| d.get_mut(&row.trans_num)) {
+                *held = ScoreRow { label: newest(held.label, row.label), ..row };
+                continue;
+            }
+            while book.len >= self.max_rows {
+                match book.rows.first_key_value() {
+                    Some((&oldest, _)) if oldest < row.day => {
+                        let (_, dropped) = book.rows.pop_first().expect("a first day");
+                        book.len -= dropped.len();
+                    }
+                    _ => break,
                 }
             }
+            if book.len >= self.max_rows {
+                book.not_kept += 1;
+                continue;
+            }
+            book.rows.entry(row.day).or_default().insert(row.trans_num.clone(), row);
+            book.len += 1;
         }
         self.prune(&mut book);
+    }
+
+    /// Rows held, and rows not kept for want of room since the start.
+    pub fn stats(&self) -> (usize, u64) {
+        let book = self.book.lock().expect("book lock");
+        (book.len, book.not_kept)
     }
 
     /// Sets labels of rows held; the newest report wins.
@@ -60,8 +83,7 @@ impl MemoryBook {
     fn prune(&self, book: &mut Book) {
         let Some(&newest_day) = book.rows.keys().next_back() else { return };
         while let Some((&oldest, _)) = book.rows.first_key_value() {
-            let too_old = oldest <= newest_day - self.days as i64;
-            if !too_old && (book.len <= self.max_rows || oldest == newest_day) {
+            if oldest > newest_day - self.days as i64 {
                 break;
             }
             let (_, dropped) = book.rows.pop_first().expect("a first day");
@@ -88,6 +110,7 @@ mod tests {
         ScoreRow {
             trans_num: trans.into(),
             day,
+            minute: 0,
             model_version: "v".into(),
             fraud_score: 0.5,
             predicted: true,
@@ -100,8 +123,8 @@ mod tests {
     fn rows_count_once_and_the_newest_label_wins() {
         let book = MemoryBook::new(30, 100);
         book.record(vec![row("a", 1), row("b", 1)]);
-        book.label(&[RowLabel { trans_num: "a".into(), day: 1, is_fraud: true, reported_at: 10 }]);
-        book.label(&[RowLabel { trans_num: "a".into(), day: 1, is_fraud: false, reported_at: 5 }]);
+        book.label(&[RowLabel { trans_num: "a".into(), day: 1, minute: 0, is_fraud: true, reported_at: 10 }]);
+        book.label(&[RowLabel { trans_num: "a".into(), day: 1, minute: 0, is_fraud: false, reported_at: 5 }]);
         // Redelivered: counted once, label kept.
         book.record(vec![row("a", 1)]);
         let rows = book.rows(1);
@@ -119,6 +142,13 @@ mod tests {
         assert!(book.rows(2).is_empty(), "over 4 rows: the oldest day goes");
         assert_eq!(book.rows(4).len(), 4);
         book.record(vec![row("g", 4)]);
-        assert_eq!(book.rows(4).len(), 5, "the newest day is never dropped");
+        assert_eq!(book.rows(4).len(), 4, "the newest day alone fills the book: g is not kept");
+        assert_eq!(book.stats(), (4, 1));
+        book.record(vec![row("d", 4)]);
+        assert_eq!(book.stats(), (4, 1), "a row held is updated, not counted again");
+        book.record(vec![row("h", 3)]);
+        assert_eq!(book.stats(), (4, 2), "an older day does not push out a newer one");
+        book.record(vec![row("i", 5)]);
+        assert_eq!((book.rows(4).len(), book.rows(5).len()), (0, 1), "a newer day pushes out the older");
     }
 }

@@ -66,7 +66,7 @@ impl Reference {
     }
 
     /// The bin a score falls in.
-    fn bin(&self, score: f64) -> usize {
+    pub(super) fn bin(&self, score: f64) -> usize {
         self.score_edges.partition_point(|&edge| edge <= score)
     }
 }
@@ -82,8 +82,16 @@ pub struct Measures {
     /// None when nothing is labelled fraud.
     pub recall: Option<f64>,
     pub average_precision: Option<f64>,
+    /// How far the exact average precision can be from the one shown, when
+    /// it was computed from binned counts (Cassandra's book,
+    /// [`super::tally`]); None when exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_precision_error: Option<f64>,
     /// None unless there are frauds and genuine transactions both.
     pub roc_auc: Option<f64>,
+    /// As `average_precision_error`, for ROC AUC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roc_auc_error: Option<f64>,
     pub fraud_rate: f64,
     /// Population stability index of the day's scores against the
     /// training scores; None without a reference.
@@ -112,7 +120,9 @@ pub fn measure(rows: &[Judged], reference: Option<&Reference>) -> Measures {
         precision: ratio(confusion.tp, confusion.tp + confusion.fp),
         recall: ratio(confusion.tp, frauds),
         average_precision: average_precision(&sorted),
+        average_precision_error: None,
         roc_auc: roc_auc(&sorted),
+        roc_auc_error: None,
         fraud_rate: ratio(frauds, rows.len() as u64).unwrap_or(0.0),
         score_psi: reference.filter(|_| !rows.is_empty()).map(|r| psi(rows, r)),
     }
@@ -166,11 +176,18 @@ fn psi(rows: &[Judged], reference: &Reference) -> f64 {
     for r in rows {
         counts[reference.bin(r.score as f64)] += 1;
     }
+    psi_of_counts(&counts, reference)
+}
+
+/// The PSI of scores counted per reference bin (`counts` has one entry per
+/// `reference.score_shares`).
+pub(super) fn psi_of_counts(counts: &[u64], reference: &Reference) -> f64 {
+    let total: u64 = counts.iter().sum();
     counts
         .iter()
         .zip(&reference.score_shares)
         .map(|(&count, &expected)| {
-            let actual = (count as f64 / rows.len() as f64).max(PSI_FLOOR);
+            let actual = (count as f64 / total as f64).max(PSI_FLOOR);
             let expected = expected.max(PSI_FLOOR);
             (actual - expected) * (actual / expected).ln()
         })

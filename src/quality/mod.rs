@@ -19,6 +19,7 @@
 pub mod bins;
 pub mod book;
 pub mod measure;
+pub mod tally;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -35,6 +36,9 @@ use crate::score::outcome;
 use measure::{Judged, Measures, Reference};
 
 const DAY: i64 = 86_400;
+/// Rounds between two looks at every day of the window for changes no
+/// instance counted.
+pub const SWEEP_EVERY: u64 = 10;
 
 /// One stored outcome, as quality keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +46,9 @@ pub struct ScoreRow {
     pub trans_num: String,
     /// Unix day of the transaction (UTC).
     pub day: i64,
+    /// Minute of that day (0-1439): the part of the day Cassandra's book
+    /// keeps and counts it in.
+    pub minute: i32,
     pub model_version: String,
     pub fraud_score: f32,
     pub predicted: bool,
@@ -55,6 +62,8 @@ pub struct ScoreRow {
 pub struct RowLabel {
     pub trans_num: String,
     pub day: i64,
+    /// Minute of the day of the transaction (as [`ScoreRow::minute`]).
+    pub minute: i32,
     pub is_fraud: bool,
     pub reported_at: i64,
 }
@@ -75,14 +84,21 @@ pub fn rows_of(outcomes: &RecordBatch) -> (Vec<ScoreRow>, Vec<RowLabel>) {
     let mut rows = Vec::with_capacity(outcomes.num_rows());
     let mut labels = Vec::new();
     for i in 0..outcomes.num_rows() {
-        let day = unix_time.value(i).div_euclid(DAY);
+        let (day, minute) = day_and_minute(unix_time.value(i));
         let label = (reported.is_valid(i) && is_fraud.is_valid(i)).then(|| (is_fraud.value(i) == 1, reported.value(i)));
         if let Some((fraud, at)) = label {
-            labels.push(RowLabel { trans_num: trans_num.value(i).into(), day, is_fraud: fraud, reported_at: at });
+            labels.push(RowLabel {
+                trans_num: trans_num.value(i).into(),
+                day,
+                minute,
+                is_fraud: fraud,
+                reported_at: at,
+            });
         }
         rows.push(ScoreRow {
             trans_num: trans_num.value(i).into(),
             day,
+            minute,
             model_version: version.value(i).into(),
             fraud_score: score.value(i),
             predicted: predicted.value(i),
@@ -92,6 +108,11 @@ pub fn rows_of(outcomes: &RecordBatch) -> (Vec<ScoreRow>, Vec<RowLabel>) {
         });
     }
     (rows, labels)
+}
+
+/// The Unix day (UTC) of a Unix time and the minute of that day.
+pub fn day_and_minute(unix_time: i64) -> (i64, i32) {
+    (unix_time.div_euclid(DAY), (unix_time.rem_euclid(DAY) / 60) as i32)
 }
 
 /// What quality needs to know of a model version.
@@ -186,24 +207,51 @@ pub fn measure_day(
             judged.entry(version).or_default().push(Judged { score: *score, predicted, fraud });
         }
     }
-    let computed_at_ms = chrono::Utc::now().timestamp_millis();
     judged
         .into_iter()
         .map(|(version, rows)| {
             let reference = versions.get(version).and_then(|v| v.reference.as_ref());
-            let measures = measure::measure(&rows, reference);
-            let drift = drift(&measures, reference, config);
-            DayQuality {
-                version: version.to_string(),
-                day,
-                date: date(day),
-                measures,
-                drift,
-                complete: false,
-                computed_at_ms,
-            }
+            day_quality(day, version, measure::measure(&rows, reference), reference, config)
         })
         .collect()
+}
+
+/// Measures a day from its tallies per version (Cassandra's book): the
+/// same numbers as [`measure_day`], AP and ROC AUC within their stated
+/// error. Versions with nothing counted are left out.
+pub fn measure_tallies(
+    day: i64,
+    tallies: &BTreeMap<String, tally::Tally>,
+    versions: &HashMap<String, VersionInfo>,
+    config: &QualityConfig,
+) -> Vec<DayQuality> {
+    tallies
+        .iter()
+        .filter(|(_, t)| t.transactions() > 0)
+        .map(|(version, t)| {
+            let reference = versions.get(version).and_then(|v| v.reference.as_ref());
+            day_quality(day, version, t.measures(reference), reference, config)
+        })
+        .collect()
+}
+
+fn day_quality(
+    day: i64,
+    version: &str,
+    measures: Measures,
+    reference: Option<&Reference>,
+    config: &QualityConfig,
+) -> DayQuality {
+    let drift = drift(&measures, reference, config);
+    DayQuality {
+        version: version.to_string(),
+        day,
+        date: date(day),
+        measures,
+        drift,
+        complete: false,
+        computed_at_ms: chrono::Utc::now().timestamp_millis(),
+    }
 }
 
 fn drift(m: &Measures, reference: Option<&Reference>, config: &QualityConfig) -> Drift {
@@ -247,6 +295,7 @@ pub struct Quality {
     config: QualityConfig,
     label_delay_days: i64,
     touched: Mutex<BTreeSet<i64>>,
+    rounds: std::sync::atomic::AtomicU64,
     newest_day: AtomicI64,
     shown: RwLock<Vec<DayQuality>>,
     decisions: RwLock<Vec<serde_json::Value>>,
@@ -271,6 +320,7 @@ impl Quality {
             config,
             label_delay_days,
             touched: Mutex::default(),
+            rounds: Default::default(),
             newest_day: AtomicI64::new(i64::MIN),
             shown: RwLock::default(),
             decisions: RwLock::default(),
@@ -280,6 +330,11 @@ impl Quality {
 
     pub fn config(&self) -> &QualityConfig {
         &self.config
+    }
+
+    /// The memory book's rows held and rows not kept, when quality keeps one.
+    pub fn book_stats(&self) -> Option<(usize, u64)> {
+        self.memory.as_ref().map(book::MemoryBook::stats)
     }
 
     /// The memory book, when quality keeps one.
@@ -347,6 +402,20 @@ impl Quality {
         let days = std::mem::take(&mut *self.touched.lock().expect("touched lock"));
         let oldest = self.newest_day().map_or(i64::MIN, |d| d - self.config.days as i64 + 1);
         days.into_iter().filter(|&d| d >= oldest).collect()
+    }
+
+    /// The days to count again this round (Cassandra's book): those changed
+    /// here, and every [`SWEEP_EVERY`] rounds (the second round first) every
+    /// day of the window, for minutes other instances changed and did not
+    /// count (one stopped before its next round).
+    pub fn days_to_count(&self) -> Vec<i64> {
+        let mut days: BTreeSet<i64> = self.take_touched().into_iter().collect();
+        if self.rounds.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 1 {
+            if let Some(newest) = self.newest_day() {
+                days.extend(newest - self.config.days as i64 + 1..=newest);
+            }
+        }
+        days.into_iter().collect()
     }
 
     /// Marks days to measure again (their measuring failed).
@@ -430,6 +499,7 @@ mod tests {
         ScoreRow {
             trans_num: trans.into(),
             day,
+            minute: 0,
             model_version: version.into(),
             fraud_score: score,
             predicted: score >= 0.5,
@@ -507,7 +577,7 @@ mod tests {
         assert_eq!(summary.latest.len(), 2, "the champion and the shadow");
         assert!(summary.latest.iter().all(|d| d.day == 100));
         // A label reaches its row and marks its day for measuring.
-        quality.labelled(&[RowLabel { trans_num: "c".into(), day: 92, is_fraud: true, reported_at: 5 }]);
+        quality.labelled(&[RowLabel { trans_num: "c".into(), day: 92, minute: 0, is_fraud: true, reported_at: 5 }]);
         assert_eq!(quality.take_touched(), vec![92]);
         assert!(measure(92).iter().all(|d| d.measures.frauds == 1));
     }
@@ -530,7 +600,13 @@ mod tests {
         assert_eq!(rows[1].shadow, Some(("next".to_string(), 0.75)));
         assert_eq!(
             labels,
-            vec![RowLabel { trans_num: rows[1].trans_num.clone(), day: rows[1].day, is_fraud: true, reported_at: 77 }]
+            vec![RowLabel {
+                trans_num: rows[1].trans_num.clone(),
+                day: rows[1].day,
+                minute: rows[1].minute,
+                is_fraud: true,
+                reported_at: 77
+            }]
         );
     }
 }

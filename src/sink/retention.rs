@@ -27,7 +27,9 @@ pub fn tables(retention: &RetentionConfig) -> Vec<(&'static str, u32)> {
         ("labels", retention.labels_days),
         ("label_reports", retention.labels_days),
         ("merchant_days", retention.merchant_days),
-        ("scores", retention.scores_days),
+        ("quality_rows", retention.scores_days),
+        ("quality_changes", retention.scores_days),
+        ("quality_tallies", retention.scores_days),
         ("model_quality", retention.quality_days),
         ("model_decisions", retention.quality_days),
     ]

@@ -50,6 +50,10 @@ pub enum CassandraError {
     Unsupported { query: &'static str, reason: &'static str },
     #[error("model line-up: {0}")]
     Lineup(String),
+    #[error("Cassandra {what}: still changed by other instances after {tries} tries; the next round tries again")]
+    Contended { what: &'static str, tries: usize },
+    #[error("Cassandra {what}: {reason}")]
+    Corrupt { what: &'static str, reason: String },
 }
 
 /// A row of `labels`: the card number as stored (hashed if so configured).
@@ -648,7 +652,7 @@ mod tests {
         let statements = all_create_statements("ks", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
         let tables: std::collections::HashMap<String, Vec<(String, String)>> =
             statements.iter().filter_map(|s| declared_columns(s)).collect();
-        for table in ["transactions", "alerts", "models", "labels", "merchant_days", "scores", "model_lineup"] {
+        for table in ["transactions", "alerts", "models", "labels", "merchant_days", "quality_rows", "model_lineup"] {
             assert!(tables.contains_key(table), "{table} not parsed: {:?}", tables.keys());
         }
         let labels = &tables["labels"];

@@ -1,33 +1,58 @@
 //! Live model quality over Cassandra (docs/architecture.md, "Model
-//! quality"): the book of scored outcomes, `scores`, a partition per (UTC
-//! day, bucket of `trans_num`), a row per outcome, its label set by labels
-//! with the report's time as the write timestamp (the newest report wins,
-//! whichever instance writes last); and the measured days,
-//! `model_quality`, a partition per day, a row per model version.
+//! quality"), in work bounded by what changed, not by a day's volume:
+//! - `quality_rows`, the book: a row per stored outcome, a partition per
+//!   (UTC day, minute of the transaction), its label set with the report's
+//!   order as write timestamp (the newest report wins, whichever instance
+//!   writes last);
+//! - `quality_changes`, a partition per day, a row per minute: when its
+//!   rows last changed (written after them) and up to when they were counted;
+//! - `quality_tallies`, a partition per day: per (minute, version) the
+//!   [`Tally`] of the minute's rows, and per version the day's (minute -1),
+//!   their sum, all changed together by one lightweight transaction on the
+//!   day's `revision`;
+//! - `model_quality`, the measured days, a row per version.
 //!
-//! Every instance writes its outcomes and labels into the same book, and
-//! any instance measuring a day reads all of it, so instances agree.
+//! A round counts again only the minutes changed since they were counted
+//! (reading their rows), replaces their old tallies in the day's, and
+//! measures the day from the day's tallies: a minute is read when its rows
+//! or labels changed, never a whole day. Any instance may count any minute;
+//! the transaction keeps the sum exact, and a count older than the one
+//! stored is dropped, so instances agree.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::{StreamExt, TryStreamExt};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimestamp, CqlValue};
+use scylla::value::{CqlDate, CqlTimestamp, CqlValue};
 use tokio_util::sync::CancellationToken;
 
 use super::{request, rows, Cassandra, CassandraError};
-use crate::quality::{DayQuality, RowLabel, ScoreRow};
+use crate::quality::tally::{self, Tally};
+use crate::quality::{DayQuality, RowLabel, ScoreRow, VersionInfo};
 use crate::retry::Abandoned;
 
-/// Partitions a day's rows are spread over (a million outcomes a day make
-/// partitions of about 60,000 rows).
-const BUCKETS: u32 = 16;
 /// Rows of one partition written as one unlogged batch, at most.
 const BATCH_ROWS: usize = 100;
+/// The minute holding a day's sum in `quality_tallies`.
+const WHOLE_DAY: i32 = -1;
+/// A count is dated this much before its reads began, so that a change
+/// stamped by an instance whose clock is behind by less is counted again.
+const CLOCK_MARGIN_MICROS: i64 = 10_000_000;
+/// Times a day's transaction is tried again when another instance changed
+/// the day in between.
+const CONTENDED_TRIES: usize = 20;
 
 /// The CREATE statements of the quality tables.
 pub fn create_statements(ks: &str) -> Vec<String> {
     vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.scores (\n  day date,\n  bucket int,\n  trans_num text,\n  model_version text,\n  fraud_score float,\n  predicted boolean,\n  shadow_version text,\n  shadow_score float,\n  label boolean,\n  label_reported_at bigint,\n  PRIMARY KEY ((day, bucket), trans_num)\n)"
+            "CREATE TABLE IF NOT EXISTS {ks}.quality_rows (\n  day date,\n  minute int,\n  trans_num text,\n  model_version text,\n  fraud_score float,\n  predicted boolean,\n  shadow_version text,\n  shadow_score float,\n  label boolean,\n  label_reported_at bigint,\n  PRIMARY KEY ((day, minute), trans_num)\n)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.quality_changes (\n  day date,\n  minute int,\n  changed_at bigint,\n  counted_at bigint,\n  PRIMARY KEY ((day), minute)\n)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.quality_tallies (\n  day date,\n  minute int,\n  version text,\n  revision bigint static,\n  tally blob,\n  as_of bigint,\n  PRIMARY KEY ((day), minute, version)\n)"
         ),
         // One row per retraining run (spark-job/retrain.py writes it): the
         // challenger, the champion it was judged against, both evaluations
@@ -46,7 +71,15 @@ pub struct Statements {
     insert_score: PreparedStatement,
     insert_shadowed_score: PreparedStatement,
     label_score: PreparedStatement,
-    select_scores: PreparedStatement,
+    mark_changed: PreparedStatement,
+    mark_counted: PreparedStatement,
+    select_changes: PreparedStatement,
+    select_minute: PreparedStatement,
+    create_day: PreparedStatement,
+    select_revision: PreparedStatement,
+    select_tallies: PreparedStatement,
+    bump_revision: PreparedStatement,
+    insert_tally: PreparedStatement,
     insert_quality: PreparedStatement,
     select_quality: PreparedStatement,
 }
@@ -61,19 +94,46 @@ impl Statements {
             // Without the shadow columns when there is no shadow: a null
             // would be a tombstone per row.
             insert_score: prepare(format!(
-                "INSERT INTO {ks}.scores (day, bucket, trans_num, model_version, fraud_score, predicted) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO {ks}.quality_rows (day, minute, trans_num, model_version, fraud_score, predicted) VALUES (?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             insert_shadowed_score: prepare(format!(
-                "INSERT INTO {ks}.scores (day, bucket, trans_num, model_version, fraud_score, predicted, shadow_version, shadow_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO {ks}.quality_rows (day, minute, trans_num, model_version, fraud_score, predicted, shadow_version, shadow_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             label_score: prepare(format!(
-                "UPDATE {ks}.scores USING TIMESTAMP ? SET label = ?, label_reported_at = ? WHERE day = ? AND bucket = ? AND trans_num = ?"
+                "UPDATE {ks}.quality_rows USING TIMESTAMP ? SET label = ?, label_reported_at = ? WHERE day = ? AND minute = ? AND trans_num = ?"
             ))
             .await?,
-            select_scores: prepare(format!(
-                "SELECT trans_num, model_version, fraud_score, predicted, shadow_version, shadow_score, label, label_reported_at FROM {ks}.scores WHERE day = ? AND bucket = ?"
+            mark_changed: prepare(format!(
+                "UPDATE {ks}.quality_changes SET changed_at = ? WHERE day = ? AND minute = ?"
+            ))
+            .await?,
+            mark_counted: prepare(format!(
+                "UPDATE {ks}.quality_changes USING TIMESTAMP ? SET counted_at = ? WHERE day = ? AND minute = ?"
+            ))
+            .await?,
+            select_changes: prepare(format!(
+                "SELECT minute, changed_at, counted_at FROM {ks}.quality_changes WHERE day = ?"
+            ))
+            .await?,
+            select_minute: prepare(format!(
+                "SELECT model_version, fraud_score, predicted, shadow_version, shadow_score, label FROM {ks}.quality_rows WHERE day = ? AND minute = ?"
+            ))
+            .await?,
+            create_day: prepare(format!("INSERT INTO {ks}.quality_tallies (day, revision) VALUES (?, 0) IF NOT EXISTS"))
+                .await?,
+            select_revision: prepare(format!("SELECT revision FROM {ks}.quality_tallies WHERE day = ? LIMIT 1")).await?,
+            select_tallies: prepare(format!(
+                "SELECT minute, version, tally, as_of FROM {ks}.quality_tallies WHERE day = ? AND minute IN ?"
+            ))
+            .await?,
+            bump_revision: prepare(format!(
+                "UPDATE {ks}.quality_tallies SET revision = ? WHERE day = ? IF revision = ?"
+            ))
+            .await?,
+            insert_tally: prepare(format!(
+                "INSERT INTO {ks}.quality_tallies (day, minute, version, tally, as_of) VALUES (?, ?, ?, ?, ?)"
             ))
             .await?,
             insert_quality: prepare(format!(
@@ -85,33 +145,43 @@ impl Statements {
     }
 }
 
-/// The bucket of a transaction: FNV-1a of its number, so every instance
-/// and every release puts it in the same partition.
-fn bucket(trans_num: &str) -> i32 {
-    let hash =
-        trans_num.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (hash % u64::from(BUCKETS)) as i32
+fn date(day: i64) -> CqlDate {
+    rows::day_of(day * 86_400)
 }
 
-fn key(day: i64, trans_num: &str) -> [Option<CqlValue>; 3] {
-    [
-        Some(CqlValue::Date(rows::day_of(day * 86_400))),
-        Some(CqlValue::Int(bucket(trans_num))),
-        Some(CqlValue::Text(trans_num.to_string())),
-    ]
+fn key(day: i64, minute: i32, trans_num: &str) -> [Option<CqlValue>; 3] {
+    [Some(CqlValue::Date(date(day))), Some(CqlValue::Int(minute)), Some(CqlValue::Text(trans_num.to_string()))]
 }
 
-type ScoreColumns =
-    (String, Option<String>, Option<f32>, Option<bool>, Option<String>, Option<f32>, Option<bool>, Option<i64>);
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// What one call of [`Cassandra::count_quality_day`] did.
+#[derive(Debug, Default)]
+pub struct Counted {
+    /// The day's tally per version after the count (empty if nothing was
+    /// counted here).
+    pub day: BTreeMap<String, Tally>,
+    /// Minutes counted again.
+    pub minutes: usize,
+    /// Score rows read.
+    pub rows_read: u64,
+    /// Changed minutes left for another call (over the row budget).
+    pub more: bool,
+}
+
+type TallyColumns = (i32, String, Option<Vec<u8>>, Option<i64>);
+type MinuteColumns = (Option<String>, Option<f32>, Option<bool>, Option<String>, Option<f32>, Option<bool>);
 
 impl Cassandra {
     /// Writes the score rows of stored outcomes, a few unlogged batches per
-    /// partition; Ok once Cassandra has every one.
+    /// partition, then notes their minutes changed; Ok once Cassandra has
+    /// every one.
     pub async fn write_scores(&self, scores: &[ScoreRow], abandon: &CancellationToken) -> Result<(), Abandoned> {
-        let mut partitions: std::collections::HashMap<(i64, i32, bool), Vec<rows::Values>> =
-            std::collections::HashMap::new();
+        let mut partitions: HashMap<(i64, i32, bool), Vec<rows::Values>> = HashMap::new();
         for r in scores {
-            let mut values: rows::Values = key(r.day, &r.trans_num).into();
+            let mut values: rows::Values = key(r.day, r.minute, &r.trans_num).into();
             values.push(Some(CqlValue::Text(r.model_version.clone())));
             values.push(Some(CqlValue::Float(r.fraud_score)));
             values.push(Some(CqlValue::Boolean(r.predicted)));
@@ -119,8 +189,9 @@ impl Cassandra {
                 values.push(Some(CqlValue::Text(version.clone())));
                 values.push(Some(CqlValue::Float(*score)));
             }
-            partitions.entry((r.day, bucket(&r.trans_num), r.shadow.is_some())).or_default().push(values);
+            partitions.entry((r.day, r.minute, r.shadow.is_some())).or_default().push(values);
         }
+        let minutes: BTreeSet<(i64, i32)> = partitions.keys().map(|&(day, minute, _)| (day, minute)).collect();
         let batches: Vec<(bool, Vec<rows::Values>)> = partitions
             .into_iter()
             .flat_map(|((_, _, shadowed), rows)| {
@@ -137,10 +208,11 @@ impl Cassandra {
         while let Some(result) = writes.next().await {
             result?;
         }
-        Ok(())
+        self.mark_changed(minutes, abandon).await
     }
 
-    /// Sets the labels of score rows; the newest report wins.
+    /// Sets the labels of score rows (the newest report wins), then notes
+    /// their minutes changed.
     pub async fn write_score_labels(&self, labels: &[RowLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
         // Collected first: a lazy map would tie the stream to a borrowed closure.
         let statements: Vec<rows::Values> = labels
@@ -152,7 +224,7 @@ impl Cassandra {
                     Some(CqlValue::Boolean(l.is_fraud)),
                     Some(CqlValue::BigInt(l.reported_at)),
                 ];
-                values.extend(key(l.day, &l.trans_num));
+                values.extend(key(l.day, l.minute, &l.trans_num));
                 values
             })
             .collect();
@@ -162,50 +234,267 @@ impl Cassandra {
         while let Some(result) = writes.next().await {
             result?;
         }
+        self.mark_changed(labels.iter().map(|l| (l.day, l.minute)).collect(), abandon).await
+    }
+
+    /// Notes minutes whose rows changed, after the rows are written: a
+    /// count that began before this note may have missed them.
+    async fn mark_changed(&self, minutes: BTreeSet<(i64, i32)>, abandon: &CancellationToken) -> Result<(), Abandoned> {
+        let now = now_micros();
+        let mut per_day: BTreeMap<i64, Vec<rows::Values>> = BTreeMap::new();
+        for (day, minute) in minutes {
+            per_day.entry(day).or_default().push(vec![
+                Some(CqlValue::BigInt(now)),
+                Some(CqlValue::Date(date(day))),
+                Some(CqlValue::Int(minute)),
+            ]);
+        }
+        let mut writes = futures::stream::iter(
+            per_day.into_values().flat_map(|rows| rows.chunks(BATCH_ROWS).map(<[_]>::to_vec).collect::<Vec<_>>()),
+        )
+        .map(|chunk| self.execute_batch(&self.quality.mark_changed, chunk, abandon))
+        .buffer_unordered(self.concurrency);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
         Ok(())
     }
 
-    /// Every score row of a day (rows a label created before its outcome
-    /// was stored, without a score, are left out).
-    pub async fn score_rows(&self, day: i64) -> Result<Vec<ScoreRow>, CassandraError> {
-        let date = CqlValue::Date(rows::day_of(day * 86_400));
-        let reads = (0..BUCKETS as i32).map(|b| {
-            let values = (date.clone(), b);
-            async move {
-                self.session
-                    .execute_iter(self.quality.select_scores.clone(), values)
-                    .await
-                    .map_err(request("scores"))?
-                    .rows_stream::<ScoreColumns>()
-                    .map_err(request("scores"))?
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(request("scores"))
+    /// Counts again the minutes of `day` changed since they were counted,
+    /// reading at most about `budget_rows` score rows (always one minute at
+    /// least), and puts their tallies in place of the old ones in the day's,
+    /// in one lightweight transaction. Nothing changed: an empty [`Counted`].
+    pub async fn count_quality_day(
+        &self,
+        day: i64,
+        versions: &HashMap<String, crate::quality::VersionInfo>,
+        budget_rows: u64,
+    ) -> Result<Counted, CassandraError> {
+        let changed = self.changed_minutes(day).await?;
+        if changed.is_empty() {
+            return Ok(Counted::default());
+        }
+        // Rows written before this (by a clock up to the margin behind) are read below.
+        let as_of = now_micros() - CLOCK_MARGIN_MICROS;
+        let mut counted: BTreeMap<i32, BTreeMap<String, Tally>> = BTreeMap::new();
+        let mut rows_read = 0;
+        for &minute in &changed {
+            if rows_read >= budget_rows && !counted.is_empty() {
+                break;
             }
-        });
-        let parts = futures::future::try_join_all(reads).await?;
-        Ok(parts
-            .into_iter()
-            .flatten()
-            .filter_map(|(trans_num, version, score, predicted, shadow_version, shadow_score, label, reported)| {
-                Some(ScoreRow {
-                    trans_num,
-                    day,
-                    model_version: version?,
-                    fraud_score: score?,
-                    predicted: predicted?,
-                    shadow: shadow_version.zip(shadow_score),
-                    label: label.map(|l| (l, reported.unwrap_or(0))),
-                })
+            let (tallies, n) = self.tally_minute(day, minute, versions).await?;
+            counted.insert(minute, tallies);
+            rows_read += n;
+        }
+        let more = counted.len() < changed.len();
+        let (day_tallies, replaced) = self.replace_tallies(day, &counted, as_of).await?;
+        // Noted counted up to `as_of`; a later note of another instance wins.
+        let marks: Vec<rows::Values> = replaced
+            .iter()
+            .map(|&minute| {
+                vec![
+                    Some(CqlValue::BigInt(as_of)),
+                    Some(CqlValue::BigInt(as_of)),
+                    Some(CqlValue::Date(date(day))),
+                    Some(CqlValue::Int(minute)),
+                ]
             })
+            .collect();
+        // Not retried: a minute not noted counted is only counted again.
+        for chunk in marks.chunks(BATCH_ROWS) {
+            let mut batch = scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Unlogged);
+            for _ in chunk {
+                batch.append_statement(self.quality.mark_counted.clone());
+            }
+            self.session.batch(&batch, chunk.to_vec()).await.map_err(request("quality_changes"))?;
+        }
+        Ok(Counted { day: day_tallies, minutes: replaced.len(), rows_read, more })
+    }
+
+    /// Minutes of `day` whose rows changed after they were last counted.
+    async fn changed_minutes(&self, day: i64) -> Result<Vec<i32>, CassandraError> {
+        let rows: Vec<(i32, Option<i64>, Option<i64>)> = self
+            .session
+            .execute_iter(self.quality.select_changes.clone(), (date(day),))
+            .await
+            .map_err(request("quality_changes"))?
+            .rows_stream::<(i32, Option<i64>, Option<i64>)>()
+            .map_err(request("quality_changes"))?
+            .try_collect()
+            .await
+            .map_err(request("quality_changes"))?;
+        Ok(rows
+            .into_iter()
+            .filter(|&(_, changed, counted)| changed.is_some_and(|c| counted.is_none_or(|counted| c > counted)))
+            .map(|(minute, _, _)| minute)
             .collect())
+    }
+
+    /// The tallies of one minute's rows per version, and how many rows.
+    async fn tally_minute(
+        &self,
+        day: i64,
+        minute: i32,
+        versions: &HashMap<String, VersionInfo>,
+    ) -> Result<(BTreeMap<String, Tally>, u64), CassandraError> {
+        let mut rows = self
+            .session
+            .execute_iter(self.quality.select_minute.clone(), (date(day), minute))
+            .await
+            .map_err(request("quality_rows"))?
+            .rows_stream::<MinuteColumns>()
+            .map_err(request("quality_rows"))?;
+        let (mut tallies, mut n) = (BTreeMap::new(), 0u64);
+        while let Some(row) = rows.try_next().await.map_err(request("quality_rows"))? {
+            n += 1;
+            // A label that came before its outcome leaves a row without a score.
+            let (Some(version), Some(score), Some(predicted), shadow_version, shadow_score, label) = row else {
+                continue;
+            };
+            let shadow = shadow_version.as_deref().zip(shadow_score);
+            let scored = tally::Scored {
+                model_version: &version,
+                fraud_score: score,
+                predicted,
+                shadow,
+                fraud: label == Some(true),
+            };
+            tally::count(&mut tallies, scored, versions);
+        }
+        Ok((tallies, n))
+    }
+
+    /// Puts the minutes' new tallies in place of their old ones, in the
+    /// day's sum too, in one transaction on the day's revision (tried again
+    /// while other instances change the day). A minute counted by another
+    /// instance from later reads is left as it is. Returns the day's tallies
+    /// and the minutes replaced.
+    async fn replace_tallies(
+        &self,
+        day: i64,
+        counted: &BTreeMap<i32, BTreeMap<String, Tally>>,
+        as_of: i64,
+    ) -> Result<(BTreeMap<String, Tally>, Vec<i32>), CassandraError> {
+        let q = &self.quality;
+        for _ in 0..CONTENDED_TRIES {
+            let revision = match self.day_revision(day).await? {
+                Some(revision) => revision,
+                None => {
+                    self.session
+                        .execute_unpaged(&q.create_day, (date(day),))
+                        .await
+                        .map_err(request("quality_tallies"))?;
+                    continue;
+                }
+            };
+            let mut wanted: Vec<i32> = counted.keys().copied().collect();
+            wanted.push(WHOLE_DAY);
+            let stored = self.stored_tallies(day, wanted).await?;
+            let mut day_tallies: BTreeMap<String, Tally> = BTreeMap::new();
+            let mut old: BTreeMap<i32, (i64, BTreeMap<String, Tally>)> = BTreeMap::new();
+            for (minute, version, t, stored_as_of) in stored {
+                if minute == WHOLE_DAY {
+                    day_tallies.insert(version, t);
+                } else {
+                    let entry = old.entry(minute).or_insert((i64::MIN, BTreeMap::new()));
+                    entry.0 = entry.0.max(stored_as_of);
+                    entry.1.insert(version, t);
+                }
+            }
+            let mut batch = scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Logged);
+            let mut values: Vec<Vec<CqlValue>> = Vec::new();
+            batch.append_statement(q.bump_revision.clone());
+            values.push(vec![CqlValue::BigInt(revision + 1), CqlValue::Date(date(day)), CqlValue::BigInt(revision)]);
+            let mut replaced = Vec::new();
+            for (&minute, new) in counted {
+                let (old_as_of, old_tallies) = old.remove(&minute).unwrap_or((i64::MIN, BTreeMap::new()));
+                if old_as_of >= as_of {
+                    continue;
+                }
+                replaced.push(minute);
+                for (version, t) in &old_tallies {
+                    if let Some(sum) = day_tallies.get_mut(version) {
+                        sum.subtract(t);
+                    }
+                }
+                for (version, t) in new {
+                    day_tallies.entry(version.clone()).or_default().merge(t);
+                }
+                // A version gone from the minute keeps an empty row: no tombstone.
+                let empty = Tally::default();
+                let gone = old_tallies.keys().filter(|v| !new.contains_key(*v)).map(|v| (v, &empty));
+                for (version, t) in new.iter().chain(gone) {
+                    batch.append_statement(q.insert_tally.clone());
+                    values.push(tally_values(day, minute, version, t, as_of));
+                }
+            }
+            if replaced.is_empty() {
+                return Ok((day_tallies, replaced));
+            }
+            for (version, t) in &day_tallies {
+                batch.append_statement(q.insert_tally.clone());
+                values.push(tally_values(day, WHOLE_DAY, version, t, as_of));
+            }
+            let result = self.session.batch(&batch, values).await.map_err(request("quality_tallies"))?;
+            if applied(result)? {
+                return Ok((day_tallies, replaced));
+            }
+        }
+        Err(CassandraError::Contended { what: "quality_tallies", tries: CONTENDED_TRIES })
+    }
+
+    /// The day's stored tallies per version (what the last count left).
+    pub async fn day_tallies(&self, day: i64) -> Result<BTreeMap<String, Tally>, CassandraError> {
+        let stored = self.stored_tallies(day, vec![WHOLE_DAY]).await?;
+        Ok(stored.into_iter().map(|(_, version, t, _)| (version, t)).collect())
+    }
+
+    async fn day_revision(&self, day: i64) -> Result<Option<i64>, CassandraError> {
+        let rows: Vec<(Option<i64>,)> = self
+            .session
+            .execute_iter(self.quality.select_revision.clone(), (date(day),))
+            .await
+            .map_err(request("quality_tallies"))?
+            .rows_stream::<(Option<i64>,)>()
+            .map_err(request("quality_tallies"))?
+            .try_collect()
+            .await
+            .map_err(request("quality_tallies"))?;
+        Ok(rows.into_iter().next().and_then(|(r,)| r))
+    }
+
+    /// The stored tallies of these minutes of a day: (minute, version,
+    /// tally, as of). A tally that does not decode is an error: summing
+    /// around it would be wrong for ever.
+    async fn stored_tallies(
+        &self,
+        day: i64,
+        minutes: Vec<i32>,
+    ) -> Result<Vec<(i32, String, Tally, i64)>, CassandraError> {
+        let rows: Vec<TallyColumns> = self
+            .session
+            .execute_iter(self.quality.select_tallies.clone(), (date(day), minutes))
+            .await
+            .map_err(request("quality_tallies"))?
+            .rows_stream::<TallyColumns>()
+            .map_err(request("quality_tallies"))?
+            .try_collect()
+            .await
+            .map_err(request("quality_tallies"))?;
+        rows.into_iter()
+            .map(|(minute, version, bytes, as_of)| {
+                let t = Tally::decode(bytes.as_deref().unwrap_or_default())
+                    .map_err(|reason| CassandraError::Corrupt { what: "quality_tallies", reason })?;
+                Ok((minute, version, t, as_of.unwrap_or(i64::MIN)))
+            })
+            .collect()
     }
 
     /// Saves a measured day (one row per version).
     pub async fn save_quality(&self, measured: &[DayQuality]) -> Result<(), CassandraError> {
         for d in measured {
             let measures = serde_json::to_string(d).expect("quality serialises");
-            let values = (rows::day_of(d.day * 86_400), d.version.as_str(), measures, CqlTimestamp(d.computed_at_ms));
+            let values = (date(d.day), d.version.as_str(), measures, CqlTimestamp(d.computed_at_ms));
             self.session
                 .execute_unpaged(&self.quality.insert_quality, values)
                 .await
@@ -305,18 +594,25 @@ impl Cassandra {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn tally_values(day: i64, minute: i32, version: &str, t: &Tally, as_of: i64) -> Vec<CqlValue> {
+    vec![
+        CqlValue::Date(date(day)),
+        CqlValue::Int(minute),
+        CqlValue::Text(version.to_string()),
+        CqlValue::Blob(t.encode()),
+        CqlValue::BigInt(as_of),
+    ]
+}
 
-    #[test]
-    fn buckets_are_stable_and_spread() {
-        // FNV-1a of "abc" is 0xe71fa2190541574b; these values must never change.
-        assert_eq!(bucket("abc"), (0xe71f_a219_0541_574bu64 % 16) as i32);
-        let mut seen = [0usize; BUCKETS as usize];
-        for i in 0..1600 {
-            seen[bucket(&format!("t{i:08x}")) as usize] += 1;
+/// Whether a lightweight transaction applied (its answer's `[applied]`).
+fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, CassandraError> {
+    let rows = result.into_rows_result().map_err(request("quality_tallies"))?;
+    let mut answers = rows.rows::<scylla::value::Row>().map_err(request("quality_tallies"))?;
+    match answers.next() {
+        Some(row) => {
+            let row = row.map_err(request("quality_tallies"))?;
+            Ok(matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true)))))
         }
-        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        None => Ok(false),
     }
 }
