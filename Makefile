@@ -9,7 +9,7 @@ PY := .venv/bin/python
 BIN := target/release/fraudflight
 
 .PHONY: setup setup-runtime setup-build shared-target setup-browser build demo check test test-unit test-rust \
-	test-python test-browser test-services test-orders test-pipeline services-up services-down bench model model-handbook dashboards fuzz
+	test-python test-browser test-services test-orders test-pipeline services-up services-down bench model model-handbook dashboards fuzz soak
 
 ## Before anything builds, a fresh clone's target/ becomes a link to the Cargo
 ## build cache shared by the clones on this machine, so a clean-clone `make
@@ -105,6 +105,13 @@ services-up:
 
 services-down:
 	scripts/services.sh down
+
+## The soak (benches/soak.py): 5,000,000 transactions over a month of simulated days with their
+## labels through Kafka, two instances, quality and retraining on, a kill -9 and a Cassandra
+## restart, 100,000 hostile labels; about an hour. SOAK_ARGS="--transactions 500000" for a short one.
+soak: setup shared-target
+	cargo build --release --quiet
+	scripts/with-services.sh --services "kafka cassandra" $(PY) benches/soak.py $(SOAK_ARGS)
 
 ## Benchmarks, then target/bench/results.json and results.md (scripts/bench.sh; never part of
 ## `make test`). BENCH_SPARK=1 adds Spark training and batch scoring (benches/spark/).

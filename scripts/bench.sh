@@ -16,7 +16,10 @@
 #   4. our model with history against the fraud-detection handbook's windowed
 #      random forest on handbook-family data (benches/history_model.py, Spark,
 #      a few minutes);
-#   5. with BENCH_SPARK=1, Spark training and batch scoring through Flight next
+#   5. with BENCH_SOAK=1 (or `make soak`), the soak (benches/soak.py, about an
+#      hour): a month of traffic with labels through two instances, a kill -9,
+#      a Cassandra restart and 100,000 hostile labels;
+#   6. with BENCH_SPARK=1, Spark training and batch scoring through Flight next
 #      to Spark's own transform (benches/spark/batch_scoring.py; ~15 min more).
 # Each step after a warm-up, medians over repeats; each is bounded in time.
 set -euo pipefail
@@ -46,6 +49,11 @@ fi
 
 step "Spark: the model with history vs the handbook's windowed random forest (same data, same split)"
 "$PY" benches/history_model.py
+
+if [ "${BENCH_SOAK:-0}" = 1 ]; then
+  step "Soak: a month of traffic with labels, two instances, a kill -9, a Cassandra restart, hostile labels"
+  scripts/with-services.sh --services "kafka cassandra" "$PY" benches/soak.py ${SOAK_ARGS:-}
+fi
 
 if [ "${BENCH_SPARK:-0}" = 1 ]; then
   step "Spark: training, batch scoring through Flight vs Spark transform"

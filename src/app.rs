@@ -786,7 +786,9 @@ impl App {
                 if counted.minutes > 0 {
                     let mut measured = crate::quality::measure_tallies(day, &counted.day, versions, config);
                     self.quality.mark_complete(&mut measured);
-                    if let Err(e) = cassandra.save_quality(&measured).await {
+                    let gone: Vec<String> =
+                        counted.day.iter().filter(|(_, t)| t.transactions() == 0).map(|(v, _)| v.clone()).collect();
+                    if let Err(e) = cassandra.save_counted(&measured, &gone, day, counted.revision).await {
                         self.quality.retry(days[i..].iter().copied());
                         return Err(e.into());
                     }

@@ -7,6 +7,11 @@
 //! never be written must not stop the loop (it used to be retried for
 //! ever, never committed, on every instance).
 //!
+//! A flood of 100,000 hostile labels (oversized, wrong types, far ahead,
+//! names over the limit, not JSON, unknown cards, redeliveries) before the
+//! good ones: the good ones are applied, every bad one and only those are
+//! in the DLQ, every valid one is counted once.
+//!
 //! An analyst's label that nothing would apply (history off) is refused
 //! with a 4xx, not answered 200 and lost.
 //!
@@ -193,4 +198,132 @@ async fn an_analysts_label_nothing_would_apply_is_refused_not_accepted() {
     assert_eq!(status, 422, "{answer}");
     assert!(answer.contains("history"), "{answer}");
     assert!(serve.terminate().success());
+}
+
+/// How many hostile labels the flood sends.
+const FLOOD: usize = 100_000;
+
+/// The flood's hostile label number `i`, and whether it can never be
+/// stored (its DLQ reason's words), cycling through the kinds a careless
+/// or hostile producer sends: oversized numbers (one in 500: 70 KB each),
+/// wrong types, dates far ahead, names over the limit, not JSON; and valid
+/// ones that must not reach the DLQ: cards the service never saw, and
+/// redeliveries of good labels.
+fn flood_label(i: usize, good: &[Transaction]) -> (String, Option<&'static str>) {
+    let t = &good[i % good.len()];
+    let (n, c) = (&t.trans_num, &t.cc_num);
+    if i.is_multiple_of(500) {
+        let big = "9".repeat(70_000);
+        return (format!(r#"{{"trans_num":"{n}","cc_num":"{big}","is_fraud":1}}"#), Some("not a card number"));
+    }
+    match i % 8 {
+        0 => (format!(r#"{{"trans_num":"{}","cc_num":"{c}","is_fraud":1}}"#, "7".repeat(300)), Some("`trans_num`")),
+        1 => (format!(r#"{{"trans_num":"{n}","cc_num":"{c}","is_fraud":"maybe"}}"#), Some("is_fraud")),
+        2 => (
+            format!(r#"{{"trans_num":"{n}","cc_num":"{c}","is_fraud":1,"reported_at":9{i:011}}}"#),
+            Some("`reported_at`"),
+        ),
+        3 => (
+            format!(r#"{{"trans_num":"{n}","cc_num":"{c}","is_fraud":0,"decided_by":"{}"}}"#, "b".repeat(65)),
+            Some("`decided_by`"),
+        ),
+        4 => (format!("{{\"trans_num\":\"{n}\",\"cc_num\":{i}"), Some("JSON")),
+        5 => (format!(r#"{{"trans_num":"{n}","is_fraud":1}}"#), Some("cc_num")),
+        // Valid: an unknown card's transaction (pending), a redelivery.
+        6 => (format!(r#"{{"trans_num":"stranger-{i}","cc_num":"4{i:015}","is_fraud":1}}"#), None),
+        _ => (format!(r#"{{"trans_num":"{n}","cc_num":"{c}","is_fraud":{},"reported_at":1}}"#, i % 2), None),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and Cassandra: make test-services"]
+async fn a_flood_of_hostile_labels_leaves_the_good_ones_applied_and_every_bad_one_in_the_dlq() {
+    let names = Names::new("flood");
+    let labels_topic = format!("{}.labels", names.topic);
+    stack::create_topic(&names.topic, PARTITIONS).await;
+    stack::create_topic(&labels_topic, PARTITIONS).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", support::kafka_brokers())
+        .set("message.max.bytes", "1000000")
+        .create()
+        .unwrap();
+    let good: Vec<Transaction> =
+        stack::simulated(31, GOOD).into_iter().map(|t| Transaction { is_fraud: None, ..t }).collect();
+    let serve = stack::instance(&names, "a");
+    stack::produce(&names.topic, &good).await;
+    // The flood first, spread over the partitions, then the good labels,
+    // reported a day after their transactions (newer than any redelivery
+    // in the flood, which says 1970).
+    let mut expected: HashMap<&'static str, usize> = HashMap::new();
+    let flood: Vec<(String, Option<&'static str>)> = (0..FLOOD).map(|i| flood_label(i, &good)).collect();
+    for (_, reason) in &flood {
+        if let Some(words) = reason {
+            *expected.entry(words).or_default() += 1;
+        }
+    }
+    for chunk in flood.chunks(10_000) {
+        let sends = chunk.iter().enumerate().map(|(i, (value, _))| {
+            let record =
+                FutureRecord::to(&labels_topic).partition(i as i32 % PARTITIONS).key("flood").payload(value.as_str());
+            producer.send(record, Duration::from_secs(60))
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.expect("flood label sent");
+        }
+    }
+    let truth: HashMap<&str, bool> = good.iter().enumerate().map(|(i, t)| (t.trans_num.as_str(), i % 5 == 0)).collect();
+    for t in &good {
+        let value = serde_json::json!({
+            "trans_num": t.trans_num, "cc_num": t.cc_num, "is_fraud": i32::from(truth[t.trans_num.as_str()]),
+            "reported_at": t.unix_time.unwrap() + DAY,
+        })
+        .to_string();
+        let record = FutureRecord::to(&labels_topic).key(&t.cc_num).payload(&value);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+
+    let session = stack::cassandra().await;
+    stack::wait_for_rows(&session, &names, GOOD, Duration::from_secs(180), "the good transactions").await;
+    let query = format!("SELECT trans_num, is_fraud FROM {}.transactions", names.keyspace);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let rows: Vec<(String, Option<i64>)> = stack::select(&session, query.clone()).await;
+        let wrong = rows.iter().filter(|(n, flag)| *flag != truth.get(n.as_str()).map(|f| i64::from(*f))).count();
+        if wrong == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{wrong} outcomes without their good label after the flood");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let bad: usize = expected.values().sum();
+    let reasons = dead_letters(&format!("{labels_topic}.dlq"), bad).await;
+    for (words, n) in &expected {
+        let found = reasons.iter().filter(|r| r.contains(words)).count();
+        assert!(found >= *n, "{found} dead letters say {words:?}, {n} sent");
+    }
+    // Exactly the bad ones: the DLQ holds nothing else.
+    assert_eq!(topic_size(&format!("{labels_topic}.dlq")), bad, "only the bad labels are dead letters");
+    let metrics = serve.metrics();
+    assert_eq!(
+        metrics.value("fraudflight_labels_total", &[]),
+        Some((FLOOD - bad + GOOD) as f64),
+        "every valid label applied once"
+    );
+    assert!(serve.terminate().success());
+}
+
+/// Records in a topic, over all its partitions.
+fn topic_size(topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", support::kafka_brokers()).create().unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+            (high - low) as usize
+        })
+        .sum()
 }

@@ -210,3 +210,76 @@ async fn a_damaged_tally_is_an_error_not_a_wrong_sum() {
     assert!(err.contains("quality_tallies") && err.contains("does not decode"), "{err}");
     session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), &[]).await.unwrap();
 }
+
+/// Measures of `day` as saved in `model_quality`, by version.
+async fn saved(keyspace: &str, day: &str) -> std::collections::BTreeMap<String, String> {
+    let session = support::stack::cassandra().await;
+    let rows: Vec<(String, String)> = support::stack::select(
+        &session,
+        format!("SELECT version, measures FROM {keyspace}.model_quality WHERE day = '{day}'"),
+    )
+    .await;
+    rows.into_iter().collect()
+}
+
+/// A day an earlier release measured (its book was `scores`, not read now)
+/// keeps its numbers; measures of a later revision are never replaced by an
+/// earlier one's saved after them; a version whose every transaction was
+/// scored again by another leaves the day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Cassandra: scripts/services.sh up cassandra (make test-services runs it)"]
+async fn upgraded_days_keep_their_numbers_and_later_revisions_win() {
+    let keyspace = support::unique("qsave").to_lowercase();
+    let sink = connect(&keyspace).await;
+    let abandon = tokio_util::sync::CancellationToken::new();
+    let session = support::stack::cassandra().await;
+    let versions = HashMap::new();
+    let config = fraudflight::config::QualityConfig::default();
+    let rows: Vec<ScoreRow> = day_of_rows().into_iter().take(200).map(|(r, _)| r).collect();
+
+    // DAY - 1, measured by the earlier release: its row stays as it was.
+    let earlier = "2025-11-07";
+    session
+        .query_unpaged(
+            format!("INSERT INTO {keyspace}.model_quality (day, version, measures, computed_at) VALUES ('{earlier}', 'champion', '{{\"earlier\": 1}}', 0)"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let late: Vec<ScoreRow> = rows.iter().map(|r| ScoreRow { day: DAY - 1, ..r.clone() }).collect();
+    sink.write_scores(&late, &abandon).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    let counted = sink.count_quality_day(DAY - 1, &versions, 1_000).await.unwrap();
+    assert!(counted.kept_earlier && counted.rows_read == 0, "{counted:?}");
+    assert_eq!(saved(&keyspace, earlier).await["champion"], r#"{"earlier": 1}"#);
+    assert_eq!(sink.count_quality_day(DAY - 1, &versions, 1_000).await.unwrap().rows_read, 0, "noted counted");
+
+    // DAY: counted, then saved out of order.
+    sink.write_scores(&rows, &abandon).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    let first = sink.count_quality_day(DAY, &versions, 1_000).await.unwrap();
+    assert_eq!((first.minutes, first.rows_read), (200, 200));
+    let measured = fraudflight::quality::measure_tallies(DAY, &first.day, &versions, &config);
+    sink.save_counted(&measured, &[], DAY, first.revision).await.unwrap();
+    let mut older = measured.clone();
+    older[0].measures.transactions = 1;
+    sink.save_counted(&older, &[], DAY, first.revision - 1).await.unwrap();
+    let shown = saved(&keyspace, "2025-11-08").await;
+    assert!(shown["champion"].contains(r#""transactions":200"#), "the later revision's measures: {shown:?}");
+
+    // Every row scored again by another version: the champion leaves the day.
+    let rescored: Vec<ScoreRow> = rows.iter().map(|r| ScoreRow { model_version: "next".into(), ..r.clone() }).collect();
+    sink.write_scores(&rescored, &abandon).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    let second = sink.count_quality_day(DAY, &versions, 1_000).await.unwrap();
+    assert!(second.revision > first.revision);
+    assert_eq!(second.day["champion"].transactions(), 0);
+    assert_eq!(second.day["next"].transactions(), 200);
+    let gone: Vec<String> = second.day.iter().filter(|(_, t)| t.transactions() == 0).map(|(v, _)| v.clone()).collect();
+    let measured = fraudflight::quality::measure_tallies(DAY, &second.day, &versions, &config);
+    sink.save_counted(&measured, &gone, DAY, second.revision).await.unwrap();
+    let shown = saved(&keyspace, "2025-11-08").await;
+    assert_eq!(shown.keys().collect::<Vec<_>>(), ["next"], "{shown:?}");
+
+    session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), &[]).await.unwrap();
+}

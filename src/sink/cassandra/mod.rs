@@ -56,6 +56,26 @@ pub enum CassandraError {
     Corrupt { what: &'static str, reason: String },
 }
 
+/// Whether Cassandra refused a request for what it is rather than for its
+/// state now: retrying cannot make it pass by itself.
+pub fn is_permanent(e: &scylla::errors::ExecutionError) -> bool {
+    use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+    match e {
+        ExecutionError::BadQuery(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::SerializationError(_)) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::SyntaxError
+                | DbError::Invalid
+                | DbError::Unauthorized
+                | DbError::ConfigError
+                | DbError::AlreadyExists { .. }
+                | DbError::FunctionFailure { .. }
+        ),
+        _ => false,
+    }
+}
+
 /// A row of `labels`: the card number as stored (hashed if so configured).
 #[derive(Debug, Clone)]
 pub struct StoredLabel {
@@ -343,6 +363,15 @@ impl Cassandra {
                 Ok(answer) => {
                     self.health.succeeded();
                     return Ok(answer);
+                }
+                Err(e) if is_permanent(&e) => {
+                    // Held, not dropped: every record that reaches here passed
+                    // the input limits, so a refusal is the keyspace's or the
+                    // login's (a table altered or dropped, a permission taken),
+                    // the same for every record, and fixed by an operator.
+                    let message = format!("refused, not transient: {e} (writes are held until the cause is fixed)");
+                    self.health.failed(&message);
+                    retry.failed(message).await?;
                 }
                 Err(e) => {
                     self.health.failed(&e.to_string());
@@ -646,6 +675,19 @@ async fn add_missing_columns(session: &Session, ks: &str, statements: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_told_from_outages() {
+        use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+        let db = |e: DbError| ExecutionError::LastAttemptError(RequestAttemptError::DbError(e, "m".into()));
+        assert!(is_permanent(&db(DbError::Invalid)));
+        assert!(is_permanent(&db(DbError::Unauthorized)));
+        assert!(is_permanent(&db(DbError::SyntaxError)));
+        assert!(!is_permanent(&db(DbError::Overloaded)));
+        assert!(!is_permanent(&db(DbError::IsBootstrapping)));
+        assert!(!is_permanent(&ExecutionError::RequestTimeout(std::time::Duration::from_secs(1))));
+        assert!(!is_permanent(&ExecutionError::EmptyPlan));
+    }
 
     #[test]
     fn every_table_declares_its_columns_for_the_upgrade() {

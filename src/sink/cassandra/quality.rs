@@ -80,7 +80,8 @@ pub struct Statements {
     select_tallies: PreparedStatement,
     bump_revision: PreparedStatement,
     insert_tally: PreparedStatement,
-    insert_quality: PreparedStatement,
+    insert_counted_quality: PreparedStatement,
+    delete_quality: PreparedStatement,
     select_quality: PreparedStatement,
 }
 
@@ -136,8 +137,12 @@ impl Statements {
                 "INSERT INTO {ks}.quality_tallies (day, minute, version, tally, as_of) VALUES (?, ?, ?, ?, ?)"
             ))
             .await?,
-            insert_quality: prepare(format!(
-                "INSERT INTO {ks}.model_quality (day, version, measures, computed_at) VALUES (?, ?, ?, ?)"
+            insert_counted_quality: prepare(format!(
+                "INSERT INTO {ks}.model_quality (day, version, measures, computed_at) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            delete_quality: prepare(format!(
+                "DELETE FROM {ks}.model_quality USING TIMESTAMP ? WHERE day = ? AND version = ?"
             ))
             .await?,
             select_quality: prepare(format!("SELECT measures FROM {ks}.model_quality WHERE day = ?")).await?,
@@ -169,6 +174,12 @@ pub struct Counted {
     pub rows_read: u64,
     /// Changed minutes left for another call (over the row budget).
     pub more: bool,
+    /// The day's revision the tallies are of: the write timestamp of the
+    /// measures saved from them ([`Cassandra::save_counted`]).
+    pub revision: i64,
+    /// The day was measured by an earlier release (before the book was kept
+    /// per minute): its saved numbers are kept and it is not counted.
+    pub kept_earlier: bool,
 }
 
 type TallyColumns = (i32, String, Option<Vec<u8>>, Option<i64>);
@@ -274,6 +285,13 @@ impl Cassandra {
         if changed.is_empty() {
             return Ok(Counted::default());
         }
+        if self.day_revision(day).await?.is_none() && self.has_saved_quality(day).await? {
+            // Measured by an earlier release from its book (`scores`), which
+            // is not read: its numbers are kept, not replaced by a count of
+            // what came after the upgrade.
+            self.mark_counted(day, &changed, now_micros()).await?;
+            return Ok(Counted { kept_earlier: true, ..Counted::default() });
+        }
         // Rows written before this (by a clock up to the margin behind) are read below.
         let as_of = now_micros() - CLOCK_MARGIN_MICROS;
         let mut counted: BTreeMap<i32, BTreeMap<String, Tally>> = BTreeMap::new();
@@ -287,20 +305,20 @@ impl Cassandra {
             rows_read += n;
         }
         let more = counted.len() < changed.len();
-        let (day_tallies, replaced) = self.replace_tallies(day, &counted, as_of).await?;
-        // Noted counted up to `as_of`; a later note of another instance wins.
-        let marks: Vec<rows::Values> = replaced
+        let (day_tallies, replaced, revision) = self.replace_tallies(day, &counted, as_of).await?;
+        self.mark_counted(day, &replaced, as_of).await?;
+        Ok(Counted { day: day_tallies, minutes: replaced.len(), rows_read, more, revision, kept_earlier: false })
+    }
+
+    /// Notes minutes counted up to `as_of`; a later note of another instance
+    /// wins. Not retried: a minute not noted is only counted again.
+    async fn mark_counted(&self, day: i64, minutes: &[i32], as_of: i64) -> Result<(), CassandraError> {
+        let marks: Vec<Vec<CqlValue>> = minutes
             .iter()
             .map(|&minute| {
-                vec![
-                    Some(CqlValue::BigInt(as_of)),
-                    Some(CqlValue::BigInt(as_of)),
-                    Some(CqlValue::Date(date(day))),
-                    Some(CqlValue::Int(minute)),
-                ]
+                vec![CqlValue::BigInt(as_of), CqlValue::BigInt(as_of), CqlValue::Date(date(day)), CqlValue::Int(minute)]
             })
             .collect();
-        // Not retried: a minute not noted counted is only counted again.
         for chunk in marks.chunks(BATCH_ROWS) {
             let mut batch = scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Unlogged);
             for _ in chunk {
@@ -308,7 +326,22 @@ impl Cassandra {
             }
             self.session.batch(&batch, chunk.to_vec()).await.map_err(request("quality_changes"))?;
         }
-        Ok(Counted { day: day_tallies, minutes: replaced.len(), rows_read, more })
+        Ok(())
+    }
+
+    /// Whether some version's measures of `day` are saved.
+    async fn has_saved_quality(&self, day: i64) -> Result<bool, CassandraError> {
+        let rows: Vec<(String,)> = self
+            .session
+            .execute_iter(self.quality.select_quality.clone(), (date(day),))
+            .await
+            .map_err(request("model_quality"))?
+            .rows_stream::<(String,)>()
+            .map_err(request("model_quality"))?
+            .try_collect()
+            .await
+            .map_err(request("model_quality"))?;
+        Ok(!rows.is_empty())
     }
 
     /// Minutes of `day` whose rows changed after they were last counted.
@@ -368,13 +401,14 @@ impl Cassandra {
     /// day's sum too, in one transaction on the day's revision (tried again
     /// while other instances change the day). A minute counted by another
     /// instance from later reads is left as it is. Returns the day's tallies
-    /// and the minutes replaced.
+    /// (a version with nothing left in the day included, empty), the minutes
+    /// replaced and the day's revision.
     async fn replace_tallies(
         &self,
         day: i64,
         counted: &BTreeMap<i32, BTreeMap<String, Tally>>,
         as_of: i64,
-    ) -> Result<(BTreeMap<String, Tally>, Vec<i32>), CassandraError> {
+    ) -> Result<(BTreeMap<String, Tally>, Vec<i32>, i64), CassandraError> {
         let q = &self.quality;
         for _ in 0..CONTENDED_TRIES {
             let revision = match self.day_revision(day).await? {
@@ -403,8 +437,13 @@ impl Cassandra {
             }
             let mut batch = scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Logged);
             let mut values: Vec<Vec<CqlValue>> = Vec::new();
+            // At least the clock's microseconds: the revision is also the write
+            // timestamp of the measures saved from it (`save_counted`), so a
+            // later revision's wins whichever instance saves last, and over
+            // rows an earlier release saved with the clock.
+            let next = (revision + 1).max(now_micros());
             batch.append_statement(q.bump_revision.clone());
-            values.push(vec![CqlValue::BigInt(revision + 1), CqlValue::Date(date(day)), CqlValue::BigInt(revision)]);
+            values.push(vec![CqlValue::BigInt(next), CqlValue::Date(date(day)), CqlValue::BigInt(revision)]);
             let mut replaced = Vec::new();
             for (&minute, new) in counted {
                 let (old_as_of, old_tallies) = old.remove(&minute).unwrap_or((i64::MIN, BTreeMap::new()));
@@ -429,7 +468,7 @@ impl Cassandra {
                 }
             }
             if replaced.is_empty() {
-                return Ok((day_tallies, replaced));
+                return Ok((day_tallies, replaced, revision));
             }
             for (version, t) in &day_tallies {
                 batch.append_statement(q.insert_tally.clone());
@@ -437,7 +476,7 @@ impl Cassandra {
             }
             let result = self.session.batch(&batch, values).await.map_err(request("quality_tallies"))?;
             if applied(result)? {
-                return Ok((day_tallies, replaced));
+                return Ok((day_tallies, replaced, next));
             }
         }
         Err(CassandraError::Contended { what: "quality_tallies", tries: CONTENDED_TRIES })
@@ -490,13 +529,29 @@ impl Cassandra {
             .collect()
     }
 
-    /// Saves a measured day (one row per version).
-    pub async fn save_quality(&self, measured: &[DayQuality]) -> Result<(), CassandraError> {
+    /// Saves a day measured from its tallies of `revision` (one row per
+    /// version) with the revision as write timestamp, so measures of a later
+    /// revision are never replaced by an earlier one's saved after them; and
+    /// deletes the rows of `gone`, versions with nothing left in the day (all
+    /// their transactions scored again by another version).
+    pub async fn save_counted(
+        &self,
+        measured: &[DayQuality],
+        gone: &[String],
+        day: i64,
+        revision: i64,
+    ) -> Result<(), CassandraError> {
         for d in measured {
             let measures = serde_json::to_string(d).expect("quality serialises");
-            let values = (date(d.day), d.version.as_str(), measures, CqlTimestamp(d.computed_at_ms));
+            let values = (date(d.day), d.version.as_str(), measures, CqlTimestamp(d.computed_at_ms), revision);
             self.session
-                .execute_unpaged(&self.quality.insert_quality, values)
+                .execute_unpaged(&self.quality.insert_counted_quality, values)
+                .await
+                .map_err(request("model_quality"))?;
+        }
+        for version in gone {
+            self.session
+                .execute_unpaged(&self.quality.delete_quality, (revision, date(day), version.as_str()))
                 .await
                 .map_err(request("model_quality"))?;
         }
