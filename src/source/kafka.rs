@@ -101,7 +101,12 @@ impl ClientContext for SourceContext {
             self.metrics.set_lag(&self.topic, []);
             return;
         };
-        let lags = topic.partitions.values().filter(|p| p.partition >= 0 && p.desired).filter_map(|p| {
+        // A partition revoked from us can stay in the statistics, `desired`,
+        // with the lag it had when it left (seen after a rebalance): only
+        // partitions being fetched count.
+        let fetching =
+            |p: &rdkafka::statistics::Partition| !matches!(p.fetch_state.as_str(), "none" | "stopping" | "stopped");
+        let lags = topic.partitions.values().filter(|p| p.partition >= 0 && p.desired && fetching(p)).filter_map(|p| {
             // consumer_lag counts from the committed offset; before the first
             // commit it is unknown (-1), so count from the fetch position.
             let lag = match p.consumer_lag {
