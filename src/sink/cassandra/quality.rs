@@ -331,17 +331,21 @@ impl Cassandra {
 
     /// Whether some version's measures of `day` are saved.
     async fn has_saved_quality(&self, day: i64) -> Result<bool, CassandraError> {
-        let rows: Vec<(String,)> = self
-            .session
-            .execute_iter(self.quality.select_quality.clone(), (date(day),))
+        Ok(!self.saved_measures(date(day)).await?.is_empty())
+    }
+
+    /// The saved measures (JSON) of every version of a day.
+    async fn saved_measures(&self, day: CqlDate) -> Result<Vec<String>, CassandraError> {
+        self.session
+            .execute_iter(self.quality.select_quality.clone(), (day,))
             .await
             .map_err(request("model_quality"))?
             .rows_stream::<(String,)>()
             .map_err(request("model_quality"))?
+            .map_ok(|(json,)| json)
             .try_collect()
             .await
-            .map_err(request("model_quality"))?;
-        Ok(!rows.is_empty())
+            .map_err(request("model_quality"))
     }
 
     /// Minutes of `day` whose rows changed after they were last counted.
@@ -576,17 +580,7 @@ impl Cassandra {
         all.sort_by_key(|d| std::cmp::Reverse(d.0));
         let mut out = Vec::new();
         for day in all.into_iter().take(days) {
-            let measured: Vec<(String,)> = self
-                .session
-                .execute_iter(self.quality.select_quality.clone(), (day,))
-                .await
-                .map_err(request("model_quality"))?
-                .rows_stream::<(String,)>()
-                .map_err(request("model_quality"))?
-                .try_collect()
-                .await
-                .map_err(request("model_quality"))?;
-            for (json,) in measured {
+            for json in self.saved_measures(day).await? {
                 match serde_json::from_str::<DayQuality>(&json) {
                     Ok(d) => out.push(d),
                     Err(e) => tracing::warn!(error = %e, "a model_quality row does not parse; skipped"),
