@@ -12,14 +12,18 @@
 //!
 //! - a partition is caught up to `T` once it has applied a label reported at
 //!   or after `T`;
-//! - or once it is *idle*: read to its end and silent for `idle` (nothing
-//!   read from it, nor assigned, for that long). The end alone proves
-//!   nothing while a producer is still writing: it only says the producer
-//!   has not written yet. And an end read once stops being one when the
-//!   partition grows ([`Seen::Behind`], from librdkafka's statistics): for
-//!   labels written, or fetched, but not read yet (behind another
-//!   partition's backlog, say). A labels topic that does not exist counts
-//!   as idle once it has been missing for `idle`.
+//! - or once it is *idle*: at its end and silent for `idle`. At its end
+//!   means the consumer read librdkafka's end of it and found nothing of it
+//!   queued behind that end ([`Seen::End`], confirmed again every poll).
+//!   The end alone proves nothing: librdkafka reports it when its fetch
+//!   reaches it, and the partition's later labels may already wait in the
+//!   consumer's queue behind another partition's backlog (seconds of it
+//!   when the labels come faster than they are stored), or a producer may
+//!   not have written yet. So a partition is idle once it has been
+//!   confirmed at its end for `idle` after it was last read (or assigned),
+//!   and lately (a consumer that stopped confirming, busy or gone, proves
+//!   nothing about now). A labels topic that does not exist counts as idle
+//!   once it has been missing for `idle`.
 //!
 //! A value that is not a label is heard (the partition is not idle) but
 //! proves nothing about report times.
@@ -41,19 +45,27 @@ const RECHECK: Duration = Duration::from_millis(50);
 struct Mark {
     /// The newest report time (Unix seconds) applied from it.
     through: Option<i64>,
-    /// Read to its end, nothing read since.
-    at_end: bool,
+    /// When it was last confirmed at its end, if nothing was read since.
+    at_end: Option<Instant>,
     /// When something was last read from it (or it was assigned).
     heard: Instant,
 }
 
 impl Mark {
     fn new(now: Instant) -> Self {
-        Self { through: None, at_end: false, heard: now }
+        Self { through: None, at_end: None, heard: now }
+    }
+
+    /// At its end since `idle` after it was last heard, confirmed within
+    /// the last `idle`.
+    fn idle(&self, now: Instant, idle: Duration) -> bool {
+        self.at_end.is_some_and(|at| {
+            at.saturating_duration_since(self.heard) >= idle && now.saturating_duration_since(at) < idle
+        })
     }
 
     fn delivered(&self, at: i64, now: Instant, idle: Duration) -> bool {
-        self.through.is_some_and(|t| t >= at) || (self.at_end && now.duration_since(self.heard) >= idle)
+        self.through.is_some_and(|t| t >= at) || self.idle(now, idle)
     }
 }
 
@@ -102,12 +114,9 @@ pub enum Seen {
     /// A value that is not a label (sent to the DLQ): the partition is not
     /// idle, but nothing is known of report times.
     Unreadable { partition: i32 },
-    /// The partition's end.
-    End { partition: i32 },
-    /// Written to since its end was read, not read yet (librdkafka's
-    /// statistics say so; it reports an end once and nothing when the
-    /// partition grows): not at its end any more, whatever the silence.
-    Behind { partition: i32 },
+    /// The partition's end read (librdkafka's end of it) and nothing of it
+    /// queued behind that end, at this instant.
+    End { partition: i32, at: Instant },
 }
 
 /// How a wait ended.
@@ -196,16 +205,15 @@ impl LabelsProgress {
                 Seen::Label { partition, reported_at } => {
                     let mark = partitions.entry(partition).or_insert(Mark::new(now));
                     mark.through = Some(mark.through.map_or(reported_at, |t| t.max(reported_at)));
-                    mark.at_end = false;
+                    mark.at_end = None;
                     mark.heard = now;
                 }
                 Seen::Unreadable { partition } => {
                     let mark = partitions.entry(partition).or_insert(Mark::new(now));
-                    mark.at_end = false;
+                    mark.at_end = None;
                     mark.heard = now;
                 }
-                Seen::End { partition } => partitions.entry(partition).or_insert(Mark::new(now)).at_end = true,
-                Seen::Behind { partition } => partitions.entry(partition).or_insert(Mark::new(now)).at_end = false,
+                Seen::End { partition, at } => partitions.entry(partition).or_insert(Mark::new(now)).at_end = Some(at),
             }
         }
         if read {
@@ -258,7 +266,7 @@ impl LabelsProgress {
             Some(p) => p
                 .values()
                 .map(|m| {
-                    if m.at_end && now.duration_since(m.heard) >= self.idle {
+                    if m.idle(now, self.idle) {
                         i64::MAX
                     } else {
                         // A label reported at T applied: every one before T
@@ -345,20 +353,41 @@ mod tests {
         assert!(matches!(waiter.join().unwrap(), Ok(Waited::Delivered { .. })));
     }
 
+    fn end(partition: i32, at: Instant) -> Seen {
+        Seen::End { partition, at }
+    }
+
     #[test]
-    fn a_partition_written_to_after_its_end_is_not_idle_however_silent() {
+    fn an_end_read_long_ago_proves_nothing_about_labels_queued_behind_it() {
+        // The failure this rule fixes: partition 0's end was read, then its
+        // next labels waited seconds in the consumer's queue behind
+        // partition 1's backlog. Only ends confirmed with nothing queued
+        // behind them count, and only lately.
         let start = Instant::now();
         let progress = LabelsProgress::new(WAIT, IDLE);
         progress.assigned_at(&[0], start);
-        progress.applied_at(&[Seen::End { partition: 0 }], start);
-        assert!(progress.lock().delivered(1_000, start + IDLE, IDLE), "silent at its end");
-        // The brokers hold labels this consumer has not read yet.
-        progress.applied_at(&[Seen::Behind { partition: 0 }], start + IDLE);
-        assert!(!progress.lock().delivered(1_000, start + IDLE * 3, IDLE), "behind: not idle");
-        assert_eq!(progress.applied_through(), i64::MIN);
-        // Read to its (new) end: idle again once silent.
-        progress.applied_at(&[label(0, 500), Seen::End { partition: 0 }], start + IDLE * 3);
+        progress.applied_at(&[end(0, start)], start);
+        assert!(!progress.lock().delivered(1_000, start + IDLE * 2, IDLE), "never confirmed since");
+        progress.applied_at(&[end(0, start + IDLE)], start + IDLE);
+        assert!(progress.lock().delivered(1_000, start + IDLE, IDLE), "confirmed at its end for the idle time");
+        assert!(!progress.lock().delivered(1_000, start + IDLE * 2, IDLE), "not confirmed lately");
+        // Read again, then confirmed at its (new) end: idle once it stays so.
+        progress.applied_at(&[label(0, 500), end(0, start + IDLE * 3)], start + IDLE * 3);
+        assert!(!progress.lock().delivered(1_000, start + IDLE * 3, IDLE));
+        progress.applied_at(&[end(0, start + IDLE * 4)], start + IDLE * 4);
         assert!(progress.lock().delivered(1_000, start + IDLE * 4, IDLE));
+    }
+
+    #[test]
+    fn a_confirmation_counts_from_when_it_was_made_not_when_it_was_told() {
+        // A slow batch: the end was confirmed before the batch was stored.
+        // Told later, it still proves only the silence until it was made.
+        let start = Instant::now();
+        let progress = LabelsProgress::new(WAIT, IDLE);
+        progress.assigned_at(&[0], start);
+        progress.applied_at(&[label(0, 10)], start);
+        progress.applied_at(&[end(0, start + IDLE / 10)], start + IDLE * 2);
+        assert!(!progress.lock().delivered(1_000, start + IDLE * 2, IDLE));
     }
 
     #[test]
@@ -366,23 +395,24 @@ mod tests {
         let start = Instant::now();
         let progress = LabelsProgress::new(WAIT, IDLE);
         progress.assigned_at(&[0, 1], start);
-        progress.applied_at(&[label(0, 10), Seen::End { partition: 0 }, Seen::End { partition: 1 }], start);
-        let state = progress.lock();
+        progress.applied_at(&[label(0, 10), end(0, start), end(1, start)], start);
         // A producer still writing: the end only says it has not written yet.
-        assert!(!state.delivered(1_000, start + IDLE / 2, IDLE));
-        assert!(state.delivered(1_000, start + IDLE, IDLE), "silent at the end for the idle time");
-        drop(state);
+        progress.applied_at(&[end(0, start + IDLE / 2), end(1, start + IDLE / 2)], start + IDLE / 2);
+        assert!(!progress.lock().delivered(1_000, start + IDLE / 2, IDLE));
+        progress.applied_at(&[end(0, start + IDLE), end(1, start + IDLE)], start + IDLE);
+        assert!(progress.lock().delivered(1_000, start + IDLE, IDLE), "silent at the end for the idle time");
         // Read again: not idle any more, whatever the end said before.
         progress.applied_at(&[label(0, 20)], start + IDLE);
         assert!(!progress.lock().delivered(1_000, start + IDLE + IDLE / 2, IDLE));
         // Silent but not at its end (a backlog being read): not idle.
-        progress.applied_at(&[label(1, 5)], start + IDLE);
         let later = start + IDLE * 10;
-        progress.applied_at(&[Seen::End { partition: 0 }], start + IDLE);
+        progress.applied_at(&[label(1, 5)], start + IDLE);
+        progress.applied_at(&[end(0, later)], later);
         assert!(!progress.lock().delivered(1_000, later, IDLE), "partition 1 has not been read to its end");
         // An unreadable value is heard, but proves no report time.
-        progress.applied_at(&[Seen::Unreadable { partition: 1 }, Seen::End { partition: 1 }], later);
+        progress.applied_at(&[Seen::Unreadable { partition: 1 }, end(1, later)], later);
         assert!(!progress.lock().delivered(1_000, later, IDLE));
+        progress.applied_at(&[end(0, later + IDLE), end(1, later + IDLE)], later + IDLE);
         assert!(progress.lock().delivered(1_000, later + IDLE, IDLE));
     }
 
@@ -396,8 +426,9 @@ mod tests {
         assert!(progress.lock().delivered(i64::MAX, start + IDLE, IDLE), "missing for the idle time");
         // The topic appears: its partitions are new, heard when assigned.
         progress.assigned_at(&[0], start + IDLE);
-        progress.applied_at(&[Seen::End { partition: 0 }], start + IDLE);
+        progress.applied_at(&[end(0, start + IDLE * 3 / 2)], start + IDLE * 3 / 2);
         assert!(!progress.lock().delivered(0, start + IDLE * 3 / 2, IDLE));
+        progress.applied_at(&[end(0, start + IDLE * 2)], start + IDLE * 2);
         assert!(progress.lock().delivered(0, start + IDLE * 2, IDLE));
     }
 
@@ -406,12 +437,13 @@ mod tests {
         let start = Instant::now();
         let progress = LabelsProgress::new(WAIT, IDLE);
         progress.assigned_at(&[0, 1], start);
-        progress.applied_at(&[Seen::End { partition: 0 }, Seen::End { partition: 1 }], start);
         let later = start + IDLE * 10;
+        progress.applied_at(&[end(0, later), end(1, later)], later);
         assert!(progress.lock().delivered(1_000, later, IDLE), "both idle");
         // A replay begins: partition 0's first labels; 1 may have some too.
-        progress.applied_at(&[label(0, 2_000), Seen::End { partition: 0 }], later);
+        progress.applied_at(&[label(0, 2_000), end(0, later)], later);
         assert!(!progress.lock().delivered(1_000, later, IDLE), "partition 1 is waited for again");
+        progress.applied_at(&[end(1, later + IDLE)], later + IDLE);
         assert!(progress.lock().delivered(1_000, later + IDLE, IDLE), "unless it stays silent");
     }
 
@@ -432,12 +464,23 @@ mod tests {
 
     #[test]
     fn a_waiter_is_released_when_the_partitions_turn_idle() {
-        let progress = LabelsProgress::new(WAIT, Duration::from_millis(100));
+        let progress = Arc::new(LabelsProgress::new(WAIT, Duration::from_millis(100)));
         progress.assigned(&[0]);
-        progress.applied(&[label(0, 10), Seen::End { partition: 0 }]);
+        progress.applied(&[label(0, 10), end(0, Instant::now())]);
         let started = Instant::now();
+        // The consumer confirms the end at every poll.
+        let confirming = {
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                for _ in 0..40 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    progress.applied(&[end(0, Instant::now())]);
+                }
+            })
+        };
         assert!(matches!(progress.wait_for(1_000), Ok(Waited::Delivered { .. })));
         assert!(started.elapsed() >= Duration::from_millis(90), "waited for the silence");
+        confirming.join().unwrap();
     }
 
     #[test]

@@ -91,6 +91,15 @@ pub fn log_client_error(error: &rdkafka::error::KafkaError, reason: &str) {
 /// read_committed, librdkafka's default, reads to it). It comes through the
 /// consumer's queue, after the messages queued before it was taken, so
 /// what is taken after a poll came before what the poll returned.
+///
+/// Its limit: "the last end reported" is the fetcher's newest, not the one
+/// the consumer has read. An end read late, behind a backlog in the shared
+/// queue, with the partition's next records queued behind it and the
+/// fetcher at its end again, is not undone. The transactions aligner polls
+/// its queue empty into its own buffers, so its ends are read soon after
+/// they are reported; the labels consumer, which stores each batch before
+/// it polls again, reads each partition from its own queue instead
+/// (`source/labels.rs`).
 #[derive(Debug, Default)]
 pub struct GrownPartitions {
     grown: std::sync::Mutex<Vec<i32>>,

@@ -17,14 +17,20 @@
 //! After each stored batch it tells the history how far each partition has
 //! been applied (the newest report time, or its end), so transactions wait,
 //! bounded, for the labels their merchant risk counts
-//! (`history::progress`); a missing topic has nothing to wait for.
+//! (`history::progress`); a missing topic has nothing to wait for. Each
+//! partition is read from its own queue ([`Partitions`]), so its end is
+//! told only when nothing of it waits behind that end: in one shared queue,
+//! a partition's later labels wait behind another partition's backlog, and
+//! its end, read seconds before them, looked like silence.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::kafka::SourceError;
@@ -33,7 +39,6 @@ use crate::config::KafkaConfig;
 use crate::history::labels::from_json;
 use crate::history::progress::Seen;
 use crate::history::LabelRecord;
-use crate::kafka::GrownPartitions;
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::DeadLetter;
 
@@ -59,16 +64,17 @@ pub fn start(
         .set("group.id", format!("{}.labels.{instance}", kafka.group))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        // Ends tell the history a partition has nothing more to deliver,
-        // and the statistics when one has grown since (LabelsContext).
-        .set("enable.partition.eof", "true")
-        .set("statistics.interval.ms", STATS_EVERY_MS);
+        // Ends tell the history a partition has nothing more to deliver.
+        .set("enable.partition.eof", "true");
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
-    let consumer: BaseConsumer<LabelsContext> = config
-        .create_with_context(LabelsContext { topic: topic.clone(), grown: GrownPartitions::default() })
-        .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
+    // Shared with the partitions' own queues.
+    let consumer: Arc<BaseConsumer<LabelsContext>> = Arc::new(
+        config
+            .create_with_context(LabelsContext)
+            .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?,
+    );
     let history = app.history().cloned();
     if let Some(history) = &history {
         history.follow_labels(wait, idle);
@@ -83,7 +89,7 @@ pub fn start(
                     history.labels_assigned(&now);
                 }
             }
-            let polled = poll_batch(&consumer);
+            let polled = partitions.poll_batch(&consumer);
             if polled.is_empty() {
                 continue;
             }
@@ -91,7 +97,7 @@ pub fn start(
                 .iter()
                 .filter_map(|p| match p {
                     Polled::Message(m) => Some(m),
-                    Polled::End(_) | Polled::Grown(_) => None,
+                    Polled::End { .. } => None,
                 })
                 .collect();
             let (labels, dead, reported) = decode(&messages, app.time_bound().latest());
@@ -115,28 +121,13 @@ pub fn start(
     Ok(thread)
 }
 
-/// How often librdkafka reports its statistics to [`LabelsContext`].
-const STATS_EVERY_MS: &str = "500";
-
 /// The labels consumer's context: librdkafka's errors logged, partition
-/// ends not (they are expected here); and the partitions written to since
-/// their end was reported ([`GrownPartitions`]): the history
-/// counts a partition at its end and silent for the idle time as
-/// delivered, so labels written after an end must undo it. The statistics
-/// come through the same queue as the messages, so a partition found grown
-/// is reported in its place among them ([`Polled::Grown`]).
-struct LabelsContext {
-    topic: String,
-    grown: GrownPartitions,
-}
+/// ends not (they are expected here).
+struct LabelsContext;
 
 impl rdkafka::ClientContext for LabelsContext {
     fn error(&self, error: KafkaError, reason: &str) {
         crate::kafka::log_client_error(&error, reason);
-    }
-
-    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        self.grown.record(&statistics, &self.topic);
     }
 }
 
@@ -147,12 +138,20 @@ impl rdkafka::consumer::ConsumerContext for LabelsContext {}
 /// to share out and no group to join: a restarted instance reads at once
 /// (a group would hold its partitions until the killed member's session
 /// expired). The group id only keeps the committed offsets.
+///
+/// Each partition is read from its own queue (librdkafka's partition
+/// queues), so the consumer sees whether anything of a partition waits
+/// behind the end it read.
 #[derive(Default)]
 struct Partitions {
     /// None until the brokers answered.
     assigned: Option<Vec<i32>>,
     /// When the brokers were last asked.
     asked: Option<Instant>,
+    /// Each assigned partition's own queue.
+    queues: Vec<(i32, PartitionQueue<LabelsContext>)>,
+    /// Partitions whose end was read, nothing read from them since.
+    ended: BTreeSet<i32>,
 }
 
 /// How often the brokers are asked for the topic's partitions while it has
@@ -165,7 +164,7 @@ impl Partitions {
     /// them (from the committed offsets) when they changed. Returns the new
     /// list for the history: empty when the topic does not exist, so
     /// batches do not wait for labels that cannot come.
-    fn refresh(&mut self, consumer: &BaseConsumer<LabelsContext>, topic: &str) -> Option<Vec<i32>> {
+    fn refresh(&mut self, consumer: &Arc<BaseConsumer<LabelsContext>>, topic: &str) -> Option<Vec<i32>> {
         let every = if self.assigned.as_ref().is_some_and(|a| !a.is_empty()) { REFRESH_EVERY } else { ASK_EVERY };
         if self.asked.is_some_and(|at| at.elapsed() < every) {
             return None;
@@ -199,6 +198,24 @@ impl Partitions {
             tracing::warn!(error = %e, topic, "labels partitions not assigned");
             return None;
         }
+        // Split after the assignment (which undoes earlier splits) and
+        // before the next poll: whatever was fetched before is on the main
+        // queue, polled first.
+        self.queues = now
+            .iter()
+            .filter_map(|p| match consumer.split_partition_queue(topic, *p) {
+                Some(queue) => Some((*p, queue)),
+                None => {
+                    tracing::warn!(
+                        topic,
+                        partition = p,
+                        "labels partition not read from its own queue: its end is never told"
+                    );
+                    None
+                }
+            })
+            .collect();
+        self.ended.clear();
         tracing::info!(topic, partitions = ?now, "reading labels");
         self.assigned = Some(now.clone());
         Some(now)
@@ -208,10 +225,112 @@ impl Partitions {
 /// What one poll gave, in order.
 enum Polled {
     Message(Raw),
-    /// The consumer reached the end of this partition.
-    End(i32),
-    /// Written to since its end was reported ([`LabelsContext`]).
-    Grown(i32),
+    /// This partition's end was read, and at `at` nothing of it was queued
+    /// behind it.
+    End {
+        partition: i32,
+        at: Instant,
+    },
+}
+
+/// At most this many messages from one partition's queue before the next
+/// partition's is looked at: every partition is looked at every poll.
+const PER_QUEUE: usize = 100;
+
+impl Partitions {
+    /// A batch of messages from every partition's queue (and the main
+    /// queue, first: callbacks, and what was fetched before the split),
+    /// then the ends confirmed: partitions whose end was read and whose
+    /// queue was found empty after it.
+    fn poll_batch(&mut self, consumer: &BaseConsumer<LabelsContext>) -> Vec<Polled> {
+        let deadline = Instant::now() + BATCH_WAIT;
+        let mut batch = Vec::new();
+        // When each partition's queue was last found empty, if nothing was
+        // read from it after.
+        let mut empty: BTreeMap<i32, Instant> = BTreeMap::new();
+        loop {
+            let mut got = false;
+            while batch.len() < BATCH {
+                let Some(polled) = consumer.poll(Duration::ZERO) else { break };
+                got |= self.take(polled, &mut batch, &mut empty);
+            }
+            for (partition, queue) in &self.queues {
+                for _ in 0..PER_QUEUE {
+                    if batch.len() >= BATCH {
+                        break;
+                    }
+                    match queue.poll(Duration::ZERO) {
+                        Some(polled) => got |= take(&mut self.ended, polled, &mut batch, &mut empty),
+                        None => {
+                            empty.insert(*partition, Instant::now());
+                            break;
+                        }
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if batch.len() >= BATCH || left.is_zero() {
+                break;
+            }
+            if !got {
+                // Nothing anywhere: wait a little, serving callbacks.
+                if let Some(polled) = consumer.poll(left.min(IDLE_POLL)) {
+                    self.take(polled, &mut batch, &mut empty);
+                }
+            }
+        }
+        batch.extend(
+            empty
+                .into_iter()
+                .filter(|(p, _)| self.ended.contains(p))
+                .map(|(partition, at)| Polled::End { partition, at }),
+        );
+        batch
+    }
+
+    fn take(
+        &mut self,
+        polled: KafkaResult<BorrowedMessage<'_>>,
+        batch: &mut Vec<Polled>,
+        empty: &mut BTreeMap<i32, Instant>,
+    ) -> bool {
+        take(&mut self.ended, polled, batch, empty)
+    }
+}
+
+/// How long a poll that found nothing waits on the main queue.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// Adds one polled message to `batch`, or notes a partition's end; false
+/// for an error (logged).
+fn take(
+    ended: &mut BTreeSet<i32>,
+    polled: KafkaResult<BorrowedMessage<'_>>,
+    batch: &mut Vec<Polled>,
+    empty: &mut BTreeMap<i32, Instant>,
+) -> bool {
+    match polled {
+        Ok(m) => {
+            ended.remove(&m.partition());
+            empty.remove(&m.partition());
+            batch.push(Polled::Message(Raw {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                timestamp_ms: m.timestamp().to_millis(),
+            }));
+            true
+        }
+        Err(KafkaError::PartitionEOF(partition)) => {
+            ended.insert(partition);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "labels consumer");
+            false
+        }
+    }
 }
 
 /// The history's view of a stored batch: each message's report time (None
@@ -226,8 +345,7 @@ fn seen(polled: &[Polled], reported: &[Option<i64>]) -> Vec<Seen> {
                 Some(reported_at) => Seen::Label { partition: m.partition, reported_at },
                 None => Seen::Unreadable { partition: m.partition },
             },
-            Polled::End(partition) => Seen::End { partition: *partition },
-            Polled::Grown(partition) => Seen::Behind { partition: *partition },
+            Polled::End { partition, at } => Seen::End { partition: *partition, at: *at },
         })
         .collect()
 }
@@ -240,33 +358,6 @@ struct Raw {
     value: Vec<u8>,
     /// Kafka timestamp, Unix ms.
     timestamp_ms: Option<i64>,
-}
-
-fn poll_batch(consumer: &BaseConsumer<LabelsContext>) -> Vec<Polled> {
-    let deadline = Instant::now() + BATCH_WAIT;
-    let mut batch = Vec::new();
-    while batch.len() < BATCH {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let polled = consumer.poll(left);
-        // Statistics polled on the way came before what the poll returns.
-        batch.extend(consumer.context().grown.take().into_iter().map(Polled::Grown));
-        match polled {
-            Some(Ok(m)) => batch.push(Polled::Message(Raw {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                timestamp_ms: m.timestamp().to_millis(),
-            })),
-            Some(Err(KafkaError::PartitionEOF(partition))) => batch.push(Polled::End(partition)),
-            Some(Err(e)) => tracing::warn!(error = %e, "labels consumer"),
-            None => break,
-        }
-    }
-    batch
 }
 
 /// Labels, dead letters for the values that are not labels or can never be
