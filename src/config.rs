@@ -110,8 +110,8 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         // About 300 bytes a card with its recent transactions (measured:
         // 250,000 cards added ~78 MB to serve's peak RSS); 140,000 keep
-        // serve under 300 MB on 1,000,000 distinct cards (README,
-        // "Performance"; 150,000 did until the Kafka source's event-time
+        // serve under 300 MB on 1,000,000 distinct cards
+        // (docs/performance.md; 150,000 did until the Kafka source's event-time
         // alignment took a few MB).
         Self { enabled: true, max_cards: 140_000, labels_wait_ms: 30_000, labels_idle_ms: 5_000 }
     }
@@ -156,7 +156,7 @@ impl Default for QualityConfig {
 }
 
 /// Retraining on a schedule: `serve` runs `spark-job/retrain.py` against
-/// its own Cassandra keyspace and Flight port (README, "Retraining").
+/// its own Cassandra keyspace and Flight port (docs/loop.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrainConfig {
@@ -409,7 +409,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             topic: "transactions".into(),
             group: "fraudflight".into(),
-            // Measured (README, "Performance"): scoring reaches its plateau by
+            // Measured (docs/performance.md): scoring reaches its plateau by
             // 1-4k rows, and at 10 ms a quiet stream still sees low latency.
             batch_max_records: 4_096,
             batch_max_ms: 10,

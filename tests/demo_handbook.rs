@@ -1,4 +1,4 @@
-//! The demo as the README runs it with history: `fraudflight demo --fraud
+//! The demo as docs/training.md runs it with history: `fraudflight demo --fraud
 //! handbook --model models/handbook/gbt-handbook-history-v1`. The simulated
 //! frauds' labels arrive as the simulated clock passes their report times,
 //! the merchant risk fills from them, and the shipped history model catches

@@ -1,5 +1,5 @@
 """The self-learning loop, end to end on the real services (run by
-`make test-services`; README, "The self-learning loop"):
+`make test-services`; docs/loop.md):
 
 1. `serve` (Cassandra, history on) scores five weeks of the simulator's
    default fraud with the shipped model, and its live AP is high;

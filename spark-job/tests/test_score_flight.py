@@ -148,7 +148,7 @@ def test_a_missing_column_stops_the_job_naming_it(model: Path, tmp_path: Path) -
 
 
 def test_score_flight_runs_with_the_environments_own_python(model: Path, tmp_path: Path) -> None:
-    """`.venv/bin/python spark-job/score_flight.py ...`, as the README runs the
+    """`.venv/bin/python spark-job/score_flight.py ...`, as docs/training.md runs the
     jobs, with a `python3` first on PATH that cannot be a Spark worker: Spark
     used to start its Python workers from PATH (ModuleNotFoundError: pyarrow)."""
     decoy = tmp_path / "bin"

@@ -1,5 +1,5 @@
-//! Who may call what, and over which channel (README, "Configuration";
-//! README, "Security"):
+//! Who may call what, and over which channel (docs/serving.md,
+//! "Configuration"; docs/security.md):
 //!
 //! - [`tokens`]: bearer tokens with a role, `read` (scoring, queries, the
 //!   dashboard) or `admin` (also `load-model` and DoPut), compared in

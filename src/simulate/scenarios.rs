@@ -14,7 +14,7 @@
 //!
 //! Unlike the Sparkov-like episodes ([`super::FraudModel::Sparkov`]), no
 //! single transaction gives these away: the card's windows and the
-//! merchant's risk do (README, "The simulator").
+//! merchant's risk do (docs/simulator.md).
 
 use std::collections::HashMap;
 
