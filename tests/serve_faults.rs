@@ -87,10 +87,10 @@ async fn sink_outage(
     assert!(serve.terminate().success());
 }
 
-/// What-if scoring during a Cassandra outage: the history of a card the
-/// server does not hold cannot be reloaded; after the history's bounded
-/// wait (5 s) the shipped model, which does not read history, scores
-/// anyway, and says so in the log: an answer, not a hang.
+/// What-if scoring during a Cassandra outage: the shipped model reads no
+/// history, so the card's history is not looked for at all (before, the
+/// server tried to reload it, waited the history's bounded 5 s for the
+/// store, then scored without it): an answer at once, not a wait or a hang.
 async fn exchange_answers_without_history(serve: &Serve) {
     let record = fraudflight::record::Transaction {
         cc_num: "4000123412341234".into(),
@@ -102,10 +102,13 @@ async fn exchange_answers_without_history(serve: &Serve) {
         .await
         .expect("an answer, not a hang")
         .expect("the shipped model scores without history");
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered without waiting for the unreachable store (the history's wait is 5 s): took {:?}",
+        started.elapsed()
+    );
     let batch = &answer[0];
     assert_eq!(batch.num_rows(), 1);
-    assert!(serve.log_text().contains("history unavailable; scoring without it"), "the fallback is logged");
     let score = batch.column_by_name("fraud_score").unwrap().as_primitive::<arrow::datatypes::Float32Type>();
     assert!((0.0..=1.0).contains(&score.value(0)));
 }

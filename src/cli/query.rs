@@ -14,14 +14,16 @@ use crate::store::Query;
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
+    // Global: accepted after the subcommand too (`query recent --limit 5`,
+    // as the docs write it).
     /// Flight endpoint of a running server.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
     /// Maximum rows.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, global = true, default_value_t = 20)]
     pub limit: usize,
     /// Bearer token (admin for the model switches), when the server wants one.
-    #[arg(long, env = "FRAUDFLIGHT_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "FRAUDFLIGHT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[command(subcommand)]
     pub what: What,

@@ -145,7 +145,11 @@ impl Scorer {
         let invalid = features.invalid.clone();
         let mut labels = Vec::new();
         let (batch, mut features) = if invalid.is_empty() { (batch, features) } else { keep_valid(&batch, features) };
-        if let (true, Some(history)) = (features.extra.is_empty(), &self.history) {
+        // What-if scoring answers with scores only (DoExchange), so a model
+        // that reads no history needs none: reading it cost a card lookup
+        // per row, and the store's reads when cards are not held.
+        let needs_history = mode == Use::Update || !model.meta.history_inputs().is_empty();
+        if let (true, true, Some(history)) = (needs_history, features.extra.is_empty(), &self.history) {
             if let Some(turn) = turn {
                 turn.wait();
             }
@@ -156,13 +160,7 @@ impl Scorer {
                     labels = columns.labels.clone();
                     columns.into_columns()
                 }
-                // What-if scoring by a model that does not read history
-                // goes on without it (null history columns) while the
-                // store is out; ingest and history models must wait.
-                Err(e) if mode == Use::Read && model.meta.history_inputs().is_empty() => {
-                    tracing::warn!(error = %e, "history unavailable; scoring without it (the model does not use it)");
-                    Vec::new()
-                }
+                // Ingest and history models must wait for the store.
                 Err(e) => return Err(e.into()),
             };
             if let Some(turn) = turn {
