@@ -114,6 +114,9 @@ pub enum Seen {
     /// A value that is not a label (sent to the DLQ): the partition is not
     /// idle, but nothing is known of report times.
     Unreadable { partition: i32 },
+    /// Messages read from it and not applied yet (told before they are
+    /// stored): not idle meanwhile.
+    Reading { partition: i32 },
     /// The partition's end read (librdkafka's end of it) and nothing of it
     /// queued behind that end, at this instant.
     End { partition: i32, at: Instant },
@@ -191,7 +194,8 @@ impl LabelsProgress {
         let Some(partitions) = state.partitions.as_mut() else {
             return;
         };
-        let read = seen.iter().any(|s| matches!(s, Seen::Label { .. } | Seen::Unreadable { .. }));
+        let read =
+            seen.iter().any(|s| matches!(s, Seen::Label { .. } | Seen::Unreadable { .. } | Seen::Reading { .. }));
         if read && quiet {
             // The first labels after the whole topic was silent: the other
             // partitions' silence meant nothing (nobody was writing), so
@@ -208,7 +212,7 @@ impl LabelsProgress {
                     mark.at_end = None;
                     mark.heard = now;
                 }
-                Seen::Unreadable { partition } => {
+                Seen::Unreadable { partition } | Seen::Reading { partition } => {
                     let mark = partitions.entry(partition).or_insert(Mark::new(now));
                     mark.at_end = None;
                     mark.heard = now;
@@ -376,6 +380,20 @@ mod tests {
         assert!(!progress.lock().delivered(1_000, start + IDLE * 3, IDLE));
         progress.applied_at(&[end(0, start + IDLE * 4)], start + IDLE * 4);
         assert!(progress.lock().delivered(1_000, start + IDLE * 4, IDLE));
+    }
+
+    #[test]
+    fn labels_read_but_not_stored_yet_keep_their_partition_from_idle() {
+        let start = Instant::now();
+        let progress = LabelsProgress::new(WAIT, IDLE);
+        progress.assigned_at(&[0], start);
+        progress.applied_at(&[end(0, start + IDLE)], start + IDLE);
+        assert!(progress.lock().delivered(1_000, start + IDLE, IDLE), "idle");
+        // A label read; its batch is being stored.
+        progress.applied_at(&[Seen::Reading { partition: 0 }], start + IDLE);
+        assert!(!progress.lock().delivered(1_000, start + IDLE * 3 / 2, IDLE), "not idle while it is stored");
+        progress.applied_at(&[label(0, 1_000)], start + IDLE * 2);
+        assert!(progress.lock().delivered(1_000, start + IDLE * 2, IDLE), "applied: caught up");
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub fn start(
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
+    // Not the user's to turn off: without ends no partition is ever idle.
+    config.set("enable.partition.eof", "true");
     // Shared with the partitions' own queues.
     let consumer: Arc<BaseConsumer<LabelsContext>> = Arc::new(
         config
@@ -101,6 +103,12 @@ pub fn start(
                 })
                 .collect();
             let (labels, dead, reported) = decode(&messages, app.time_bound().latest());
+            if let (Some(history), false) = (&history, messages.is_empty()) {
+                // Read, not applied yet: their partitions are not idle while
+                // the batch is stored, however long that takes.
+                let read: BTreeSet<i32> = messages.iter().map(|m| m.partition).collect();
+                history.labels_seen(&read.into_iter().map(|partition| Seen::Reading { partition }).collect::<Vec<_>>());
+            }
             if !messages.is_empty() {
                 let stored =
                     runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms(), dead, Some((&topic, &dlq))));
@@ -150,6 +158,10 @@ struct Partitions {
     asked: Option<Instant>,
     /// Each assigned partition's own queue.
     queues: Vec<(i32, PartitionQueue<LabelsContext>)>,
+    /// The queue each poll looks at first, in turn: with more than
+    /// BATCH / PER_QUEUE partitions, the last would otherwise wait for the
+    /// first ones' backlogs.
+    first: usize,
     /// Partitions whose end was read, nothing read from them since.
     ended: BTreeSet<i32>,
 }
@@ -254,7 +266,9 @@ impl Partitions {
                 let Some(polled) = consumer.poll(Duration::ZERO) else { break };
                 got |= self.take(polled, &mut batch, &mut empty);
             }
-            for (partition, queue) in &self.queues {
+            let n = self.queues.len();
+            for k in 0..n {
+                let (partition, queue) = &self.queues[(self.first + k) % n];
                 for _ in 0..PER_QUEUE {
                     if batch.len() >= BATCH {
                         break;
@@ -279,6 +293,7 @@ impl Partitions {
                 }
             }
         }
+        self.first = self.first.wrapping_add(1);
         batch.extend(
             empty
                 .into_iter()
