@@ -63,13 +63,12 @@ pub fn start(
     config
         .set("group.id", format!("{}.labels.{instance}", kafka.group))
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        // Ends tell the history a partition has nothing more to deliver.
-        .set("enable.partition.eof", "true");
+        .set("auto.offset.reset", "earliest");
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
-    // Not the user's to turn off: without ends no partition is ever idle.
+    // Ends tell the history a partition has nothing more to deliver; set
+    // after the user's properties, as without them no partition is ever idle.
     config.set("enable.partition.eof", "true");
     // Shared with the partitions' own queues.
     let consumer: Arc<BaseConsumer<LabelsContext>> = Arc::new(
@@ -264,7 +263,7 @@ impl Partitions {
             let mut got = false;
             while batch.len() < BATCH {
                 let Some(polled) = consumer.poll(Duration::ZERO) else { break };
-                got |= self.take(polled, &mut batch, &mut empty);
+                got |= take(&mut self.ended, polled, &mut batch, &mut empty);
             }
             let n = self.queues.len();
             for k in 0..n {
@@ -289,7 +288,7 @@ impl Partitions {
             if !got {
                 // Nothing anywhere: wait a little, serving callbacks.
                 if let Some(polled) = consumer.poll(left.min(IDLE_POLL)) {
-                    self.take(polled, &mut batch, &mut empty);
+                    take(&mut self.ended, polled, &mut batch, &mut empty);
                 }
             }
         }
@@ -301,15 +300,6 @@ impl Partitions {
                 .map(|(partition, at)| Polled::End { partition, at }),
         );
         batch
-    }
-
-    fn take(
-        &mut self,
-        polled: KafkaResult<BorrowedMessage<'_>>,
-        batch: &mut Vec<Polled>,
-        empty: &mut BTreeMap<i32, Instant>,
-    ) -> bool {
-        take(&mut self.ended, polled, batch, empty)
     }
 }
 
