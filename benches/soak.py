@@ -44,7 +44,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "target" / "release" / "fraudflight"
+# FRAUDFLIGHT_BIN runs a copy, so the tree can be rebuilt while a soak runs.
+BIN = Path(os.environ.get("FRAUDFLIGHT_BIN", ROOT / "target" / "release" / "fraudflight"))
 BENCH = ROOT / "target" / "bench"
 LOGS = BENCH / "logs"
 MODEL = ROOT / "models" / "handbook" / "gbt-handbook-history-v1"

@@ -348,7 +348,7 @@ impl App {
                 }
             }
         }
-        Ok(self.store_labels(&labels, crate::metrics::unix_ms(), Vec::new(), None).await?)
+        Ok(self.store_labels(&labels, crate::metrics::unix_ms()).await?)
     }
 
     /// An analyst's decision on a held alert becomes a label: sent to the
@@ -403,9 +403,7 @@ impl App {
                 }
             }
             _ => {
-                self.store_labels(std::slice::from_ref(&label), now_ms, Vec::new(), None)
-                    .await
-                    .map_err(LabelsError::from)?;
+                self.store_labels(std::slice::from_ref(&label), now_ms).await.map_err(LabelsError::from)?;
                 "applied"
             }
         };
@@ -428,8 +426,6 @@ impl App {
         &self,
         labels: &[crate::history::LabelRecord],
         received_ms: i64,
-        dead: Vec<crate::sink::kafka::DeadLetter>,
-        topics: Option<(&str, &str)>,
     ) -> Result<LabelsApplied, crate::retry::Abandoned> {
         // Stored before they are applied: a card reloaded meanwhile reads
         // them from `labels` (docs/architecture.md, "History").
@@ -475,10 +471,22 @@ impl App {
             })
             .collect();
         self.show_labels(&current).await?;
-        if let (Some(kafka), Some((source, dlq)), false) = (&self.sinks.kafka, topics, dead.is_empty()) {
-            kafka.dead_letters_to(dlq, source, &dead, &self.abandon).await?;
-        }
         Ok(LabelsApplied { labels: labels.len(), pending })
+    }
+
+    /// Sends labels that can never be stored, read from `source`, to
+    /// `dlq`; Ok once Kafka has them all. One instance of a cluster does
+    /// this for each labels partition (`source::labels_dlq`).
+    pub async fn labels_dead_letters(
+        &self,
+        dead: &[crate::sink::kafka::DeadLetter],
+        source: &str,
+        dlq: &str,
+    ) -> Result<(), crate::retry::Abandoned> {
+        match &self.sinks.kafka {
+            Some(kafka) => kafka.dead_letters_to(dlq, source, dead, &self.abandon).await,
+            None => Err(abandoned(format!("{} dead letters of {source}: no Kafka to send them to", dead.len()))),
+        }
     }
 
     /// Sets the stored outcomes of these transactions to their current

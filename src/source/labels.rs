@@ -6,7 +6,8 @@
 //! Same rule as transactions: offsets are committed only after every label
 //! up to them is applied and stored, so a crash re-reads, never loses (the
 //! writes are upserts and applying a label twice changes nothing). A bad
-//! label goes to `<topic>.labels.dlq` with an `error` header. A label
+//! label is skipped here; it reaches `<topic>.labels.dlq` once for the
+//! whole cluster, from [`super::labels_dlq`]. A label
 //! without `reported_at` was reported at its Kafka timestamp, so a replay
 //! gives the same features as live operation.
 //!
@@ -81,7 +82,6 @@ pub fn start(
         history.follow_labels(wait, idle);
     }
     let runtime = tokio::runtime::Handle::current();
-    let dlq = kafka.labels_dlq_topic();
     let thread = std::thread::Builder::new().name("kafka-labels".into()).spawn(move || {
         let mut partitions = Partitions::default();
         while !shutdown.is_triggered() {
@@ -101,7 +101,8 @@ pub fn start(
                     Polled::End { .. } => None,
                 })
                 .collect();
-            let (labels, dead, reported) = decode(&messages, app.time_bound().latest());
+            // The bad ones are dead-lettered by `labels_dlq`, once.
+            let (labels, _dead, reported) = decode(&messages, app.time_bound().latest());
             if let (Some(history), false) = (&history, messages.is_empty()) {
                 // Read, not applied yet: their partitions are not idle while
                 // the batch is stored, however long that takes.
@@ -109,8 +110,7 @@ pub fn start(
                 history.labels_seen(&read.into_iter().map(|partition| Seen::Reading { partition }).collect::<Vec<_>>());
             }
             if !messages.is_empty() {
-                let stored =
-                    runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms(), dead, Some((&topic, &dlq))));
+                let stored = runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms()));
                 if stored.is_err() {
                     // Abandoned at shutdown: nothing committed, re-read next time.
                     break;
@@ -318,13 +318,7 @@ fn take(
         Ok(m) => {
             ended.remove(&m.partition());
             empty.remove(&m.partition());
-            batch.push(Polled::Message(Raw {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                timestamp_ms: m.timestamp().to_millis(),
-            }));
+            batch.push(Polled::Message(Raw::of(&m)));
             true
         }
         Err(KafkaError::PartitionEOF(partition)) => {
@@ -356,20 +350,32 @@ fn seen(polled: &[Polled], reported: &[Option<i64>]) -> Vec<Seen> {
 }
 
 /// One polled message, owned.
-struct Raw {
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
+pub(super) struct Raw {
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) value: Vec<u8>,
     /// Kafka timestamp, Unix ms.
-    timestamp_ms: Option<i64>,
+    pub(super) timestamp_ms: Option<i64>,
+}
+
+impl Raw {
+    pub(super) fn of(m: &BorrowedMessage<'_>) -> Self {
+        Raw {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
 }
 
 /// Labels, dead letters for the values that are not labels or can never be
 /// stored (reported after `latest`, oversized: `LabelRecord::check`), and
 /// when each message was reported (None for a bad one: it proves nothing
 /// about the report times of its partition).
-fn decode(batch: &[&Raw], latest: i64) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>>) {
+pub(super) fn decode(batch: &[&Raw], latest: i64) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>>) {
     let mut labels = Vec::with_capacity(batch.len());
     let mut dead = Vec::new();
     let mut reported = Vec::with_capacity(batch.len());
@@ -401,7 +407,7 @@ fn decode(batch: &[&Raw], latest: i64) -> (Vec<LabelRecord>, Vec<DeadLetter>, Ve
 }
 
 /// Commits past the last message of each partition in `batch`.
-fn commit(consumer: &BaseConsumer<LabelsContext>, topic: &str, batch: &[&Raw]) {
+pub(super) fn commit<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, batch: &[&Raw]) {
     let mut next = std::collections::BTreeMap::new();
     for r in batch {
         let at = next.entry(r.partition).or_insert(r.offset + 1);

@@ -17,6 +17,7 @@ pub mod align;
 pub mod decode;
 pub mod kafka;
 pub mod labels;
+pub mod labels_dlq;
 pub mod offsets;
 pub mod peers;
 
@@ -49,8 +50,9 @@ pub struct LabelsWait {
 pub struct Pipeline {
     source: std::thread::JoinHandle<()>,
     scoring: tokio::task::JoinHandle<()>,
-    /// The labels consumer, when history is on.
-    labels: Option<std::thread::JoinHandle<()>>,
+    /// The labels consumer and the labels' dead-letter consumer, when
+    /// history is on.
+    labels: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Pipeline {
@@ -68,13 +70,17 @@ impl Pipeline {
         abandon: CancellationToken,
     ) -> Result<Self, kafka::SourceError> {
         // Every instance reads all labels, under a group of its own: the
-        // static instance id, else this host's name.
+        // static instance id, else this host's name. The bad ones are
+        // dead-lettered by one member of a shared group.
         let labels = match app.history() {
             Some(_) => {
                 let instance = instance_id.clone().unwrap_or_else(crate::config::hostname);
-                Some(labels::start(app.clone(), kafka, &instance, labels_wait.max, labels_wait.idle, shutdown.clone())?)
+                vec![
+                    labels::start(app.clone(), kafka, &instance, labels_wait.max, labels_wait.idle, shutdown.clone())?,
+                    labels_dlq::start(app.clone(), kafka, instance_id.as_deref(), shutdown.clone())?,
+                ]
             }
-            None => None,
+            None => Vec::new(),
         };
         let permits = Arc::new(Semaphore::new(kafka.max_in_flight_batches));
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
@@ -105,7 +111,9 @@ impl Pipeline {
         let (source, labels) = (self.source, self.labels);
         let _ = tokio::task::spawn_blocking(move || {
             let _ = source.join();
-            labels.map(std::thread::JoinHandle::join)
+            labels.into_iter().for_each(|l| {
+                let _ = l.join();
+            });
         })
         .await;
         let _ = self.scoring.await;
