@@ -40,6 +40,7 @@ pub struct Metrics {
     invalid: IntCounter,
     alerts: IntCounter,
     dead_letters: IntCounter,
+    label_dead_letters: IntCounter,
     exchanged: IntCounter,
     quality_rows_read: IntCounter,
     quality_minutes_counted: IntCounter,
@@ -105,6 +106,10 @@ impl Metrics {
             invalid: counter("fraudflight_records_invalid_total", "Records refused as invalid input."),
             alerts: counter("fraudflight_alerts_total", "Outcomes predicted fraudulent."),
             dead_letters: counter("fraudflight_dead_letters_total", "Records sent to the dead-letter topic."),
+            label_dead_letters: counter(
+                "fraudflight_label_dead_letters_total",
+                "Labels sent to the labels' dead-letter topic by this instance (one instance sends each).",
+            ),
             exchanged: counter(
                 "fraudflight_exchange_rows_total",
                 "Rows scored for DoExchange clients (answered, not stored).",
@@ -166,6 +171,11 @@ impl Metrics {
     /// Records `rows` rows scored and answered over DoExchange.
     pub fn exchanged(&self, rows: usize) {
         self.exchanged.inc_by(rows as u64);
+    }
+
+    /// Labels this instance sent to the labels' dead-letter topic.
+    pub fn label_dead_letters(&self, n: usize) {
+        self.label_dead_letters.inc_by(n as u64);
     }
 
     /// Records that every sink stored `rows` outcomes, and how long after

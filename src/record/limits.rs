@@ -59,7 +59,12 @@ impl TimeBound {
     /// The latest Unix second accepted now.
     pub fn latest(&self) -> i64 {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        now.saturating_add(self.max_future_secs)
+        self.latest_at(now)
+    }
+
+    /// The latest Unix second accepted at Unix second `at`.
+    pub fn latest_at(&self, at: i64) -> i64 {
+        at.saturating_add(self.max_future_secs)
     }
 }
 

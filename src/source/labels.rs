@@ -40,6 +40,7 @@ use crate::config::KafkaConfig;
 use crate::history::labels::from_json;
 use crate::history::progress::Seen;
 use crate::history::LabelRecord;
+use crate::record::limits::TimeBound;
 use crate::shutdown::Shutdown;
 use crate::sink::kafka::DeadLetter;
 
@@ -61,16 +62,14 @@ pub fn start(
 ) -> Result<std::thread::JoinHandle<()>, SourceError> {
     let topic = kafka.labels_topic();
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
-    config
-        .set("group.id", format!("{}.labels.{instance}", kafka.group))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+    config.set("group.id", format!("{}.labels.{instance}", kafka.group));
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
-    // Ends tell the history a partition has nothing more to deliver; set
-    // after the user's properties, as without them no partition is ever idle.
-    config.set("enable.partition.eof", "true");
+    // Set after the user's properties: without ends no partition is ever
+    // idle; offsets are committed only after the labels are stored; a
+    // partition without a committed offset is read from its start.
+    config.set("enable.partition.eof", "true").set("enable.auto.commit", "false").set("auto.offset.reset", "earliest");
     // Shared with the partitions' own queues.
     let consumer: Arc<BaseConsumer<LabelsContext>> = Arc::new(
         config
@@ -102,7 +101,7 @@ pub fn start(
                 })
                 .collect();
             // The bad ones are dead-lettered by `labels_dlq`, once.
-            let (labels, _dead, reported) = decode(&messages, app.time_bound().latest());
+            let (labels, _dead, reported) = decode(&messages, app.time_bound());
             if let (Some(history), false) = (&history, messages.is_empty()) {
                 // Read, not applied yet: their partitions are not idle while
                 // the batch is stored, however long that takes.
@@ -372,21 +371,36 @@ impl Raw {
 }
 
 /// Labels, dead letters for the values that are not labels or can never be
-/// stored (reported after `latest`, oversized: `LabelRecord::check`), and
+/// stored (oversized, reported too far ahead: `LabelRecord::check`), and
 /// when each message was reported (None for a bad one: it proves nothing
 /// about the report times of its partition).
-pub(super) fn decode(batch: &[&Raw], latest: i64) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>>) {
+///
+/// How far ahead a label may be reported is measured from its Kafka
+/// timestamp, not from the clock at reading: every instance, and both the
+/// labels consumer (which skips a bad label) and the dead-letter consumer
+/// (which sends it, `labels_dlq`), judge it the same whenever they read it,
+/// so none is skipped by one and taken by the other. A Kafka timestamp
+/// itself beyond the clock's bound is refused (brokers refuse most:
+/// `log.message.timestamp.after.max.ms`).
+pub(super) fn decode(batch: &[&Raw], bound: TimeBound) -> (Vec<LabelRecord>, Vec<DeadLetter>, Vec<Option<i64>>) {
     let mut labels = Vec::with_capacity(batch.len());
     let mut dead = Vec::new();
     let mut reported = Vec::with_capacity(batch.len());
     let now = crate::metrics::unix_ms().div_euclid(1000);
     for r in batch {
         let timestamp = r.timestamp_ms.map_or(now, |ms| ms.div_euclid(1000));
-        // Without `reported_at`, its Kafka timestamp: bounded the same way.
-        let label = from_json(&r.value).map_err(|e| e.to_string()).and_then(|mut l| {
-            l.reported_at.get_or_insert(timestamp);
-            l.check(latest).map(|()| l).map_err(|problem| format!("label refused: {problem}"))
-        });
+        let label = if timestamp > bound.latest() {
+            Err(format!(
+                "label refused: its Kafka timestamp {timestamp} is beyond the latest accepted now, {}",
+                bound.latest()
+            ))
+        } else {
+            // Without `reported_at`, its Kafka timestamp.
+            from_json(&r.value).map_err(|e| e.to_string()).and_then(|mut l| {
+                l.reported_at.get_or_insert(timestamp);
+                l.check(bound.latest_at(timestamp)).map(|()| l).map_err(|problem| format!("label refused: {problem}"))
+            })
+        };
         match label {
             Ok(label) => {
                 reported.push(label.reported_at);
@@ -423,5 +437,43 @@ pub(super) fn commit<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsu
         // Stored already: the next commit covers these, or a restart
         // re-reads and re-applies them (upserts, idempotent).
         tracing::warn!(error = %e, "labels offsets not committed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(value: &str, timestamp_s: i64) -> Raw {
+        Raw { partition: 0, offset: 7, key: None, value: value.into(), timestamp_ms: Some(timestamp_s * 1000) }
+    }
+
+    #[test]
+    fn a_labels_report_time_is_judged_against_its_kafka_timestamp_not_the_clock() {
+        // A day of skew: the decision is the same whenever it is read, by
+        // any instance, as the dead-letter consumer and the labels consumer
+        // must agree.
+        let bound = TimeBound::new(86_400);
+        let sent = crate::metrics::unix_ms() / 1000 - 10 * 86_400;
+        let within = format!(r#"{{"trans_num":"t","cc_num":"1","is_fraud":1,"reported_at":{}}}"#, sent + 86_400);
+        let beyond = format!(r#"{{"trans_num":"t","cc_num":"1","is_fraud":1,"reported_at":{}}}"#, sent + 86_401);
+        let (a, b) = (raw(&within, sent), raw(&beyond, sent));
+        let (labels, dead, reported) = decode(&[&a, &b], bound);
+        assert_eq!(labels.len(), 1, "{dead:?}");
+        assert_eq!(reported, vec![Some(sent + 86_400), None]);
+        assert!(dead[0].error.contains("reported_at"), "{}", dead[0].error);
+        assert_eq!(dead[0].source, Some((0, 7)));
+    }
+
+    #[test]
+    fn a_kafka_timestamp_beyond_the_clocks_bound_is_refused_and_one_without_reported_at_takes_it() {
+        let bound = TimeBound::new(60);
+        let now = crate::metrics::unix_ms() / 1000;
+        let value = r#"{"trans_num":"t","cc_num":"1","is_fraud":0}"#;
+        let (ahead, on_time) = (raw(value, now + 3_600), raw(value, now - 5));
+        let (labels, dead, _) = decode(&[&ahead, &on_time], bound);
+        assert_eq!(labels.len(), 1);
+        assert_eq!(labels[0].reported_at, Some(now - 5), "no reported_at: its Kafka timestamp");
+        assert!(dead[0].error.contains("Kafka timestamp"), "{}", dead[0].error);
     }
 }

@@ -12,9 +12,14 @@
 //! partitions over when its session expires.
 //!
 //! The labels consumer skips the bad ones without sending them. Both judge
-//! a label's time against the same bound (`TimeBound::latest`); a label
-//! within milliseconds of it may be judged differently on two instances'
-//! clocks, as it could be before.
+//! a label by what the record holds (its report time against its Kafka
+//! timestamp: `labels::decode`), so whichever reads it first, and
+//! whenever, a label is either applied or dead-lettered, never neither.
+//!
+//! The group is new in this release: on the first start after an upgrade
+//! it has no offsets and reads the labels topic from its start, sending
+//! once more the bad labels it still holds (each instance sent them
+//! before).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,8 +57,6 @@ pub fn start(
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
     config
         .set("group.id", group(kafka))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
         // A dead member's partitions move on as the transactions' do.
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (kafka.session_timeout_ms / 3).min(3_000).to_string());
@@ -63,24 +66,37 @@ pub fn start(
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }
+    // After the user's properties: offsets are committed only once Kafka
+    // has the letters, and a partition without a committed offset is read
+    // from its start (or bad labels already skipped would never be sent).
+    config.set("enable.auto.commit", "false").set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer<DlqContext> = config
         .create_with_context(DlqContext)
         .map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     consumer.subscribe(&[&topic]).map_err(|source| SourceError::Consumer { brokers: kafka.brokers.clone(), source })?;
     let runtime = tokio::runtime::Handle::current();
     let thread = std::thread::Builder::new().name("kafka-labels-dlq".into()).spawn(move || {
+        let mut fatal = false;
         while !shutdown.is_triggered() {
-            let batch = poll_batch(&consumer);
+            let batch = poll_batch(&consumer, &mut fatal);
             if batch.is_empty() {
                 continue;
             }
             let read: Vec<&Raw> = batch.iter().collect();
-            let (_, dead, _) = decode(&read, app.time_bound().latest());
+            let (_, dead, _) = decode(&read, app.time_bound());
             if !dead.is_empty() {
-                if runtime.block_on(app.labels_dead_letters(&dead, &topic, &dlq)).is_err() {
-                    break;
+                if let Err(e) = runtime.block_on(app.labels_dead_letters(&dead, &topic, &dlq)) {
+                    if shutdown.is_triggered() {
+                        // Abandoned at shutdown: not committed, sent next time.
+                        break;
+                    }
+                    // Not sent and not committed: read again and retried.
+                    tracing::error!(error = %e, "labels' dead letters not sent; retrying");
+                    seek_back(&consumer, &topic, &read);
+                    std::thread::sleep(RETRY_AFTER);
+                    continue;
                 }
-                app.metrics().stored(0, dead.len(), []);
+                app.metrics().label_dead_letters(dead.len());
             }
             commit(&consumer, &topic, &read);
         }
@@ -88,8 +104,26 @@ pub fn start(
     Ok(thread)
 }
 
+/// How long a batch whose letters could not be sent waits to be tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Puts each partition of `batch` back to its first message, to be read
+/// again.
+fn seek_back(consumer: &BaseConsumer<DlqContext>, topic: &str, batch: &[&Raw]) {
+    let mut first = std::collections::BTreeMap::new();
+    for r in batch {
+        let at = first.entry(r.partition).or_insert(r.offset);
+        *at = (*at).min(r.offset);
+    }
+    for (partition, offset) in first {
+        if let Err(e) = consumer.seek(topic, partition, rdkafka::Offset::Offset(offset), Duration::from_secs(5)) {
+            tracing::warn!(error = %e, partition, "labels dead-letter consumer: cannot read again; a restart will");
+        }
+    }
+}
+
 /// Up to BATCH messages, waiting at most BATCH_WAIT for them.
-fn poll_batch(consumer: &BaseConsumer<DlqContext>) -> Vec<Raw> {
+fn poll_batch(consumer: &BaseConsumer<DlqContext>, fatal: &mut bool) -> Vec<Raw> {
     let deadline = Instant::now() + BATCH_WAIT;
     let mut batch = Vec::new();
     while batch.len() < BATCH {
@@ -99,6 +133,16 @@ fn poll_batch(consumer: &BaseConsumer<DlqContext>) -> Vec<Raw> {
         }
         match consumer.poll(left) {
             Some(Ok(m)) => batch.push(Raw::of(&m)),
+            // Finished for good (another member took our group.instance.id):
+            // said once; the members left dead-letter the labels.
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                if !*fatal {
+                    tracing::error!(error = %e, "labels dead-letter consumer failed for good; other instances send the labels' dead letters");
+                    *fatal = true;
+                }
+                std::thread::sleep(BATCH_WAIT);
+                break;
+            }
             Some(Err(e)) => tracing::warn!(error = %e, "labels dead-letter consumer"),
             None => break,
         }
