@@ -78,15 +78,10 @@ async fn write(sink: &str, records: usize, repeats: usize) -> anyhow::Result<()>
         "both" => (true, true),
         other => bail!("unknown sink `{other}` (cassandra, opensearch or both)"),
     };
-    let sinks = Arc::new(Sinks {
-        cassandra: if cassandra {
-            Some(Arc::new(Cassandra::connect(&config.cassandra, &abandon).await?))
-        } else {
-            None
-        },
-        search: if search { Some(Arc::new(Search::connect(&config.opensearch, &abandon).await?)) } else { None },
-        kafka: None,
-    });
+    let cassandra =
+        if cassandra { Some(Arc::new(Cassandra::connect(&config.cassandra, &abandon).await?)) } else { None };
+    let search = if search { Some(Arc::new(Search::connect(&config.opensearch, &abandon).await?)) } else { None };
+    let sinks = Arc::new(Sinks::new(cassandra, search, None));
     let write_one = |outcomes: RecordBatch| {
         let (sinks, abandon) = (sinks.clone(), abandon.clone());
         async move {

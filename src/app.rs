@@ -16,7 +16,7 @@ use crate::features::RowError;
 use crate::history::order::Turn;
 use crate::metrics::Metrics;
 use crate::metrics::SinkState;
-use crate::quality::{Quality, RowLabel, VersionInfo};
+use crate::quality::{Quality, VersionInfo};
 use crate::score::model::{ModelError, ModelFiles, ParityReport};
 use crate::score::registry::{Role, SwitchError, Switched};
 use crate::score::{outcome, ScoreError, ScoreOptions, Scored, Scorer};
@@ -96,20 +96,6 @@ pub enum PutError {
 fn trans_nums(outcomes: &RecordBatch) -> arrow::array::StringArray {
     use arrow::array::AsArray;
     outcomes.column_by_name(crate::record::column::trans_num).expect("outcome column").as_string::<i32>().clone()
-}
-
-/// Live quality's view of labels shown on outcomes.
-fn row_labels(current: &[crate::history::Settled]) -> Vec<RowLabel> {
-    current
-        .iter()
-        .map(|c| RowLabel {
-            trans_num: c.label.trans_num.clone(),
-            day: c.unix_time.div_euclid(86_400),
-            minute: crate::quality::day_and_minute(c.unix_time).1,
-            is_fraud: c.label.is_fraud,
-            reported_at: c.label.reported_at.unwrap_or_default(),
-        })
-        .collect()
 }
 
 /// Why labels were refused.
@@ -427,21 +413,11 @@ impl App {
         labels: &[crate::history::LabelRecord],
         received_ms: i64,
     ) -> Result<LabelsApplied, crate::retry::Abandoned> {
-        // Stored before they are applied: a card reloaded meanwhile reads
+        // Kept before they are applied: a card reloaded meanwhile reads
         // them from `labels` (docs/architecture.md, "History").
-        if let Some(cassandra) = &self.sinks.cassandra {
-            let rows: Vec<_> = labels
-                .iter()
-                .map(|l| crate::sink::cassandra::StoredLabel {
-                    cc_num: self.stored_card(&l.cc_num),
-                    trans_num: l.trans_num.clone(),
-                    is_fraud: l.is_fraud,
-                    reported_at: l.reported_at_or(received_ms / 1000),
-                    received_at_ms: received_ms,
-                    decided_by: l.decided_by.clone(),
-                })
-                .collect();
-            cassandra.write_labels(&rows, &self.abandon).await?;
+        if !self.sinks.outcomes.is_empty() {
+            let stored: Vec<_> = labels.iter().map(|l| self.stored_label(l)).collect();
+            self.sinks.keep_labels(&stored, received_ms, &self.abandon).await?;
         }
         let applied = match self.scorer.history() {
             // The history may ask the store (blocking calls).
@@ -497,54 +473,21 @@ impl App {
         if current.is_empty() {
             return Ok(());
         }
-        let reported = |l: &crate::history::LabelRecord| l.reported_at.unwrap_or_default();
-        if let Some(cassandra) = &self.sinks.cassandra {
-            let outcomes: Vec<_> = current
+        if !self.sinks.outcomes.is_empty() {
+            let stored: Vec<_> = current
                 .iter()
-                .map(|c| crate::sink::cassandra::OutcomeLabel {
-                    cc_num: self.stored_card(&c.label.cc_num),
-                    unix_time: c.unix_time,
-                    trans_num: c.label.trans_num.clone(),
-                    is_fraud: c.label.is_fraud,
-                    reported_at: reported(&c.label),
-                    decided_by: c.label.decided_by.clone(),
-                })
+                .map(|c| crate::history::Settled { label: self.stored_label(&c.label), unix_time: c.unix_time })
                 .collect();
-            cassandra.write_outcome_labels(&outcomes, &self.abandon).await?;
+            self.sinks.show_labels(&stored, &self.abandon).await?;
         }
-        if let Some(search) = &self.sinks.search {
-            let docs: Vec<_> = current
-                .iter()
-                .map(|c| crate::sink::search::DocLabel {
-                    trans_num: c.label.trans_num.clone(),
-                    unix_time: c.unix_time,
-                    is_fraud: c.label.is_fraud,
-                    reported_at: reported(&c.label),
-                    decided_by: c.label.decided_by.clone(),
-                })
-                .collect();
-            search.write_labels(&docs, &self.abandon).await?;
-        }
-        let row_labels = row_labels(current);
-        if let Some(cassandra) = &self.sinks.cassandra {
-            cassandra.write_score_labels(&row_labels, &self.abandon).await?;
-        }
-        self.show_in_memory(current, &row_labels);
+        self.show_in_memory(current);
         Ok(())
     }
 
     /// Live quality's and memory's side of [`Self::show_labels`].
-    fn show_in_memory(&self, current: &[crate::history::Settled], row_labels: &[RowLabel]) {
-        self.quality.labelled(row_labels);
-        let held: Vec<crate::store::memory::HeldLabel> = current
-            .iter()
-            .map(|c| crate::store::memory::HeldLabel {
-                is_fraud: c.label.is_fraud,
-                reported_at: c.label.reported_at.unwrap_or_default(),
-                by: c.label.decided_by.clone(),
-            })
-            .collect();
-        self.store.set_labels(current.iter().map(|c| c.label.trans_num.as_str()).zip(&held));
+    fn show_in_memory(&self, current: &[crate::history::Settled]) {
+        self.quality.labelled(&crate::quality::row_labels(current));
+        self.store.set_labels(current);
     }
 
     /// [`Self::settle_labels`] for outcomes kept in memory only (the demo).
@@ -552,7 +495,7 @@ impl App {
         let Some(history) = self.scorer.history() else { return };
         let settled = history.settle(trans_nums(outcomes).iter().flatten());
         if !settled.is_empty() {
-            self.show_in_memory(&settled, &row_labels(&settled));
+            self.show_in_memory(&settled);
         }
     }
 
@@ -562,6 +505,11 @@ impl App {
         let Some(history) = self.scorer.history() else { return Ok(()) };
         let settled = history.settle(trans_nums(outcomes).iter().flatten());
         self.show_labels(&settled).await
+    }
+
+    /// A label as the sinks store it: its card a keyed hash if so configured.
+    fn stored_label(&self, label: &crate::history::LabelRecord) -> crate::history::LabelRecord {
+        crate::history::LabelRecord { cc_num: self.stored_card(&label.cc_num), ..label.clone() }
     }
 
     /// The card number as the sinks store it (a keyed hash if configured).

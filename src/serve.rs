@@ -263,7 +263,7 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<S
     } else {
         None
     };
-    Ok(Sinks { cassandra, search, kafka })
+    Ok(Sinks::new(cassandra, search, kafka))
 }
 
 /// The scorer, with history as configured (over `store` when there is one).

@@ -137,12 +137,15 @@ async fn the_sink_writes_and_reads(url: &str, engine: &str, painless: bool) {
     // second a fraud wins, as in Cassandra.
     let labelled = batch.column_by_name("trans_num").unwrap().as_string::<i32>().value(times.len() - 1).to_string();
     let at = *times.last().unwrap();
-    let label = |is_fraud: bool, reported_at: i64, by: Option<&str>| fraudflight::sink::search::DocLabel {
-        trans_num: labelled.clone(),
+    let label = |is_fraud: bool, reported_at: i64, by: Option<&str>| fraudflight::history::Settled {
+        label: fraudflight::history::LabelRecord {
+            trans_num: labelled.clone(),
+            cc_num: "4000000000000002".into(),
+            is_fraud,
+            reported_at: Some(reported_at),
+            decided_by: by.map(str::to_string),
+        },
         unix_time: at,
-        is_fraud,
-        reported_at,
-        decided_by: by.map(str::to_string),
     };
     let shown = || async {
         let doc = get(&es, &format!("/{other_day}/_doc/{labelled}")).await;

@@ -68,6 +68,20 @@ pub struct RowLabel {
     pub reported_at: i64,
 }
 
+/// The book's view of labels now current for their outcomes.
+pub fn row_labels(current: &[crate::history::Settled]) -> Vec<RowLabel> {
+    current
+        .iter()
+        .map(|c| RowLabel {
+            trans_num: c.label.trans_num.clone(),
+            day: c.unix_time.div_euclid(86_400),
+            minute: day_and_minute(c.unix_time).1,
+            is_fraud: c.label.is_fraud,
+            reported_at: c.label.reported_at.unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// The rows of a batch of outcomes, and the labels some of them came with
 /// (a label that arrived before its transaction).
 pub fn rows_of(outcomes: &RecordBatch) -> (Vec<ScoreRow>, Vec<RowLabel>) {

@@ -30,13 +30,33 @@ pub struct DeadLetter {
 /// What is kept of a value the broker refuses as too large for the DLQ: the
 /// start of it, marked with `truncated` and `original_bytes` headers.
 const TRUNCATED_DLQ_VALUE: usize = 64 * 1024;
+/// And of its key, when that too is too large.
+const TRUNCATED_DLQ_KEY: usize = 1024;
 
+/// The Kafka producer: dead letters, analysts' labels, and (as an outcome
+/// sink) the outcome topic `<topic>.scored` when it is on.
 #[derive(Clone)]
 pub struct KafkaSink {
     producer: FutureProducer,
     input_topic: String,
     dlq_topic: String,
     scored_topic: Option<String>,
+}
+
+/// Outcomes to `<topic>.scored`, when enabled; nothing else.
+#[async_trait::async_trait]
+impl crate::store::sink::OutcomeSink for KafkaSink {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn write(
+        &self,
+        outcomes: &RecordBatch,
+        abandon: &CancellationToken,
+    ) -> Result<Vec<crate::store::sink::Refused>, Abandoned> {
+        self.outcomes(outcomes, abandon).await.map(|()| Vec::new())
+    }
 }
 
 impl KafkaSink {
@@ -87,11 +107,20 @@ impl KafkaSink {
                 Err(SendError::TooLarge) => {
                     tracing::warn!(bytes = letter.value.len(), "dead letter too large for the DLQ topic; truncated");
                     let cut = &letter.value[..letter.value.len().min(TRUNCATED_DLQ_VALUE)];
-                    let headers =
+                    let mut headers =
                         headers.insert(Header { key: "truncated", value: Some(b"true".as_slice()) }).insert(Header {
                             key: "original_bytes",
                             value: Some(letter.value.len().to_string().as_bytes()),
                         });
+                    // The key too (a hostile one can be as large as the value):
+                    // nothing about the letter may keep it out of the DLQ.
+                    let key = key.map(|k| &k[..k.len().min(TRUNCATED_DLQ_KEY)]);
+                    if letter.key.as_ref().is_some_and(|k| k.len() > TRUNCATED_DLQ_KEY) {
+                        headers = headers.insert(Header {
+                            key: "original_key_bytes",
+                            value: Some(letter.key.as_ref().map_or(0, Vec::len).to_string().as_bytes()),
+                        });
+                    }
                     self.send(dlq_topic, key, cut, headers, abandon).await.map_err(SendError::into_abandoned)
                 }
                 other => other.map_err(SendError::into_abandoned),

@@ -16,13 +16,21 @@ use tokio_util::sync::CancellationToken;
 use crate::retry::Abandoned;
 use crate::sink::cassandra::Cassandra;
 use crate::sink::kafka::{DeadLetter, KafkaSink};
-use crate::sink::search::{Refused, Search};
+use crate::sink::search::Search;
+use crate::store::sink::{OutcomeSink, Refused};
 
+/// The sinks of a running `serve`.
 #[derive(Default, Clone)]
 pub struct Sinks {
+    /// Where outcomes and labels are written: each gets every batch. A new
+    /// store implements [`OutcomeSink`] and is added in [`Sinks::new`].
+    pub outcomes: Vec<Arc<dyn OutcomeSink>>,
+    /// The Kafka producer (dead letters, analysts' labels), when Kafka is on.
+    pub kafka: Option<KafkaSink>,
+    /// The stores the core also reads (queries, live quality, the model
+    /// log), when on.
     pub cassandra: Option<Arc<Cassandra>>,
     pub search: Option<Arc<Search>>,
-    pub kafka: Option<KafkaSink>,
 }
 
 /// What a batch's write did.
@@ -32,39 +40,41 @@ pub struct Written {
     pub dead_letters: usize,
 }
 
+/// The sinks `/health` always names, "off" when not configured.
+const NAMED: [&str; 3] = ["cassandra", "opensearch", "kafka"];
+
 impl Sinks {
+    /// The sinks that are on: outcomes go to each of them.
+    pub fn new(cassandra: Option<Arc<Cassandra>>, search: Option<Arc<Search>>, kafka: Option<KafkaSink>) -> Self {
+        let mut outcomes: Vec<Arc<dyn OutcomeSink>> = Vec::new();
+        outcomes.extend(cassandra.clone().map(|c| c as Arc<dyn OutcomeSink>));
+        outcomes.extend(search.clone().map(|s| s as Arc<dyn OutcomeSink>));
+        outcomes.extend(kafka.clone().map(|k| Arc::new(k) as Arc<dyn OutcomeSink>));
+        Self { outcomes, kafka, cassandra, search }
+    }
+
     /// Each sink: "off", "ok" or "failing" (its writes are being retried).
     pub fn health(&self) -> serde_json::Value {
-        let state = |enabled: bool, healthy: bool| match (enabled, healthy) {
-            (false, _) => "off",
-            (true, true) => "ok",
-            (true, false) => "failing",
-        };
-        serde_json::json!({
-            "cassandra": state(self.cassandra.is_some(), self.cassandra.as_ref().is_none_or(|c| c.health.is_healthy())),
-            "opensearch": state(self.search.is_some(), self.search.as_ref().is_none_or(|s| s.health.is_healthy())),
-            "kafka": state(self.kafka.is_some(), true),
-        })
+        let mut health = serde_json::Map::new();
+        for name in NAMED {
+            health.insert(name.into(), "off".into());
+        }
+        for sink in &self.outcomes {
+            let ok = sink.health().is_none_or(|h| h.is_healthy());
+            health.insert(sink.name().into(), if ok { "ok" } else { "failing" }.into());
+        }
+        health.into()
     }
 
     /// The enabled stores' health and error counts, for `/metrics`.
     pub fn states(&self) -> Vec<crate::metrics::SinkState> {
-        let mut states = Vec::new();
-        if let Some(c) = &self.cassandra {
-            states.push(crate::metrics::SinkState {
-                name: "cassandra",
-                up: c.health.is_healthy(),
-                errors: c.health.errors(),
-            });
-        }
-        if let Some(s) = &self.search {
-            states.push(crate::metrics::SinkState {
-                name: "opensearch",
-                up: s.health.is_healthy(),
-                errors: s.health.errors(),
-            });
-        }
-        states
+        self.outcomes
+            .iter()
+            .filter_map(|sink| {
+                let health = sink.health()?;
+                Some(crate::metrics::SinkState { name: sink.name(), up: health.is_healthy(), errors: health.errors() })
+            })
+            .collect()
     }
 
     /// True when no enabled sink is failing its writes and each answers a
@@ -72,55 +82,31 @@ impl Sinks {
     /// outage too.
     pub async fn ready(&self) -> bool {
         let limit = std::time::Duration::from_secs(2);
-        let cassandra = async {
-            match &self.cassandra {
-                Some(c) => c.health.is_healthy() && tokio::time::timeout(limit, c.healthy()).await.unwrap_or(false),
-                None => true,
-            }
-        };
-        let search = async {
-            match &self.search {
-                Some(s) => s.health.is_healthy() && tokio::time::timeout(limit, s.healthy()).await.unwrap_or(false),
-                None => true,
-            }
-        };
-        let (c, s) = tokio::join!(cassandra, search);
-        c && s
+        let checks = self.outcomes.iter().filter(|s| s.health().is_some()).map(|sink| async move {
+            sink.health().is_none_or(|h| h.is_healthy())
+                && tokio::time::timeout(limit, sink.answers()).await.unwrap_or(false)
+        });
+        futures::future::join_all(checks).await.into_iter().all(|ok| ok)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cassandra.is_none() && self.search.is_none() && self.kafka.is_none()
+        self.outcomes.is_empty() && self.kafka.is_none()
     }
 
-    /// Writes outcomes and dead letters; Ok once all are stored.
+    /// Writes outcomes to every sink at once, and the dead letters; Ok once
+    /// all are stored.
     pub async fn write(
         &self,
         outcomes: &RecordBatch,
         mut dead: Vec<DeadLetter>,
         abandon: &CancellationToken,
     ) -> Result<Written, Abandoned> {
-        let cassandra = async {
-            match &self.cassandra {
-                Some(c) if outcomes.num_rows() > 0 => c.write(outcomes, abandon).await,
-                _ => Ok(()),
+        if outcomes.num_rows() > 0 {
+            let writes = self.outcomes.iter().map(|sink| sink.write(outcomes, abandon));
+            for refused in futures::future::join_all(writes).await {
+                dead.extend(refused?.into_iter().map(refused_to_dead_letter));
             }
-        };
-        let search = async {
-            match &self.search {
-                Some(s) if outcomes.num_rows() > 0 => s.write(outcomes, abandon).await,
-                _ => Ok(Vec::new()),
-            }
-        };
-        let scored = async {
-            match &self.kafka {
-                Some(k) if outcomes.num_rows() > 0 => k.outcomes(outcomes, abandon).await,
-                _ => Ok(()),
-            }
-        };
-        let (cassandra, refused, scored) = tokio::join!(cassandra, search, scored);
-        cassandra?;
-        scored?;
-        dead.extend(refused?.into_iter().map(refused_to_dead_letter));
+        }
         if dead.is_empty() {
             return Ok(Written::default());
         }
@@ -135,13 +121,39 @@ impl Sinks {
         }
         Ok(Written { dead_letters: dead.len() })
     }
+
+    /// Keeps labels as received in every sink that keeps them; Ok once all
+    /// have them.
+    pub async fn keep_labels(
+        &self,
+        labels: &[crate::history::LabelRecord],
+        received_ms: i64,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        for sink in &self.outcomes {
+            sink.keep_labels(labels, received_ms, abandon).await?;
+        }
+        Ok(())
+    }
+
+    /// Shows labels now current on their stored outcomes, in every sink.
+    pub async fn show_labels(
+        &self,
+        current: &[crate::history::Settled],
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        for sink in &self.outcomes {
+            sink.show_labels(current, abandon).await?;
+        }
+        Ok(())
+    }
 }
 
-/// A document the search engine refused for good still reaches the DLQ, as
+/// An outcome a sink refused for good still reaches the DLQ, as
 /// the document it was, with the reason: one dead letter per refusal, so none
 /// can go missing while the batch is acknowledged.
 fn refused_to_dead_letter(refused: Refused) -> DeadLetter {
-    tracing::error!(error = %refused.error, row = refused.row, "search engine refused an outcome; sent to the DLQ");
+    tracing::error!(error = %refused.error, row = refused.row, "a sink refused an outcome; sent to the DLQ");
     DeadLetter { key: None, value: refused.document.to_vec(), error: refused.error, source: None }
 }
 

@@ -23,6 +23,16 @@ pub struct HeldLabel {
     pub by: Option<String>,
 }
 
+impl HeldLabel {
+    fn of(label: &crate::history::LabelRecord) -> Self {
+        Self {
+            is_fraud: label.is_fraud,
+            reported_at: label.reported_at.unwrap_or_default(),
+            by: label.decided_by.clone(),
+        }
+    }
+}
+
 /// Bounded queues of outcome batches.
 pub struct MemoryStore {
     inner: RwLock<Inner>,
@@ -191,8 +201,9 @@ impl MemoryStore {
     }
 
     /// Shows labels in the kept outcomes and alerts.
-    pub fn set_labels<'a>(&self, labels: impl Iterator<Item = (&'a str, &'a HeldLabel)>) {
-        let labels: HashMap<&str, &HeldLabel> = labels.collect();
+    pub fn set_labels(&self, current: &[crate::history::Settled]) {
+        let held: Vec<HeldLabel> = current.iter().map(|c| HeldLabel::of(&c.label)).collect();
+        let labels: HashMap<&str, &HeldLabel> = current.iter().map(|c| c.label.trans_num.as_str()).zip(&held).collect();
         if labels.is_empty() {
             return;
         }
@@ -282,9 +293,17 @@ mod tests {
         .unwrap();
         let store = MemoryStore::new(100, 100);
         store.insert(&outcomes);
-        let label = |is_fraud| HeldLabel { is_fraud, reported_at: 7, by: None };
-        let (yes, no) = (label(true), label(false));
-        store.set_labels([("a", &yes), ("c", &no), ("zz", &yes)].into_iter());
+        let label = |trans_num: &str, is_fraud| crate::history::Settled {
+            label: crate::history::LabelRecord {
+                trans_num: trans_num.into(),
+                cc_num: "1".into(),
+                is_fraud,
+                reported_at: Some(7),
+                decided_by: None,
+            },
+            unix_time: 0,
+        };
+        store.set_labels(&[label("a", true), label("c", false), label("zz", true)]);
         assert_eq!(store.alert("c").map(|b| b.num_rows()), Some(1));
         assert!(store.alert("b").is_none(), "b was not an alert");
         let flags = |q: &Query| {
@@ -299,7 +318,7 @@ mod tests {
         // Alerts a and c are labelled: one confirmed; no labelled fraud missed.
         let want = Labelled { alerts: 2, alerts_labelled: 2, alerts_confirmed: 1, frauds: 1, frauds_missed: 0 };
         assert_eq!(store.labelled(), want);
-        store.set_labels([("b", &yes)].into_iter());
+        store.set_labels(&[label("b", true)]);
         assert_eq!(store.labelled(), Labelled { frauds: 2, frauds_missed: 1, ..want }, "b was not alerted");
     }
 

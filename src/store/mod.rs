@@ -3,6 +3,7 @@
 //! pipeline. Flight `DoGet` and the HTTP API read through [`Query`].
 
 pub mod memory;
+pub mod sink;
 
 /// What a reader asks the store for; every answer is newest first.
 #[derive(Debug, Clone, PartialEq)]

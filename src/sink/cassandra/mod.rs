@@ -26,7 +26,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CassandraConfig;
-use crate::retry::{Abandoned, Retry};
+use crate::history::{LabelRecord, Settled};
+use crate::retry::{Abandoned, Health, Retry};
 use crate::score::model::ModelMeta;
 use crate::score::outcome::IS_FRAUD_PREDICTED;
 use crate::store::Query;
@@ -56,6 +57,46 @@ pub enum CassandraError {
     Corrupt { what: &'static str, reason: String },
 }
 
+/// Outcomes in `transactions`, `alerts`, `scores` (and `merchant_days`
+/// with history); labels in `labels` and `label_reports`, and on the
+/// outcomes' rows.
+#[async_trait::async_trait]
+impl crate::store::sink::OutcomeSink for Cassandra {
+    fn name(&self) -> &'static str {
+        "cassandra"
+    }
+
+    async fn write(
+        &self,
+        outcomes: &RecordBatch,
+        abandon: &CancellationToken,
+    ) -> Result<Vec<crate::store::sink::Refused>, Abandoned> {
+        Cassandra::write(self, outcomes, abandon).await.map(|()| Vec::new())
+    }
+
+    async fn keep_labels(
+        &self,
+        labels: &[LabelRecord],
+        received_ms: i64,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        self.write_labels(labels, received_ms, abandon).await
+    }
+
+    async fn show_labels(&self, current: &[Settled], abandon: &CancellationToken) -> Result<(), Abandoned> {
+        self.write_outcome_labels(current, abandon).await?;
+        self.write_score_labels(&crate::quality::row_labels(current), abandon).await
+    }
+
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
+    async fn answers(&self) -> bool {
+        self.healthy().await
+    }
+}
+
 /// Whether Cassandra refused a request for what it is rather than for its
 /// state now: retrying cannot make it pass by itself.
 pub fn is_permanent(e: &scylla::errors::ExecutionError) -> bool {
@@ -74,30 +115,6 @@ pub fn is_permanent(e: &scylla::errors::ExecutionError) -> bool {
         ),
         _ => false,
     }
-}
-
-/// A row of `labels`: the card number as stored (hashed if so configured).
-#[derive(Debug, Clone)]
-pub struct StoredLabel {
-    pub cc_num: String,
-    pub trans_num: String,
-    pub is_fraud: bool,
-    /// Unix seconds.
-    pub reported_at: i64,
-    pub received_at_ms: i64,
-    pub decided_by: Option<String>,
-}
-
-/// A label for a stored outcome: its key (card number as stored) and flag.
-#[derive(Debug, Clone)]
-pub struct OutcomeLabel {
-    pub cc_num: String,
-    pub unix_time: i64,
-    pub trans_num: String,
-    pub is_fraud: bool,
-    /// Unix seconds.
-    pub reported_at: i64,
-    pub decided_by: Option<String>,
 }
 
 /// The primary key of a `transactions` row (cc_num, trans_time, trans_num)
@@ -397,16 +414,22 @@ impl Cassandra {
     /// Stores labels in `labels` (the newest report of each transaction)
     /// and `label_reports` (every report); upserts, so a redelivered label
     /// writes the same rows. Returns once Cassandra has every one.
-    pub async fn write_labels(&self, labels: &[StoredLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
+    pub async fn write_labels(
+        &self,
+        labels: &[LabelRecord],
+        received_ms: i64,
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
         // (whether it is the `label_reports` row, its values)
         let mut writes: Vec<(bool, rows::Values)> = Vec::with_capacity(2 * labels.len());
         for l in labels {
-            let version = crate::history::card::version(l.reported_at, l.is_fraud, l.decided_by.as_deref());
+            let reported_at = l.reported_at_or(received_ms / 1000);
+            let version = crate::history::card::version(reported_at, l.is_fraud, l.decided_by.as_deref());
             let (cc_num, trans_num) =
                 (Some(CqlValue::Text(l.cc_num.clone())), Some(CqlValue::Text(l.trans_num.clone())));
             let (flag, reported) = (
                 Some(CqlValue::Int(i32::from(l.is_fraud))),
-                Some(CqlValue::Timestamp(CqlTimestamp(l.reported_at.saturating_mul(1000)))),
+                Some(CqlValue::Timestamp(CqlTimestamp(reported_at.saturating_mul(1000)))),
             );
             // "" when nobody is named: a newer report replaces an older one's decider.
             let by = Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default()));
@@ -417,7 +440,7 @@ impl Cassandra {
                     trans_num.clone(),
                     flag.clone(),
                     reported.clone(),
-                    Some(CqlValue::Timestamp(CqlTimestamp(l.received_at_ms))),
+                    Some(CqlValue::Timestamp(CqlTimestamp(received_ms))),
                     by.clone(),
                     Some(CqlValue::BigInt(version)),
                 ],
@@ -438,26 +461,23 @@ impl Cassandra {
 
     /// Sets the stored outcome's `is_fraud` (in `transactions`, and in
     /// `alerts` when it was an alert) to its label.
-    pub async fn write_outcome_labels(
-        &self,
-        labels: &[OutcomeLabel],
-        abandon: &CancellationToken,
-    ) -> Result<(), Abandoned> {
+    pub async fn write_outcome_labels(&self, labels: &[Settled], abandon: &CancellationToken) -> Result<(), Abandoned> {
         // Collected first: a lazy map would tie the stream to a borrowed closure.
         let writes: Vec<(rows::LabelCells, Key, Key)> = labels
             .iter()
-            .map(|l| {
+            .map(|Settled { label: l, unix_time }| {
+                let reported_at = l.reported_at.unwrap_or_default();
                 let cells = rows::LabelCells {
-                    timestamp: crate::history::card::version(l.reported_at, l.is_fraud, l.decided_by.as_deref()),
+                    timestamp: crate::history::card::version(reported_at, l.is_fraud, l.decided_by.as_deref()),
                     flag: CqlValue::BigInt(i64::from(l.is_fraud)),
-                    reported_at: Some(CqlValue::BigInt(l.reported_at)),
+                    reported_at: Some(CqlValue::BigInt(reported_at)),
                     // "" when nobody is named: unset would keep an older label's decider.
                     by: Some(CqlValue::Text(l.decided_by.clone().unwrap_or_default())),
                 };
-                let time = Some(CqlValue::Timestamp(CqlTimestamp(l.unix_time * 1000)));
+                let time = Some(CqlValue::Timestamp(CqlTimestamp(unix_time * 1000)));
                 let trans_num = Some(CqlValue::Text(l.trans_num.clone()));
                 let key = [Some(CqlValue::Text(l.cc_num.clone())), time.clone(), trans_num.clone()];
-                let alert_key = [Some(CqlValue::Date(rows::day_of(l.unix_time))), time, trans_num];
+                let alert_key = [Some(CqlValue::Date(rows::day_of(*unix_time))), time, trans_num];
                 (cells, key, alert_key)
             })
             .collect();

@@ -26,8 +26,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OpenSearchConfig;
-use crate::retry::{Abandoned, Retry};
+use crate::history::Settled;
+use crate::retry::{Abandoned, Health, Retry};
 use crate::score::outcome;
+pub use crate::store::sink::Refused;
 
 /// The index template shipped in scripts/schema (also used by compose).
 const TEMPLATE: &str = include_str!("../../../scripts/schema/opensearch-template.json");
@@ -65,30 +67,7 @@ struct Transient {
     error: String,
 }
 
-/// A document the cluster refused for good (a mapping conflict, say): it is
-/// reported, and goes to the dead-letter topic, rather than retried forever.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    /// Row of the outcome batch.
-    pub row: usize,
-    /// The document exactly as it was sent, so the DLQ holds what the
-    /// cluster refused without converting the outcome a second time.
-    pub document: Bytes,
-    pub error: String,
-}
-
-/// A label for an indexed outcome.
-#[derive(Debug, Clone)]
-pub struct DocLabel {
-    pub trans_num: String,
-    /// The transaction's time (its daily index), Unix seconds.
-    pub unix_time: i64,
-    pub is_fraud: bool,
-    /// Unix seconds.
-    pub reported_at: i64,
-    pub decided_by: Option<String>,
-}
-
+/// A connected search engine with its index template in place.
 pub struct Search {
     client: OpenSearch,
     pub health: crate::retry::Health,
@@ -123,6 +102,30 @@ struct BulkItem {
     status: u16,
     #[serde(default)]
     error: Option<Value>,
+}
+
+/// Outcomes as daily-index documents; labels on them.
+#[async_trait::async_trait]
+impl crate::store::sink::OutcomeSink for Search {
+    fn name(&self) -> &'static str {
+        "opensearch"
+    }
+
+    async fn write(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<Vec<Refused>, Abandoned> {
+        Search::write(self, outcomes, abandon).await
+    }
+
+    async fn show_labels(&self, current: &[Settled], abandon: &CancellationToken) -> Result<(), Abandoned> {
+        self.write_labels(current, abandon).await
+    }
+
+    fn health(&self) -> Option<&Health> {
+        Some(&self.health)
+    }
+
+    async fn answers(&self) -> bool {
+        self.healthy().await
+    }
 }
 
 impl Search {
@@ -319,18 +322,19 @@ impl Search {
     /// `label_version`): the newest report wins whichever instance writes
     /// last. A document not indexed (yet) is left alone; its outcome
     /// carries the record's own value when it comes.
-    pub async fn write_labels(&self, labels: &[DocLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
-        let update = |l: &DocLabel, ordered: bool| {
-            let action = json!({"update": {"_index": docs::index_name(&self.prefix, l.unix_time), "_id": l.trans_num}});
-            let version = crate::history::card::version(l.reported_at, l.is_fraud, l.decided_by.as_deref());
+    pub async fn write_labels(&self, labels: &[Settled], abandon: &CancellationToken) -> Result<(), Abandoned> {
+        let update = |Settled { label: l, unix_time }: &Settled, ordered: bool| {
+            let action = json!({"update": {"_index": docs::index_name(&self.prefix, *unix_time), "_id": l.trans_num}});
+            let reported_at = l.reported_at.unwrap_or_default();
+            let version = crate::history::card::version(reported_at, l.is_fraud, l.decided_by.as_deref());
             let source = if ordered {
                 json!({"script": {"lang": "painless", "source": NEWER_LABEL, "params": {
-                    "is_fraud": i32::from(l.is_fraud), "reported_at": l.reported_at, "by": l.decided_by,
+                    "is_fraud": i32::from(l.is_fraud), "reported_at": reported_at, "by": l.decided_by,
                     "version": version,
                 }}})
             } else {
                 json!({"doc": {
-                    "is_fraud": i32::from(l.is_fraud), "label_reported_at": l.reported_at, "label_by": l.decided_by,
+                    "is_fraud": i32::from(l.is_fraud), "label_reported_at": reported_at, "label_by": l.decided_by,
                     "label_version": version,
                 }})
             };
