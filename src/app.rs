@@ -78,7 +78,7 @@ pub enum QueryError {
     #[error(transparent)]
     Cassandra(#[from] crate::sink::cassandra::CassandraError),
     #[error(transparent)]
-    Search(#[from] crate::sink::search::SearchError),
+    Read(#[from] crate::store::reader::ReadError),
 }
 
 /// Why a DoPut batch was not ingested.
@@ -630,9 +630,9 @@ impl App {
         })
     }
 
-    /// Answers a query, newest first: `alerts` and card history from
-    /// Cassandra and `recent` from the search engine when they are
-    /// configured, from this process's memory otherwise.
+    /// Answers a query, newest first, from the first store that answers
+    /// its kind (`alerts` and card history: Cassandra; `recent`: the
+    /// search engine), from this process's memory otherwise.
     pub async fn query(&self, query: &Query) -> Result<Vec<RecordBatch>, QueryError> {
         let hashed;
         let query = match (query, &self.cards) {
@@ -642,10 +642,9 @@ impl App {
             }
             _ => query,
         };
-        match (query, &self.sinks.cassandra, &self.sinks.search) {
-            (Query::Alerts { .. } | Query::Card { .. }, Some(cassandra), _) => Ok(cassandra.query(query).await?),
-            (Query::Recent { limit }, _, Some(search)) => Ok(search.recent(*limit).await?),
-            _ => Ok(self.store.query(query)),
+        match self.sinks.readers.iter().find(|r| r.answers(query)) {
+            Some(reader) => Ok(reader.query(query).await?),
+            None => Ok(self.store.query(query)),
         }
     }
 
@@ -654,31 +653,8 @@ impl App {
     /// no longer in the line-up is `retired`), and saves the line-up with
     /// its models' files, so that a restart restores it.
     pub async fn record_models(&self) {
-        if let Some(cassandra) = &self.sinks.cassandra {
-            let lineup = self.scorer.registry().lineup();
-            let roles = [
-                ("champion", Some(&lineup.champion)),
-                ("shadow", lineup.shadow.as_ref()),
-                ("previous", lineup.previous.as_ref()),
-            ];
-            for (role, model) in roles {
-                let Some(model) = model else { continue };
-                if let Err(e) = cassandra.record_model(&model.meta, role).await {
-                    tracing::warn!(error = %e, version = model.version(), "cannot record the model in Cassandra");
-                }
-            }
-            let members: Vec<&Arc<crate::score::model::Model>> = roles.iter().filter_map(|(_, m)| *m).collect();
-            let versions: Vec<&str> = members.iter().map(|m| m.version()).collect();
-            if let Err(e) = cassandra.retire_models(&versions).await {
-                tracing::warn!(error = %e, "cannot mark models out of the line-up as retired");
-            }
-            let files: Vec<(&str, &crate::score::model::ModelFiles)> =
-                members.iter().map(|m| (m.version(), &*m.files)).collect();
-            let switched = Switched::from(&*lineup);
-            if let Err(e) = cassandra.save_lineup(&self.lineup_service, &self.configured_model, &switched, &files).await
-            {
-                tracing::warn!(error = %e, "cannot save the model line-up: a restart would not restore it");
-            }
+        if let Some(log) = &self.sinks.model_log {
+            log.record_lineup(&self.lineup_service, &self.configured_model, &self.scorer.registry().lineup()).await;
         }
     }
 
@@ -794,14 +770,14 @@ impl App {
         }
     }
 
-    /// Deletes the search engine's data past `retention` every hour until
-    /// shutdown (Cassandra expires its own rows by time to live).
+    /// Deletes what is past `retention` every hour until shutdown, in
+    /// every sink that does not expire its own data (Cassandra's rows carry
+    /// a time to live; the search engine's indices are deleted).
     pub async fn run_retention(
         self: Arc<Self>,
         retention: crate::config::RetentionConfig,
         shutdown: crate::shutdown::Shutdown,
     ) {
-        let Some(search) = self.sinks.search.clone() else { return };
         let mut interval = tokio::time::interval(crate::sink::retention::EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -809,8 +785,10 @@ impl App {
                 _ = interval.tick() => {}
                 _ = shutdown.wait() => return,
             }
-            if let Err(e) = search.expire(&retention).await {
-                tracing::warn!(error = %e, "cannot delete search data past its retention; trying again in an hour");
+            for sink in &self.sinks.outcomes {
+                if let Err(e) = sink.expire(&retention).await {
+                    tracing::warn!(error = %e, sink = sink.name(), "cannot delete data past its retention; trying again in an hour");
+                }
             }
         }
     }
@@ -819,8 +797,8 @@ impl App {
     /// loaded, and those in Cassandra's `models`.
     async fn version_infos(&self) -> std::collections::HashMap<String, VersionInfo> {
         let mut metas = Vec::new();
-        if let Some(cassandra) = &self.sinks.cassandra {
-            match cassandra.model_metas().await {
+        if let Some(log) = &self.sinks.model_log {
+            match log.model_metas().await {
                 Ok(saved) => metas.extend(saved),
                 Err(e) => tracing::warn!(error = %e, "cannot read the models table; measuring with loaded models only"),
             }

@@ -17,6 +17,8 @@ use crate::retry::Abandoned;
 use crate::sink::cassandra::Cassandra;
 use crate::sink::kafka::{DeadLetter, KafkaSink};
 use crate::sink::search::Search;
+use crate::store::model_log::ModelLog;
+use crate::store::reader::OutcomeReader;
 use crate::store::sink::{OutcomeSink, Refused};
 
 /// The sinks of a running `serve`.
@@ -27,8 +29,12 @@ pub struct Sinks {
     pub outcomes: Vec<Arc<dyn OutcomeSink>>,
     /// The Kafka producer (dead letters, analysts' labels), when Kafka is on.
     pub kafka: Option<KafkaSink>,
-    /// The stores the core also reads (queries, live quality, the model
-    /// log), when on.
+    /// Where queries are answered, in order (the first that answers a
+    /// kind of query; memory when none does).
+    pub readers: Vec<Arc<dyn OutcomeReader>>,
+    /// Where the models in service are recorded, when a durable store is on.
+    pub model_log: Option<Arc<dyn ModelLog>>,
+    /// The stores the core also reads (live quality), when on.
     pub cassandra: Option<Arc<Cassandra>>,
     pub search: Option<Arc<Search>>,
 }
@@ -44,13 +50,18 @@ pub struct Written {
 const NAMED: [&str; 3] = ["cassandra", "opensearch", "kafka"];
 
 impl Sinks {
-    /// The sinks that are on: outcomes go to each of them.
+    /// The sinks that are on: outcomes go to each of them, and queries to
+    /// those that answer them.
     pub fn new(cassandra: Option<Arc<Cassandra>>, search: Option<Arc<Search>>, kafka: Option<KafkaSink>) -> Self {
         let mut outcomes: Vec<Arc<dyn OutcomeSink>> = Vec::new();
         outcomes.extend(cassandra.clone().map(|c| c as Arc<dyn OutcomeSink>));
         outcomes.extend(search.clone().map(|s| s as Arc<dyn OutcomeSink>));
         outcomes.extend(kafka.clone().map(|k| Arc::new(k) as Arc<dyn OutcomeSink>));
-        Self { outcomes, kafka, cassandra, search }
+        let mut readers: Vec<Arc<dyn OutcomeReader>> = Vec::new();
+        readers.extend(cassandra.clone().map(|c| c as Arc<dyn OutcomeReader>));
+        readers.extend(search.clone().map(|s| s as Arc<dyn OutcomeReader>));
+        let model_log = cassandra.clone().map(|c| c as Arc<dyn ModelLog>);
+        Self { outcomes, readers, model_log, kafka, cassandra, search }
     }
 
     /// Each sink: "off", "ok" or "failing" (its writes are being retried).

@@ -3,6 +3,8 @@
 //! pipeline. Flight `DoGet` and the HTTP API read through [`Query`].
 
 pub mod memory;
+pub mod model_log;
+pub mod reader;
 pub mod sink;
 
 /// What a reader asks the store for; every answer is newest first.

@@ -66,4 +66,11 @@ pub trait OutcomeSink: Send + Sync {
     async fn answers(&self) -> bool {
         true
     }
+
+    /// Deletes what is older than `retention` says, if the sink does not
+    /// expire its own data (Cassandra's rows carry a time to live); called
+    /// hourly. Err says why, for the log.
+    async fn expire(&self, _retention: &crate::config::RetentionConfig) -> Result<(), String> {
+        Ok(())
+    }
 }

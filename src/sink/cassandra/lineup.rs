@@ -9,7 +9,38 @@ use scylla::value::CqlTimestamp;
 
 use super::{request, Cassandra, CassandraError};
 use crate::score::model::ModelFiles;
-use crate::score::registry::{SavedLineup, Switched};
+use crate::score::registry::{Lineup, SavedLineup, Switched};
+
+/// Models in `models` (with their roles) and the line-up with its files.
+#[async_trait::async_trait]
+impl crate::store::model_log::ModelLog for Cassandra {
+    async fn record_lineup(&self, service: &str, configured: &str, lineup: &Lineup) {
+        let roles = [
+            ("champion", Some(&lineup.champion)),
+            ("shadow", lineup.shadow.as_ref()),
+            ("previous", lineup.previous.as_ref()),
+        ];
+        for (role, model) in roles {
+            let Some(model) = model else { continue };
+            if let Err(e) = self.record_model(&model.meta, role).await {
+                tracing::warn!(error = %e, version = model.version(), "cannot record the model in Cassandra");
+            }
+        }
+        let members: Vec<&std::sync::Arc<crate::score::model::Model>> = roles.iter().filter_map(|(_, m)| *m).collect();
+        let versions: Vec<&str> = members.iter().map(|m| m.version()).collect();
+        if let Err(e) = self.retire_models(&versions).await {
+            tracing::warn!(error = %e, "cannot mark models out of the line-up as retired");
+        }
+        let files: Vec<(&str, &ModelFiles)> = members.iter().map(|m| (m.version(), &*m.files)).collect();
+        if let Err(e) = self.save_lineup(service, configured, &Switched::from(lineup), &files).await {
+            tracing::warn!(error = %e, "cannot save the model line-up: a restart would not restore it");
+        }
+    }
+
+    async fn model_metas(&self) -> Result<Vec<crate::score::model::ModelMeta>, crate::store::reader::ReadError> {
+        Cassandra::model_metas(self).await.map_err(|e| crate::store::reader::ReadError::new("cassandra", e))
+    }
+}
 
 /// Bytes of a model file per row (Cassandra warns on mutations over a few
 /// MB; model files may be up to 256 MB).

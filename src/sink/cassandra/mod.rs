@@ -97,6 +97,19 @@ impl crate::store::sink::OutcomeSink for Cassandra {
     }
 }
 
+/// Alerts (by day) and a card's outcomes; the newest outcomes of all
+/// cards are the search engine's.
+#[async_trait::async_trait]
+impl crate::store::reader::OutcomeReader for Cassandra {
+    fn answers(&self, query: &Query) -> bool {
+        matches!(query, Query::Alerts { .. } | Query::Card { .. })
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<RecordBatch>, crate::store::reader::ReadError> {
+        Cassandra::query(self, query).await.map_err(|e| crate::store::reader::ReadError::new("cassandra", e))
+    }
+}
+
 /// Whether Cassandra refused a request for what it is rather than for its
 /// state now: retrying cannot make it pass by itself.
 pub fn is_permanent(e: &scylla::errors::ExecutionError) -> bool {

@@ -126,6 +126,27 @@ impl crate::store::sink::OutcomeSink for Search {
     async fn answers(&self) -> bool {
         self.healthy().await
     }
+
+    async fn expire(&self, retention: &crate::config::RetentionConfig) -> Result<(), String> {
+        Search::expire(self, retention).await.map(drop).map_err(|e| e.to_string())
+    }
+}
+
+/// The newest outcomes of all cards.
+#[async_trait::async_trait]
+impl crate::store::reader::OutcomeReader for Search {
+    fn answers(&self, query: &crate::store::Query) -> bool {
+        matches!(query, crate::store::Query::Recent { .. })
+    }
+
+    async fn query(&self, query: &crate::store::Query) -> Result<Vec<RecordBatch>, crate::store::reader::ReadError> {
+        let limit = match query {
+            crate::store::Query::Recent { limit } => *limit,
+            // Not asked: `answers` said no.
+            _ => return Ok(Vec::new()),
+        };
+        self.recent(limit).await.map_err(|e| crate::store::reader::ReadError::new("opensearch", e))
+    }
 }
 
 impl Search {

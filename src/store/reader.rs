@@ -1,0 +1,33 @@
+//! Where queries for stored outcomes are answered: the interface a store
+//! that keeps outcomes implements (Cassandra answers alerts and card
+//! history, the search engine the newest outcomes). The core asks the
+//! first store that answers a kind of query, else its memory
+//! (docs/architecture.md, "Storage").
+
+use arrow::record_batch::RecordBatch;
+
+use super::Query;
+
+/// Why a store could not answer a query.
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {source}")]
+pub struct ReadError {
+    pub store: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ReadError {
+    pub fn new(store: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { store, source: Box::new(source) }
+    }
+}
+
+/// A store that answers queries for outcomes, newest first.
+#[async_trait::async_trait]
+pub trait OutcomeReader: Send + Sync {
+    /// Whether it answers this kind of query (whatever its parameters).
+    fn answers(&self, query: &Query) -> bool;
+
+    async fn query(&self, query: &Query) -> Result<Vec<RecordBatch>, ReadError>;
+}
