@@ -76,8 +76,6 @@ pub struct App {
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error(transparent)]
-    Cassandra(#[from] crate::sink::cassandra::CassandraError),
-    #[error(transparent)]
     Read(#[from] crate::store::reader::ReadError),
 }
 
@@ -232,7 +230,7 @@ impl App {
     /// Cassandra when that sink is on (call after [`Self::with_sinks`]),
     /// in memory otherwise.
     pub fn with_quality(mut self, config: QualityConfig) -> Self {
-        self.quality = Arc::new(match self.sinks.cassandra {
+        self.quality = Arc::new(match self.sinks.quality_book {
             Some(_) => Quality::stored(config, label_delay_days()),
             None => Quality::in_memory(config, label_delay_days()),
         });
@@ -674,8 +672,8 @@ impl App {
     pub async fn refresh_quality(&self) -> Result<(), QueryError> {
         let config = self.quality.config().clone();
         let versions = self.version_infos().await;
-        match &self.sinks.cassandra {
-            Some(cassandra) => self.count_quality(cassandra, &versions, &config).await?,
+        match &self.sinks.quality_book {
+            Some(book) => self.count_quality(book.as_ref(), &versions, &config).await?,
             None => {
                 for day in self.quality.take_touched() {
                     let rows = self.quality.memory().map(|book| book.rows(day)).unwrap_or_default();
@@ -686,9 +684,9 @@ impl App {
                 }
             }
         }
-        if let Some(cassandra) = &self.sinks.cassandra {
-            self.quality.show(cassandra.saved_quality(config.days).await?);
-            self.quality.show_decisions(cassandra.recent_decisions(DECISIONS_SHOWN).await?);
+        if let Some(book) = &self.sinks.quality_book {
+            self.quality.show(book.saved(config.days).await?);
+            self.quality.show_decisions(book.recent_decisions(DECISIONS_SHOWN).await?);
         }
         Ok(())
     }
@@ -698,7 +696,7 @@ impl App {
     /// day whose tallies changed here.
     async fn count_quality(
         &self,
-        cassandra: &crate::sink::cassandra::Cassandra,
+        book: &dyn crate::store::quality_book::QualityBook,
         versions: &std::collections::HashMap<String, VersionInfo>,
         config: &crate::config::QualityConfig,
     ) -> Result<(), QueryError> {
@@ -706,7 +704,7 @@ impl App {
         let mut budget = config.max_rows_per_round;
         for (i, &day) in days.iter().enumerate() {
             loop {
-                let counted = match cassandra.count_quality_day(day, versions, budget.min(COUNT_CALL_ROWS)).await {
+                let counted = match book.count_day(day, versions, budget.min(COUNT_CALL_ROWS)).await {
                     Ok(counted) => counted,
                     Err(e) => {
                         self.quality.retry(days[i..].iter().copied());
@@ -720,7 +718,7 @@ impl App {
                     self.quality.mark_complete(&mut measured);
                     let gone: Vec<String> =
                         counted.day.iter().filter(|(_, t)| t.transactions() == 0).map(|(v, _)| v.clone()).collect();
-                    if let Err(e) = cassandra.save_counted(&measured, &gone, day, counted.revision).await {
+                    if let Err(e) = book.save_counted(&measured, &gone, day, counted.revision).await {
                         self.quality.retry(days[i..].iter().copied());
                         return Err(e.into());
                     }
@@ -743,12 +741,15 @@ impl App {
     /// Cassandra or memory): a cluster that is down does not hold quality
     /// up for long.
     async fn index_quality(&self, measured: &[crate::quality::DayQuality]) {
-        if let Some(search) = &self.sinks.search {
-            let saved = tokio::time::timeout(SEARCH_QUALITY_WAIT, search.save_quality(measured, &self.abandon));
+        for sink in &self.sinks.outcomes {
+            let saved = tokio::time::timeout(SEARCH_QUALITY_WAIT, sink.index_quality(measured, &self.abandon));
             match saved.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot index live quality"),
-                Err(_) => tracing::warn!("indexing live quality timed out; the next change of the day retries"),
+                Ok(Err(e)) => tracing::warn!(error = %e, sink = sink.name(), "cannot index live quality"),
+                Err(_) => tracing::warn!(
+                    sink = sink.name(),
+                    "indexing live quality timed out; the next change of the day retries"
+                ),
             }
         }
     }

@@ -19,11 +19,14 @@
 //! - [`score`]: the model files, the native tree evaluator, ONNX Runtime and
 //!   the registry that hot-swaps models; a batch of transactions in, a batch
 //!   of outcomes out.
-//! - [`metrics`] (counters and histograms), [`store`] (recent outcomes
-//!   and alerts in memory) and [`quality`] (live model quality per version
-//!   and day, from labels; drift).
+//! - [`metrics`] (counters and histograms) and [`quality`] (live model
+//!   quality per version and day, from labels; drift).
+//! - [`store`]: the storage interfaces the core owns (outcome sinks,
+//!   queries, the model log, live quality's book), and recent outcomes and
+//!   alerts in memory.
 //! - [`sink`]: Cassandra, OpenSearch / Elasticsearch, the Kafka DLQ and
-//!   outcome topics, and the fan-out that writes a batch to all of them.
+//!   outcome topics, each implementing the interfaces it offers, and the
+//!   list of sinks a batch is written to.
 //! - [`app`]: the core every front end calls (scoring, ingest, queries,
 //!   model management).
 //! - front ends: [`source`] (the Kafka pipeline: poll, decode, score, write,

@@ -114,20 +114,21 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, ServeE
         });
     }
 
-    let sinks = connect_sinks(&config, &abandon).await?;
-    if let Some(cassandra) = &sinks.cassandra {
+    let (cassandra, search, kafka) = connect_sinks(&config, &abandon).await?;
+    if let Some(cassandra) = &cassandra {
         cassandra.apply_retention(&config.retention.effective(&config.quality)).await?;
     }
-    let (registry, configured) = registry(&config, sinks.cassandra.as_deref()).await?;
+    let (registry, configured) = registry(&config, cassandra.as_deref()).await?;
     // With Cassandra, the history reloads what it does not hold from there
     // and shares merchant tiles with every instance.
-    let store = sinks.cassandra.clone().map(|c| {
+    let store = cassandra.clone().map(|c| {
         Arc::new(crate::sink::cassandra::history::CassandraHistory::new(c, cards.clone(), abandon.clone()))
             as Arc<dyn crate::history::Store>
     });
     let app = Arc::new(
         App::new(scorer(registry, &config, store), MemoryStore::new(config.memory_rows, 20_000))
-            .with_sinks(sinks, abandon.clone())
+            // Each store in every role it plays (docs/architecture.md, "Storage").
+            .with_sinks(Sinks::new(cassandra, search, kafka), abandon.clone())
             .with_quality(config.quality.clone())
             .with_labels_topic(config.kafka.enabled().then(|| config.kafka.labels_topic()))
             .with_lineup_service(&config.kafka.group, &configured)
@@ -235,7 +236,10 @@ fn guard(config: &Config) -> Result<crate::security::Guard, ServeError> {
     Ok(crate::security::Guard { tls, tokens })
 }
 
-async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<Sinks, ServeError> {
+/// The configured stores, connected, with their schemas in place.
+type Connected = (Option<Arc<Cassandra>>, Option<Arc<Search>>, Option<KafkaSink>);
+
+async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<Connected, ServeError> {
     let cassandra = async {
         if !config.cassandra.enabled() {
             return Ok(None);
@@ -263,7 +267,7 @@ async fn connect_sinks(config: &Config, abandon: &CancellationToken) -> Result<S
     } else {
         None
     };
-    Ok(Sinks::new(cassandra, search, kafka))
+    Ok((cassandra, search, kafka))
 }
 
 /// The scorer, with history as configured (over `store` when there is one).

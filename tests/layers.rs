@@ -27,21 +27,22 @@ const LAYERS: &[(&str, u8)] = &[
     ("history", 3),
     // A batch of transactions in, a batch of outcomes out.
     ("score", 4),
-    // Where outcomes go and are counted.
+    // Counted, and measured.
     ("metrics", 5),
-    ("store", 5),
     ("quality", 5),
-    ("sink", 6),
+    // Where outcomes go: the interfaces the core owns, and memory.
+    ("store", 6),
+    ("sink", 7),
     // The core every front end calls.
-    ("app", 7),
+    ("app", 8),
     // Front ends.
-    ("source", 8),
-    ("flight", 8),
-    ("http", 8),
-    ("retrain", 8),
-    ("demo", 9),
-    ("serve", 9),
-    ("cli", 10),
+    ("source", 9),
+    ("flight", 9),
+    ("http", 9),
+    ("retrain", 9),
+    ("demo", 10),
+    ("serve", 10),
+    ("cli", 11),
 ];
 
 fn rank(module: &str) -> Option<u8> {

@@ -1,4 +1,5 @@
-//! Fan-out to every enabled sink: Cassandra, OpenSearch, the dead-letter
+//! The sinks of a running `serve` (`store` interfaces, wired once in
+//! `Sinks::new`), and the fan-out to them: Cassandra, OpenSearch, the dead-letter
 //! topic and the optional outcome topic, written concurrently. `write`
 //! returns only when every sink has accepted every record of the batch, which
 //! is what lets the source commit its offsets (end-to-end acknowledgement).
@@ -18,6 +19,7 @@ use crate::sink::cassandra::Cassandra;
 use crate::sink::kafka::{DeadLetter, KafkaSink};
 use crate::sink::search::Search;
 use crate::store::model_log::ModelLog;
+use crate::store::quality_book::QualityBook;
 use crate::store::reader::OutcomeReader;
 use crate::store::sink::{OutcomeSink, Refused};
 
@@ -34,9 +36,9 @@ pub struct Sinks {
     pub readers: Vec<Arc<dyn OutcomeReader>>,
     /// Where the models in service are recorded, when a durable store is on.
     pub model_log: Option<Arc<dyn ModelLog>>,
-    /// The stores the core also reads (live quality), when on.
-    pub cassandra: Option<Arc<Cassandra>>,
-    pub search: Option<Arc<Search>>,
+    /// Live quality's shared book, when a durable store is on (else it is
+    /// kept in memory).
+    pub quality_book: Option<Arc<dyn QualityBook>>,
 }
 
 /// What a batch's write did.
@@ -59,9 +61,10 @@ impl Sinks {
         outcomes.extend(kafka.clone().map(|k| Arc::new(k) as Arc<dyn OutcomeSink>));
         let mut readers: Vec<Arc<dyn OutcomeReader>> = Vec::new();
         readers.extend(cassandra.clone().map(|c| c as Arc<dyn OutcomeReader>));
-        readers.extend(search.clone().map(|s| s as Arc<dyn OutcomeReader>));
+        readers.extend(search.map(|s| s as Arc<dyn OutcomeReader>));
         let model_log = cassandra.clone().map(|c| c as Arc<dyn ModelLog>);
-        Self { outcomes, readers, model_log, kafka, cassandra, search }
+        let quality_book = cassandra.map(|c| c as Arc<dyn QualityBook>);
+        Self { outcomes, readers, model_log, quality_book, kafka }
     }
 
     /// Each sink: "off", "ok" or "failing" (its writes are being retried).

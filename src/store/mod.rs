@@ -4,6 +4,7 @@
 
 pub mod memory;
 pub mod model_log;
+pub mod quality_book;
 pub mod reader;
 pub mod sink;
 

@@ -67,6 +67,16 @@ pub trait OutcomeSink: Send + Sync {
         true
     }
 
+    /// Keeps measured days of live quality for dashboards (the numbers
+    /// live in the quality book); most sinks keep none.
+    async fn index_quality(
+        &self,
+        _measured: &[crate::quality::DayQuality],
+        _abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        Ok(())
+    }
+
     /// Deletes what is older than `retention` says, if the sink does not
     /// expire its own data (Cassandra's rows carry a time to live); called
     /// hourly. Err says why, for the log.

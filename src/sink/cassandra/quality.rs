@@ -30,6 +30,7 @@ use super::{request, rows, Cassandra, CassandraError};
 use crate::quality::tally::{self, Tally};
 use crate::quality::{DayQuality, RowLabel, ScoreRow, VersionInfo};
 use crate::retry::Abandoned;
+use crate::store::reader::ReadError;
 
 /// Rows of one partition written as one unlogged batch, at most.
 const BATCH_ROWS: usize = 100;
@@ -162,24 +163,42 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// What one call of [`Cassandra::count_quality_day`] did.
-#[derive(Debug, Default)]
-pub struct Counted {
-    /// The day's tally per version after the count (empty if nothing was
-    /// counted here).
-    pub day: BTreeMap<String, Tally>,
-    /// Minutes counted again.
-    pub minutes: usize,
-    /// Score rows read.
-    pub rows_read: u64,
-    /// Changed minutes left for another call (over the row budget).
-    pub more: bool,
-    /// The day's revision the tallies are of: the write timestamp of the
-    /// measures saved from them ([`Cassandra::save_counted`]).
-    pub revision: i64,
-    /// The day was measured by an earlier release (before the book was kept
-    /// per minute): its saved numbers are kept and it is not counted.
-    pub kept_earlier: bool,
+pub use crate::store::quality_book::Counted;
+
+/// Live quality's book in Cassandra: per-minute tallies of `scores`, the
+/// measures saved per day and version, the retraining decisions.
+#[async_trait::async_trait]
+impl crate::store::quality_book::QualityBook for Cassandra {
+    async fn count_day(
+        &self,
+        day: i64,
+        versions: &HashMap<String, VersionInfo>,
+        budget_rows: u64,
+    ) -> Result<Counted, ReadError> {
+        self.count_quality_day(day, versions, budget_rows).await.map_err(read)
+    }
+
+    async fn save_counted(
+        &self,
+        measured: &[DayQuality],
+        gone: &[String],
+        day: i64,
+        revision: i64,
+    ) -> Result<(), ReadError> {
+        Cassandra::save_counted(self, measured, gone, day, revision).await.map_err(read)
+    }
+
+    async fn saved(&self, days: usize) -> Result<Vec<DayQuality>, ReadError> {
+        self.saved_quality(days).await.map_err(read)
+    }
+
+    async fn recent_decisions(&self, limit: usize) -> Result<Vec<serde_json::Value>, ReadError> {
+        Cassandra::recent_decisions(self, limit).await.map_err(read)
+    }
+}
+
+fn read(e: CassandraError) -> ReadError {
+    ReadError::new("cassandra", e)
 }
 
 type TallyColumns = (i32, String, Option<Vec<u8>>, Option<i64>);

@@ -127,6 +127,14 @@ impl crate::store::sink::OutcomeSink for Search {
         self.healthy().await
     }
 
+    async fn index_quality(
+        &self,
+        measured: &[crate::quality::DayQuality],
+        abandon: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        self.save_quality(measured, abandon).await
+    }
+
     async fn expire(&self, retention: &crate::config::RetentionConfig) -> Result<(), String> {
         Search::expire(self, retention).await.map(drop).map_err(|e| e.to_string())
     }
