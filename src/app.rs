@@ -33,8 +33,9 @@ fn label_delay_days() -> i64 {
 /// Score rows one transaction of live quality counts at most (the tallies
 /// it writes stay well under Cassandra's largest mutation).
 const COUNT_CALL_ROWS: u64 = 200_000;
-/// How long measuring waits for the search engine to take quality documents.
-const SEARCH_QUALITY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long measuring waits for a sink (the search engine) to take
+/// quality documents.
+const QUALITY_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Retraining decisions shown in `model-info` and the summary.
 const DECISIONS_SHOWN: usize = 20;
@@ -464,9 +465,9 @@ impl App {
     }
 
     /// Sets the stored outcomes of these transactions to their current
-    /// labels: Cassandra `transactions` (and `alerts` rows that exist), the
-    /// search documents, the `scores` rows, live quality and memory. Each
-    /// label carries its `reported_at`.
+    /// labels in every sink, in the list's order (Cassandra: `transactions`,
+    /// `alerts` rows that exist, `scores` rows; the search documents), then
+    /// live quality and memory. Each label carries its `reported_at`.
     async fn show_labels(&self, current: &[crate::history::Settled]) -> Result<(), crate::retry::Abandoned> {
         if current.is_empty() {
             return Ok(());
@@ -534,10 +535,11 @@ impl App {
     }
 
     /// Kafka assigned partitions: cards held may have changed elsewhere
-    /// since, so the history reloads them when next seen.
-    pub fn partitions_assigned(&self) {
+    /// since, so the history reloads them when next seen; their previous
+    /// owners applied every label reported before `applied_before`.
+    pub fn partitions_assigned(&self, applied_before: i64) {
         if let Some(history) = self.scorer.history() {
-            history.forget_cards();
+            history.forget_cards(applied_before);
         }
     }
 
@@ -742,7 +744,7 @@ impl App {
     /// up for long.
     async fn index_quality(&self, measured: &[crate::quality::DayQuality]) {
         for sink in &self.sinks.outcomes {
-            let saved = tokio::time::timeout(SEARCH_QUALITY_WAIT, sink.index_quality(measured, &self.abandon));
+            let saved = tokio::time::timeout(QUALITY_INDEX_WAIT, sink.index_quality(measured, &self.abandon));
             match saved.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, sink = sink.name(), "cannot index live quality"),

@@ -364,6 +364,11 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
             read(&h.labels_pending_dropped),
         ),
         (
+            "fraudflight_labels_rechecked_total",
+            "Pending labels looked for again in Cassandra after partitions were assigned (those reported since the previous owners' labels progress).",
+            read(&h.labels_rechecked),
+        ),
+        (
             "fraudflight_history_loaded_cards_total",
             "Cards read back from Cassandra (after a restart, a rebalance or eviction).",
             read(&h.loaded_cards),

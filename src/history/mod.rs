@@ -83,6 +83,9 @@ pub struct HistoryStats {
     /// Pending labels pushed out of memory by newer ones (with a store they
     /// are still stored and found there; without one they are lost).
     pub labels_pending_dropped: AtomicU64,
+    /// Pending labels looked for again after partitions were assigned
+    /// ([`History::recheck_pending`]).
+    pub labels_rechecked: AtomicU64,
     /// Batches that waited for the labels stream ([`progress`]), and how
     /// long in all.
     pub labels_waits: AtomicU64,
@@ -157,9 +160,10 @@ struct State {
     /// overwrites it; the outcome's writer asks here once it is stored
     /// ([`History::settle`]).
     unsettled: lru::LruCache<Box<str>, Unsettled>,
-    /// Partitions were assigned: the pending labels are looked for again
-    /// before the next tiles are read ([`History::recheck_pending`]).
-    recheck: bool,
+    /// Partitions were assigned: the pending labels reported at or after
+    /// this time (Unix seconds) are looked for again before the next tiles
+    /// are read ([`History::recheck_pending`]).
+    recheck_from: Option<i64>,
     /// Pending labels found stored since: their outcomes show them once
     /// the next batch is stored ([`History::settle`]).
     found_pending: Vec<Settled>,
@@ -221,7 +225,7 @@ impl History {
                 // Bounded like the card cache, which outlasts the batches in
                 // flight (checked at start).
                 unsettled: lru::LruCache::new(max_cards),
-                recheck: false,
+                recheck_from: None,
                 found_pending: Vec::new(),
             }),
             stats: HistoryStats::default(),
@@ -278,6 +282,13 @@ impl History {
         self.labels.get().map_or(i64::MAX, LabelsProgress::applied_through)
     }
 
+    /// Every label reported before the returned time and published in
+    /// report order is applied here ([`LabelsProgress::applied_in_order`]);
+    /// i64::MIN when this instance does not follow a labels stream.
+    pub fn labels_applied_in_order(&self) -> i64 {
+        self.labels.get().map_or(i64::MIN, LabelsProgress::applied_in_order)
+    }
+
     /// Waits, bounded, until the labels stream has delivered every label
     /// that can count in the tiles a transaction at `unix_time` reads:
     /// those reported before its day began (its newest tile's final time).
@@ -332,8 +343,11 @@ impl History {
     /// Forgets the cards held (they are reloaded from the store when next
     /// seen), except those with transactions not stored yet: called when
     /// Kafka assigns partitions, whose cards another instance may have
-    /// changed since this one last held them.
-    pub fn forget_cards(&self) {
+    /// changed since this one last held them. Their previous owners applied
+    /// every label reported before `applied_before` (Unix seconds; i64::MIN
+    /// when unknown): the pending labels reported since are looked for
+    /// again ([`Self::recheck_pending`]).
+    pub fn forget_cards(&self, applied_before: i64) {
         if self.store.is_none() {
             return;
         }
@@ -349,7 +363,9 @@ impl History {
                 self.stats.events.fetch_sub(card.len() as u64, Ordering::Relaxed);
             }
         }
-        state.recheck = !state.pending.is_empty();
+        if !state.pending.is_empty() {
+            state.recheck_from = Some(state.recheck_from.map_or(applied_before, |f| f.min(applied_before)));
+        }
         self.publish(&state);
     }
 
@@ -357,16 +373,28 @@ impl History {
     /// transaction was not stored when it came) may meanwhile have had its
     /// transaction stored by the partition's previous owner, which died
     /// before it got the label. Nobody else would ever mark it in its
-    /// merchant tile or show it on the outcome, so each pending label is
-    /// looked for once more, before the next tiles are read.
+    /// merchant tile or show it on the outcome, so such a label is looked
+    /// for once more, before the next tiles are read. Only those reported
+    /// since the previous owners' labels progress: they applied every
+    /// earlier one themselves (on their stored transaction, or on recording
+    /// it). Looking for every pending label held ingest for minutes after
+    /// a kill -9 under a backlog, when tens of thousands were pending
+    /// (docs/performance.md, "The soak").
     fn recheck_pending(&self, store: &dyn Store) -> Result<(), StoreError> {
         let pending: Vec<(String, String, card::Reports)> = {
             let mut state = self.lock();
-            if !std::mem::take(&mut state.recheck) {
-                return Ok(());
-            }
-            state.pending.iter().map(|((c, t), r)| (c.to_string(), t.to_string(), r.clone())).collect()
+            let Some(from) = state.recheck_from.take() else { return Ok(()) };
+            state
+                .pending
+                .iter()
+                .filter(|(_, r)| r.newest().is_some_and(|l| l.reported_at >= from))
+                .map(|((c, t), r)| (c.to_string(), t.to_string(), r.clone()))
+                .collect()
         };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.stats.labels_rechecked.fetch_add(pending.len() as u64, Ordering::Relaxed);
         let asked: Vec<(&str, &str)> = pending.iter().map(|(c, t, _)| (c.as_str(), t.as_str())).collect();
         let found = store.find(&asked)?;
         let delay = self.table.label_delay_days;

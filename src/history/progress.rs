@@ -283,6 +283,33 @@ impl LabelsProgress {
         }
     }
 
+    /// The latest time `T` such that every label reported before `T` and
+    /// published in report order has been applied here, whether or not
+    /// anything waits: the least newest report applied over the labels
+    /// partitions (one that never held a label and is idle counts as
+    /// i64::MAX); i64::MIN when nothing is known. Unlike
+    /// [`Self::applied_through`], an idle or stalled stream does not make it
+    /// i64::MAX: the instances that take this one's partitions over look
+    /// again for their pending labels reported since
+    /// (`History::forget_cards`), and a label this one never read must be
+    /// among them.
+    pub fn applied_in_order(&self) -> i64 {
+        let now = Instant::now();
+        let state = self.lock();
+        match &state.partitions {
+            Some(p) if !p.is_empty() => p
+                .values()
+                .map(|m| match m.through {
+                    Some(t) => t,
+                    None if m.idle(now, self.idle) => i64::MAX,
+                    None => i64::MIN,
+                })
+                .min()
+                .unwrap_or(i64::MIN),
+            _ => i64::MIN,
+        }
+    }
+
     /// Blocks until every labels partition has delivered the labels
     /// reported before `at` (Unix seconds), at most `max_wait`.
     pub fn wait_for(&self, at: i64) -> Result<Waited, Stopped> {

@@ -1,8 +1,9 @@
 //! The sinks of a running `serve` (`store` interfaces, wired once in
-//! `Sinks::new`), and the fan-out to them: Cassandra, OpenSearch, the dead-letter
-//! topic and the optional outcome topic, written concurrently. `write`
-//! returns only when every sink has accepted every record of the batch, which
-//! is what lets the source commit its offsets (end-to-end acknowledgement).
+//! `Sinks::new`), and the fan-out to them: Cassandra, OpenSearch and the
+//! optional outcome topic written concurrently, then the dead letters.
+//! `write` returns only when every sink has accepted every record of the
+//! batch, which is what lets the source commit its offsets (end-to-end
+//! acknowledgement).
 
 pub mod cassandra;
 pub mod kafka;

@@ -69,6 +69,10 @@ struct Part {
     buffer: VecDeque<(i64, RawRecord)>,
     /// The newest event time let out.
     released: Option<i64>,
+    /// The bound its previous owner published: where it stands until its
+    /// first record is read (else the others would wait for it from the
+    /// start of time: minutes, under a backlog).
+    inherited: Option<i64>,
     /// Read to its end, nothing buffered since.
     at_end: bool,
     /// When it last delivered a record or its end.
@@ -78,8 +82,20 @@ struct Part {
 }
 
 impl Part {
-    fn new(now: Instant) -> Self {
-        Self { buffer: VecDeque::new(), released: None, at_end: false, heard: now, unstored: VecDeque::new() }
+    fn new(now: Instant, inherited: Option<i64>) -> Self {
+        Self {
+            buffer: VecDeque::new(),
+            released: None,
+            inherited,
+            at_end: false,
+            heard: now,
+            unstored: VecDeque::new(),
+        }
+    }
+
+    /// The earliest event time its next record may have, as far as known.
+    fn next_at_least(&self) -> i64 {
+        self.released.or(self.inherited).unwrap_or(i64::MIN)
     }
 
     /// The earliest event time it may still send, or None when it holds
@@ -90,7 +106,7 @@ impl Part {
             // Read to its end proves nothing while a producer is still
             // writing (and a pause leaves the flag stale): only silence.
             None if self.silent(now) => None,
-            None => Some(self.released.unwrap_or(i64::MIN)),
+            None => Some(self.next_at_least()),
         }
     }
 
@@ -111,7 +127,7 @@ impl Part {
         let rest = match self.buffer.front() {
             Some((t, _)) => Some(*t),
             None if self.at_end && now.duration_since(self.heard) >= IDLE => None,
-            None => Some(self.released.unwrap_or(i64::MIN)),
+            None => Some(self.next_at_least()),
         };
         match (unstored, rest) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -144,13 +160,14 @@ pub struct Aligner {
 }
 
 impl Aligner {
-    /// The partitions assigned now: new ones start empty, gone ones lose
-    /// their buffers (not committed: their next owner reads them).
-    pub fn assign(&mut self, partitions: &[i32], now: Instant) {
+    /// The partitions assigned now: new ones start empty, from the bound
+    /// their previous owner published (`inherited`); gone ones lose their
+    /// buffers (not committed: their next owner reads them).
+    pub fn assign(&mut self, partitions: &[i32], inherited: &BTreeMap<i32, i64>, now: Instant) {
         self.parts.retain(|p, _| partitions.contains(p));
         self.len = self.parts.values().map(|p| p.buffer.len()).sum();
         for p in partitions {
-            self.parts.entry(*p).or_insert_with(|| Part::new(now));
+            self.parts.entry(*p).or_insert_with(|| Part::new(now, inherited.get(p).copied()));
         }
         self.idle.retain(|p| partitions.contains(p));
         self.remote.clear();
@@ -173,7 +190,7 @@ impl Aligner {
             self.heard_all(now);
         }
         self.last_push = Some(now);
-        let part = self.parts.entry(record.partition).or_insert_with(|| Part::new(now));
+        let part = self.parts.entry(record.partition).or_insert_with(|| Part::new(now, None));
         // A value without a time goes out at once, in its partition's order.
         let at = record.value.as_deref().and_then(event_time).unwrap_or(i64::MIN);
         part.buffer.push_back((at, record));
@@ -384,7 +401,7 @@ mod tests {
     /// An aligner owning `partitions`, with no other instance.
     fn alone(partitions: &[i32], now: Instant) -> Aligner {
         let mut a = Aligner::default();
-        a.assign(partitions, now);
+        a.assign(partitions, &BTreeMap::new(), now);
         a.set_remote(BTreeMap::new());
         a
     }
@@ -486,7 +503,7 @@ mod tests {
         assert_eq!(out.len(), 1, "partition 1 at its end and silent for IDLE");
 
         a.push(record(0, 1, 11 * DAY), start + IDLE);
-        a.assign(&[1], start + IDLE);
+        a.assign(&[1], &BTreeMap::new(), start + IDLE);
         a.set_remote(BTreeMap::new());
         assert_eq!(a.len(), 0, "partition 0 revoked: its records are its next owner's");
     }
@@ -537,6 +554,24 @@ mod tests {
         a.stored(0, 31);
         assert_eq!(a.published(now)[&0], Some(30 * DAY + 3_600), "at its end: a producer may still write");
         assert_eq!(a.published(now + IDLE)[&0], None, "at its end and silent, everything stored");
+    }
+
+    #[test]
+    fn a_partition_just_assigned_stands_where_its_previous_owner_left_it() {
+        let now = Instant::now();
+        let mut a = Aligner::default();
+        a.assign(&[0, 1], &BTreeMap::from([(0, 20 * DAY)]), now);
+        a.set_remote(BTreeMap::new());
+        // Not MIN: the other instances must not stop until it reads its
+        // first record (they did, for minutes, under a backlog).
+        assert_eq!(a.published(now)[&0], Some(20 * DAY), "the previous owner's bound");
+        assert_eq!(a.published(now)[&1], Some(i64::MIN), "nothing published: anything may come");
+        a.push(record(0, 0, 20 * DAY + 60), now);
+        a.push(record(1, 0, 21 * DAY), now);
+        let mut out = Vec::new();
+        a.release(&mut out, 10, now);
+        assert_eq!(released(&out), [(0, 0), (1, 0)]);
+        assert_eq!(a.published(now)[&0], Some(20 * DAY + 60), "its own records from then on");
     }
 
     #[test]

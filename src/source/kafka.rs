@@ -83,7 +83,9 @@ pub struct SourceContext {
     revoked: Mutex<Vec<i32>>,
     assignment_changed: AtomicBool,
     metrics: Arc<crate::metrics::Metrics>,
-    on_assign: Arc<dyn Fn() + Send + Sync>,
+    /// The labels progress a rebalance's final commit carries
+    /// ([`SourceSettings::labels_applied`]); None without the aligner.
+    labels_applied: Option<Arc<dyn Fn() -> super::peers::LabelsApplied + Send + Sync>>,
     /// Partitions written to since their end was read: the aligner's ends
     /// undone, in queue order.
     grown: crate::kafka::GrownPartitions,
@@ -140,7 +142,10 @@ impl ConsumerContext for SourceContext {
             tracker.forget(&partitions);
             offsets
         };
-        commit(consumer, &self.topic, &offsets, CommitMode::Sync);
+        // With the labels progress: the partitions' next owners look for
+        // fewer of their pending labels (`History::forget_cards`).
+        let metadata = self.labels_applied.as_ref().map(|labels| super::peers::encode_labels_only(labels()));
+        commit_with(consumer, &self.topic, &offsets, metadata.as_deref(), CommitMode::Sync);
         tracing::info!(?partitions, "partitions revoked");
         self.revoked.lock().expect("revoked lock").extend(partitions);
     }
@@ -151,8 +156,9 @@ impl ConsumerContext for SourceContext {
                 let partitions = self.partitions_of(list);
                 tracing::info!(?partitions, "partitions assigned");
                 self.shared.tracker.lock().expect("tracker lock").assign(partitions);
+                // The source thread tells the history, once it has read
+                // what the previous owners published (`after_rebalance`).
                 self.assignment_changed.store(true, Ordering::SeqCst);
-                (self.on_assign)();
             }
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
             Rebalance::Revoke(_) => {}
@@ -172,6 +178,17 @@ fn commit(
     offsets: &std::collections::BTreeMap<i32, i64>,
     mode: CommitMode,
 ) {
+    commit_with(consumer, topic, offsets, None, mode);
+}
+
+/// Commits `offsets`, each with `metadata` when given.
+fn commit_with(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    offsets: &std::collections::BTreeMap<i32, i64>,
+    metadata: Option<&str>,
+    mode: CommitMode,
+) {
     if offsets.is_empty() {
         return;
     }
@@ -179,6 +196,9 @@ fn commit(
     for (&partition, &next) in offsets {
         if let Err(e) = list.add_partition_offset(topic, partition, Offset::Offset(next)) {
             tracing::error!(error = %e, partition, "cannot build commit list");
+        }
+        if let (Some(metadata), Some(mut e)) = (metadata, list.find_partition(topic, partition)) {
+            e.set_metadata(metadata);
         }
     }
     match consumer.commit(&list, mode) {
@@ -197,14 +217,15 @@ pub struct SourceSettings {
     /// Where consumer lag is reported.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Called when partitions are assigned (their cards may have changed
-    /// elsewhere since this instance last held them).
-    pub on_assign: Arc<dyn Fn() + Send + Sync>,
+    /// elsewhere since this instance last held them), with the labels
+    /// progress their previous owners published (`peers::Inherited`).
+    pub on_assign: Arc<dyn Fn(i64) + Send + Sync>,
     /// Let records out in event-time order across partitions (the history
     /// needs it; `super::align`).
     pub align: bool,
-    /// How far this instance has applied labels (`History::labels_applied_through`),
-    /// published to the others with its bounds.
-    pub labels_applied: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// How far this instance has applied labels, published to the others
+    /// with its bounds.
+    pub labels_applied: Arc<dyn Fn() -> super::peers::LabelsApplied + Send + Sync>,
 }
 
 /// A started source: the thread and the shared acknowledgement state.
@@ -241,7 +262,7 @@ pub fn start(
         revoked: Mutex::default(),
         assignment_changed: AtomicBool::new(false),
         metrics: settings.metrics.clone(),
-        on_assign: settings.on_assign.clone(),
+        labels_applied: settings.align.then(|| settings.labels_applied.clone()),
         grown: crate::kafka::GrownPartitions::default(),
     };
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
@@ -466,14 +487,21 @@ impl Poller {
             // rebalance: state it explicitly for the new assignment.
             set_paused(&self.consumer, self.paused);
             self.held.clear();
-            if let Some(aligner) = &mut self.aligner {
-                let assigned: Vec<i32> = self
-                    .consumer
-                    .assignment()
-                    .map(|l| l.elements_for_topic(&self.settings.kafka.topic).iter().map(|e| e.partition()).collect())
-                    .unwrap_or_default();
-                aligner.assign(&assigned, Instant::now());
-                self.peers.assigned();
+            let topic = &self.settings.kafka.topic;
+            match &mut self.aligner {
+                Some(aligner) => {
+                    let assigned: Vec<i32> = self
+                        .consumer
+                        .assignment()
+                        .map(|l| l.elements_for_topic(topic).iter().map(|e| e.partition()).collect())
+                        .unwrap_or_default();
+                    // Read before this instance's first commit overwrites it.
+                    let inherited = super::peers::inherited(&self.consumer, topic, &assigned);
+                    aligner.assign(&assigned, &inherited.bounds, Instant::now());
+                    self.peers.assigned();
+                    (self.settings.on_assign)(inherited.labels);
+                }
+                None => (self.settings.on_assign)(i64::MIN),
             }
         }
     }

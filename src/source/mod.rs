@@ -86,7 +86,7 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
         let on_assign = {
             let app = app.clone();
-            Arc::new(move || app.partitions_assigned())
+            Arc::new(move |applied_before| app.partitions_assigned(applied_before))
         };
         let settings = SourceSettings {
             kafka: kafka.clone(),
@@ -97,7 +97,12 @@ impl Pipeline {
             align: app.history().is_some(),
             labels_applied: {
                 let history = app.history().cloned();
-                Arc::new(move || history.as_ref().map_or(i64::MAX, |h| h.labels_applied_through()))
+                Arc::new(move || {
+                    history.as_ref().map_or(peers::LabelsApplied::NONE, |h| peers::LabelsApplied {
+                        through: h.labels_applied_through(),
+                        in_order: h.labels_applied_in_order(),
+                    })
+                })
             },
         };
         let source = kafka::start(settings, tx, permits, shutdown, abandon.clone())?;

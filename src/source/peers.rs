@@ -36,14 +36,41 @@ const ASK: Duration = Duration::from_secs(2);
 
 /// What follows the bound: how far the instance has applied labels.
 const LABELS: &str = " labels=";
+/// What follows that: how far it has applied them in report order.
+const APPLIED: &str = " applied=";
+
+/// How far an instance has applied labels, as it publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelsApplied {
+    /// What the other instances wait for (`History::labels_applied_through`:
+    /// i64::MAX when there is nothing to wait for).
+    pub through: i64,
+    /// Where the partitions' next owners look for their pending labels
+    /// from (`History::labels_applied_in_order`: i64::MIN when unknown).
+    pub in_order: i64,
+}
+
+impl LabelsApplied {
+    /// An instance that follows no labels stream.
+    pub const NONE: Self = Self { through: i64::MAX, in_order: i64::MIN };
+}
 
 /// The commit metadata of a partition's bound and of its owner's labels
-/// progress (every label reported before it applied).
-pub fn encode(bound: Option<i64>, labels: i64) -> String {
+/// progress.
+pub fn encode(bound: Option<i64>, labels: LabelsApplied) -> String {
+    let LabelsApplied { through, in_order } = labels;
     match bound {
-        Some(t) => format!("{PREFIX}{t}{LABELS}{labels}"),
-        None => format!("{PREFIX}none{LABELS}{labels}"),
+        Some(t) => format!("{PREFIX}{t}{LABELS}{through}{APPLIED}{in_order}"),
+        None => format!("{PREFIX}none{LABELS}{through}{APPLIED}{in_order}"),
     }
+}
+
+/// The commit metadata of a rebalance's final commit, made where the
+/// partition's bound is not at hand: the labels progress alone (the bound
+/// reads as none published).
+pub fn encode_labels_only(labels: LabelsApplied) -> String {
+    let LabelsApplied { through, in_order } = labels;
+    format!("{PREFIX}?{LABELS}{through}{APPLIED}{in_order}")
 }
 
 /// A bound from commit metadata; None when it is not ours.
@@ -58,7 +85,19 @@ pub fn decode(metadata: &str) -> Option<Option<i64>> {
 /// The labels progress in commit metadata; None when it says none (an
 /// earlier version's: not waited for).
 pub fn decode_labels(metadata: &str) -> Option<i64> {
-    metadata.strip_prefix(PREFIX)?.split_once(LABELS)?.1.parse().ok()
+    field(metadata, LABELS)
+}
+
+/// The labels progress in report order in commit metadata; None when it
+/// says none (an earlier version's).
+pub fn decode_applied(metadata: &str) -> Option<i64> {
+    field(metadata, APPLIED)
+}
+
+/// The number after `key` in our metadata, up to the next field.
+fn field(metadata: &str, key: &str) -> Option<i64> {
+    let value = metadata.strip_prefix(PREFIX)?.split_once(key)?.1;
+    value.split(' ').next()?.parse().ok()
 }
 
 /// The committed offsets (with their metadata) of `partitions` of the group.
@@ -83,6 +122,53 @@ pub struct Others {
     /// The least labels progress among them: every label reported before
     /// it is applied by all of them (i64::MAX: nothing to wait for).
     pub labels: i64,
+}
+
+/// What the previous owners of partitions just assigned published with
+/// their last commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inherited {
+    /// Per partition, the earliest event time it may still store: where
+    /// its new owner starts from, until it has read its first records
+    /// (absent: none published).
+    pub bounds: BTreeMap<i32, i64>,
+    /// Every label reported before it was applied by whoever stored these
+    /// partitions' records (i64::MIN: unknown; i64::MAX: nobody did).
+    pub labels: i64,
+}
+
+/// What the previous owners of `partitions` published; asked right after
+/// the assignment, before this instance commits over it. Unknown (nothing
+/// inherited, labels i64::MIN) when the group coordinator does not answer.
+pub fn inherited<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partitions: &[i32]) -> Inherited {
+    let unknown = Inherited { bounds: BTreeMap::new(), labels: i64::MIN };
+    if partitions.is_empty() {
+        return Inherited { labels: i64::MAX, ..unknown };
+    }
+    let committed = match committed(consumer, topic, partitions) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "committed offsets unknown: every pending label is looked for again");
+            return unknown;
+        }
+    };
+    let mut inherited = Inherited { labels: i64::MAX, ..unknown };
+    for p in partitions {
+        let Some(element) = committed.find_partition(topic, *p) else {
+            inherited.labels = i64::MIN;
+            continue;
+        };
+        // Never committed: nothing of it was stored, by anyone.
+        if !matches!(element.offset(), Offset::Offset(_)) {
+            continue;
+        }
+        let metadata = element.metadata();
+        if let Some(Some(bound)) = decode(metadata) {
+            inherited.bounds.insert(*p, bound);
+        }
+        inherited.labels = inherited.labels.min(decode_applied(metadata).unwrap_or(i64::MIN));
+    }
+    inherited
 }
 
 /// This instance's side of the exchange.
@@ -144,7 +230,7 @@ impl Peers {
         topic: &str,
         committable: &BTreeMap<i32, i64>,
         bounds: &BTreeMap<i32, Option<i64>>,
-        labels: i64,
+        labels: LabelsApplied,
         mode: CommitMode,
     ) {
         let owned: Vec<i32> = bounds.keys().copied().collect();
@@ -299,16 +385,25 @@ mod tests {
 
     #[test]
     fn bounds_round_trip_through_commit_metadata_and_others_are_not_ours() {
-        assert_eq!(decode(&encode(Some(1_700_000_000), 7)), Some(Some(1_700_000_000)));
-        assert_eq!(decode(&encode(Some(-5), 7)), Some(Some(-5)));
-        assert_eq!(decode(&encode(None, 7)), Some(None));
-        assert_eq!(decode_labels(&encode(None, 1_700_000_000)), Some(1_700_000_000));
-        assert_eq!(decode_labels(&encode(Some(3), i64::MIN)), Some(i64::MIN));
+        let labels = |through, in_order| LabelsApplied { through, in_order };
+        assert_eq!(decode(&encode(Some(1_700_000_000), labels(7, 5))), Some(Some(1_700_000_000)));
+        assert_eq!(decode(&encode(Some(-5), labels(7, 5))), Some(Some(-5)));
+        assert_eq!(decode(&encode(None, labels(7, 5))), Some(None));
+        assert_eq!(decode_labels(&encode(None, labels(1_700_000_000, 5))), Some(1_700_000_000));
+        assert_eq!(decode_applied(&encode(None, labels(1_700_000_000, 5))), Some(5));
+        assert_eq!(decode_labels(&encode(Some(3), LabelsApplied::NONE)), Some(i64::MAX));
+        assert_eq!(decode_applied(&encode(Some(3), LabelsApplied::NONE)), Some(i64::MIN));
         // An earlier version's metadata: a bound, no labels progress.
         assert_eq!(decode("fraudflight/1 bound=42"), Some(Some(42)));
         assert_eq!(decode_labels("fraudflight/1 bound=42"), None);
+        assert_eq!(decode_labels("fraudflight/1 bound=42 labels=9"), Some(9), "before `applied`");
+        assert_eq!(decode_applied("fraudflight/1 bound=42 labels=9"), None);
         assert_eq!(decode(""), None, "a commit without metadata");
         assert_eq!(decode("fraudflight/1 bound=soon"), None);
         assert_eq!(decode("someone else's"), None);
+        // A rebalance's final commit: the labels progress, no bound.
+        assert_eq!(decode(&encode_labels_only(labels(99, 98))), None);
+        assert_eq!(decode_labels(&encode_labels_only(labels(99, 98))), Some(99));
+        assert_eq!(decode_applied(&encode_labels_only(labels(99, 98))), Some(98));
     }
 }

@@ -9,17 +9,17 @@ use arrow::record_batch::RecordBatch;
 use super::Query;
 
 /// Why a store could not answer a query.
+/// Its text is the store's own error, which names the store.
 #[derive(Debug, thiserror::Error)]
-#[error("{store}: {source}")]
+#[error("{error}")]
 pub struct ReadError {
     pub store: &'static str,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+    pub error: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl ReadError {
-    pub fn new(store: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { store, source: Box::new(source) }
+    pub fn new(store: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { store, error: Box::new(error) }
     }
 }
 

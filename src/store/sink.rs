@@ -1,9 +1,9 @@
 //! Where outcomes and their labels are written: the interface each outcome
 //! sink implements (Cassandra, the search engine, the outcome topic; all in
 //! `sink/`). The core owns it, so `app` writes to a list of sinks without
-//! asking which are there, and a new store is one folder with one
-//! implementation and one line where `serve` wires the list
-//! (docs/architecture.md, "Storage").
+//! asking which are there; a new store is one folder with its
+//! implementations, added to the list where `serve` wires it
+//! (`sink::Sinks::new`; docs/architecture.md, "Storage").
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -38,9 +38,10 @@ pub trait OutcomeSink: Send + Sync {
     /// Writes scored outcomes; Ok with those refused for good.
     async fn write(&self, outcomes: &RecordBatch, abandon: &CancellationToken) -> Result<Vec<Refused>, Abandoned>;
 
-    /// Keeps labels as received (`reported_at` set), before they are
-    /// applied, so a card reloaded meanwhile finds them. Most sinks keep
-    /// only what outcomes show ([`Self::show_labels`]).
+    /// Keeps labels as received, before they are applied, so a card
+    /// reloaded meanwhile finds them; a label without `reported_at` was
+    /// reported when received (`received_ms`). Most sinks keep only what
+    /// outcomes show ([`Self::show_labels`]).
     async fn keep_labels(
         &self,
         _labels: &[LabelRecord],

@@ -258,7 +258,10 @@ impl CassandraHistory {
     async fn find_one(&self, values: rows::Values) -> Result<Option<Found>, StoreError> {
         let statements = &self.cassandra.history;
         let mut rows = self.rows::<(CqlTimestamp, Option<String>)>(&statements.find, values.clone()).await?;
-        if rows.is_empty() {
+        // Filtering a card's partition reads all of it: only for keyspaces
+        // whose older outcomes have no key row (a label for a transaction
+        // not stored yet is the common miss, and must stay cheap).
+        if rows.is_empty() && self.cassandra.keys_incomplete {
             rows = self.rows::<(CqlTimestamp, Option<String>)>(&statements.find_scan, values).await?;
         }
         Ok(rows.into_iter().next().map(|(t, merchant)| Found { unix_time: t.0.div_euclid(1000), merchant }))

@@ -151,6 +151,10 @@ pub struct Cassandra {
     select_alert_day: PreparedStatement,
     history: history::Statements,
     quality: quality::Statements,
+    /// `transaction_keys` was added to a keyspace that already held
+    /// outcomes: a label whose key is not there may name one of those, so
+    /// the card's partition is filtered for it too (slow; only then).
+    keys_incomplete: bool,
     /// Set = every outcome also gets its row in `merchant_days` (history on).
     merchant_days: bool,
     in_flight: Arc<Semaphore>,
@@ -202,10 +206,12 @@ impl Cassandra {
         };
         let ks = &config.keyspace;
         let statements = all_create_statements(ks, &config.replication);
+        let before = tables(&session, ks).await?;
         for statement in &statements {
             session.query_unpaged(statement.clone(), &[]).await.map_err(request("schema"))?;
         }
         add_missing_columns(&session, ks, &statements).await?;
+        let keys_incomplete = keys_incomplete(&session, ks, &before).await?;
         session.await_schema_agreement().await.map_err(request("schema agreement"))?;
 
         let timeout = Some(Duration::from_millis(config.request_timeout_ms));
@@ -263,6 +269,7 @@ impl Cassandra {
             select_alert_day: prepare(format!("SELECT {cols} FROM {ks}.alerts WHERE day = ? LIMIT ?")).await?,
             history: history::Statements::prepare(ks, &prepare).await?,
             quality: quality::Statements::prepare(ks, &prepare).await?,
+            keys_incomplete,
             merchant_days: false,
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
@@ -675,6 +682,58 @@ fn declared_columns(statement: &str) -> Option<(String, Vec<(String, String)>)> 
         })
         .collect();
     Some((table, columns))
+}
+
+/// The tables the keyspace holds (none when it does not exist yet).
+async fn tables(session: &Session, ks: &str) -> Result<std::collections::HashSet<String>, CassandraError> {
+    Ok(session
+        .query_unpaged("SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?", (ks,))
+        .await
+        .map_err(request("schema"))?
+        .into_rows_result()
+        .map_err(request("schema"))?
+        .rows::<(String,)>()
+        .map_err(request("schema"))?
+        .filter_map(|r| r.ok().map(|(name,)| name))
+        .collect())
+}
+
+/// What `transaction_keys`' comment says when the table was added to a
+/// keyspace that already held outcomes (they have no key rows).
+const KEYS_INCOMPLETE: &str = "fraudflight: outcomes stored before this table existed have no row here";
+
+/// Whether `transaction_keys` lacks outcomes stored before it existed.
+/// Created here for a keyspace whose `transactions` existed before (`before`,
+/// the tables then), it is marked so in its comment, which every later
+/// start reads: a restart must not forget that the old outcomes are only
+/// found by filtering.
+async fn keys_incomplete(
+    session: &Session,
+    ks: &str,
+    before: &std::collections::HashSet<String>,
+) -> Result<bool, CassandraError> {
+    if before.contains("transactions") && !before.contains("transaction_keys") {
+        tracing::info!(
+            "upgrading the keyspace: `transaction_keys` is new, so labels of the outcomes stored before it are \
+             looked for by filtering their card's partition"
+        );
+        let cql = format!("ALTER TABLE {ks}.transaction_keys WITH comment = '{KEYS_INCOMPLETE}'");
+        session.query_unpaged(cql, &[]).await.map_err(request("schema"))?;
+        return Ok(true);
+    }
+    let comment: Option<String> = session
+        .query_unpaged(
+            "SELECT comment FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'transaction_keys'",
+            (ks,),
+        )
+        .await
+        .map_err(request("schema"))?
+        .into_rows_result()
+        .map_err(request("schema"))?
+        .maybe_first_row::<(Option<String>,)>()
+        .map_err(request("schema"))?
+        .and_then(|(c,)| c);
+    Ok(comment.as_deref() == Some(KEYS_INCOMPLETE))
 }
 
 /// Upgrades a keyspace an earlier release created: every column a table of
