@@ -333,7 +333,7 @@ impl App {
                 }
             }
         }
-        Ok(self.store_labels(&labels, crate::metrics::unix_ms()).await?)
+        Ok(self.store_labels(&labels, crate::metrics::unix_ms(), false).await?)
     }
 
     /// An analyst's decision on a held alert becomes a label: sent to the
@@ -388,7 +388,7 @@ impl App {
                 }
             }
             _ => {
-                self.store_labels(std::slice::from_ref(&label), now_ms).await.map_err(LabelsError::from)?;
+                self.store_labels(std::slice::from_ref(&label), now_ms, false).await.map_err(LabelsError::from)?;
                 "applied"
             }
         };
@@ -406,11 +406,14 @@ impl App {
     /// reported when received), stores them in Cassandra `labels` (card
     /// numbers protected as configured) and sends `dead` ones to the
     /// labels' DLQ (`topics` = (labels topic, its DLQ)); Ok once all are
-    /// stored, so a Kafka source may commit them.
+    /// stored, so a Kafka source may commit them. `from_stream`: they come
+    /// from the labels topic every instance reads (else from this process's
+    /// callers only).
     pub async fn store_labels(
         &self,
         labels: &[crate::history::LabelRecord],
         received_ms: i64,
+        from_stream: bool,
     ) -> Result<LabelsApplied, crate::retry::Abandoned> {
         // Kept before they are applied: a card reloaded meanwhile reads
         // them from `labels` (docs/architecture.md, "History").
@@ -422,10 +425,13 @@ impl App {
             // The history may ask the store (blocking calls).
             Some(history) => {
                 let (history, owned) = (history.clone(), labels.to_vec());
-                tokio::task::spawn_blocking(move || history.apply_labels(&owned, received_ms / 1000))
-                    .await
-                    .map_err(|e| abandoned(format!("labels task failed: {e}")))?
-                    .map_err(|e| abandoned(e.to_string()))?
+                tokio::task::spawn_blocking(move || match from_stream {
+                    true => history.apply_stream_labels(&owned, received_ms / 1000),
+                    false => history.apply_labels(&owned, received_ms / 1000),
+                })
+                .await
+                .map_err(|e| abandoned(format!("labels task failed: {e}")))?
+                .map_err(|e| abandoned(e.to_string()))?
             }
             None => Vec::new(),
         };
@@ -536,9 +542,14 @@ impl App {
 
     /// Kafka assigned partitions: cards held may have changed elsewhere
     /// since, so the history reloads them when next seen; their previous
-    /// owners applied every label reported before `applied_before`.
-    pub fn partitions_assigned(&self, applied_before: i64) {
-        if let Some(history) = self.scorer.history() {
+    /// owners applied every label reported before `applied_before`. Not
+    /// when this process made the last commit of every one (`ours`): a
+    /// rebalance that gives an instance back what it had (another one
+    /// joining, or restarting under its name) made both instances reload
+    /// every card at once, and Cassandra, also taking the writes, answered
+    /// neither for minutes (docs/performance.md, "The soak").
+    pub fn partitions_assigned(&self, applied_before: i64, ours: bool) {
+        if let Some(history) = self.scorer.history().filter(|_| !ours) {
             history.forget_cards(applied_before);
         }
     }

@@ -163,7 +163,7 @@ async fn simulate(app: Arc<App>, mut sim: Simulator, mut labels: Reporter, rate:
                     decided_by: None,
                 })
                 .collect();
-            if let Err(e) = app.store_labels(&due, crate::metrics::unix_ms()).await {
+            if let Err(e) = app.store_labels(&due, crate::metrics::unix_ms(), false).await {
                 tracing::error!(error = %e, "applying simulated labels failed");
             }
         }

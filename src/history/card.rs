@@ -51,32 +51,43 @@ impl Label {
 /// day (the newest reported before its tile is final), unknown until it
 /// arrives. A late reversal must not erase an on-time fraud.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Reports(Vec<Label>);
+pub struct Reports {
+    labels: Vec<Label>,
+    /// One came from this process only (Flight, HTTP without Kafka), not
+    /// from the labels stream every instance reads: the owner of its
+    /// transaction may never have seen it.
+    pub local: bool,
+}
 
 /// Reports kept per transaction, at most (the oldest go first).
 const MAX_REPORTS: usize = 8;
 
 impl Reports {
     pub fn add(&mut self, label: Label) {
-        let at = self.0.partition_point(|l| l.order() < label.order());
-        if self.0.get(at).is_some_and(|l| l.order() == label.order()) {
+        let at = self.labels.partition_point(|l| l.order() < label.order());
+        if self.labels.get(at).is_some_and(|l| l.order() == label.order()) {
             return;
         }
-        self.0.insert(at, label);
-        if self.0.len() > MAX_REPORTS {
-            self.0.remove(0);
+        self.labels.insert(at, label);
+        if self.labels.len() > MAX_REPORTS {
+            self.labels.remove(0);
         }
+    }
+
+    /// Every report, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Label> {
+        self.labels.iter()
     }
 
     /// The newest report: what the outcome shows.
     pub fn newest(&self) -> Option<&Label> {
-        self.0.last()
+        self.labels.last()
     }
 
     /// The newest report made before the tile of a transaction on `day`
     /// became final: what merchant risk counts.
     pub fn newest_on_time(&self, day: i64, delay_days: i64) -> Option<&Label> {
-        self.0.iter().rev().find(|l| super::merchant::on_time(l, day, delay_days))
+        self.labels.iter().rev().find(|l| super::merchant::on_time(l, day, delay_days))
     }
 }
 

@@ -42,6 +42,9 @@ pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, 
 
 /// Days of merchant tiles kept beyond what the newest transaction reads.
 const PRUNE_MARGIN_DAYS: i64 = 3;
+/// How far before the previous owners' labels progress the pending labels
+/// are looked for again after an assignment ([`History::forget_cards`]).
+const RECHECK_MARGIN_SECS: i64 = DAY;
 
 /// How long what-if scoring waits for the store to reload what it needs.
 const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -364,7 +367,10 @@ impl History {
             }
         }
         if !state.pending.is_empty() {
-            state.recheck_from = Some(state.recheck_from.map_or(applied_before, |f| f.min(applied_before)));
+            // A day of margin: labels published a little out of report
+            // order (a producer's clock, a file of yesterday's reports).
+            let from = applied_before.saturating_sub(RECHECK_MARGIN_SECS);
+            state.recheck_from = Some(state.recheck_from.map_or(from, |f| f.min(from)));
         }
         self.publish(&state);
     }
@@ -387,7 +393,7 @@ impl History {
             state
                 .pending
                 .iter()
-                .filter(|(_, r)| r.newest().is_some_and(|l| l.reported_at >= from))
+                .filter(|(_, r)| r.local || r.newest().is_some_and(|l| l.reported_at >= from))
                 .map(|((c, t), r)| (c.to_string(), t.to_string(), r.clone()))
                 .collect()
         };
@@ -618,7 +624,8 @@ impl History {
                         event.label = Some(label);
                     }
                 }
-                None => self.note_pending(keep_pending(&mut state.pending, cc_num, &trans_num, label)),
+                // Stored, so every instance can read it: as from the stream.
+                None => self.note_pending(keep_pending(&mut state.pending, cc_num, &trans_num, label, true)),
             }
         }
         // Not pruned: the store returned what the rows from `first` on need
@@ -724,7 +731,21 @@ impl History {
         let before = card.len();
         let tile = event.tile.clone();
         if !card.insert(event) {
-            // Redelivered: its label, if one came since, is the card's.
+            // Redelivered (stored before, by this instance or by a previous
+            // owner of its partition): the reports that waited for it apply
+            // to the one held, its tile included; then its label is the
+            // card's.
+            for label in reports.iter().flat_map(card::Reports::iter) {
+                let record = LabelRecord {
+                    trans_num: row.trans_num.to_string(),
+                    cc_num: row.cc_num.to_string(),
+                    is_fraud: label.is_fraud,
+                    reported_at: Some(label.reported_at),
+                    decided_by: label.by.as_deref().map(str::to_string),
+                };
+                self.apply_held(state, &record, label.clone(), tile_labels);
+            }
+            let card = state.cards.get_mut(row.cc_num).expect("held");
             return card.find_mut(row.trans_num).and_then(|e| e.label.clone());
         }
         card.prune_before(row.current.unix_time - self.longest_card_secs());
@@ -766,8 +787,24 @@ impl History {
     /// label counts in merchant risk only when reported before its tile is
     /// final ([`merchant::counts`]). A label without `reported_at` was
     /// reported when `received` (Unix seconds). With a store, the
-    /// transaction of a card not held is looked up there.
+    /// transaction of a card not held is looked up there. The labels came
+    /// to this process only (Flight, HTTP without Kafka).
     pub fn apply_labels(&self, labels: &[LabelRecord], received: i64) -> Result<Vec<Applied>, StoreError> {
+        self.apply_labels_from(labels, received, false)
+    }
+
+    /// [`Self::apply_labels`] for labels of the stream every instance
+    /// reads (the Kafka labels topic).
+    pub fn apply_stream_labels(&self, labels: &[LabelRecord], received: i64) -> Result<Vec<Applied>, StoreError> {
+        self.apply_labels_from(labels, received, true)
+    }
+
+    fn apply_labels_from(
+        &self,
+        labels: &[LabelRecord],
+        received: i64,
+        from_stream: bool,
+    ) -> Result<Vec<Applied>, StoreError> {
         let delay = self.table.label_delay_days;
         let mut tile_labels = Vec::new();
         // None: the card or its transaction is not held; look it up in the store.
@@ -784,7 +821,13 @@ impl History {
                         // seen: the store knows the first kind.
                         None if self.store.is_some() => None,
                         None => {
-                            self.note_pending(keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label));
+                            self.note_pending(keep_pending(
+                                &mut state.pending,
+                                &l.cc_num,
+                                &l.trans_num,
+                                label,
+                                from_stream,
+                            ));
                             Some(Applied::Pending)
                         }
                     }
@@ -838,7 +881,13 @@ impl History {
                         Applied::Current { unix_time }
                     }
                     None => {
-                        self.note_pending(keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label));
+                        self.note_pending(keep_pending(
+                            &mut state.pending,
+                            &l.cc_num,
+                            &l.trans_num,
+                            label,
+                            from_stream,
+                        ));
                         Applied::Pending
                     }
                 });
@@ -950,10 +999,13 @@ fn keep_pending(
     cc_num: &str,
     trans_num: &str,
     label: Label,
+    from_stream: bool,
 ) -> bool {
     let key: (Box<str>, Box<str>) = (cc_num.into(), trans_num.into());
     let pushed_out = pending.len() == pending.cap().get() && !pending.contains(&key);
-    pending.get_or_insert_mut(key, card::Reports::default).add(label);
+    let reports = pending.get_or_insert_mut(key, card::Reports::default);
+    reports.add(label);
+    reports.local |= !from_stream;
     pushed_out
 }
 

@@ -218,8 +218,9 @@ pub struct SourceSettings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Called when partitions are assigned (their cards may have changed
     /// elsewhere since this instance last held them), with the labels
-    /// progress their previous owners published (`peers::Inherited`).
-    pub on_assign: Arc<dyn Fn(i64) + Send + Sync>,
+    /// progress their previous owners published and whether this process
+    /// made the last commit of every one (`peers::Inherited`).
+    pub on_assign: Arc<dyn Fn(i64, bool) + Send + Sync>,
     /// Let records out in event-time order across partitions (the history
     /// needs it; `super::align`).
     pub align: bool,
@@ -499,9 +500,9 @@ impl Poller {
                     let inherited = super::peers::inherited(&self.consumer, topic, &assigned);
                     aligner.assign(&assigned, &inherited.bounds, Instant::now());
                     self.peers.assigned();
-                    (self.settings.on_assign)(inherited.labels);
+                    (self.settings.on_assign)(inherited.labels, inherited.ours);
                 }
-                None => (self.settings.on_assign)(i64::MIN),
+                None => (self.settings.on_assign)(i64::MIN, false),
             }
         }
     }

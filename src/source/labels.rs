@@ -109,7 +109,7 @@ pub fn start(
                 history.labels_seen(&read.into_iter().map(|partition| Seen::Reading { partition }).collect::<Vec<_>>());
             }
             if !messages.is_empty() {
-                let stored = runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms()));
+                let stored = runtime.block_on(app.store_labels(&labels, crate::metrics::unix_ms(), true));
                 if stored.is_err() {
                     // Abandoned at shutdown: nothing committed, re-read next time.
                     break;

@@ -86,7 +86,7 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel(kafka.max_in_flight_batches);
         let on_assign = {
             let app = app.clone();
-            Arc::new(move |applied_before| app.partitions_assigned(applied_before))
+            Arc::new(move |applied_before, ours| app.partitions_assigned(applied_before, ours))
         };
         let settings = SourceSettings {
             kafka: kafka.clone(),

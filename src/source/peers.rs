@@ -38,6 +38,16 @@ const ASK: Duration = Duration::from_secs(2);
 const LABELS: &str = " labels=";
 /// What follows that: how far it has applied them in report order.
 const APPLIED: &str = " applied=";
+/// Then which process committed it ([`process`]).
+const BY: &str = " by=";
+
+/// This process, as its commits name it: a partition whose last commit it
+/// made itself was nobody else's since (`History::forget_cards`).
+pub fn process() -> &'static str {
+    static PROCESS: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    &PROCESS
+}
 
 /// How far an instance has applied labels, as it publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +70,10 @@ impl LabelsApplied {
 pub fn encode(bound: Option<i64>, labels: LabelsApplied) -> String {
     let LabelsApplied { through, in_order } = labels;
     match bound {
-        Some(t) => format!("{PREFIX}{t}{LABELS}{through}{APPLIED}{in_order}"),
-        None => format!("{PREFIX}none{LABELS}{through}{APPLIED}{in_order}"),
+        // `labels` last: an earlier version reads the number after
+        // " labels=" to the end.
+        Some(t) => format!("{PREFIX}{t}{APPLIED}{in_order}{BY}{}{LABELS}{through}", process()),
+        None => format!("{PREFIX}none{APPLIED}{in_order}{BY}{}{LABELS}{through}", process()),
     }
 }
 
@@ -70,7 +82,7 @@ pub fn encode(bound: Option<i64>, labels: LabelsApplied) -> String {
 /// reads as none published).
 pub fn encode_labels_only(labels: LabelsApplied) -> String {
     let LabelsApplied { through, in_order } = labels;
-    format!("{PREFIX}?{LABELS}{through}{APPLIED}{in_order}")
+    format!("{PREFIX}?{APPLIED}{in_order}{BY}{}{LABELS}{through}", process())
 }
 
 /// A bound from commit metadata; None when it is not ours.
@@ -92,6 +104,12 @@ pub fn decode_labels(metadata: &str) -> Option<i64> {
 /// says none (an earlier version's).
 pub fn decode_applied(metadata: &str) -> Option<i64> {
     field(metadata, APPLIED)
+}
+
+/// Which process committed it; None when it does not say (an earlier
+/// version's).
+pub fn decode_by(metadata: &str) -> Option<&str> {
+    metadata.strip_prefix(PREFIX)?.split_once(BY)?.1.split(' ').next()
 }
 
 /// The number after `key` in our metadata, up to the next field.
@@ -135,15 +153,19 @@ pub struct Inherited {
     /// Every label reported before it was applied by whoever stored these
     /// partitions' records (i64::MIN: unknown; i64::MAX: nobody did).
     pub labels: i64,
+    /// This process made the last commit of every one of them: nobody
+    /// else stored anything of them since (or not committed, and it comes
+    /// back to this process).
+    pub ours: bool,
 }
 
 /// What the previous owners of `partitions` published; asked right after
 /// the assignment, before this instance commits over it. Unknown (nothing
 /// inherited, labels i64::MIN) when the group coordinator does not answer.
 pub fn inherited<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partitions: &[i32]) -> Inherited {
-    let unknown = Inherited { bounds: BTreeMap::new(), labels: i64::MIN };
+    let unknown = Inherited { bounds: BTreeMap::new(), labels: i64::MIN, ours: false };
     if partitions.is_empty() {
-        return Inherited { labels: i64::MAX, ..unknown };
+        return Inherited { labels: i64::MAX, ours: true, ..unknown };
     }
     let committed = match committed(consumer, topic, partitions) {
         Ok(c) => c,
@@ -152,14 +174,18 @@ pub fn inherited<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, pa
             return unknown;
         }
     };
-    let mut inherited = Inherited { labels: i64::MAX, ..unknown };
+    let mut inherited = Inherited { labels: i64::MAX, ours: true, ..unknown };
     for p in partitions {
         let Some(element) = committed.find_partition(topic, *p) else {
             inherited.labels = i64::MIN;
+            inherited.ours = false;
             continue;
         };
-        // Never committed: nothing of it was stored, by anyone.
+        inherited.ours &= decode_by(element.metadata()) == Some(process());
+        // Never committed (or unknown): its owner may have stored records
+        // and died before its first commit, so nothing is known.
         if !matches!(element.offset(), Offset::Offset(_)) {
+            inherited.labels = i64::MIN;
             continue;
         }
         let metadata = element.metadata();
@@ -398,6 +424,12 @@ mod tests {
         assert_eq!(decode_labels("fraudflight/1 bound=42"), None);
         assert_eq!(decode_labels("fraudflight/1 bound=42 labels=9"), Some(9), "before `applied`");
         assert_eq!(decode_applied("fraudflight/1 bound=42 labels=9"), None);
+        // What an earlier version reads of ours: the number after " labels=".
+        let ours = encode(Some(42), labels(9, 5));
+        assert_eq!(ours.split_once(" labels=").unwrap().1.parse::<i64>().ok(), Some(9), "{ours}");
+        assert_eq!(decode_by(&ours), Some(process()));
+        assert_eq!(decode_by(&encode_labels_only(labels(9, 5))), Some(process()));
+        assert_eq!(decode_by("fraudflight/1 bound=42 labels=9"), None);
         assert_eq!(decode(""), None, "a commit without metadata");
         assert_eq!(decode("fraudflight/1 bound=soon"), None);
         assert_eq!(decode("someone else's"), None);

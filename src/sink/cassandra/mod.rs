@@ -206,12 +206,11 @@ impl Cassandra {
         };
         let ks = &config.keyspace;
         let statements = all_create_statements(ks, &config.replication);
-        let before = tables(&session, ks).await?;
         for statement in &statements {
             session.query_unpaged(statement.clone(), &[]).await.map_err(request("schema"))?;
         }
         add_missing_columns(&session, ks, &statements).await?;
-        let keys_incomplete = keys_incomplete(&session, ks, &before).await?;
+        let keys_incomplete = keys_incomplete(&session, ks).await?;
         session.await_schema_agreement().await.map_err(request("schema agreement"))?;
 
         let timeout = Some(Duration::from_millis(config.request_timeout_ms));
@@ -684,43 +683,17 @@ fn declared_columns(statement: &str) -> Option<(String, Vec<(String, String)>)> 
     Some((table, columns))
 }
 
-/// The tables the keyspace holds (none when it does not exist yet).
-async fn tables(session: &Session, ks: &str) -> Result<std::collections::HashSet<String>, CassandraError> {
-    Ok(session
-        .query_unpaged("SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?", (ks,))
-        .await
-        .map_err(request("schema"))?
-        .into_rows_result()
-        .map_err(request("schema"))?
-        .rows::<(String,)>()
-        .map_err(request("schema"))?
-        .filter_map(|r| r.ok().map(|(name,)| name))
-        .collect())
-}
+/// What `transaction_keys`' comment says once this service found the
+/// keyspace's `transactions` empty: every outcome stored since has its key
+/// row.
+const KEYS_COMPLETE: &str = "fraudflight: a row for every outcome";
 
-/// What `transaction_keys`' comment says when the table was added to a
-/// keyspace that already held outcomes (they have no key rows).
-const KEYS_INCOMPLETE: &str = "fraudflight: outcomes stored before this table existed have no row here";
-
-/// Whether `transaction_keys` lacks outcomes stored before it existed.
-/// Created here for a keyspace whose `transactions` existed before (`before`,
-/// the tables then), it is marked so in its comment, which every later
-/// start reads: a restart must not forget that the old outcomes are only
-/// found by filtering.
-async fn keys_incomplete(
-    session: &Session,
-    ks: &str,
-    before: &std::collections::HashSet<String>,
-) -> Result<bool, CassandraError> {
-    if before.contains("transactions") && !before.contains("transaction_keys") {
-        tracing::info!(
-            "upgrading the keyspace: `transaction_keys` is new, so labels of the outcomes stored before it are \
-             looked for by filtering their card's partition"
-        );
-        let cql = format!("ALTER TABLE {ks}.transaction_keys WITH comment = '{KEYS_INCOMPLETE}'");
-        session.query_unpaged(cql, &[]).await.map_err(request("schema"))?;
-        return Ok(true);
-    }
+/// Whether `transaction_keys` may lack outcomes (stored before it existed):
+/// unless its comment says it is complete, which the first start that finds
+/// `transactions` empty writes. Any other table counts as incomplete: one
+/// an upgrade added (by this service or by `scripts/schema/cassandra.cql`
+/// run first), whatever crashed or raced in between.
+async fn keys_incomplete(session: &Session, ks: &str) -> Result<bool, CassandraError> {
     let comment: Option<String> = session
         .query_unpaged(
             "SELECT comment FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'transaction_keys'",
@@ -733,7 +706,27 @@ async fn keys_incomplete(
         .maybe_first_row::<(Option<String>,)>()
         .map_err(request("schema"))?
         .and_then(|(c,)| c);
-    Ok(comment.as_deref() == Some(KEYS_INCOMPLETE))
+    if comment.as_deref() == Some(KEYS_COMPLETE) {
+        return Ok(false);
+    }
+    let any_outcome = session
+        .query_unpaged(format!("SELECT cc_num FROM {ks}.transactions LIMIT 1"), &[])
+        .await
+        .map_err(request("schema"))?
+        .into_rows_result()
+        .map_err(request("schema"))?
+        .rows_num()
+        > 0;
+    if !any_outcome {
+        let cql = format!("ALTER TABLE {ks}.transaction_keys WITH comment = '{KEYS_COMPLETE}'");
+        session.query_unpaged(cql, &[]).await.map_err(request("schema"))?;
+        return Ok(false);
+    }
+    tracing::info!(
+        "`transaction_keys` may lack outcomes stored before it existed (an upgraded keyspace): a label whose \
+         transaction is not found there is looked for by filtering its card's partition too"
+    );
+    Ok(true)
 }
 
 /// Upgrades a keyspace an earlier release created: every column a table of
