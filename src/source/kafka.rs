@@ -86,6 +86,10 @@ pub struct SourceContext {
     /// The labels progress a rebalance's final commit carries
     /// ([`SourceSettings::labels_applied`]); None without the aligner.
     labels_applied: Option<Arc<dyn Fn() -> super::peers::LabelsApplied + Send + Sync>>,
+    /// The bounds last published (`Poller::commit`): a rebalance's final
+    /// commit carries them on, so the partitions' next owners start from
+    /// them (`peers::inherited`).
+    published: Mutex<std::collections::BTreeMap<i32, Option<i64>>>,
     /// Partitions written to since their end was read: the aligner's ends
     /// undone, in queue order.
     grown: crate::kafka::GrownPartitions,
@@ -142,10 +146,23 @@ impl ConsumerContext for SourceContext {
             tracker.forget(&partitions);
             offsets
         };
-        // With the labels progress: the partitions' next owners look for
-        // fewer of their pending labels (`History::forget_cards`).
-        let metadata = self.labels_applied.as_ref().map(|labels| super::peers::encode_labels_only(labels()));
-        commit_with(consumer, &self.topic, &offsets, metadata.as_deref(), CommitMode::Sync);
+        // With the bound last published and the labels progress: the
+        // partitions' next owners start from the bound and look for fewer
+        // of their pending labels (`History::forget_cards`).
+        let metadata = self.labels_applied.as_ref().map(|labels| {
+            let (labels, published) = (labels(), self.published.lock().expect("published lock").clone());
+            move |p: i32| match published.get(&p) {
+                Some(bound) => super::peers::encode(*bound, labels),
+                None => super::peers::encode_labels_only(labels),
+            }
+        });
+        commit_with(
+            consumer,
+            &self.topic,
+            &offsets,
+            metadata.as_ref().map(|m| m as &dyn Fn(i32) -> String),
+            CommitMode::Sync,
+        );
         tracing::info!(?partitions, "partitions revoked");
         self.revoked.lock().expect("revoked lock").extend(partitions);
     }
@@ -181,12 +198,12 @@ fn commit(
     commit_with(consumer, topic, offsets, None, mode);
 }
 
-/// Commits `offsets`, each with `metadata` when given.
+/// Commits `offsets`, each with its `metadata` when given.
 fn commit_with(
     consumer: &BaseConsumer<SourceContext>,
     topic: &str,
     offsets: &std::collections::BTreeMap<i32, i64>,
-    metadata: Option<&str>,
+    metadata: Option<&dyn Fn(i32) -> String>,
     mode: CommitMode,
 ) {
     if offsets.is_empty() {
@@ -198,7 +215,7 @@ fn commit_with(
             tracing::error!(error = %e, partition, "cannot build commit list");
         }
         if let (Some(metadata), Some(mut e)) = (metadata, list.find_partition(topic, partition)) {
-            e.set_metadata(metadata);
+            e.set_metadata(metadata(partition));
         }
     }
     match consumer.commit(&list, mode) {
@@ -264,6 +281,7 @@ pub fn start(
         assignment_changed: AtomicBool::new(false),
         metrics: settings.metrics.clone(),
         labels_applied: settings.align.then(|| settings.labels_applied.clone()),
+        published: Mutex::default(),
         grown: crate::kafka::GrownPartitions::default(),
     };
     let mut config = crate::kafka::client_config(&kafka.brokers, &[]);
@@ -454,6 +472,7 @@ impl Poller {
                     aligner.stored(*p, *next);
                 }
                 let bounds = aligner.published(Instant::now());
+                self.consumer.context().published.lock().expect("published lock").clone_from(&bounds);
                 let labels = (self.settings.labels_applied)();
                 self.peers.publish(&self.consumer, topic, offsets, &bounds, labels, mode);
             }

@@ -13,10 +13,16 @@
 //! stored the days their tiles need.
 //!
 //! A partition whose committed offset carries no such metadata (never
-//! committed, committed by a rebalance's final commit, or by an older
-//! version) is waited for while it still has records after its committed
-//! offset, at most [`UNKNOWN_WAIT`]: its owner publishes within a commit
-//! round of getting it.
+//! committed, committed by an older version, or by a rebalance's final
+//! commit before any bound was published) is waited for while it still has
+//! records after its committed offset, at most [`UNKNOWN_WAIT`]: its owner
+//! publishes within a commit round of getting it.
+//!
+//! The same metadata says how far the instance has applied labels (what
+//! the others wait for, and, in report order, what a partition's next
+//! owner need not look for again) and which process committed it
+//! ([`process`]); a partition's next owner reads them first
+//! ([`inherited`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
