@@ -75,6 +75,9 @@ struct Part {
     inherited: Option<i64>,
     /// Read to its end, nothing buffered since.
     at_end: bool,
+    /// Read to its end, then written to (`Aligner::grown`): its silence
+    /// is the fetch's delay, not a stall.
+    grown: bool,
     /// When it last delivered a record or its end.
     heard: Instant,
     /// Records let out and not known to be stored yet: (offset, event time).
@@ -88,9 +91,17 @@ impl Part {
             released: None,
             inherited,
             at_end: false,
+            grown: false,
             heard: now,
             unstored: VecDeque::new(),
         }
+    }
+
+    /// Delivers nothing though not at its end, for [`STALLED`]: its fetches
+    /// stall (a broker or leader away; once, a partition librdkafka did not
+    /// fetch after a rebalance).
+    fn stalled(&self, now: Instant) -> bool {
+        self.buffer.is_empty() && !self.at_end && !self.grown && now.duration_since(self.heard) >= STALLED
     }
 
     /// The earliest event time its next record may have, as far as known.
@@ -120,13 +131,16 @@ impl Part {
     /// The earliest event time it may still store: what it let out and is
     /// not stored yet, what it holds, and (unless read to its end and
     /// silent since) what comes after its newest record. None: nothing.
-    /// Silence alone is no proof here: a partition is silent while this
-    /// instance is paused, and the other instances would run ahead of it.
-    fn unstored_bound(&self, now: Instant) -> Option<i64> {
+    /// Silence alone is no proof here while this instance is `paused` (its
+    /// partitions are silent then, and the other instances would run ahead
+    /// of them); otherwise a stalled partition is not waited for, here nor
+    /// there (else the others wait at its bound for as long as it stalls).
+    fn unstored_bound(&self, now: Instant, paused: bool) -> Option<i64> {
         let unstored = self.unstored.iter().map(|(_, t)| *t).min();
         let rest = match self.buffer.front() {
             Some((t, _)) => Some(*t),
             None if self.at_end && now.duration_since(self.heard) >= IDLE => None,
+            None if !paused && self.stalled(now) => None,
             None => Some(self.next_at_least()),
         };
         match (unstored, rest) {
@@ -185,9 +199,15 @@ impl Aligner {
         // The first record after the whole topic was silent: the other
         // partitions' silence meant nothing (nobody was writing), so they
         // are waited for again; else one partition of a burst would run
-        // ahead of the others' first records.
+        // ahead of the others' first records. Not one that had stalled: its
+        // silence is its own (restarted with the others, a partition
+        // librdkafka did not fetch held them back a minute at a time, the
+        // other instance waiting behind them: docs/performance.md, "After
+        // the kill").
         if self.last_push.is_none_or(|at| now.duration_since(at) >= IDLE) {
-            self.heard_all(now);
+            for part in self.parts.values_mut().filter(|part| !part.stalled(now)) {
+                part.heard = now;
+            }
         }
         self.last_push = Some(now);
         let part = self.parts.entry(record.partition).or_insert_with(|| Part::new(now, None));
@@ -196,6 +216,7 @@ impl Aligner {
         part.buffer.push_back((at, record));
         self.len += 1;
         part.at_end = false;
+        part.grown = false;
         part.heard = now;
     }
 
@@ -204,6 +225,7 @@ impl Aligner {
         if let Some(part) = self.parts.get_mut(&partition) {
             // What it buffered still bounds it (Part::bound looks there first).
             part.at_end = true;
+            part.grown = false;
             part.heard = now;
         }
     }
@@ -212,6 +234,7 @@ impl Aligner {
     /// ([`crate::kafka::GrownPartitions`]): not at its end any more.
     pub fn grown(&mut self, partition: i32) {
         if let Some(part) = self.parts.get_mut(&partition) {
+            part.grown |= part.at_end;
             part.at_end = false;
         }
     }
@@ -299,9 +322,10 @@ impl Aligner {
     }
 
     /// For the other instances: the earliest event time each partition of
-    /// this one may still store (None: nothing).
-    pub fn published(&self, now: Instant) -> BTreeMap<i32, Option<i64>> {
-        self.parts.iter().map(|(p, part)| (*p, part.unstored_bound(now))).collect()
+    /// this one may still store (None: nothing); `paused`: consumption is
+    /// paused as a whole (for the sinks).
+    pub fn published(&self, now: Instant, paused: bool) -> BTreeMap<i32, Option<i64>> {
+        self.parts.iter().map(|(p, part)| (*p, part.unstored_bound(now, paused))).collect()
     }
 
     /// Says once when a partition is not waited for any more.
@@ -539,11 +563,11 @@ mod tests {
         let mut out = Vec::new();
         a.release(&mut out, 100, now);
         assert_eq!(released(&out), [(0, 0), (0, 1), (0, 2)], "up to day 0 + REMOTE_DAYS");
-        assert_eq!(a.published(now)[&0], Some(3_600), "the records let out are not stored yet");
+        assert_eq!(a.published(now, false)[&0], Some(3_600), "the records let out are not stored yet");
         a.stored(0, 2);
-        assert_eq!(a.published(now)[&0], Some(6 * DAY + 3_600));
+        assert_eq!(a.published(now, false)[&0], Some(6 * DAY + 3_600));
         a.stored(0, 3);
-        assert_eq!(a.published(now)[&0], Some(7 * DAY + 3_600), "what it still holds");
+        assert_eq!(a.published(now, false)[&0], Some(7 * DAY + 3_600), "what it still holds");
         // The other instance moved on, then has nothing left to store.
         a.set_remote(BTreeMap::from([(1, Some(DAY))]));
         a.release(&mut out, 100, now);
@@ -552,8 +576,8 @@ mod tests {
         a.release(&mut out, 100, now);
         assert_eq!(out.len(), 5);
         a.stored(0, 31);
-        assert_eq!(a.published(now)[&0], Some(30 * DAY + 3_600), "at its end: a producer may still write");
-        assert_eq!(a.published(now + IDLE)[&0], None, "at its end and silent, everything stored");
+        assert_eq!(a.published(now, false)[&0], Some(30 * DAY + 3_600), "at its end: a producer may still write");
+        assert_eq!(a.published(now + IDLE, false)[&0], None, "at its end and silent, everything stored");
     }
 
     #[test]
@@ -564,14 +588,49 @@ mod tests {
         a.set_remote(BTreeMap::new());
         // Not MIN: the other instances must not stop until it reads its
         // first record (they did, for minutes, under a backlog).
-        assert_eq!(a.published(now)[&0], Some(20 * DAY), "the previous owner's bound");
-        assert_eq!(a.published(now)[&1], Some(i64::MIN), "nothing published: anything may come");
+        assert_eq!(a.published(now, false)[&0], Some(20 * DAY), "the previous owner's bound");
+        assert_eq!(a.published(now, false)[&1], Some(i64::MIN), "nothing published: anything may come");
         a.push(record(0, 0, 20 * DAY + 60), now);
         a.push(record(1, 0, 21 * DAY), now);
         let mut out = Vec::new();
         a.release(&mut out, 10, now);
         assert_eq!(released(&out), [(0, 0), (1, 0)]);
-        assert_eq!(a.published(now)[&0], Some(20 * DAY + 60), "its own records from then on");
+        assert_eq!(a.published(now, false)[&0], Some(20 * DAY + 60), "its own records from then on");
+    }
+
+    #[test]
+    fn a_stalled_partition_is_not_waited_for_again_when_the_others_resume() {
+        let start = Instant::now();
+        // Partition 1 never delivers (librdkafka did not fetch it once,
+        // after a rebalance); partition 0 fills its buffer and is paused.
+        let mut a = alone(&[0, 1], start);
+        for i in 0..MAX_BUFFERED as i64 {
+            a.push(record(0, i, 2 * DAY + i), start);
+        }
+        let mut out = Vec::new();
+        a.release(&mut out, 10_000, start);
+        assert!(out.is_empty(), "partition 1 may still send day 0");
+        assert_eq!(a.published(start, false)[&1], Some(i64::MIN));
+        a.release(&mut out, 10_000, start + STALLED);
+        assert_eq!(out.len(), MAX_BUFFERED, "partition 1 stalled: not waited for");
+        // Partition 0 resumes after the topic's silence: partition 1's
+        // silence is its own, so it is not waited for another minute.
+        let later = start + STALLED + Duration::from_millis(200);
+        a.push(record(0, 1_000, 3 * DAY), later);
+        out.clear();
+        a.release(&mut out, 10_000, later);
+        assert_eq!(out.len(), 1, "partition 1's silence was its own");
+        // Nor by the other instances, unless this one is paused.
+        assert_eq!(a.published(later, false)[&1], None);
+        assert_eq!(a.published(later, true)[&1], Some(i64::MIN), "paused: its silence means nothing");
+        // A partition read to its end and written to since is not stalled:
+        // the burst after a silence reaches it late.
+        let mut b = alone(&[0, 1], start);
+        b.end(1, start);
+        b.grown(1);
+        b.push(record(0, 0, 3 * DAY), start + STALLED * 2);
+        b.release(&mut out, 10, start + STALLED * 2);
+        assert_eq!(b.len(), 1, "partition 1 grew: waited for");
     }
 
     #[test]

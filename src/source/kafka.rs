@@ -471,7 +471,7 @@ impl Poller {
                 for (p, next) in offsets {
                     aligner.stored(*p, *next);
                 }
-                let bounds = aligner.published(Instant::now());
+                let bounds = aligner.published(Instant::now(), self.paused);
                 self.consumer.context().published.lock().expect("published lock").clone_from(&bounds);
                 let labels = (self.settings.labels_applied)();
                 self.peers.publish(&self.consumer, topic, offsets, &bounds, labels, mode);
