@@ -328,6 +328,11 @@ impl History {
         self.turns.turn()
     }
 
+    /// Keeps `label` pending for its transaction, counting one pushed out.
+    fn pend(&self, state: &mut State, l: &LabelRecord, label: Label, from_stream: bool) {
+        self.note_pending(keep_pending(&mut state.pending, &l.cc_num, &l.trans_num, label, from_stream));
+    }
+
     /// Counts a pending label pushed out of memory ([`keep_pending`]).
     fn note_pending(&self, pushed_out: bool) {
         if pushed_out {
@@ -821,13 +826,7 @@ impl History {
                         // seen: the store knows the first kind.
                         None if self.store.is_some() => None,
                         None => {
-                            self.note_pending(keep_pending(
-                                &mut state.pending,
-                                &l.cc_num,
-                                &l.trans_num,
-                                label,
-                                from_stream,
-                            ));
+                            self.pend(&mut state, l, label, from_stream);
                             Some(Applied::Pending)
                         }
                     }
@@ -881,13 +880,7 @@ impl History {
                         Applied::Current { unix_time }
                     }
                     None => {
-                        self.note_pending(keep_pending(
-                            &mut state.pending,
-                            &l.cc_num,
-                            &l.trans_num,
-                            label,
-                            from_stream,
-                        ));
+                        self.pend(&mut state, l, label, from_stream);
                         Applied::Pending
                     }
                 });
