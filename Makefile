@@ -79,7 +79,7 @@ test-browser: setup-browser shared-target
 ## One test at a time: the fault tests stop and restart Cassandra, OpenSearch and Elasticsearch.
 SERVICE_TESTS := --test kafka_is_real --test cassandra_is_real --test opensearch_is_real \
 	--test simulate_and_replay_to_kafka --test serve_pipeline --test serve_faults --test dashboards_field_caps \
-	--test kafka_sasl --test backend_security --test readme_serve --test search_sink_engines --test labels_from_kafka --test hostile_input --test restart_and_upgrade --test history_instances --test history_orders --test model_quality --test quality_book
+	--test kafka_sasl --test backend_security --test readme_serve --test search_sink_engines --test labels_from_kafka --test hostile_input --test restart_and_upgrade --test history_instances --test history_store --test history_orders --test model_quality --test quality_book
 test-services: shared-target
 	$(CARGO) test --no-run $(SERVICE_TESTS)
 	scripts/with-services.sh --services "kafka cassandra opensearch opensearch-tls elasticsearch" sh -c '$(CARGO) test $(SERVICE_TESTS) -- --include-ignored --test-threads=1 && \

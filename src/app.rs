@@ -498,18 +498,28 @@ impl App {
     /// [`Self::settle_labels`] for outcomes kept in memory only (the demo).
     fn settle_in_memory(&self, outcomes: &RecordBatch) {
         let Some(history) = self.scorer.history() else { return };
-        let settled = history.settle(trans_nums(outcomes).iter().flatten());
+        // In memory, tiles are the history's own: nothing held back.
+        let settled = history.settle(trans_nums(outcomes).iter().flatten()).labels;
         if !settled.is_empty() {
             self.show_in_memory(&settled);
         }
     }
 
     /// Outcomes just stored: labels applied while they were on their way
-    /// are written again, after them (`History::settle`).
+    /// are written again, after them, and their tiles' fraud marks for the
+    /// first time (`History::settle`); before the batch counts as stored,
+    /// so no tile is read without them.
     async fn settle_labels(&self, outcomes: &RecordBatch) -> Result<(), crate::retry::Abandoned> {
         let Some(history) = self.scorer.history() else { return Ok(()) };
-        let settled = history.settle(trans_nums(outcomes).iter().flatten());
-        self.show_labels(&settled).await
+        let settlement = history.settle(trans_nums(outcomes).iter().flatten());
+        if !settlement.tiles.is_empty() {
+            let (history, tiles) = (history.clone(), settlement.tiles);
+            tokio::task::spawn_blocking(move || history.write_tiles(&tiles))
+                .await
+                .map_err(|e| abandoned(format!("tile marks task failed: {e}")))?
+                .map_err(|e| abandoned(e.to_string()))?;
+        }
+        self.show_labels(&settlement.labels).await
     }
 
     /// A label as the sinks store it: its card a keyed hash if so configured.

@@ -38,7 +38,7 @@ use definitions::{table, Aggregate, Entity, Table, DAY};
 pub use labels::LabelRecord;
 use merchant::{counts, day_of, on_time, read_days, Merchants};
 use progress::{LabelsProgress, Seen, Waited};
-pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel, Wait};
+pub use store::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, StoredTile, TileLabel, Wait};
 
 /// Days of merchant tiles kept beyond what the newest transaction reads.
 const PRUNE_MARGIN_DAYS: i64 = 3;
@@ -172,11 +172,31 @@ struct State {
     found_pending: Vec<Settled>,
 }
 
+/// The rows of the tiles a batch read from the store that its own
+/// transactions may fall in (their days or later): by (merchant, day),
+/// whether each `trans_num` is marked fraud, as read and then as counted.
+type TileRows = HashMap<(Arc<str>, i64), HashMap<Box<str>, bool>>;
+
 /// A recorded transaction whose outcome is on its way to the sinks.
 struct Unsettled {
     cc_num: Box<str>,
     /// A label was applied since it was recorded.
     relabelled: bool,
+    /// Its fraud mark in its merchant tile, written once the outcome is
+    /// stored ([`History::settle`]). Written before, the mark creates the
+    /// tile's row: an instance that reads the tile and then records the
+    /// transaction (its writer died before storing it, and it is read
+    /// again) would count it twice.
+    tile: Option<TileLabel>,
+}
+
+/// What a stored batch settles ([`History::settle`]).
+#[derive(Debug, Default)]
+pub struct Settlement {
+    /// Labels the stored outcomes may not show.
+    pub labels: Vec<Settled>,
+    /// Fraud marks of the stored transactions' tiles, held back until now.
+    pub tiles: Vec<TileLabel>,
 }
 
 /// A label its stored outcome does not show yet: a label applied while
@@ -486,14 +506,14 @@ impl History {
         }
         // Read mode: cards loaded for this batch only (what-if scoring
         // changes nothing, the cache included).
-        let (mut loaded, read_tiles) = match &self.store {
+        let (mut loaded, read_tiles, mut tile_rows) = match &self.store {
             Some(store) => {
                 if mode == Use::Update {
                     self.recheck_pending(store.as_ref())?;
                 }
                 self.load(store.as_ref(), &rows, mode, turn)?
             }
-            None => (HashMap::new(), Vec::new()),
+            None => (HashMap::new(), Vec::new(), TileRows::new()),
         };
         let mut values: Vec<Vec<f64>> = vec![Vec::with_capacity(rows.len()); self.table.features.len()];
         let mut tile_labels = Vec::new();
@@ -518,7 +538,7 @@ impl History {
             };
             self.row_features(card, merchants, row, &mut values);
             if mode == Use::Update {
-                labels.push(self.record(&mut state, row, &mut tile_labels));
+                labels.push(self.record(&mut state, row, &mut tile_labels, &mut tile_rows));
             }
         }
         self.publish(&state);
@@ -537,7 +557,8 @@ impl History {
 
     /// Reads from the store the cards and merchant tiles the rows need and
     /// this process does not hold: the cards are returned; the tiles are
-    /// kept for ingest, returned for what-if scoring.
+    /// kept for ingest (with the rows of those the rows may fall in),
+    /// returned for what-if scoring.
     #[allow(clippy::type_complexity)]
     fn load<'r>(
         &self,
@@ -545,7 +566,7 @@ impl History {
         rows: &[Row<'r>],
         mode: Use,
         turn: Option<&order::Turn>,
-    ) -> Result<(HashMap<&'r str, Card>, Vec<(Arc<str>, i64, merchant::Tile)>), StoreError> {
+    ) -> Result<(HashMap<&'r str, Card>, Vec<(Arc<str>, i64, merchant::Tile)>, TileRows), StoreError> {
         let wait = if mode == Use::Read { Wait::For(READ_WAIT) } else { Wait::UntilShutdown };
         let longest = self.longest_card_secs();
         let (cards, tiles) = {
@@ -574,16 +595,26 @@ impl History {
         if let (Some(turn), Some(newest)) = (turn, tiles.iter().map(|(_, day)| *day).max()) {
             turn.wait_stored(newest);
         }
-        let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles, wait)? };
+        // Ingest records the rows after reading: those of a day whose tile
+        // is read here are counted in it unless it holds them already.
+        let rows_from = match mode {
+            Use::Update => rows.iter().map(|r| day_of(r.current.unix_time)).min().unwrap_or(i64::MAX),
+            Use::Read => i64::MAX,
+        };
+        let stored_tiles = if tiles.is_empty() { Vec::new() } else { store.tiles(&tiles, rows_from, wait)? };
         let mut state = self.lock();
         let mut read_tiles = Vec::new();
-        for ((merchant, day), tile) in tiles.into_iter().zip(stored_tiles) {
+        let mut tile_rows = TileRows::new();
+        for ((merchant, day), stored) in tiles.into_iter().zip(stored_tiles) {
             if mode == Use::Read {
-                read_tiles.push((merchant, day, tile));
+                read_tiles.push((merchant, day, stored.tile));
                 continue;
             }
             let merchant = state.merchants.intern(&merchant);
-            state.merchants.set_tile(&merchant, day, tile);
+            state.merchants.set_tile(&merchant, day, stored.tile);
+            if let Some(rows) = stored.rows {
+                tile_rows.insert((merchant, day), rows);
+            }
         }
         let mut kept = HashMap::new();
         for ((cc_num, _), stored) in cards.into_iter().zip(stored_cards) {
@@ -594,7 +625,7 @@ impl History {
             kept.insert(cc_num, card);
         }
         self.publish(&state);
-        Ok((kept, read_tiles))
+        Ok((kept, read_tiles, tile_rows))
     }
 
     /// A card rebuilt from the store: its events with their labels; labels
@@ -705,9 +736,15 @@ impl History {
 
     /// Adds a transaction to its card and, in memory, the first time, to
     /// its merchant's tile (with a store, the stored outcome is the tile's
-    /// row); applies a label that was waiting for it. Returns the
-    /// transaction's label, if it has one now.
-    fn record(&self, state: &mut State, row: &Row, tile_labels: &mut Vec<TileLabel>) -> Option<Label> {
+    /// row: see [`Self::count_in_tile`]); applies a label that was waiting
+    /// for it. Returns the transaction's label, if it has one now.
+    fn record(
+        &self,
+        state: &mut State,
+        row: &Row,
+        tile_labels: &mut Vec<TileLabel>,
+        tile_rows: &mut TileRows,
+    ) -> Option<Label> {
         let merchant = row.merchant.map(|m| state.merchants.intern(m));
         // Checked first: the key's two allocations are a cost on every
         // record, and labels almost never wait.
@@ -729,9 +766,11 @@ impl History {
         if !state.cards.contains(row.cc_num) {
             self.push_card(state, row.cc_num, Card::default());
         }
-        state
-            .unsettled
-            .get_or_insert(row.trans_num.into(), || Unsettled { cc_num: row.cc_num.into(), relabelled: false });
+        state.unsettled.get_or_insert(row.trans_num.into(), || Unsettled {
+            cc_num: row.cc_num.into(),
+            relabelled: false,
+            tile: None,
+        });
         let card = state.cards.get_mut(row.cc_num).expect("just pushed");
         let before = card.len();
         let tile = event.tile.clone();
@@ -750,33 +789,19 @@ impl History {
                 };
                 self.apply_held(state, &record, label.clone(), tile_labels);
             }
-            let card = state.cards.get_mut(row.cc_num).expect("held");
-            return card.find_mut(row.trans_num).and_then(|e| e.label.clone());
+            let event = state.cards.get_mut(row.cc_num).expect("held").find(row.trans_num).cloned();
+            let (label, tile) = event.map(|e| (e.label, e.tile)).unwrap_or_default();
+            if let Some(m) = &merchant {
+                self.count_in_tile(state, row, m, tile, false, tile_rows);
+            }
+            return label;
         }
         card.prune_before(row.current.unix_time - self.longest_card_secs());
         let after = card.len();
         self.stats.events.fetch_add(after as u64, Ordering::Relaxed);
         self.stats.events.fetch_sub(before as u64, Ordering::Relaxed);
         if let Some(m) = &merchant {
-            // In memory the tiles are the history's own. With a store, a
-            // tile already read from it (a batch spanning over a week, or a
-            // late record) lacks this row until it is stored: counted here
-            // too, so the rows after it see it.
-            if self.store.is_none() || state.merchants.holds(m, day) {
-                state.merchants.add_transaction(m, day);
-                if counts(tile.as_ref(), day, delay) {
-                    state.merchants.adjust_frauds(m, day, 1);
-                }
-            }
-            if let (Some(_), Some(label)) = (&self.store, tile) {
-                tile_labels.push(TileLabel {
-                    cc_num: row.cc_num.into(),
-                    trans_num: row.trans_num.into(),
-                    merchant: m.clone(),
-                    day,
-                    label,
-                });
-            }
+            self.count_in_tile(state, row, m, tile, true, tile_rows);
         }
         if day > state.newest_day {
             state.newest_day = day;
@@ -786,6 +811,72 @@ impl History {
             state.merchants.prune(day - delay - self.longest_merchant_days() - PRUNE_MARGIN_DAYS);
         }
         label
+    }
+
+    /// A recorded transaction in its merchant's tile, with `tile` its
+    /// newest label on time; `new`: the card did not hold it.
+    ///
+    /// In memory the tiles are the history's own: a new transaction counts.
+    /// With a store, the transaction's stored row is its place in the tile,
+    /// and its fraud mark is written once the outcome is stored
+    /// ([`Unsettled::tile`]; again for one read again, whose mark a killed
+    /// writer may not have written). A tile already read from the store (a
+    /// batch spanning over a week, or a late record) counts it here too, so
+    /// the rows after it see it, unless the tile as read holds it: a
+    /// transaction stored by a writer that died before its commit is read
+    /// again, in the tile or not, in its card or not (`tile_rows`, the rows
+    /// of the tiles this batch read; for a tile read before, whether the
+    /// card held it tells).
+    fn count_in_tile(
+        &self,
+        state: &mut State,
+        row: &Row,
+        merchant: &Arc<str>,
+        tile: Option<Label>,
+        new: bool,
+        tile_rows: &mut TileRows,
+    ) {
+        let (day, delay) = (day_of(row.current.unix_time), self.table.label_delay_days);
+        let fraud = counts(tile.as_ref(), day, delay);
+        if self.store.is_none() {
+            if new {
+                state.merchants.add_transaction(merchant, day);
+                if fraud {
+                    state.merchants.adjust_frauds(merchant, day, 1);
+                }
+            }
+            return;
+        }
+        if state.merchants.holds(merchant, day) {
+            let read = tile_rows.get_mut(&(merchant.clone(), day)).map(|rows| rows.insert(row.trans_num.into(), fraud));
+            let counted = match read {
+                Some(as_read) => as_read,
+                None if new => None,
+                None => Some(fraud),
+            };
+            match counted {
+                None => {
+                    state.merchants.add_transaction(merchant, day);
+                    if fraud {
+                        state.merchants.adjust_frauds(merchant, day, 1);
+                    }
+                }
+                Some(was) if was != fraud => state.merchants.adjust_frauds(merchant, day, if fraud { 1 } else { -1 }),
+                Some(_) => {}
+            }
+        }
+        if let Some(label) = tile {
+            let mark = TileLabel {
+                cc_num: row.cc_num.into(),
+                trans_num: row.trans_num.into(),
+                merchant: merchant.clone(),
+                day,
+                label,
+            };
+            if let Some(u) = state.unsettled.peek_mut(row.trans_num) {
+                u.tile = Some(mark);
+            }
+        }
     }
 
     /// Applies labels in order: the newest report of a transaction wins; a
@@ -926,13 +1017,20 @@ impl History {
                 (Some(m), None) if was != l.is_fraud => {
                     merchants.adjust_frauds(m, day, if l.is_fraud { 1 } else { -1 })
                 }
-                (Some(m), Some(_)) => tile_labels.push(TileLabel {
-                    cc_num: l.cc_num.clone(),
-                    trans_num: l.trans_num.clone(),
-                    merchant: m.clone(),
-                    day,
-                    label,
-                }),
+                (Some(m), Some(_)) => {
+                    let mark = TileLabel {
+                        cc_num: l.cc_num.clone(),
+                        trans_num: l.trans_num.clone(),
+                        merchant: m.clone(),
+                        day,
+                        label,
+                    };
+                    // Not stored yet: marked once it is (`Unsettled::tile`).
+                    match unsettled.peek_mut(l.trans_num.as_str()) {
+                        Some(u) => u.tile = Some(mark),
+                        None => tile_labels.push(mark),
+                    }
+                }
                 _ => {}
             }
         }
@@ -942,15 +1040,19 @@ impl History {
     /// The outcomes of these transactions are stored: returns the labels
     /// applied since they were recorded, which the stored outcomes may not
     /// show (a label write that reached a sink before the outcome did is
-    /// overwritten by it). The caller writes them again, after the outcome
-    /// (docs/architecture.md, "History": labels that settle).
-    pub fn settle<'a>(&self, trans_nums: impl Iterator<Item = &'a str>) -> Vec<Settled> {
+    /// overwritten by it), and their merchant tiles' fraud marks, held
+    /// back until now. The caller writes both, after the outcome
+    /// (docs/architecture.md, "History": labels that settle), and before
+    /// the batch counts as stored.
+    pub fn settle<'a>(&self, trans_nums: impl Iterator<Item = &'a str>) -> Settlement {
         let mut state = self.lock();
         let mut settled = std::mem::take(&mut state.found_pending);
+        let mut tiles = Vec::new();
         for trans_num in trans_nums {
             // Popped at the first store: a batch scored again after a
             // failed model recorded its rows twice but is stored once.
-            let Some(Unsettled { cc_num, relabelled }) = state.unsettled.pop(trans_num) else { continue };
+            let Some(Unsettled { cc_num, relabelled, tile }) = state.unsettled.pop(trans_num) else { continue };
+            tiles.extend(tile);
             if !relabelled {
                 continue;
             }
@@ -968,7 +1070,16 @@ impl History {
                 });
             }
         }
-        settled
+        Settlement { labels: settled, tiles }
+    }
+
+    /// Writes merchant tiles' fraud marks held back until their outcomes
+    /// were stored ([`Self::settle`]); blocking, like every store call.
+    pub fn write_tiles(&self, tiles: &[TileLabel]) -> Result<(), StoreError> {
+        match (&self.store, tiles.is_empty()) {
+            (Some(store), false) => store.write_tile_labels(tiles),
+            _ => Ok(()),
+        }
     }
 
     fn publish(&self, state: &State) {
@@ -1245,9 +1356,9 @@ mod tests {
         // Applied after the history step, before the outcome is stored: the
         // outcome's write may overwrite it.
         assert_eq!(h.apply_labels(std::slice::from_ref(&label), 0).unwrap(), [Applied::Current { unix_time: t + 60 }]);
-        let settled = h.settle(["1", "2"].into_iter());
+        let settled = h.settle(["1", "2"].into_iter()).labels;
         assert_eq!(settled, [Settled { label, unix_time: t + 60 }], "written again, decider included");
-        assert!(h.settle(["1", "2"].into_iter()).is_empty(), "once");
+        assert!(h.settle(["1", "2"].into_iter()).labels.is_empty(), "once");
         // A label after the outcome was stored is written by the label's
         // own path: nothing to settle.
         let later = LabelRecord {
@@ -1258,7 +1369,7 @@ mod tests {
             decided_by: None,
         };
         h.apply_labels(&[later], 0).unwrap();
-        assert!(h.settle(["1"].into_iter()).is_empty());
+        assert!(h.settle(["1"].into_iter()).labels.is_empty());
         // A label that came before its transaction is carried by the
         // outcome itself, with its decider.
         let first = LabelRecord {
@@ -1271,7 +1382,7 @@ mod tests {
         assert_eq!(h.apply_labels(&[first], 0).unwrap(), [Applied::Pending]);
         let cols = run(&h, &[tx("c", "3", t + 90, 5.0, "m")], Use::Update);
         assert_eq!(cols.labels[0].as_ref().and_then(|l| l.by.as_deref()), Some("bob"));
-        assert!(h.settle(["3"].into_iter()).is_empty());
+        assert!(h.settle(["3"].into_iter()).labels.is_empty());
     }
 
     #[test]

@@ -46,6 +46,15 @@ pub struct StoredCard {
     pub labels: Vec<(String, Label)>,
 }
 
+/// A merchant tile as stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredTile {
+    pub tile: Tile,
+    /// Its transactions, whether each is marked fraud, by `trans_num`:
+    /// only for tiles asked with their rows.
+    pub rows: Option<std::collections::HashMap<Box<str>, bool>>,
+}
+
 /// A stored transaction found for a label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
@@ -89,8 +98,9 @@ pub trait Store: Send + Sync {
     fn cards(&self, cards: &[CardRequest], wait: Wait) -> Result<Vec<StoredCard>, StoreError>;
 
     /// The tiles of (merchant, UTC day): every transaction stored for it and
-    /// those marked fraud; in the order asked.
-    fn tiles(&self, keys: &[(Arc<str>, i64)], wait: Wait) -> Result<Vec<Tile>, StoreError>;
+    /// those marked fraud; in the order asked. Tiles of `rows_from` (a UTC
+    /// day) or later come with their rows.
+    fn tiles(&self, keys: &[(Arc<str>, i64)], rows_from: i64, wait: Wait) -> Result<Vec<StoredTile>, StoreError>;
 
     /// The stored transaction of each `(cc_num, trans_num)`, if any.
     fn find(&self, transactions: &[(&str, &str)]) -> Result<Vec<Option<Found>>, StoreError>;

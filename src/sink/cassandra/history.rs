@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{rows, Cassandra, CassandraError};
 use crate::history::card::Label;
-use crate::history::merchant::Tile;
-use crate::history::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, TileLabel, Wait};
+use crate::history::{CardRequest, Found, Store, StoreError, StoredCard, StoredEvent, StoredTile, TileLabel, Wait};
 use crate::retry::Retry;
 use crate::security::card::CardHasher;
 
@@ -82,7 +81,7 @@ impl Statements {
             ))
             .await?,
             tiles: prepare(format!(
-                "SELECT day, fraud FROM {ks}.merchant_days WHERE merchant = ? AND week IN ? AND day >= ? AND day <= ?"
+                "SELECT day, trans_num, fraud FROM {ks}.merchant_days WHERE merchant = ? AND week IN ? AND day >= ? AND day <= ?"
             ))
             .await?,
             tile_label: prepare(format!(
@@ -305,7 +304,7 @@ impl Store for CassandraHistory {
         )
     }
 
-    fn tiles(&self, keys: &[(Arc<str>, i64)], wait: Wait) -> Result<Vec<Tile>, StoreError> {
+    fn tiles(&self, keys: &[(Arc<str>, i64)], rows_from: i64, wait: Wait) -> Result<Vec<StoredTile>, StoreError> {
         // One read per merchant: its weeks' partitions (IN), the days asked.
         let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
         for (merchant, d) in keys {
@@ -317,20 +316,32 @@ impl Store for CassandraHistory {
             let weeks = (first.div_euclid(7)..=last.div_euclid(7)).map(CqlValue::BigInt).collect();
             let values =
                 vec![Some(CqlValue::Text(merchant.to_string())), Some(CqlValue::List(weeks)), day(*first), day(*last)];
-            self.rows::<(CqlDate, Option<bool>)>(&self.cassandra.history.tiles, values)
+            self.rows::<(CqlDate, String, Option<bool>)>(&self.cassandra.history.tiles, values)
         };
-        let read: Vec<Vec<(CqlDate, Option<bool>)>> = self
+        let read: Vec<Vec<(CqlDate, String, Option<bool>)>> = self
             .block_within(wait, futures::stream::iter(ranges.iter().map(read)).buffered(CONCURRENCY).try_collect())?;
         let rows = ranges.iter().zip(read).flat_map(|((merchant, _), rows)| {
-            rows.into_iter().map(|(d, fraud)| ((*merchant, unix_day(d)), fraud == Some(true)))
+            rows.into_iter().map(|(d, trans_num, fraud)| ((*merchant, unix_day(d)), trans_num, fraud == Some(true)))
         });
-        let mut tiles: HashMap<(&str, i64), Tile> = HashMap::new();
-        for (key, fraud) in rows {
-            let tile = tiles.entry(key).or_default();
-            tile.transactions += 1;
-            tile.frauds += u64::from(fraud);
+        let mut tiles: HashMap<(&str, i64), StoredTile> = HashMap::new();
+        for (key, trans_num, fraud) in rows {
+            let stored = tiles.entry(key).or_default();
+            stored.tile.transactions += 1;
+            stored.tile.frauds += u64::from(fraud);
+            if key.1 >= rows_from {
+                stored.rows.get_or_insert_with(HashMap::new).insert(trans_num.into(), fraud);
+            }
         }
-        Ok(keys.iter().map(|(m, d)| tiles.get(&(&**m, *d)).copied().unwrap_or_default()).collect())
+        Ok(keys
+            .iter()
+            .map(|(m, d)| {
+                let mut stored = tiles.remove(&(&**m, *d)).unwrap_or_default();
+                if *d >= rows_from {
+                    stored.rows.get_or_insert_with(HashMap::new);
+                }
+                stored
+            })
+            .collect())
     }
 
     fn find(&self, transactions: &[(&str, &str)]) -> Result<Vec<Option<Found>>, StoreError> {

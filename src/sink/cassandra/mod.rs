@@ -322,12 +322,18 @@ impl Cassandra {
                         }
                         self.execute_together(statements, abandon).await?;
                     }
-                    if self.merchant_days {
-                        self.execute(&self.history.insert_key, history::key_row(&values), abandon).await?;
-                    }
+                    // The key after the row: a label that finds its
+                    // transaction by key marks its tile, and the card the
+                    // new owner reloads (a writer killed in between) must
+                    // hold the transaction the tile counts.
+                    let key = self.merchant_days.then(|| history::key_row(&values));
                     let label = label.map(|l| (&self.label_transaction, l.values(values[..3].iter().cloned())));
                     let statements = std::iter::once((&self.insert_transaction, values)).chain(label);
-                    self.execute_together(statements.collect(), abandon).await
+                    self.execute_together(statements.collect(), abandon).await?;
+                    match key {
+                        Some(key) => self.execute(&self.history.insert_key, key, abandon).await,
+                        None => Ok(()),
+                    }
                 }
             })
             .buffer_unordered(self.concurrency);
