@@ -8,7 +8,8 @@ with BENCH_SOAK=1).
   later), as fast as Kafka takes them;
 - two `serve` instances (Cassandra, history and live quality on, the search
   engine off to leave the two cores to the rest) share the topic, with the
-  scheduled retraining on (--retrain-every seconds);
+  scheduled retraining on in one of them (--retrain-every seconds after
+  the last run ended);
 - --hostile hostile labels (oversized, wrong types, far ahead, names over
   the limit, not JSON; and valid ones for cards never seen) are sent into the
   labels topic while the stream runs;
@@ -36,6 +37,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -67,12 +69,15 @@ class Instance:
 
     def __init__(self, name: str, env: dict[str, str]):
         self.name, self.env, self.proc, self.http = name, env, None, ""
+        self.log = LOGS / f"soak-{name}.log"
+        # The log is appended to across runs: this run's part starts here.
+        self.log_from = self.log.stat().st_size if self.log.exists() else 0
 
     def start(self) -> None:
         self.http = f"127.0.0.1:{free_port()}"
         env = self.env | {"FRAUDFLIGHT_HTTP_ADDR": self.http, "FRAUDFLIGHT_KAFKA_INSTANCE_ID": self.name}
         LOGS.mkdir(parents=True, exist_ok=True)
-        log = (LOGS / f"soak-{self.name}.log").open("a")
+        log = self.log.open("a")
         self.proc = subprocess.Popen([BIN, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 180
         while self.get("/health") is None:
@@ -105,6 +110,19 @@ class Instance:
             "quality_minutes": self.metric(text, "fraudflight_quality_minutes_counted_total"),
             "lag": sum(float(v) for v in re.findall(r"^fraudflight_consumer_lag{[^}]*} (\S+)$", text, re.M)),
         }
+
+    def retrains(self) -> list[dict]:
+        """The scheduled retraining runs of this soak, as `serve` logged them."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_from)
+            text = f.read().decode(errors="replace")
+        runs = []
+        for line in text.splitlines():
+            if "retraining finished" in line or "retraining failed" in line or "retraining took longer" in line:
+                fields = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
+                runs.append({"instance": self.name, "at": line[:19], "finished": "retraining finished" in line,
+                             **{k: v.strip('"') for k, v in fields.items() if k in ("deployed", "mode", "challenger", "reason", "seconds")}})
+        return runs
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -243,7 +261,8 @@ def main() -> None:
     p.add_argument("--days", type=int, default=32, help="simulated days the transactions cover")
     p.add_argument("--hostile", type=int, default=100_000)
     p.add_argument("--sample", type=float, default=15.0, help="seconds between samples")
-    p.add_argument("--retrain-every", type=int, default=1800, help="seconds between scheduled retrains; 0 = off")
+    p.add_argument("--retrain-every", type=int, default=300,
+                   help="seconds between instance a's scheduled retrains (after the last one ended); 0 = off")
     p.add_argument("--quality-every", type=int, default=30_000, help="quality.interval_ms")
     p.add_argument("--model", type=Path, default=MODEL)
     args = p.parse_args()
@@ -262,10 +281,12 @@ def main() -> None:
         "FRAUDFLIGHT_OPENSEARCH_URL": "",
         "FRAUDFLIGHT_FLIGHT_ADDR": "127.0.0.1:0",
         "FRAUDFLIGHT_QUALITY_INTERVAL_MS": str(args.quality_every),
-        "FRAUDFLIGHT_RETRAIN_ENABLED": "true" if args.retrain_every else "false",
+        "FRAUDFLIGHT_RETRAIN_ENABLED": "false",
         "FRAUDFLIGHT_RETRAIN_INTERVAL_MS": str(max(args.retrain_every, 1) * 1000),
     }
-    instances = [Instance("a", env), Instance("b", env)]
+    # One instance retrains (two would train the same model twice on two cores).
+    retraining = {"FRAUDFLIGHT_RETRAIN_ENABLED": "true" if args.retrain_every else "false"}
+    instances = [Instance("a", env | retraining), Instance("b", env)]
     LOGS.mkdir(parents=True, exist_ok=True)
     producer = subprocess.Popen(
         [BIN, "simulate", "--fraud", "handbook", "--labels", "--count", str(args.transactions), "--customers", str(customers),
@@ -334,6 +355,10 @@ def main() -> None:
     outside = [q for q in judged if abs(q["served_ap"] - q["ap"]) > q["ap_error"] + 1e-9 or abs(q["served_auc"] - q["auc"]) > q["auc_error"] + 1e-9]
     miscounted = [q for q in quality if q["served"] and (q["served_transactions"], q["served_frauds"]) != (q["transactions"], q["frauds"])]
     rss = {name: [s[name]["rss_mb"] for s in samples if s.get(name)] for name in ("a", "b")}
+    # Flat or growing: the median RSS of each quarter of the run.
+    quarters = {n: [statistics.median(v[len(v) * q // 4:max(len(v) * (q + 1) // 4, len(v) * q // 4 + 1)]) for q in range(4)]
+                for n, v in rss.items() if len(v) >= 4}
+    retrains = [run for i in instances for run in i.retrains()]
     rounds = max(1, int((samples[-1]["t"]) / (args.quality_every / 1000)))
     rows_read = sum((samples[-1].get(n) or {}).get("quality_rows_read", 0) for n in ("a", "b"))
     result = {
@@ -347,6 +372,8 @@ def main() -> None:
         "quality_rows_read_per_round": round(rows_read / rounds), "quality_rounds": rounds,
         "hostile": args.hostile, "hostile_bad": bad, "dlq": dlq, "dlq_distinct_sources": dlq_sources,
         "rss_mb": {n: {"first": v[0], "max": max(v), "last": v[-1]} for n, v in rss.items() if v},
+        "rss_mb_quarter_medians": quarters,
+        "retrains": retrains,
         "events": events, "seconds": samples[-1]["t"],
     }
     (BENCH / "soak.json").write_text(json.dumps(result | {"samples": samples}, indent=1))

@@ -506,9 +506,10 @@ impl App {
     }
 
     /// Outcomes just stored: labels applied while they were on their way
-    /// are written again, after them, and their tiles' fraud marks for the
-    /// first time (`History::settle`); before the batch counts as stored,
-    /// so no tile is read without them.
+    /// are written again, after them, and the fraud marks held back for
+    /// their tiles (`History::settle`); for Kafka, before the batch counts
+    /// as stored (its turn passes), so no later batch reads a tile
+    /// without them.
     async fn settle_labels(&self, outcomes: &RecordBatch) -> Result<(), crate::retry::Abandoned> {
         let Some(history) = self.scorer.history() else { return Ok(()) };
         let settlement = history.settle(trans_nums(outcomes).iter().flatten());
@@ -640,7 +641,13 @@ impl App {
         .await
         .map_err(|e| PutError::Task(e.to_string()))??;
         let Scored { outcomes, invalid } = scored;
-        self.store(&outcomes, Vec::new()).await?;
+        // Stored in a task of its own: a client that goes away mid-store
+        // must not cut it between the outcomes and what follows them (the
+        // tiles' fraud marks held until then, `History::settle`).
+        let (app, stored) = (self.clone(), outcomes.clone());
+        tokio::spawn(async move { app.store(&stored, Vec::new()).await })
+            .await
+            .map_err(|e| PutError::Task(e.to_string()))??;
         // DoPut rows have no creation time of their own: time them from arrival.
         self.metrics.stored(outcomes.num_rows(), 0, std::iter::repeat_n(arrived, outcomes.num_rows()));
         let alerts = outcome::count_alerts(&outcomes);

@@ -347,6 +347,11 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
         ("fraudflight_history_merchants", "Merchants with day tiles in memory.", read(&h.merchants)),
         ("fraudflight_labels_pending", "Labels waiting for their transaction.", read(&h.labels_pending)),
         (
+            "fraudflight_history_marks_held",
+            "Merchant tile fraud marks held until their outcomes are stored (at most 8 x history.max_cards).",
+            read(&h.marks_held),
+        ),
+        (
             "fraudflight_labels_stalled",
             "1 while the labels stream is behind and batches no longer wait for it (history.labels_wait_ms).",
             read(&h.labels_stalled),
@@ -372,6 +377,11 @@ fn history_families(h: &HistoryStats) -> Vec<prometheus::proto::MetricFamily> {
             "fraudflight_history_loaded_cards_total",
             "Cards read back from Cassandra (after a restart, a rebalance or eviction).",
             read(&h.loaded_cards),
+        ),
+        (
+            "fraudflight_history_marks_early_total",
+            "Merchant tile fraud marks written before their outcomes were stored, 8 x history.max_cards being held already.",
+            read(&h.marks_early),
         ),
         ("fraudflight_labels_total", "Labels received.", read(&h.labels)),
         (

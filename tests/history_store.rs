@@ -44,7 +44,8 @@ enum Stored {
     Nothing,
     /// Its outcome row (and key), not its tile row.
     Outcome,
-    /// Its tile row only (the tile rows written first).
+    /// Its tile row only (not this writer's order, outcome first; the
+    /// reader must not depend on it).
     TileRow,
     /// Its fraud mark only: the tile's row created by the label's update.
     FraudMark,
@@ -290,5 +291,23 @@ async fn a_tiles_fraud_mark_is_written_once_its_outcome_is_stored() {
     let writer = history.clone();
     tokio::task::spawn_blocking(move || writer.write_tiles(&tiles)).await.unwrap().expect("marks written");
     assert_eq!(keyspace.tile_row(&r).await, Some(Some(true)), "marked fraud once settled");
+
+    // More outcomes on their way than the card cache holds (a DoPut batch
+    // of a backfill), labelled while they are: every mark is held.
+    let small = {
+        let store = CassandraHistory::new(keyspace.cassandra.clone(), None, CancellationToken::new());
+        Arc::new(History::with_store(NonZeroUsize::new(2).unwrap(), Arc::new(store) as Arc<dyn Store>))
+    };
+    let many: Vec<Transaction> =
+        (0..5).map(|i| tx("4000000000000300", &format!("many-{i}"), D0 * DAY + 60 * i, "shop-many")).collect();
+    record(&small, &many).await;
+    apply(&keyspace, &small, many.iter().map(fraud_label).collect()).await;
+    for t in &many {
+        assert_eq!(keyspace.tile_row(t).await, None, "{}: no tile row before its outcome is stored", t.trans_num);
+    }
+    let settled = small.settle(many.iter().map(|t| t.trans_num.as_str()));
+    let mut marked: Vec<&str> = settled.tiles.iter().map(|m| m.trans_num.as_str()).collect();
+    marked.sort();
+    assert_eq!(marked, ["many-0", "many-1", "many-2", "many-3", "many-4"], "every held mark, none forgotten");
     keyspace.cql(format!("DROP KEYSPACE {}", keyspace.name), vec![]).await;
 }

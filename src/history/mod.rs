@@ -96,6 +96,11 @@ pub struct HistoryStats {
     /// Times the wait gave up, and 1 while the labels stream is stalled.
     pub labels_stalls: AtomicU64,
     pub labels_stalled: AtomicU64,
+    /// Tile fraud marks held until their outcomes are stored
+    /// ([`History::settle`]), and those written early because too many
+    /// were held (outcomes that are never stored hold theirs).
+    pub marks_held: AtomicU64,
+    pub marks_early: AtomicU64,
 }
 
 /// The history columns of a batch, in [`definitions::table`] order.
@@ -147,6 +152,11 @@ pub struct History {
     /// The labels stream that ingest waits for (`serve` with Kafka); unset
     /// = labels are applied as they come (the demo, Flight only).
     labels: OnceLock<LabelsProgress>,
+    /// At most this many outcomes on their way (`State::unsettled`) and
+    /// fraud marks held for them (`State::held_marks`): 8 x `max_cards`,
+    /// room for a DoPut batch of a backfill (up to a million rows by
+    /// default, over the card cache) and the Kafka batches in flight.
+    max_unsettled: usize,
 }
 
 struct State {
@@ -170,6 +180,15 @@ struct State {
     /// Pending labels found stored since: their outcomes show them once
     /// the next batch is stored ([`History::settle`]).
     found_pending: Vec<Settled>,
+    /// Fraud marks of recorded transactions whose outcomes are not stored
+    /// yet, by `trans_num`, written once they are ([`History::settle`]).
+    /// Written before, the mark (an update) creates the tile's row: an
+    /// instance that reads the tile and then records the transaction (its
+    /// writer died before storing it, and it is read again) would count it
+    /// twice. Not in `unsettled`, whose least recently used entries go: a
+    /// mark must not. At most 8 x `max_cards`; past that (outcomes that
+    /// are never stored keep theirs) one is written at once.
+    held_marks: HashMap<Box<str>, TileLabel>,
 }
 
 /// The rows of the tiles a batch read from the store that its own
@@ -182,12 +201,6 @@ struct Unsettled {
     cc_num: Box<str>,
     /// A label was applied since it was recorded.
     relabelled: bool,
-    /// Its fraud mark in its merchant tile, written once the outcome is
-    /// stored ([`History::settle`]). Written before, the mark creates the
-    /// tile's row: an instance that reads the tile and then records the
-    /// transaction (its writer died before storing it, and it is read
-    /// again) would count it twice.
-    tile: Option<TileLabel>,
 }
 
 /// What a stored batch settles ([`History::settle`]).
@@ -240,16 +253,17 @@ impl History {
             table,
             card_windows: table.card_windows(),
             merchant_windows: table.merchant_windows(),
+            max_unsettled: max_cards.get().saturating_mul(8),
             state: Mutex::new(State {
                 cards: lru::LruCache::new(max_cards),
                 merchants: Merchants::default(),
                 pending,
                 newest_day: i64::MIN,
-                // Bounded like the card cache, which outlasts the batches in
-                // flight (checked at start).
-                unsettled: lru::LruCache::new(max_cards),
+                // Bounded (`max_unsettled`), allocated as it fills.
+                unsettled: lru::LruCache::unbounded(),
                 recheck_from: None,
                 found_pending: Vec::new(),
+                held_marks: HashMap::new(),
             }),
             stats: HistoryStats::default(),
             turns: Arc::default(),
@@ -766,11 +780,12 @@ impl History {
         if !state.cards.contains(row.cc_num) {
             self.push_card(state, row.cc_num, Card::default());
         }
-        state.unsettled.get_or_insert(row.trans_num.into(), || Unsettled {
-            cc_num: row.cc_num.into(),
-            relabelled: false,
-            tile: None,
-        });
+        state
+            .unsettled
+            .get_or_insert(row.trans_num.into(), || Unsettled { cc_num: row.cc_num.into(), relabelled: false });
+        if state.unsettled.len() > self.max_unsettled {
+            state.unsettled.pop_lru();
+        }
         let card = state.cards.get_mut(row.cc_num).expect("just pushed");
         let before = card.len();
         let tile = event.tile.clone();
@@ -789,10 +804,10 @@ impl History {
                 };
                 self.apply_held(state, &record, label.clone(), tile_labels);
             }
-            let event = state.cards.get_mut(row.cc_num).expect("held").find(row.trans_num).cloned();
-            let (label, tile) = event.map(|e| (e.label, e.tile)).unwrap_or_default();
+            let event = state.cards.peek(row.cc_num).expect("held").find(row.trans_num);
+            let (label, tile) = event.map(|e| (e.label.clone(), e.tile.clone())).unwrap_or_default();
             if let Some(m) = &merchant {
-                self.count_in_tile(state, row, m, tile, false, tile_rows);
+                self.count_in_tile(state, row, m, tile, false, tile_rows, tile_labels);
             }
             return label;
         }
@@ -801,7 +816,7 @@ impl History {
         self.stats.events.fetch_add(after as u64, Ordering::Relaxed);
         self.stats.events.fetch_sub(before as u64, Ordering::Relaxed);
         if let Some(m) = &merchant {
-            self.count_in_tile(state, row, m, tile, true, tile_rows);
+            self.count_in_tile(state, row, m, tile, true, tile_rows, tile_labels);
         }
         if day > state.newest_day {
             state.newest_day = day;
@@ -827,6 +842,7 @@ impl History {
     /// again, in the tile or not, in its card or not (`tile_rows`, the rows
     /// of the tiles this batch read; for a tile read before, whether the
     /// card held it tells).
+    #[allow(clippy::too_many_arguments)] // the row's parts and the batch's two accumulators
     fn count_in_tile(
         &self,
         state: &mut State,
@@ -835,6 +851,7 @@ impl History {
         tile: Option<Label>,
         new: bool,
         tile_rows: &mut TileRows,
+        tile_labels: &mut Vec<TileLabel>,
     ) {
         let (day, delay) = (day_of(row.current.unix_time), self.table.label_delay_days);
         let fraud = counts(tile.as_ref(), day, delay);
@@ -873,10 +890,22 @@ impl History {
                 day,
                 label,
             };
-            if let Some(u) = state.unsettled.peek_mut(row.trans_num) {
-                u.tile = Some(mark);
+            if let Some(early) = self.hold_mark(&mut state.held_marks, mark) {
+                tile_labels.push(early);
             }
         }
+    }
+
+    /// Holds a tile's fraud mark until the outcome is stored; returns it
+    /// to write now when too many are held already.
+    fn hold_mark(&self, held: &mut HashMap<Box<str>, TileLabel>, mark: TileLabel) -> Option<TileLabel> {
+        if held.len() >= self.max_unsettled && !held.contains_key(mark.trans_num.as_str()) {
+            self.stats.marks_early.fetch_add(1, Ordering::Relaxed);
+            return Some(mark);
+        }
+        held.insert(mark.trans_num.as_str().into(), mark);
+        self.stats.marks_held.store(held.len() as u64, Ordering::Relaxed);
+        None
     }
 
     /// Applies labels in order: the newest report of a transaction wins; a
@@ -998,7 +1027,7 @@ impl History {
         tile_labels: &mut Vec<TileLabel>,
     ) -> Option<Applied> {
         let delay = self.table.label_delay_days;
-        let State { cards, merchants, unsettled, .. } = state;
+        let State { cards, merchants, unsettled, held_marks, .. } = state;
         let event = cards.get_mut(l.cc_num.as_str())?.find_mut(&l.trans_num)?;
         if event.label.as_ref().is_some_and(|old| old.order() > label.order()) {
             return Some(Applied::Superseded);
@@ -1025,10 +1054,12 @@ impl History {
                         day,
                         label,
                     };
-                    // Not stored yet: marked once it is (`Unsettled::tile`).
-                    match unsettled.peek_mut(l.trans_num.as_str()) {
-                        Some(u) => u.tile = Some(mark),
-                        None => tile_labels.push(mark),
+                    // Not stored yet: marked once it is (`State::held_marks`).
+                    let unstored =
+                        unsettled.contains(l.trans_num.as_str()) || held_marks.contains_key(l.trans_num.as_str());
+                    match unstored {
+                        true => tile_labels.extend(self.hold_mark(held_marks, mark)),
+                        false => tile_labels.push(mark),
                     }
                 }
                 _ => {}
@@ -1051,8 +1082,8 @@ impl History {
         for trans_num in trans_nums {
             // Popped at the first store: a batch scored again after a
             // failed model recorded its rows twice but is stored once.
-            let Some(Unsettled { cc_num, relabelled, tile }) = state.unsettled.pop(trans_num) else { continue };
-            tiles.extend(tile);
+            tiles.extend(state.held_marks.remove(trans_num));
+            let Some(Unsettled { cc_num, relabelled }) = state.unsettled.pop(trans_num) else { continue };
             if !relabelled {
                 continue;
             }
@@ -1070,6 +1101,9 @@ impl History {
                 });
             }
         }
+        if !tiles.is_empty() {
+            self.publish(&state);
+        }
         Settlement { labels: settled, tiles }
     }
 
@@ -1086,6 +1120,7 @@ impl History {
         self.stats.cards.store(state.cards.len() as u64, Ordering::Relaxed);
         self.stats.merchants.store(state.merchants.len() as u64, Ordering::Relaxed);
         self.stats.labels_pending.store(state.pending.len() as u64, Ordering::Relaxed);
+        self.stats.marks_held.store(state.held_marks.len() as u64, Ordering::Relaxed);
     }
 }
 

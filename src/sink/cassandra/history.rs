@@ -34,9 +34,13 @@ pub struct Statements {
     find_scan: PreparedStatement,
     pub(super) insert_key: PreparedStatement,
     tiles: PreparedStatement,
+    tile_rows: PreparedStatement,
     tile_label: PreparedStatement,
     pub(super) insert_tile_row: PreparedStatement,
 }
+
+/// A `merchant_days` row as read: its day, its `trans_num` if asked, its mark.
+type TileRead = (CqlDate, Option<String>, Option<bool>);
 
 const EVENT_COLUMNS: &str = "trans_time, trans_num, amt, merch_lat, merch_long, merchant";
 type EventRow = (CqlTimestamp, String, Option<f64>, Option<f64>, Option<f64>, Option<String>);
@@ -81,6 +85,10 @@ impl Statements {
             ))
             .await?,
             tiles: prepare(format!(
+                "SELECT day, fraud FROM {ks}.merchant_days WHERE merchant = ? AND week IN ? AND day >= ? AND day <= ?"
+            ))
+            .await?,
+            tile_rows: prepare(format!(
                 "SELECT day, trans_num, fraud FROM {ks}.merchant_days WHERE merchant = ? AND week IN ? AND day >= ? AND day <= ?"
             ))
             .await?,
@@ -311,16 +319,36 @@ impl Store for CassandraHistory {
             let range = ranges.entry(merchant).or_insert((*d, *d));
             *range = (range.0.min(*d), range.1.max(*d));
         }
-        let ranges: Vec<_> = ranges.into_iter().collect();
-        let read = |(merchant, (first, last)): &(&str, (i64, i64))| {
+        // Days from `rows_from` on are read with their rows' numbers, the
+        // others counted only (most reads: a tile is read a week after its
+        // day, its numbers of no use then).
+        let mut reads: Vec<(&str, i64, i64, bool)> = Vec::new();
+        for (merchant, (first, last)) in ranges {
+            if first < rows_from {
+                reads.push((merchant, first, last.min(rows_from - 1), false));
+            }
+            if last >= rows_from {
+                reads.push((merchant, first.max(rows_from), last, true));
+            }
+        }
+        let statements = &self.cassandra.history;
+        let read = |&(merchant, first, last, numbered): &(&str, i64, i64, bool)| {
             let weeks = (first.div_euclid(7)..=last.div_euclid(7)).map(CqlValue::BigInt).collect();
             let values =
-                vec![Some(CqlValue::Text(merchant.to_string())), Some(CqlValue::List(weeks)), day(*first), day(*last)];
-            self.rows::<(CqlDate, String, Option<bool>)>(&self.cassandra.history.tiles, values)
+                vec![Some(CqlValue::Text(merchant.to_string())), Some(CqlValue::List(weeks)), day(first), day(last)];
+            async move {
+                Ok::<_, StoreError>(if numbered {
+                    let rows = self.rows::<(CqlDate, String, Option<bool>)>(&statements.tile_rows, values).await?;
+                    rows.into_iter().map(|(d, n, fraud)| (d, Some(n), fraud)).collect::<Vec<_>>()
+                } else {
+                    let rows = self.rows::<(CqlDate, Option<bool>)>(&statements.tiles, values).await?;
+                    rows.into_iter().map(|(d, fraud)| (d, None, fraud)).collect()
+                })
+            }
         };
-        let read: Vec<Vec<(CqlDate, String, Option<bool>)>> = self
-            .block_within(wait, futures::stream::iter(ranges.iter().map(read)).buffered(CONCURRENCY).try_collect())?;
-        let rows = ranges.iter().zip(read).flat_map(|((merchant, _), rows)| {
+        let read: Vec<Vec<TileRead>> =
+            self.block_within(wait, futures::stream::iter(reads.iter().map(read)).buffered(CONCURRENCY).try_collect())?;
+        let rows = reads.iter().zip(read).flat_map(|((merchant, ..), rows)| {
             rows.into_iter().map(|(d, trans_num, fraud)| ((*merchant, unix_day(d)), trans_num, fraud == Some(true)))
         });
         let mut tiles: HashMap<(&str, i64), StoredTile> = HashMap::new();
@@ -328,7 +356,7 @@ impl Store for CassandraHistory {
             let stored = tiles.entry(key).or_default();
             stored.tile.transactions += 1;
             stored.tile.frauds += u64::from(fraud);
-            if key.1 >= rows_from {
+            if let Some(trans_num) = trans_num {
                 stored.rows.get_or_insert_with(HashMap::new).insert(trans_num.into(), fraud);
             }
         }
