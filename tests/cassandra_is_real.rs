@@ -57,14 +57,7 @@ async fn round_trip_a_thousand_rows() {
 async fn the_sink_answers_recent_with_an_error_not_a_panic() {
     // `recent` has no answer in Cassandra (no global order); this public
     // method used to reach `unreachable!` and take the caller down.
-    let (username, password) = support::cassandra_login();
-    let config = fraudflight::config::CassandraConfig {
-        nodes: support::cassandra_node(),
-        keyspace: support::unique("recent").to_lowercase(),
-        username,
-        password: fraudflight::config::Secret::new(password),
-        ..Default::default()
-    };
+    let config = support::cassandra_config(&support::unique("recent").to_lowercase());
     let abandon = tokio_util::sync::CancellationToken::new();
     let sink = fraudflight::sink::cassandra::Cassandra::connect(&config, &abandon).await.expect("connect the sink");
     let err = sink.query(&fraudflight::store::Query::Recent { limit: 10 }).await.unwrap_err().to_string();

@@ -60,15 +60,8 @@ struct Keyspace {
 }
 
 async fn keyspace() -> Keyspace {
-    let (username, password) = support::cassandra_login();
     let name = support::unique("history_store").to_lowercase();
-    let config = fraudflight::config::CassandraConfig {
-        nodes: support::cassandra_node(),
-        keyspace: name.clone(),
-        username,
-        password: fraudflight::config::Secret::new(password),
-        ..Default::default()
-    };
+    let config = support::cassandra_config(&name);
     let cassandra = Cassandra::connect(&config, &CancellationToken::new()).await.expect("connect and create tables");
     Keyspace { cassandra: Arc::new(cassandra), session: stack::cassandra().await, name }
 }

@@ -26,14 +26,7 @@ const ROWS: usize = 1_000_000;
 const SETTLE: Duration = Duration::from_secs(11);
 
 async fn connect(keyspace: &str) -> Cassandra {
-    let (username, password) = support::cassandra_login();
-    let config = fraudflight::config::CassandraConfig {
-        nodes: support::cassandra_node(),
-        keyspace: keyspace.to_string(),
-        username,
-        password: fraudflight::config::Secret::new(password),
-        ..Default::default()
-    };
+    let config = support::cassandra_config(keyspace);
     Cassandra::connect(&config, &tokio_util::sync::CancellationToken::new()).await.expect("connect")
 }
 

@@ -834,7 +834,7 @@ impl History {
     /// In memory the tiles are the history's own: a new transaction counts.
     /// With a store, the transaction's stored row is its place in the tile,
     /// and its fraud mark is written once the outcome is stored
-    /// ([`Unsettled::tile`]; again for one read again, whose mark a killed
+    /// (`State::held_marks`; again for one read again, whose mark a killed
     /// writer may not have written). A tile already read from the store (a
     /// batch spanning over a week, or a late record) counts it here too, so
     /// the rows after it see it, unless the tile as read holds it: a

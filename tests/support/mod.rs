@@ -28,6 +28,19 @@ pub fn cassandra_login() -> (String, String) {
     )
 }
 
+/// The sink's configuration for `keyspace` on the local Cassandra, with
+/// the test login (the library connects and creates the tables itself).
+pub fn cassandra_config(keyspace: &str) -> fraudflight::config::CassandraConfig {
+    let (username, password) = cassandra_login();
+    fraudflight::config::CassandraConfig {
+        nodes: cassandra_node(),
+        keyspace: keyspace.to_string(),
+        username,
+        password: fraudflight::config::Secret::new(password),
+        ..Default::default()
+    }
+}
+
 /// The CA of the local services' TLS certificates (scripts/services.sh).
 pub fn test_ca() -> String {
     let default = format!("{}/.services/tls/ca.pem", manifest_dir());
