@@ -127,7 +127,7 @@ dashboards:
 model: setup build
 	mkdir -p target/data
 	$(BIN) simulate --count 500000 --seed 1 --csv target/data/train.csv
-	cd spark-job && ../$(PY) train.py --input ../target/data/train.csv --output ../models/$(or $(VERSION),gbt-sim-v1) --model gbt --single --class-weights none
+	cd spark-job && ../$(PY) train.py --input ../target/data/train.csv --output ../models/$(or $(VERSION),gbt-sim-v1) --model gbt --single --class-weights none --no-history
 
 ## Retrain the shipped history model from 300,000 simulated transactions of handbook fraud
 ## (models/handbook/: not the demo's default; `fraudflight demo --fraud handbook --model ...`).

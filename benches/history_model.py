@@ -7,7 +7,7 @@ card numbers and cards, card testing). Split by days, as the handbook does:
 train on the days after the 30-day warm-up up to a one-week gap, test on the
 last week. Three models, each scored on the same test week:
 
-- ours: what `train.py --history` trains (GBT over the record's features and
+- ours: what `train.py` trains by default (GBT over the record's features and
   the 15 history features; selection and class weights as train.py does,
   the last 15 % of the training days for validation);
 - ours without history (what the stream model was before);

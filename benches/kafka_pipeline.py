@@ -103,7 +103,7 @@ def ensure_model(given: Path | None) -> Path:
         run([BIN, "simulate", "--count", 200_000, "--seed", 1, "--parquet", data])
     print("training the benchmark model (once): GBT, 50 trees, depth 5, 200,000 rows", flush=True)
     run(spark_submit(ROOT / "spark-job" / "train.py", "--input", data, "--output", model, "--version", "bench-kafka",
-                     "--model", "gbt", "--single", "--class-weights", "none"), cwd=ROOT / "spark-job", env=spark_env())
+                     "--model", "gbt", "--single", "--class-weights", "none", "--no-history"), cwd=ROOT / "spark-job", env=spark_env())
     return model
 
 

@@ -118,11 +118,19 @@ class Instance:
             text = f.read().decode(errors="replace")
         runs = []
         for line in text.splitlines():
-            if "retraining finished" in line or "retraining failed" in line or "retraining took longer" in line:
+            if any(end in line for end in ("retraining finished", "retraining failed", "retraining took longer",
+                                           "cannot start retraining", "retraining run lost")):
                 fields = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
                 runs.append({"instance": self.name, "at": line[:19], "finished": "retraining finished" in line,
                              **{k: v.strip('"') for k, v in fields.items() if k in ("deployed", "mode", "challenger", "reason", "seconds")}})
         return runs
+
+    def retraining_under_way(self) -> bool:
+        """Whether a scheduled retraining run has started and not ended yet."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_from)
+            text = f.read().decode(errors="replace")
+        return text.count("retraining started") > len(self.retrains())
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -263,6 +271,8 @@ def main() -> None:
     p.add_argument("--sample", type=float, default=15.0, help="seconds between samples")
     p.add_argument("--retrain-every", type=int, default=300,
                    help="seconds between instance a's scheduled retrains (after the last one ended); 0 = off")
+    p.add_argument("--retrain-wait", type=int, default=1800,
+                   help="seconds to wait, after the stream, for a retraining run under way to end")
     p.add_argument("--quality-every", type=int, default=30_000, help="quality.interval_ms")
     p.add_argument("--model", type=Path, default=MODEL)
     args = p.parse_args()
@@ -341,6 +351,14 @@ def main() -> None:
             samples.append({"t": round(time.monotonic() - started, 1), **{i.name: i.sample() for i in instances}})
             break
         time.sleep(args.sample)
+    # A retraining run started under the load ends before the instances are
+    # stopped (stopping serve stops its run): the report says how it ended.
+    waited_from = time.monotonic()
+    while args.retrain_every and instances[0].retraining_under_way() and time.monotonic() - waited_from < args.retrain_wait:
+        time.sleep(args.sample)
+        samples.append({"t": round(time.monotonic() - started, 1), **{i.name: i.sample() for i in instances}})
+    if time.monotonic() - waited_from > 1:
+        events.append((round(time.monotonic() - started, 1), f"waited {time.monotonic() - waited_from:.0f} s for the retraining run under way"))
     if sender_started:
         sender.join()
     if not SENT:
@@ -378,7 +396,8 @@ def main() -> None:
     }
     (BENCH / "soak.json").write_text(json.dumps(result | {"samples": samples}, indent=1))
     print(json.dumps(result, indent=1))
-    ok = result["lost"] == 0 and not outside and not miscounted and dlq_sources == bad
+    retrained = not args.retrain_every or any(run["finished"] for run in retrains)
+    ok = result["lost"] == 0 and not outside and not miscounted and dlq_sources == bad and retrained
     sys.exit(0 if ok else 1)
 
 

@@ -13,13 +13,15 @@ Steps (fraudflight_spark/retraining.py holds the rules):
    a transaction is fraud when a fraud label came for it, genuine otherwise,
    and only days older than the label delay count as labelled;
 3. trains a challenger with train.py on the --days before the --eval-days
-   newest labelled days (a history model with --history, the default,
-   reading 30 more days for its windows);
+   newest labelled days (a history model whenever the stored days cover
+   the history warm-up, as train.py decides; reading 30 more days for its
+   windows);
 4. scores champion and challenger with ONNX Runtime on the judging days'
-   stored outcomes (their live features), and compares AP and precision at
-   each one's threshold;
+   stored outcomes (their live features), and compares AP, card precision
+   at --card-k and precision at each one's threshold;
 5. deploys the challenger (as champion, or with --shadow beside it) only if
-   its AP beats the champion's by --margin and its precision is no worse;
+   its AP (or, --decide-by card-precision, its card precision) beats the
+   champion's by --margin and its precision is no worse;
 6. records both evaluations and the decision in Cassandra (`models`,
    `model_decisions`), writes retrain-report.md beside the challenger and
    prints the decision as one JSON line. Exit status 0 whether deployed or
@@ -35,21 +37,24 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.flight as flight
 import train
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fraudflight_spark import data, deploy, retraining
+from fraudflight_spark import data, deploy, evaluation, history, retraining
 from fraudflight_spark.errors import JobError, exit_on_job_error
 from fraudflight_spark.retraining import DAY, Decision, Evaluation, Windows
 from fraudflight_spark.session import spark_session
 
 ROOT = Path(__file__).resolve().parent.parent
-WARM_UP_DAYS = 30
+T = TypeVar("T")
+# Days read before the training window for the history features' windows.
+WARM_UP_DAYS = history.warm_up_days()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,18 +64,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--days", type=int, default=30, help="labelled days the challenger trains on")
     p.add_argument("--eval-days", type=int, default=7, help="newest labelled days both models are judged on")
     p.add_argument("--label-delay-days", type=int, default=7, help="days until a transaction counts as labelled")
-    p.add_argument("--margin", type=float, default=0.01, help="AP the challenger must gain to be deployed")
+    p.add_argument("--margin", type=float, default=0.01,
+                   help="what the challenger must gain (in --decide-by's measure) to be deployed")
+    p.add_argument("--decide-by", choices=retraining.MEASURES, default="ap",
+                   help="the measure the challenger must beat the champion in: average precision (default) or "
+                   "card precision at --card-k")
+    p.add_argument("--card-k", type=int, default=evaluation.CARD_K,
+                   help="cards an analyst team checks a day, for card precision at k (default: 100)")
     p.add_argument("--models", type=Path, action="append", default=[],
                    help="where the champion's model directory is (repeatable; default: models/ and --output-root)")
     p.add_argument("--output-root", type=Path, default=ROOT / "models" / "retrained",
                    help="the challenger is written to OUTPUT_ROOT/VERSION")
     p.add_argument("--version", help="challenger version (default: retrained-YYYYMMDD-HHMMSS)")
-    p.add_argument("--history", action=argparse.BooleanOptionalAction, default=True,
-                   help="train with the card and merchant history features (default: yes)")
+    p.add_argument("--history", action=argparse.BooleanOptionalAction, default=None,
+                   help="train with the card and merchant history features (default: as train.py, whenever the "
+                   "stored days cover their warm-up; --history: an error if they do not)")
     p.add_argument("--shadow", action="store_true", help="deploy a winning challenger as a shadow, not as champion")
     p.add_argument("--train-args", default="--model gbt --single --class-weights none",
                    help="extra train.py arguments (one string)")
     p.add_argument("--token", help="admin token (default: $FRAUDFLIGHT_TOKEN)")
+    p.add_argument("--cassandra-attempts", type=int, default=4,
+                   help="tries of each Cassandra step while Cassandra is restarting or overloaded (default: 4)")
+    p.add_argument("--cassandra-pause-seconds", type=float, default=30.0,
+                   help="pause before the first retry of a Cassandra step, doubling after (default: 30)")
     p.add_argument("--ca", type=Path, help="CA certificate for a grpc+tls:// endpoint")
     return p.parse_args(argv)
 
@@ -135,18 +151,24 @@ def write_report(out: Path, windows: Windows, champion: Evaluation, challenger: 
     day = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).date().isoformat()  # noqa: E731
     rows = "\n".join(
         f"| {e.version} | {e.rows} | {e.frauds} | {e.average_precision:.4f} | "
-        f"{'-' if e.roc_auc is None else f'{e.roc_auc:.4f}'} | {e.threshold:.4f} | {e.precision:.4f} | {e.recall:.4f} |"
+        f"{'-' if e.roc_auc is None else f'{e.roc_auc:.4f}'} | "
+        f"{'-' if e.card_precision is None else f'{e.card_precision:.4f}'} | "
+        f"{e.threshold:.4f} | {e.precision:.4f} | {e.recall:.4f} |"
         for e in (champion, challenger)
     )
+    k = challenger.card_k
     (out / "retrain-report.md").write_text(f"""# Retraining: {challenger.version} against {champion.version}
 
 Trained on {day(windows.train_start)} to {day(windows.eval_start - 1)}; judged on
 {day(windows.eval_start)} to {day(windows.horizon - 1)} (the newest labelled days; labels of the days
 after are still coming).
 
-| model | transactions | frauds | AP | ROC AUC | threshold | precision | recall |
-|---|---|---|---|---|---|---|---|
+| model | transactions | frauds | AP | ROC AUC | card precision at {k} | threshold | precision | recall |
+|---|---|---|---|---|---|---|---|---|
 {rows}
+
+Card precision at {k}: per day, the share of fraudulent cards among the {k} cards the model scores highest
+(a card by its highest transaction), the mean over the judging days.
 
 **{"Deployed" + (" as shadow" if mode == "shadow" else "") if decision.deploy else "Kept the champion"}**: {decision.reason}.
 """)
@@ -166,35 +188,44 @@ def main(argv: list[str] | None = None) -> None:
 
     spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
     outcomes = stored_outcomes(spark, args.source).cache()
-    newest = outcomes.agg(F.max("unix_time")).first()[0]
+
+    def retried(step: str, run: Callable[[], T]) -> T:
+        # A Cassandra restarting or overloaded (the service's own writes)
+        # refuses reads for a while: each step waits it out, reading again
+        # only what the cache does not hold yet.
+        return retraining.with_retries(step, run, args.cassandra_attempts, args.cassandra_pause_seconds)
+
+    newest = retried("reading the stored outcomes", lambda: outcomes.agg(F.max("unix_time")).first()[0])
     if newest is None:
         raise JobError(f"{args.source}: no stored transactions")
     windows = Windows.of(int(newest), args.label_delay_days, args.eval_days, args.days)
     judged = outcomes.where((F.col("unix_time") >= windows.eval_start) & (F.col("unix_time") < windows.horizon))
-    judged_rows = judged.toArrow()
+    judged_rows = retried("reading the judging days", judged.toArrow)
     labels = judged_rows.column("is_fraud").to_numpy().astype(int)
     if labels.sum() == 0:
         raise JobError(f"no labelled fraud in the {args.eval_days} judging days before "
                        f"{dt.datetime.fromtimestamp(windows.horizon, dt.timezone.utc).date()}: cannot judge")
 
     # The challenger's training rows (with the windows' warm-up before them).
-    first = windows.train_start - (WARM_UP_DAYS * DAY if args.history else 0)
+    first = windows.train_start - (WARM_UP_DAYS * DAY if args.history is not False else 0)
     record_columns = [c for c in train.RECORD_FIELDS if c in outcomes.columns]
     training = outcomes.where((F.col("unix_time") >= first) & (F.col("unix_time") < windows.eval_start))
     with tempfile.TemporaryDirectory(prefix="fraudflight-retrain-") as tmp:
         parquet = str(Path(tmp) / "training.parquet")
-        training.select(*record_columns).write.parquet(parquet)
+        retried("reading the training days", lambda: training.select(*record_columns).write.mode("overwrite").parquet(parquet))
         outcomes.unpersist()
         train.main(["--input", parquet, "--output", str(out), "--version", version, *args.train_args.split(),
-                    *(["--history"] if args.history else [])])
+                    *({True: ["--history"], False: ["--no-history"], None: []}[args.history])])
 
     challenger_meta = retraining.load_meta(out)
     champion_meta = retraining.load_meta(champion_dir)
+    # Each judged row's day and card, for card precision at k.
+    cards = (judged_rows.column("unix_time").to_numpy() // DAY, judged_rows.column("cc_num").to_numpy(zero_copy_only=False))
     champion = retraining.evaluate(info["version"], retraining.score(champion_dir, judged_rows), labels,
-                                   float(champion_meta["threshold"]))
+                                   float(champion_meta["threshold"]), cards, args.card_k)
     challenger = retraining.evaluate(version, retraining.score(out, judged_rows), labels,
-                                     float(challenger_meta["threshold"]))
-    decision = retraining.decide(champion, challenger, args.margin)
+                                     float(challenger_meta["threshold"]), cards, args.card_k)
+    decision = retraining.decide(champion, challenger, args.margin, args.decide_by)
     mode = "shadow" if args.shadow else "champion"
     # Deployed first, recorded after: the record says what happened, not
     # what was meant to (a refused deployment is recorded as not deployed).
@@ -208,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
                                            reason=f"{decision.reason}; but the service refused it: {e}")
     write_report(out, windows, champion, challenger, decision, mode)
     spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
-    record(spark, where.keyspace, champion, challenger, challenger_meta, decision, mode)
+    retried("recording the decision", lambda: record(spark, where.keyspace, champion, challenger, challenger_meta,
+                                                      decision, mode))
     spark.stop()
     if refused is not None:
         raise JobError(f"{version} won but was not deployed: {refused}") from refused
@@ -218,5 +250,17 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
 
 
+def run(argv: list[str] | None = None) -> None:
+    """`main`, with a Spark failure made one line naming its cause (the
+    service logs the end of the job's stderr, which a Java stack trace
+    would fill with frames)."""
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        main(argv)
+    except Py4JJavaError as e:
+        raise JobError(f"Spark failed: {retraining.failure_summary(e)}") from e
+
+
 if __name__ == "__main__":
-    exit_on_job_error(main)()
+    exit_on_job_error(run)()

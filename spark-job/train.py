@@ -16,11 +16,13 @@ final metrics are measured on test. The pipeline is exported to ONNX and
 checked against Spark's own probabilities (the job fails above 1e-5, and
 writes nothing). Writes DIR/model.onnx, model.json, parity.jsonl, report.md
 and pr_curve.png; with --deploy, loads the model into running servers.
-With --history the card and merchant history features
-(fraudflight_spark/history.py) become inputs too, computed over the whole
-input; rows in the first 30 days (incomplete windows) only warm the windows
+The card and merchant history features (fraudflight_spark/history.py) are
+inputs too whenever the input covers their warm-up: computed over the whole
+input, rows in the first 30 days (incomplete windows) only warm the windows
 up (the time split is of the rows after them), and the parity vectors carry
-Spark's history values.
+Spark's history values. An input too short for that trains without them and
+says why (`training.history` in model.json); --history makes that an error,
+--no-history trains without them whatever the input.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=5, help="GBT max depth (forests go deeper)")
     p.add_argument("--parity-rows", type=int, default=300, help="rows written to parity.jsonl")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--card-k", type=int, default=evaluation.CARD_K,
+                   help="cards an analyst team checks a day, for the test days' card precision at k (default: 100)")
     p.add_argument(
-        "--history", action="store_true",
-        help="add the card and merchant history features (fraudflight_spark/history_features.json) as model inputs",
+        "--history", action=argparse.BooleanOptionalAction, default=None,
+        help="the card and merchant history features (fraudflight_spark/history_features.json) as model inputs "
+        "(default: whenever the input covers their warm-up; --history: an error if it does not)",
     )
     p.add_argument("--deploy", action="append", default=[], metavar="grpc://HOST:PORT", help="load the model into this server (repeatable)")
     p.add_argument("--token", help="admin token for --deploy (default: $FRAUDFLIGHT_TOKEN)")
@@ -117,18 +123,29 @@ def main(argv: list[str] | None = None) -> None:
     spark = spark_session("fraudflight-train", data.spark_config(args.input))
     started = dt.datetime.now(dt.timezone.utc)
 
-    rows = data.read_transactions(spark, args.input)
-    numeric = list(NUMERIC)
-    if args.history:
-        rows = history.with_history(rows)
-        numeric += history.NAMES
-    rows = rows.cache()
-    # With history, the first 30 days' windows are incomplete: those rows
-    # only warm the windows up, and the split is of the rows after them.
-    usable = history.after_warm_up(rows, rows) if args.history else rows
-    train, validation, test = data.split_by_time(usable)
-    if validation.where(F.col("label") == 1).limit(1).count() == 0:
+    raw = data.read_transactions(spark, args.input)
+    first, last = raw.agg(F.min("event_time"), F.max("event_time")).first()
+    if first is None:
+        raise JobError(f"{args.input}: no labelled transactions")
+    with_history, why_not = history.choose(args.history, first, last)
+    while True:
+        rows = history.with_history(raw) if with_history else raw
+        numeric = list(NUMERIC) + (list(history.NAMES) if with_history else [])
+        rows = rows.cache()
+        # With history, the first 30 days' windows are incomplete: those rows
+        # only warm the windows up, and the split is of the rows after them.
+        usable = history.after_warm_up(rows, rows) if with_history else rows
+        train, validation, test = data.split_by_time(usable)
+        if validation.where(F.col("label") == 1).limit(1).count() > 0:
+            break
+        if with_history and args.history is None:
+            rows.unpersist()
+            with_history = False
+            why_not = f"after the {history.warm_up_days()}-day warm-up the validation days hold no fraud"
+            continue
         raise JobError(f"{args.input}: no fraud in the validation period; more data is needed to train")
+    if not with_history and args.history is None:
+        print(f"train.py: training without the history features: {why_not} (--no-history to mean it)", file=sys.stderr)
     best, tried = selection.select(
         train,
         validation,
@@ -145,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     threshold = evaluation.servable(evaluation.choose_threshold(val_scores, val_labels, args.threshold_target))
     scored_test = evaluation.with_score(model, test).cache()
     test_metrics = evaluation.metrics(scored_test, threshold)
+    test_metrics["card_precision"] = evaluation.card_precision(scored_test, args.card_k)
 
     try:
         onnx_model, inputs = export_pipeline(model, CATEGORICAL, numeric)
@@ -164,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     model.write().overwrite().save(str(out / "spark-model"))
     with open(out / "parity.jsonl", "w") as f:
         for row in parity_rows:
-            f.write(json.dumps(parity_vector(row, args.history)) + "\n")
+            f.write(json.dumps(parity_vector(row, with_history)) + "\n")
     meta = {
         "version": version,
         "created_at": started.isoformat(timespec="seconds"),
@@ -181,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             "spark_master": spark.sparkContext.master,
             "rows": {"train": train.count(), "validation": int(len(val_labels)), "test": test_metrics["rows"]},
             "seconds": (dt.datetime.now(dt.timezone.utc) - started).total_seconds(),
+            "history": {"used": with_history, "why_not": why_not or None},
             "parity_max_abs_diff": worst,
             "parity_rows_checked": len(check_rows),
             "candidates": [c.summary() for c in tried],

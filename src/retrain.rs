@@ -239,12 +239,20 @@ fn report(status: std::process::ExitStatus, stdout: &[u8], stderr: &[u8], took: 
             "retraining finished"
         ),
         _ => {
-            let stderr = String::from_utf8_lossy(stderr);
-            let tail: String =
-                stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-            tracing::warn!(%status, error = %tail, seconds = took.as_secs(), "retraining failed");
+            let error = failure(&String::from_utf8_lossy(stderr));
+            tracing::warn!(%status, %error, seconds = took.as_secs(), "retraining failed");
         }
     }
+}
+
+/// Why a run failed, from its stderr: the job's last `error: ...` line (it
+/// names the cause in one line), else the last five lines.
+fn failure(stderr: &str) -> String {
+    if let Some(line) = stderr.lines().rev().find(|l| l.starts_with("error: ")) {
+        return line.trim_start_matches("error: ").to_string();
+    }
+    let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
 /// The project directory the binary was built in (it holds `spark-job/`),
@@ -267,6 +275,18 @@ mod tests {
             .ok()
             .and_then(|stat| stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
             .unwrap_or(false)
+    }
+
+    #[test]
+    fn a_failure_is_the_jobs_error_line_not_the_end_of_a_stack_trace() {
+        let stderr = "retrain.py: reading the stored outcomes failed (...); trying again in 30 s (2 of 4)\n\
+                      error: Spark failed: SparkException: Job aborted / ReadFailureException: Cassandra failure\n\
+                      \tat org.apache.spark.util.LazyTry.tryT(LazyTry.scala:46)\n\t... 66 more\n";
+        assert_eq!(
+            failure(stderr),
+            "Spark failed: SparkException: Job aborted / ReadFailureException: Cassandra failure"
+        );
+        assert_eq!(failure("a\nb\nc\nd\ne\nf\n"), "b | c | d | e | f");
     }
 
     #[tokio::test]

@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--master", default="local[*]")
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--train-args", default=os.environ.get("TRAIN_ARGS", "--model gbt --single --class-weights none"))
+    p.add_argument("--train-args", default=os.environ.get("TRAIN_ARGS", "--model gbt --single --class-weights none --no-history"))
     p.add_argument("--model", type=Path, help="a model train.py wrote (with spark-model/): skips training")
     p.add_argument("--work", type=Path, default=ROOT / "target" / "bench" / "spark")
     args = p.parse_args()

@@ -61,6 +61,10 @@ def spark_config(path: str) -> dict[str, str]:
         "spark.jars.packages": CASSANDRA_CONNECTOR,
         "spark.cassandra.connection.host": source.host,
         "spark.cassandra.connection.port": str(source.port),
+        # Token ranges of about 64 MB a task (the connector's default is
+        # 512): a read refused under load is tried again (session.py) for a
+        # small range, not a fifth of the table.
+        "spark.cassandra.input.split.sizeInMB": "64",
     }
     user = os.environ.get("FRAUDFLIGHT_CASSANDRA_USERNAME")
     if user:

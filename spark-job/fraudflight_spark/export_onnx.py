@@ -25,10 +25,15 @@ VectorAssembler -> one of the three classifiers. Anything else (another
 stage, another classifier, a multiclass model, a non-binary categorical
 split, an assembler order other than one-hot columns then numbers) raises
 `ExportError` naming what could not be exported exactly.
+
+A tree model's metadata carries every node's cover (COVERS_KEY): the
+training weight that reached it, which ONNX's tree operators have no place
+for and exact (path-dependent) TreeSHAP needs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +45,10 @@ from onnx import TensorProto, helper, numpy_helper
 ONNX_OPSET = 17
 ML_OPSET = 3
 OUTPUT = "probability"
+# The model's metadata entry with each tree node's training weight (its
+# cover), in the order of the ensemble's nodes_* attributes, as JSON: what
+# the server's exact TreeSHAP explanations weigh the branches by.
+COVERS_KEY = "fraudflight.node_covers"
 
 
 class ExportError(Exception):
@@ -71,6 +80,10 @@ class Trees:
     target_tree_ids: list[int] = field(default_factory=list)
     target_node_ids: list[int] = field(default_factory=list)
     target_weights: list[float] = field(default_factory=list)
+    # Per node (in the nodes_* order): the training weight that reached it
+    # (Spark's impurityStats().count(), weighted). ONNX has no attribute for
+    # it; exact TreeSHAP needs it (COVERS_KEY in the model's metadata).
+    covers: list[float] = field(default_factory=list)
 
 
 def _java_class(obj: Any) -> str:
@@ -88,6 +101,7 @@ def _add_tree(
         node, node_id = stack.pop()
         trees.tree_ids.append(tree_id)
         trees.node_ids.append(node_id)
+        trees.covers.append(float(node.impurityStats().count()))
         if _java_class(node) == "LeafNode":
             trees.feature_ids.append(0)
             trees.modes.append("LEAF")
@@ -322,4 +336,7 @@ def export_pipeline(pipeline_model: Any, categorical: list[str], numeric: list[s
     else:
         head = lambda n: _linear_head(classifier, n)  # noqa: E731
         doc = "logistic regression"
-    return build_graph(cats, numeric, head, f"{doc}, categorical {categorical}, numeric {numeric}")
+    model, inputs = build_graph(cats, numeric, head, f"{doc}, categorical {categorical}, numeric {numeric}")
+    if algorithm != "logistic_regression":
+        onnx.helper.set_model_props(model, {COVERS_KEY: json.dumps(trees.covers)})
+    return model, inputs

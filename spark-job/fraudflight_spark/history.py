@@ -22,11 +22,15 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from .errors import JobError
 from .features import haversine_km
 
 TABLE: dict[str, Any] = json.loads(resources.files(__package__).joinpath("history_features.json").read_text())
 DAY: int = TABLE["day_seconds"]
 DELAY: int = TABLE["label_delay_days"]
+# Days after the warm-up a history model needs: enough for the time split's
+# train, validation and test days.
+MIN_DAYS_AFTER_WARM_UP = 7
 FEATURES: list[dict[str, Any]] = TABLE["features"]
 NAMES: tuple[str, ...] = tuple(f["name"] for f in FEATURES)
 
@@ -101,9 +105,32 @@ def with_history(df: DataFrame, label: str = "is_fraud") -> DataFrame:
     return out.drop("day")
 
 
+def warm_up_days() -> int:
+    """Days before every card window is complete: the longest card window."""
+    return max(f["days"] for f in FEATURES if f["entity"] == "card")
+
+
+def choose(asked: bool | None, first: float, last: float) -> tuple[bool, str]:
+    """Whether to train with the history features, for an input whose
+    transactions run from `first` to `last` (seconds) and `asked` = True
+    (--history), False (--no-history) or None (neither); when not, why.
+    --history on an input too short for them is an error."""
+    if asked is False:
+        return False, "--no-history"
+    warm_up = warm_up_days()
+    need = warm_up + MIN_DAYS_AFTER_WARM_UP
+    covered = (last - first) / DAY
+    if covered >= need:
+        return True, ""
+    why = (f"the input covers {covered:.1f} days; the history features need {need} "
+           f"({warm_up} to warm their windows up, then {MIN_DAYS_AFTER_WARM_UP} to train, validate and test on)")
+    if asked:
+        raise JobError(f"--history: {why}")
+    return False, why
+
+
 def after_warm_up(part: DataFrame, everything: DataFrame) -> DataFrame:
     """The rows of `part` at least the longest card window after the first
     transaction of `everything`: before that no window is complete."""
-    longest = max(f["days"] for f in FEATURES if f["entity"] == "card")
     first = everything.agg(F.min("event_time")).first()[0]
-    return part.where(F.col("event_time") >= F.lit(first + longest * DAY))
+    return part.where(F.col("event_time") >= F.lit(first + warm_up_days() * DAY))

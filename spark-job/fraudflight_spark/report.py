@@ -39,6 +39,22 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _card_precision_line(cards: dict[str, Any] | None) -> str:
+    if not cards or cards["mean"] is None:
+        return ""
+    k = cards["k"]
+    return (f"Card precision at {k}: **{cards['mean']:.4f}**, the mean over {cards['days']} test days of the share of "
+            f"fraudulent cards among the {k} cards scored highest that day (a card by its highest transaction).")
+
+
+def _history_line(history: dict[str, Any] | None) -> str:
+    if not history:
+        return ""
+    if history["used"]:
+        return "Inputs: the record's features and the card and merchant history features."
+    return f"Inputs: the record's features only, without the history features: {history['why_not']}."
+
+
 def write(out: Path, meta: dict[str, Any], candidates: list[dict[str, Any]]) -> None:
     m = meta["metrics"]
     c = m["confusion"]
@@ -52,11 +68,15 @@ def write(out: Path, meta: dict[str, Any], candidates: list[dict[str, Any]]) -> 
         f"Chosen: **{meta['algorithm']}** {meta['params']}, class weights {meta['class_weights']}, "
         f"by validation PR AUC. Threshold {meta['threshold']:.4f} ({meta['threshold_target']} on validation).",
         "",
+        _history_line(meta["training"].get("history")),
+        "",
         "## Test metrics",
         "",
         "| ROC AUC | PR AUC | precision | recall | F1 |",
         "|---|---|---|---|---|",
         f"| {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} |",
+        "",
+        _card_precision_line(m.get("card_precision")),
         "",
         "Confusion matrix at the threshold:",
         "",

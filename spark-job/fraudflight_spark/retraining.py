@@ -15,9 +15,13 @@ computed live), so the comparison is the one live scoring would have made.
 from __future__ import annotations
 
 import json
+import re
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -26,9 +30,47 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .errors import JobError
-from .evaluation import average_precision, pr_curve
+from .evaluation import CARD_K, average_precision, card_precision_at_k, pr_curve
 
 DAY = 86_400
+T = TypeVar("T")
+
+# What a Cassandra that is restarting or overloaded answers, as Spark
+# reports the driver's exceptions: worth trying again after a pause (Spark's
+# own task retries come at once, within the same outage).
+TRANSIENT = (
+    "ReadFailureException", "ReadTimeoutException", "WriteTimeoutException", "UnavailableException",
+    "AllNodesFailedException", "NoNodeAvailableException", "DriverTimeoutException",
+    "Failed to open native connection", "Connection refused",
+)
+
+
+def with_retries(step: str, run: Callable[[], T], attempts: int, pause_s: float) -> T:
+    """`run()`, tried up to `attempts` times while it fails for a
+    [`TRANSIENT`] reason, the pause doubling each time; any other failure,
+    or the last, is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except Exception as e:
+            if attempt == attempts or not any(t in str(e) for t in TRANSIENT):
+                raise
+            print(f"retrain.py: {step} failed ({failure_summary(e)}); trying again in {pause_s:.0f} s "
+                  f"({attempt + 1} of {attempts})", file=sys.stderr, flush=True)
+            time.sleep(pause_s)
+            pause_s *= 2
+    raise AssertionError("unreachable")
+
+
+def failure_summary(e: BaseException, limit: int = 600) -> str:
+    """One line for a Spark failure: the first exception line of its
+    message and its innermost cause (a Java stack trace ends in frames)."""
+    # Py4J puts ": " before the Java exception's own line.
+    lines = [line.strip().removeprefix(": ") for line in str(e).splitlines()]
+    exception = re.compile(r"^(?:Caused by: )?[\w.$]+(?:Exception|Error)\b")
+    named = [line for line in lines if exception.match(line)]
+    parts = [named[0], named[-1]] if len(named) > 1 else named or [next((x for x in lines if x), type(e).__name__)]
+    return " / ".join(dict.fromkeys(parts))[:limit]
 
 
 @dataclass(frozen=True)
@@ -69,6 +111,10 @@ class Evaluation:
     roc_auc: float | None
     precision: float
     recall: float
+    # Card precision at `card_k`, the mean over the judging days (None when
+    # the rows carry no cards or days).
+    card_precision: float | None = None
+    card_k: int = CARD_K
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -135,8 +181,12 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def evaluate(version: str, scores: np.ndarray, labels: np.ndarray, threshold: float) -> Evaluation:
+def evaluate(version: str, scores: np.ndarray, labels: np.ndarray, threshold: float,
+             cards: tuple[np.ndarray, np.ndarray] | None = None, card_k: int = CARD_K) -> Evaluation:
+    """The model's measures on these rows; `cards` = (day, card) of each row
+    for card precision at `card_k`."""
     _, precision_curve, recall_curve = pr_curve(scores, labels)
+    card_precision = card_precision_at_k(cards[0], cards[1], scores, labels, card_k)["mean"] if cards else None
     predicted = scores >= threshold
     tp = int((predicted & (labels == 1)).sum())
     alerts, frauds = int(predicted.sum()), int(labels.sum())
@@ -149,6 +199,8 @@ def evaluate(version: str, scores: np.ndarray, labels: np.ndarray, threshold: fl
         roc_auc=roc_auc(scores, labels),
         precision=tp / alerts if alerts else 0.0,
         recall=tp / frauds if frauds else 0.0,
+        card_precision=card_precision,
+        card_k=card_k,
     )
 
 
@@ -158,16 +210,28 @@ class Decision:
     reason: str
 
 
-def decide(champion: Evaluation, challenger: Evaluation, margin: float) -> Decision:
-    """Deploy only if the challenger's AP beats the champion's by `margin`
-    and its precision at its threshold is no worse."""
-    gain = challenger.average_precision - champion.average_precision
+# What a challenger must gain on: average precision, or card precision at k.
+MEASURES = ("ap", "card-precision")
+
+
+def decide(champion: Evaluation, challenger: Evaluation, margin: float, by: str = "ap") -> Decision:
+    """Deploy only if the challenger beats the champion by `margin` in AP
+    (`by="ap"`) or in card precision at k (`by="card-precision"`), and its
+    precision at its threshold is no worse."""
+    if by == "ap":
+        name, old, new = "AP", champion.average_precision, challenger.average_precision
+    elif by == "card-precision":
+        if champion.card_precision is None or challenger.card_precision is None:
+            raise JobError("decide by card precision: the judged rows carry no cards and days")
+        name, old, new = f"card precision at {challenger.card_k}", champion.card_precision, challenger.card_precision
+    else:
+        raise JobError(f"decide by {by!r}: use one of {', '.join(MEASURES)}")
+    gain = new - old
     if gain < margin:
-        return Decision(False, f"AP {challenger.average_precision:.4f} vs the champion's "
-                               f"{champion.average_precision:.4f}: a gain of {gain:+.4f}, under the margin {margin}")
+        return Decision(False, f"{name} {new:.4f} vs the champion's {old:.4f}: a gain of {gain:+.4f}, "
+                               f"under the margin {margin}")
     if challenger.precision < champion.precision:
-        return Decision(False, f"AP gains {gain:+.4f}, but precision at the threshold falls from "
+        return Decision(False, f"{name} gains {gain:+.4f}, but precision at the threshold falls from "
                                f"{champion.precision:.4f} to {challenger.precision:.4f}")
-    return Decision(True, f"AP {challenger.average_precision:.4f} vs {champion.average_precision:.4f} "
-                          f"({gain:+.4f} >= margin {margin}); precision {challenger.precision:.4f} vs "
-                          f"{champion.precision:.4f}")
+    return Decision(True, f"{name} {new:.4f} vs {old:.4f} ({gain:+.4f} >= margin {margin}); precision "
+                          f"{challenger.precision:.4f} vs {champion.precision:.4f}")

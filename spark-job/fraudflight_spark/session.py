@@ -7,7 +7,14 @@ run locally as `.venv/bin/python spark-job/score_flight.py` failed that way.
 So a local run hands its workers the interpreter running the job. Under
 spark-submit the choice stays spark-submit's (`PYSPARK_PYTHON` or
 `spark.pyspark.python`): on a cluster the driver's path may not exist on the
-workers."""
+workers.
+
+A local master retries a failed task as a cluster does: with plain
+`local[*]` Spark gives up on the first failure, and one Cassandra read
+refused under load (`ReadFailureException`, which the connector does not
+retry) failed the whole scheduled retraining twice in the soak. `local[*,4]`
+tries each task up to four times (`spark.task.maxFailures`' default on a
+cluster); only the failed token range is read again."""
 
 from __future__ import annotations
 
@@ -15,6 +22,9 @@ import os
 import sys
 
 from pyspark.sql import SparkSession
+
+# Every core, and each task tried up to four times (the module's doc says why).
+LOCAL_MASTER = "local[*,4]"
 
 
 def spark_session(app: str, extra: dict[str, str] | None = None) -> SparkSession:
@@ -36,7 +46,7 @@ def spark_session(app: str, extra: dict[str, str] | None = None) -> SparkSession
     # would override it. Plain `python train.py` runs locally.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ or bool(os.environ.get("PYSPARK_SUBMIT_ARGS"))
     if "spark.master" not in SparkSession.builder._options and not submitted:
-        master = os.environ.get("SPARK_MASTER", "local[*]")
+        master = os.environ.get("SPARK_MASTER", LOCAL_MASTER)
         builder = builder.master(master)
         if master.startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -123,15 +123,17 @@ def test_a_bad_label_is_refused_by_name(bad: dict[str, object]) -> None:
 
 
 def test_a_model_trained_with_history_loads_and_scores_with_the_streams_history(tmp_path: Path) -> None:
-    """train.py --history: the history features are model inputs, the parity
+    """train.py without options on 78 days: the history features are model
+    inputs (the default when the input covers their warm-up), the parity
     vectors carry Spark's values (the server checks them at load), and the
     server feeds the model the history it computes itself."""
     data = tmp_path / "train.csv"
     command = [binary(), "simulate", "--count", 20_000, "--customers", 100, "--seed", 3, "--csv", data]
     subprocess.run([str(c) for c in command], check=True)
     out = tmp_path / "with-history"
-    train(data, out, "--model", "gbt", "--single", "--trees", 10, "--history", "--parity-rows", 150)
+    train(data, out, "--model", "gbt", "--single", "--trees", 10, "--parity-rows", 150)
     meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["history"] == {"used": True, "why_not": None}
     inputs = [i["name"] for i in meta["inputs"]]
     assert set(history.NAMES) <= set(inputs), inputs
     first = json.loads((out / "parity.jsonl").read_text().splitlines()[0])

@@ -52,6 +52,23 @@ def test_a_challenger_is_deployed_only_when_better_by_the_margin_and_no_less_pre
     assert not imprecise.deploy and "precision" in imprecise.reason
 
 
+def test_card_precision_judges_when_asked() -> None:
+    days = np.array([0, 0, 0, 1, 1, 1])
+    cards = np.array(["a", "b", "c", "a", "b", "c"])
+    labels = np.array([1, 0, 0, 0, 1, 0])
+    # The champion ranks the fraudulent card first on both days, the challenger last.
+    champion = retraining.evaluate("old", np.array([0.9, 0.2, 0.1, 0.1, 0.9, 0.2]), labels, 0.5, (days, cards), 1)
+    challenger = retraining.evaluate("new", np.array([0.1, 0.9, 0.2, 0.9, 0.1, 0.2]), labels, 0.5, (days, cards), 1)
+    assert (champion.card_precision, challenger.card_precision, challenger.card_k) == (1.0, 0.0, 1)
+    kept = retraining.decide(champion, challenger, margin=0.0, by="card-precision")
+    assert not kept.deploy and "card precision at 1 0.0000 vs the champion's 1.0000" in kept.reason
+    assert retraining.decide(challenger, champion, margin=0.5, by="card-precision").deploy
+    with pytest.raises(JobError, match="no cards and days"):
+        retraining.decide(evaluation("old", 0.6, 0.8), evaluation("new", 0.7, 0.9), 0.0, by="card-precision")
+    with pytest.raises(JobError, match="use one of ap, card-precision"):
+        retraining.decide(champion, challenger, 0.0, by="f1")
+
+
 def test_the_champion_is_found_by_version_or_named_missing(tmp_path: Path) -> None:
     (tmp_path / "a" / "v7").mkdir(parents=True)
     (tmp_path / "a" / "v7" / "model.json").write_text(json.dumps({"version": "gbt-7"}))
@@ -83,3 +100,41 @@ def test_the_drift_reference_bins_the_test_scores_as_the_server_reads_them() -> 
     assert sum(ref["score_shares"]) == pytest.approx(1.0)
     assert ref["fraud_rate"] == pytest.approx(0.01)
     assert ref["score_edges"] == sorted(set(ref["score_edges"]))
+
+
+def test_a_cassandra_step_is_tried_again_while_cassandra_is_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(retraining.time, "sleep", pauses.append)
+    calls = iter([RuntimeError("com.datastax.oss.driver.api.core.AllNodesFailedException: All 1 node(s) tried"),
+                  RuntimeError("Caused by: ...servererrors.ReadFailureException: Cassandra failure during read"),
+                  "read"])
+
+    def step() -> str:
+        outcome = next(calls)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert retraining.with_retries("reading", step, attempts=3, pause_s=30) == "read"
+    assert pauses == [30, 60]
+    # Out of attempts, or a failure no pause mends: raised at once.
+    with pytest.raises(RuntimeError, match="ReadTimeoutException"):
+        retraining.with_retries("reading", lambda: (_ for _ in ()).throw(RuntimeError("ReadTimeoutException")), 1, 30)
+    with pytest.raises(KeyError):
+        retraining.with_retries("reading", lambda: {}["missing"], attempts=5, pause_s=30)
+    assert pauses == [30, 60]
+
+
+def test_a_spark_failure_is_one_line_naming_its_cause() -> None:
+    trace = """An error occurred while calling o88.collectToPython.
+: org.apache.spark.SparkException: Job aborted due to stage failure: Task 3 in stage 2.0 failed 4 times
+\tat org.apache.spark.scheduler.DAGScheduler.failJobAndIndependentStages(DAGScheduler.scala:2935)
+Caused by: java.io.IOException: Exception during execution of SELECT
+\tat com.datastax.spark.connector.rdd.CassandraTableScanRDD.fetchTokenRange(CassandraTableScanRDD.scala:349)
+Caused by: com.datastax.oss.driver.api.core.servererrors.ReadFailureException: Cassandra failure during read query
+\tat com.datastax.oss.driver.api.core.servererrors.ReadFailureException.copy(ReadFailureException.java:130)
+\t... 66 more"""
+    summary = retraining.failure_summary(RuntimeError(trace))
+    assert "\n" not in summary
+    assert summary.startswith("org.apache.spark.SparkException: Job aborted due to stage failure")
+    assert summary.endswith("ReadFailureException: Cassandra failure during read query")

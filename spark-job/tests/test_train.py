@@ -7,6 +7,7 @@ a corrupted model while the old one keeps serving)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -50,12 +51,21 @@ def test_writes_the_model_files_metrics_and_report(trained: Path) -> None:
     confusion = meta["metrics"]["confusion"]
     assert set(confusion) == {"tp", "fp", "fn", "tn"} and sum(confusion.values()) == meta["metrics"]["rows"]
     assert [i["name"] for i in meta["inputs"]] == ["category", "gender", "amt", "distance_km", "age", "hour"]
+    # 60,000 transactions of 2,000 cards cover 12 days: too short for the
+    # history features, so the default trains without them and says why.
+    assert meta["training"]["history"]["used"] is False
+    assert re.match(r"the input covers 1[12]\.\d days; the history features need 37 \(30 to warm",
+                    meta["training"]["history"]["why_not"])
     assert meta["training"]["parity_max_abs_diff"] <= PARITY_TOLERANCE
     rows = meta["training"]["rows"]
     assert rows["train"] > rows["validation"] > 0 and rows["test"] > 0
     report = (trained / "report.md").read_text()
     assert f"**{meta['algorithm']}**" in report and f"{meta['metrics']['pr_auc']:.4f}" in report
     assert "predicted fraud" in report and "pr_curve.png" in report
+    assert "without the history features: the input covers" in report
+    cards = meta["metrics"]["card_precision"]
+    assert cards["k"] == 100 and cards["days"] >= 1 and 0.0 <= cards["mean"] <= 1.0
+    assert f"Card precision at 100: **{cards['mean']:.4f}**" in report
     assert (trained / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -2,6 +2,7 @@
 //! library. `main.rs` calls [`run`] and nothing else. Long work (`simulate`,
 //! `replay`) shows [`progress`] on a terminal and ends with a sentence.
 
+pub mod explain;
 mod progress;
 pub mod query;
 
@@ -34,6 +35,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Query a running server over Flight.
     Query(crate::cli::query::QueryArgs),
+    /// Explain a model's scores of rows (its parity rows by default): each
+    /// input's TreeSHAP value, as JSON lines.
+    Explain(crate::cli::explain::ExplainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +164,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate(args),
         Command::Replay(args) => runtime()?.block_on(replay(args)),
         Command::Query(args) => runtime()?.block_on(crate::cli::query::run(args)),
+        Command::Explain(args) => crate::cli::explain::run(args),
     }
 }
 

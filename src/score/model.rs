@@ -293,9 +293,16 @@ impl Model {
         }
     }
 
-    /// Why the given rows scored as they did: the inputs' path contributions
-    /// (`native::explain`); None when the model is not a tree ensemble the
-    /// native evaluator runs.
+    /// How [`Model::explain`] explains: "tree_shap" (exact TreeSHAP, the
+    /// model file carries its nodes' covers), "path" (path contributions,
+    /// it does not), or None (not a tree ensemble the native evaluator runs).
+    pub fn explanation_method(&self) -> Option<&'static str> {
+        self.native.as_ref().and_then(NativeModel::explanation_method)
+    }
+
+    /// Why the given rows scored as they did: each input's contribution to
+    /// the margin (`native::explain`); None when the model is not a tree
+    /// ensemble the native evaluator runs.
     pub fn explain(
         &self,
         batch: &RecordBatch,
@@ -357,37 +364,9 @@ impl Model {
 
     /// Scores the parity vectors and compares features and probabilities.
     pub fn check_parity(&self, parity: &[u8]) -> Result<ParityReport, ModelError> {
-        let text = std::str::from_utf8(parity).map_err(|e| ModelError::Parity { line: 0, detail: e.to_string() })?;
-        let mut vectors = Vec::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: ParityVector =
-                serde_json::from_str(line).map_err(|e| ModelError::Parity { line: i + 1, detail: e.to_string() })?;
-            vectors.push((i + 1, v));
-        }
-        if vectors.is_empty() {
+        let Some((vectors, batch, features)) = self.parity_rows(parity)? else {
             return Ok(ParityReport::default());
-        }
-        let records: Vec<_> = vectors.iter().map(|(_, v)| v.record.clone()).collect();
-        let batch = record::to_batch(&records);
-        let mut features = features::derive(&batch);
-        if let Some(bad) = features.invalid.first() {
-            return Err(ModelError::Parity { line: vectors[bad.row].0, detail: bad.error.to_string() });
-        }
-        // A history model's vectors carry Spark's history features (the
-        // stream's own are checked against Spark by tests/history_parity).
-        for name in self.meta.history_inputs() {
-            let name = history::definitions::table().names().find(|n| *n == name).expect("a history input");
-            let values = vectors
-                .iter()
-                .map(|(line, v)| {
-                    v.features.history.get(name).copied().ok_or_else(|| ModelError::Parity {
-                        line: *line,
-                        detail: format!("no `features.{name}` for the model's history input"),
-                    })
-                })
-                .collect::<Result<Vec<f64>, _>>()?;
-            features.extra.push((name, std::sync::Arc::new(arrow::array::Float64Array::from(values))));
-        }
+        };
         let scores = self.predict(&batch, &features)?;
         let mut report = ParityReport { rows: vectors.len(), ..ParityReport::default() };
         for (row, (line, v)) in vectors.iter().enumerate() {
@@ -418,6 +397,73 @@ impl Model {
         }
         Ok(report)
     }
+
+    /// Lines in the layout of `parity.jsonl` (a record, Spark's features,
+    /// a probability) as a batch with its features: the derived ones as the
+    /// service derives them, a history model's history inputs as the lines
+    /// give them. None for no lines.
+    fn parity_rows(&self, parity: &[u8]) -> Result<Option<ParityRows>, ModelError> {
+        let text = std::str::from_utf8(parity).map_err(|e| ModelError::Parity { line: 0, detail: e.to_string() })?;
+        let mut vectors = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: ParityVector =
+                serde_json::from_str(line).map_err(|e| ModelError::Parity { line: i + 1, detail: e.to_string() })?;
+            vectors.push((i + 1, v));
+        }
+        if vectors.is_empty() {
+            return Ok(None);
+        }
+        let records: Vec<_> = vectors.iter().map(|(_, v)| v.record.clone()).collect();
+        let batch = record::to_batch(&records);
+        let mut features = features::derive(&batch);
+        if let Some(bad) = features.invalid.first() {
+            return Err(ModelError::Parity { line: vectors[bad.row].0, detail: bad.error.to_string() });
+        }
+        // A history model's vectors carry Spark's history features (the
+        // stream's own are checked against Spark by tests/history_parity).
+        for name in self.meta.history_inputs() {
+            let name = history::definitions::table().names().find(|n| *n == name).expect("a history input");
+            let values = vectors
+                .iter()
+                .map(|(line, v)| {
+                    v.features.history.get(name).copied().ok_or_else(|| ModelError::Parity {
+                        line: *line,
+                        detail: format!("no `features.{name}` for the model's history input"),
+                    })
+                })
+                .collect::<Result<Vec<f64>, _>>()?;
+            features.extra.push((name, std::sync::Arc::new(arrow::array::Float64Array::from(values))));
+        }
+        Ok(Some((vectors, batch, features)))
+    }
+
+    /// Why each line (in `parity.jsonl`'s layout) scores as it does; None
+    /// when the model is not a tree ensemble the native evaluator runs.
+    pub fn explain_lines(&self, lines: &[u8]) -> Result<Option<Vec<ExplainedLine>>, ModelError> {
+        let Some((vectors, batch, features)) = self.parity_rows(lines)? else { return Ok(Some(Vec::new())) };
+        let scores = self.predict(&batch, &features)?;
+        let rows: Vec<usize> = (0..vectors.len()).collect();
+        Ok(self.explain(&batch, &features, &rows)?.map(|explained| {
+            vectors
+                .iter()
+                .zip(scores)
+                .zip(explained)
+                .map(|(((line, _), score), explained)| ExplainedLine { line: *line, score, explained })
+                .collect()
+        }))
+    }
+}
+
+/// Parity lines (with their line numbers) as a batch and its features.
+type ParityRows = (Vec<(usize, ParityVector)>, RecordBatch, Features);
+
+/// One explained line of [`Model::explain_lines`].
+#[derive(Debug, Clone)]
+pub struct ExplainedLine {
+    /// Its line number in the file (from 1).
+    pub line: usize,
+    pub score: f32,
+    pub explained: native::Explained,
 }
 
 /// One line of `parity.jsonl`.

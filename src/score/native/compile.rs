@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 
+use super::explain::CoveredTree;
 use super::{Categories, Feed, FlatTree, Head, NativeModel, Split};
 use crate::proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 
@@ -98,6 +99,8 @@ impl NativeModel {
             return unsupported(format!("{} graph outputs", graph.output.len()));
         };
         let nodes = Nodes(&graph.node);
+        let covers = model.metadata_props.iter().find(|p| p.key() == COVERS_KEY).map(|p| p.value());
+        let mut covered = None;
 
         // The head, walked back from the output.
         let last = nodes.producing(output.name())?;
@@ -105,7 +108,9 @@ impl NativeModel {
             "Sigmoid" | "Identity" => {
                 let ensemble = nodes.producing(one_input(last)?)?;
                 expect_op(ensemble, "TreeEnsembleRegressor", "ai.onnx.ml")?;
-                (trees(ensemble, last.op_type() == "Sigmoid")?, one_input(ensemble)?)
+                let (head, with_covers) = trees(ensemble, last.op_type() == "Sigmoid", covers)?;
+                covered = with_covers;
+                (head, one_input(ensemble)?)
             }
             "Cast" => {
                 let sigmoid = nodes.producing(one_input(last)?)?;
@@ -162,7 +167,7 @@ impl NativeModel {
             feeds.push(Feed::OneHot { input: input.to_string(), offset, categories });
             offset += width;
         }
-        let native = Self { feeds, features: offset, head };
+        let native = Self { feeds, features: offset, head, covered };
         native.check_feature_indices()?;
         Ok(native)
     }
@@ -250,9 +255,22 @@ fn text(node: &NodeProto, name: &str) -> Option<String> {
     attribute(node, name).map(|a| String::from_utf8_lossy(a.s()).into_owned())
 }
 
+/// The model metadata entry with every tree node's cover, a JSON list in the
+/// order of the ensemble's `nodes_*` attributes (our exporter writes it:
+/// `COVERS_KEY` in spark-job/fraudflight_spark/export_onnx.py).
+pub const COVERS_KEY: &str = "fraudflight.node_covers";
+
 /// The trees of a TreeEnsembleRegressor: one target, summed, no transform,
-/// `BRANCH_LEQ` splits only, missing values not tracking true.
-fn trees(node: &NodeProto, sigmoid: bool) -> Result<Head, Unsupported> {
+/// `BRANCH_LEQ` splits only, missing values not tracking true. With
+/// `covers` (the [`COVERS_KEY`] entry) that fit the trees, the trees as
+/// they are with their covers too, for exact TreeSHAP; covers that do not
+/// fit (another length, not JSON, a node without weight, children that do
+/// not add up to their parent) leave explanations to path contributions.
+fn trees(
+    node: &NodeProto,
+    sigmoid: bool,
+    covers: Option<&str>,
+) -> Result<(Head, Option<Vec<CoveredTree>>), Unsupported> {
     if attribute(node, "n_targets").map(|a| a.i()) != Some(1) {
         return unsupported("tree ensemble with other than one target");
     }
@@ -344,7 +362,19 @@ fn trees(node: &NodeProto, sigmoid: bool) -> Result<Head, Unsupported> {
     }
     let deepest = built.iter().map(|t| depth(t, 0)).max().unwrap_or(0);
     let trees = built.iter().map(|t| FlatTree::new(t, deepest)).collect::<Result<_, _>>()?;
-    Ok(Head::Trees { trees, base, sigmoid })
+    let covered = covers.and_then(|text| {
+        let covers: Vec<f64> = serde_json::from_str(text).ok()?;
+        if covers.len() != n {
+            return None;
+        }
+        let mut by_tree: Vec<Vec<f64>> = built.iter().map(|t| vec![0.0; t.len()]).collect();
+        for (k, cover) in covers.into_iter().enumerate() {
+            let (t, i) = index[&(tree_ids[k], node_ids[k])];
+            by_tree[t][i] = cover;
+        }
+        built.into_iter().zip(by_tree).map(|(nodes, covers)| CoveredTree::new(nodes, covers)).collect()
+    });
+    Ok((Head::Trees { trees, base, sigmoid }, covered))
 }
 
 /// Every path from the root reaches a leaf without revisiting a node.

@@ -116,6 +116,9 @@ pub struct NativeModel {
     feeds: Vec<Feed>,
     features: usize,
     head: Head,
+    /// The trees as exported with each node's training weight, when the
+    /// model file carries them: alerts are then explained by exact TreeSHAP.
+    covered: Option<Vec<explain::CoveredTree>>,
 }
 
 impl NativeModel {
@@ -301,6 +304,7 @@ mod tests {
             feeds: vec![Feed::Number { input: "a".into(), offset: 0 }],
             features: 1,
             head: Head::Trees { trees: vec![FlatTree::new(&t, 0).unwrap()], base: 0.0, sigmoid: false },
+            covered: None,
         }
     }
 
@@ -332,6 +336,7 @@ mod tests {
             feeds: vec![Feed::Number { input: "a".into(), offset: 0 }],
             features: 1,
             head: Head::Trees { trees: vec![flat], base: 0.5, sigmoid: false },
+            covered: None,
         };
         let a: ArrayRef =
             std::sync::Arc::new(arrow::array::Float64Array::from(vec![Some(0.0), Some(1.0), Some(9.0), None]));
