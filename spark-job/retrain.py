@@ -25,7 +25,8 @@ Steps (fraudflight_spark/retraining.py holds the rules):
 6. records both evaluations and the decision in Cassandra (`models`,
    `model_decisions`), writes retrain-report.md beside the challenger and
    prints the decision as one JSON line. Exit status 0 whether deployed or
-   kept; 2 when it could not judge (no labelled fraud, no champion files).
+   kept; 2 when it could not judge (no labelled fraud, no champion files);
+   3 when Spark or Cassandra failed past the retries (try again later).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fraudflight_spark import data, deploy, evaluation, history, retraining
-from fraudflight_spark.errors import JobError, exit_on_job_error
+from fraudflight_spark.errors import JobError, SparkFailure, exit_on_job_error
 from fraudflight_spark.retraining import DAY, Decision, Evaluation, Windows
 from fraudflight_spark.session import spark_session
 
@@ -116,9 +117,9 @@ def stored_outcomes(spark: SparkSession, source: str) -> Any:
 
 
 def record(spark: SparkSession, keyspace: str, champion: Evaluation, challenger: Evaluation, challenger_meta: dict,
-           decision: Decision, mode: str) -> None:
-    """Both evaluations and the decision, into `models` and `model_decisions`."""
-    now = dt.datetime.now(dt.timezone.utc)
+           decision: Decision, mode: str, now: dt.datetime) -> None:
+    """Both evaluations and the decision, into `models` and `model_decisions`,
+    decided at `now` (given: a retried write must land on the same rows)."""
     verdict = json.dumps({"deployed": decision.deploy, "mode": mode, "reason": decision.reason,
                           "champion": champion.version, "decided_at": now.isoformat(timespec="seconds")})
     models = spark.createDataFrame(
@@ -187,7 +188,6 @@ def main(argv: list[str] | None = None) -> None:
     out = args.output_root / version
 
     spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
-    outcomes = stored_outcomes(spark, args.source).cache()
 
     def retried(step: str, run: Callable[[], T]) -> T:
         # A Cassandra restarting or overloaded (the service's own writes)
@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         # only what the cache does not hold yet.
         return retraining.with_retries(step, run, args.cassandra_attempts, args.cassandra_pause_seconds)
 
-    newest = retried("reading the stored outcomes", lambda: outcomes.agg(F.max("unix_time")).first()[0])
+    # Opening the tables reads their schema from Cassandra.
+    outcomes = retried("opening the tables", lambda: stored_outcomes(spark, args.source)).cache()
+    oldest, newest = retried("reading the stored outcomes",
+                             lambda: outcomes.agg(F.min("unix_time"), F.max("unix_time")).first())
     if newest is None:
         raise JobError(f"{args.source}: no stored transactions")
     windows = Windows.of(int(newest), args.label_delay_days, args.eval_days, args.days)
@@ -206,8 +209,19 @@ def main(argv: list[str] | None = None) -> None:
         raise JobError(f"no labelled fraud in the {args.eval_days} judging days before "
                        f"{dt.datetime.fromtimestamp(windows.horizon, dt.timezone.utc).date()}: cannot judge")
 
-    # The challenger's training rows (with the windows' warm-up before them).
-    first = windows.train_start - (WARM_UP_DAYS * DAY if args.history is not False else 0)
+    # The challenger's training rows: a history model (whenever the stored
+    # days before the judging days hold what train.py needs for one) reads
+    # the windows' warm-up before them, up to 30 days; a model without
+    # history trains on the --days window only.
+    with_history = args.history
+    if with_history is None:
+        start = max(int(oldest), windows.train_start - WARM_UP_DAYS * DAY)
+        with_history, why_not = history.choose(None, start, windows.eval_start - 1)
+        if not with_history:
+            print(f"retrain.py: the challenger trains without the history features: the stored days before the "
+                  f"judging days cover {why_not.removeprefix('the input covers ')} (--no-history to mean it)",
+                  file=sys.stderr, flush=True)
+    first = windows.train_start - (WARM_UP_DAYS * DAY if with_history else 0)
     record_columns = [c for c in train.RECORD_FIELDS if c in outcomes.columns]
     training = outcomes.where((F.col("unix_time") >= first) & (F.col("unix_time") < windows.eval_start))
     with tempfile.TemporaryDirectory(prefix="fraudflight-retrain-") as tmp:
@@ -215,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         retried("reading the training days", lambda: training.select(*record_columns).write.mode("overwrite").parquet(parquet))
         outcomes.unpersist()
         train.main(["--input", parquet, "--output", str(out), "--version", version, *args.train_args.split(),
-                    *({True: ["--history"], False: ["--no-history"], None: []}[args.history])])
+                    "--history" if with_history else "--no-history"])
 
     challenger_meta = retraining.load_meta(out)
     champion_meta = retraining.load_meta(champion_dir)
@@ -239,8 +253,9 @@ def main(argv: list[str] | None = None) -> None:
                                            reason=f"{decision.reason}; but the service refused it: {e}")
     write_report(out, windows, champion, challenger, decision, mode)
     spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
+    decided_at = dt.datetime.now(dt.timezone.utc)
     retried("recording the decision", lambda: record(spark, where.keyspace, champion, challenger, challenger_meta,
-                                                      decision, mode))
+                                                      decision, mode, decided_at))
     spark.stop()
     if refused is not None:
         raise JobError(f"{version} won but was not deployed: {refused}") from refused
@@ -255,11 +270,12 @@ def run(argv: list[str] | None = None) -> None:
     service logs the end of the job's stderr, which a Java stack trace
     would fill with frames)."""
     from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
 
     try:
         main(argv)
-    except Py4JJavaError as e:
-        raise JobError(f"Spark failed: {retraining.failure_summary(e)}") from e
+    except (Py4JJavaError, PySparkException) as e:
+        raise SparkFailure(f"Spark failed: {retraining.failure_summary(e)}") from e
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ written as Parquet.
 Failures: before any job runs, the input's columns are checked against the
 server's input schema (GetSchema) and a missing required column stops the
 job naming it; a batch the server refuses (wrong type, invalid row) fails
-the job with the server's reason, never retried. A lost connection or an
+the job with the server's reason, never sent to another endpoint (Spark's
+task retries, four tries on a local master as on a cluster, meet the same
+refusal). A lost connection or an
 unavailable server is retried on the next endpoint, resending only the
 batch in flight (up to --retries times); beyond that the task fails and
 Spark's own task retries take over.

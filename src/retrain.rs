@@ -227,6 +227,11 @@ async fn tail<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
 
 /// Logs what a run decided (its last stdout line) or why it failed.
 fn report(status: std::process::ExitStatus, stdout: &[u8], stderr: &[u8], took: Duration) {
+    // What the job noted on its way (a Cassandra step tried again, a
+    // challenger without history and why), before its outcome.
+    for note in String::from_utf8_lossy(stderr).lines().filter_map(|l| l.strip_prefix("retrain.py: ")) {
+        tracing::info!(note, "retraining noted");
+    }
     let stdout = String::from_utf8_lossy(stdout);
     let decision = stdout.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
     match (status.success(), decision) {

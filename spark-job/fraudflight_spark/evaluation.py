@@ -106,7 +106,7 @@ def metrics(scored: DataFrame, threshold: float) -> dict[str, Any]:
     }
 
 
-# Cards an analyst team checks a day, unless told otherwise (the
+# Cards an analyst team checks a day, unless told otherwise (as the
 # fraud-detection handbook's card precision at 100).
 CARD_K = 100
 
@@ -115,9 +115,13 @@ def card_precision_at_k(days: np.ndarray, cards: np.ndarray, scores: np.ndarray,
                         k: int = CARD_K) -> dict[str, Any]:
     """Card precision at k: per day, each card scored by its highest
     transaction score and fraudulent if any of its transactions that day is;
-    the share of fraudulent cards among that day's k highest (all the day's
-    cards when it has fewer; equal scores in card order). `mean` is over the
-    days, `per_day` maps each day (days since 1970) to its share."""
+    the share of fraudulent cards among that day's k highest (among all the
+    day's cards when it has fewer). Cards tied with the k-th share its
+    remaining places: each counts places / tied (equal scores are common:
+    float scores saturate, forests vote in steps), so no order of card
+    numbers decides. Unlike the handbook's, cards found on earlier days stay
+    in. `mean` is over the days, `per_day` maps each day (days since 1970)
+    to its share."""
     if k < 1:
         raise JobError(f"card precision at k: k must be at least 1, not {k}")
     per_day: dict[int, float] = {}
@@ -128,12 +132,17 @@ def card_precision_at_k(days: np.ndarray, cards: np.ndarray, scores: np.ndarray,
         starts = np.flatnonzero(np.r_[True, (days[1:] != days[:-1]) | (cards[1:] != cards[:-1])])
         card_days = days[starts]
         card_scores = np.maximum.reduceat(scores, starts)
-        card_frauds = np.maximum.reduceat(labels, starts) > 0
-        card_ids = cards[starts]
+        card_frauds = (np.maximum.reduceat(labels, starts) > 0).astype(np.float64)
         for day in np.unique(card_days):
-            of_day = np.flatnonzero(card_days == day)
-            ranked = of_day[np.lexsort((card_ids[of_day], -card_scores[of_day]))][:k]
-            per_day[int(day)] = float(card_frauds[ranked].mean())
+            day_scores, day_frauds = card_scores[card_days == day], card_frauds[card_days == day]
+            if len(day_scores) <= k:
+                per_day[int(day)] = float(day_frauds.mean())
+                continue
+            kth = np.sort(day_scores)[::-1][k - 1]
+            above, tied = day_scores > kth, day_scores == kth
+            places = k - int(above.sum())
+            credit = day_frauds[above].sum() + day_frauds[tied].sum() * places / int(tied.sum())
+            per_day[int(day)] = float(credit / k)
     return {"k": k, "mean": float(np.mean(list(per_day.values()))) if per_day else None, "days": len(per_day),
             "per_day": per_day}
 

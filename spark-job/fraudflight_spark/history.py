@@ -119,10 +119,11 @@ def choose(asked: bool | None, first: float, last: float) -> tuple[bool, str]:
         return False, "--no-history"
     warm_up = warm_up_days()
     need = warm_up + MIN_DAYS_AFTER_WARM_UP
-    covered = (last - first) / DAY
+    # Calendar days (UTC) the transactions fall on, first and last included.
+    covered = int(last // DAY - first // DAY) + 1
     if covered >= need:
         return True, ""
-    why = (f"the input covers {covered:.1f} days; the history features need {need} "
+    why = (f"the input covers {covered} days; the history features need {need} "
            f"({warm_up} to warm their windows up, then {MIN_DAYS_AFTER_WARM_UP} to train, validate and test on)")
     if asked:
         raise JobError(f"--history: {why}")

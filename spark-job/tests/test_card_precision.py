@@ -31,9 +31,24 @@ def plain(days, cards, scores, labels, k):
         entry[1] = max(entry[1], int(y))
     per_day = {}
     for day in sorted({d for d, _ in best}):
-        ranked = sorted(((-v[0], c, v[1]) for (d, c), v in best.items() if d == day))[:k]
-        per_day[day] = sum(f for _, _, f in ranked) / len(ranked)
+        ranked = sorted((v for (d, _), v in best.items() if d == day), key=lambda v: -v[0])
+        if len(ranked) <= k:
+            per_day[day] = sum(f for _, f in ranked) / len(ranked)
+            continue
+        # Fractional credit for the cards tied with the k-th.
+        kth = ranked[k - 1][0]
+        above = [f for s, f in ranked if s > kth]
+        tied = [f for s, f in ranked if s == kth]
+        per_day[day] = (sum(above) + sum(tied) * (k - len(above)) / len(tied)) / k
     return per_day
+
+
+def test_cards_tied_with_the_kth_share_its_places() -> None:
+    # Day 0: a 0.9 (fraud), then b, c, d all at 0.5 (b fraud). Top 2: a, and
+    # one place shared by the three tied: 1 + 1/3 of a fraud, out of 2.
+    got = card_precision_at_k(np.zeros(4, dtype=int), np.array(["a", "b", "c", "d"]),
+                              np.array([0.9, 0.5, 0.5, 0.5]), np.array([1, 1, 0, 0]), k=2)
+    assert got["per_day"] == {0: pytest.approx((1 + 1 / 3) / 2, abs=1e-15)}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -47,7 +62,7 @@ def test_random_days_agree_with_a_plain_loop(seed: int) -> None:
     labels = (rng.random(n) < 0.05).astype(int)
     got = card_precision_at_k(days, cards, scores, labels, k=50)
     want = plain(days, cards, scores, labels, 50)
-    assert got["per_day"] == pytest.approx(want, abs=0)
+    assert got["per_day"] == pytest.approx(want, abs=1e-12)
     assert got["mean"] == pytest.approx(np.mean(list(want.values())), abs=1e-15)
 
 

@@ -76,20 +76,31 @@ impl CoveredTree {
     }
 
     /// Adds this tree's SHAP values for the row `x` to `phi` (one per
-    /// feature slot). Depth is bounded by the native evaluator's limit, so
-    /// the recursion is too.
-    fn shap(&self, x: &[f64], phi: &mut [f64]) {
-        self.recurse(0, x, phi, Vec::with_capacity(self.nodes.len().min(64)), 1.0, 1.0, ROOT);
+    /// feature slot). `paths` is scratch space: each level of the recursion
+    /// keeps its path as the buffer's last segment (depth is bounded by the
+    /// native evaluator's limit, so the recursion and the buffer are too).
+    fn shap(&self, x: &[f64], phi: &mut [f64], paths: &mut Vec<Step>) {
+        paths.clear();
+        self.recurse(0, x, phi, paths, 0, (1.0, 1.0, ROOT));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn recurse(&self, j: usize, x: &[f64], phi: &mut [f64], mut path: Vec<Step>, zero: f64, one: f64, feature: usize) {
-        extend(&mut path, zero, one, feature);
+    /// Node `j`, reached with the path `paths[from..]`, extended by
+    /// `(zero, one, feature)` of the split above it.
+    fn recurse(
+        &self,
+        j: usize,
+        x: &[f64],
+        phi: &mut [f64],
+        paths: &mut Vec<Step>,
+        from: usize,
+        step: (f64, f64, usize),
+    ) {
+        extend(paths, from, step);
         let node = self.nodes[j];
         if node.feature == LEAF {
-            for i in 1..path.len() {
-                let step = path[i];
-                phi[step.feature] += unwound_sum(&path, i) * (step.one - step.zero) * node.value;
+            let path = &paths[from..];
+            for (i, s) in path.iter().enumerate().skip(1) {
+                phi[s.feature] += unwound_sum(path, i) * (s.one - s.zero) * node.value;
             }
             return;
         }
@@ -102,28 +113,35 @@ impl CoveredTree {
         };
         let (mut zero, mut one) = (1.0, 1.0);
         // A feature split on again above: its earlier step is folded into this one.
-        if let Some(k) = path.iter().skip(1).position(|s| s.feature == d).map(|k| k + 1) {
-            (zero, one) = (path[k].zero, path[k].one);
-            unwind(&mut path, k);
+        if let Some(k) = paths[from..].iter().skip(1).position(|s| s.feature == d).map(|k| k + 1) {
+            (zero, one) = (paths[from + k].zero, paths[from + k].one);
+            unwind(paths, from, k);
         }
         let r = self.covers[j];
-        self.recurse(hot, x, phi, path.clone(), zero * self.covers[hot] / r, one, d);
-        self.recurse(cold, x, phi, path, zero * self.covers[cold] / r, 0.0, d);
+        // The hot side gets a copy of the path; the cold side, last, this one.
+        let end = paths.len();
+        paths.extend_from_within(from..end);
+        self.recurse(hot, x, phi, paths, end, (zero * self.covers[hot] / r, one, d));
+        paths.truncate(end);
+        self.recurse(cold, x, phi, paths, from, (zero * self.covers[cold] / r, 0.0, d));
     }
 }
 
-/// Grows the path by one feature, updating every subset size's weight.
-fn extend(path: &mut Vec<Step>, zero: f64, one: f64, feature: usize) {
-    let l = path.len();
-    path.push(Step { feature, zero, one, weight: if l == 0 { 1.0 } else { 0.0 } });
+/// Grows the path `paths[from..]` (the buffer's last segment) by one
+/// feature, updating every subset size's weight.
+fn extend(paths: &mut Vec<Step>, from: usize, (zero, one, feature): (f64, f64, usize)) {
+    let l = paths.len() - from;
+    paths.push(Step { feature, zero, one, weight: if l == 0 { 1.0 } else { 0.0 } });
+    let path = &mut paths[from..];
     for i in (0..l).rev() {
         path[i + 1].weight += one * path[i].weight * (i + 1) as f64 / (l + 1) as f64;
         path[i].weight = zero * path[i].weight * (l - i) as f64 / (l + 1) as f64;
     }
 }
 
-/// Undoes [`extend`] of the path's `i`-th feature.
-fn unwind(path: &mut Vec<Step>, i: usize) {
+/// Undoes [`extend`] of the `i`-th feature of the path `paths[from..]`.
+fn unwind(paths: &mut Vec<Step>, from: usize, i: usize) {
+    let path = &mut paths[from..];
     let l = path.len() - 1;
     let (zero, one) = (path[i].zero, path[i].one);
     let mut n = path[l].weight;
@@ -140,7 +158,7 @@ fn unwind(path: &mut Vec<Step>, i: usize) {
         let next = path[j + 1];
         path[j] = Step { weight: path[j].weight, ..next };
     }
-    path.pop();
+    paths.pop();
 }
 
 /// The total weight of the path with its `i`-th feature unwound, without
@@ -220,6 +238,7 @@ impl NativeModel {
         };
         let mut x = vec![0.0f64; BLOCK * self.features];
         let mut phi = vec![0.0f64; self.features];
+        let mut paths = Vec::new();
         let mut out = Vec::with_capacity(wanted.len());
         for &row in wanted {
             x[..self.features].fill(0.0);
@@ -231,7 +250,7 @@ impl NativeModel {
             if let Some(covered) = &self.covered {
                 phi.fill(0.0);
                 for tree in covered {
-                    tree.shap(features, &mut phi);
+                    tree.shap(features, &mut phi, &mut paths);
                 }
                 for (slot, value) in phi.iter().enumerate() {
                     by_input[owner[slot]] += value;
@@ -368,7 +387,7 @@ mod tests {
         let rows = [[4.0, 0.0, 0.0, 0.0], [6.0, 2.0, 1.0, 5.0], [9.0, 2.0, 0.2, 1.0], [f64::NAN, 0.5, 0.9, 2.0]];
         for x in rows {
             let mut phi = vec![0.0; 4];
-            tree.shap(&x, &mut phi);
+            tree.shap(&x, &mut phi, &mut Vec::new());
             let want = brute_force(&tree, &x);
             for (got, want) in phi.iter().zip(&want) {
                 assert!((got - want).abs() < 1e-12, "row {x:?}: {phi:?} vs {want:?}");
