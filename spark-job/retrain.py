@@ -147,8 +147,8 @@ def record(spark: SparkSession, keyspace: str, champion: Evaluation, challenger:
         "append").save()
 
 
-def write_report(out: Path, windows: Windows, champion: Evaluation, challenger: Evaluation, decision: Decision,
-                 mode: str) -> None:
+def write_report(out: Path, windows: Windows, trained_from: int, champion: Evaluation, challenger: Evaluation,
+                 decision: Decision, mode: str) -> None:
     day = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).date().isoformat()  # noqa: E731
     rows = "\n".join(
         f"| {e.version} | {e.rows} | {e.frauds} | {e.average_precision:.4f} | "
@@ -160,7 +160,7 @@ def write_report(out: Path, windows: Windows, champion: Evaluation, challenger: 
     k = challenger.card_k
     (out / "retrain-report.md").write_text(f"""# Retraining: {challenger.version} against {champion.version}
 
-Trained on {day(windows.train_start)} to {day(windows.eval_start - 1)}; judged on
+Trained on {day(trained_from)} to {day(windows.eval_start - 1)}; judged on
 {day(windows.eval_start)} to {day(windows.horizon - 1)} (the newest labelled days; labels of the days
 after are still coming).
 
@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"judging days cover {why_not.removeprefix('the input covers ')} (--no-history to mean it)",
                   file=sys.stderr, flush=True)
     first = windows.train_start - (WARM_UP_DAYS * DAY if with_history else 0)
+    # A history model trains on what follows the warm-up of the rows it
+    # reads (train.py), later than the window when the store is younger.
+    trained_from = max(windows.train_start, int(oldest) + WARM_UP_DAYS * DAY) if with_history else windows.train_start
     record_columns = [c for c in train.RECORD_FIELDS if c in outcomes.columns]
     training = outcomes.where((F.col("unix_time") >= first) & (F.col("unix_time") < windows.eval_start))
     with tempfile.TemporaryDirectory(prefix="fraudflight-retrain-") as tmp:
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
             refused = e
             decision = dataclasses.replace(decision, deploy=False,
                                            reason=f"{decision.reason}; but the service refused it: {e}")
-    write_report(out, windows, champion, challenger, decision, mode)
+    write_report(out, windows, trained_from, champion, challenger, decision, mode)
     spark = spark_session("fraudflight-retrain", data.spark_config(args.source))
     decided_at = dt.datetime.now(dt.timezone.utc)
     retried("recording the decision", lambda: record(spark, where.keyspace, champion, challenger, challenger_meta,
