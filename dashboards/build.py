@@ -118,6 +118,11 @@ def quality_visualisations() -> list[dict]:
         "Precision and recall at each version's threshold, per UTC day, from labels.",
         [agg("1", "max", "metric", field="precision", customLabel="precision"),
          agg("4", "max", "metric", field="recall", customLabel="recall")], "share")
+    card_precision = line(
+        "fraudflight-live-card-precision", "Live card precision at k per model version",
+        "Of the k cards with the highest scores each UTC day (quality.card_k, 100), the share labelled fraud: "
+        "what the analysts' daily budget of checks finds.",
+        [agg("1", "max", "metric", field="card_precision", customLabel="card precision")], "card precision")
     psi = line("fraudflight-score-psi", "Score drift (PSI) per model version",
                "Population stability index of each day's scores against the training scores; over 0.2 is flagged.",
                [agg("1", "max", "metric", field="score_psi", customLabel="PSI")], "PSI")
@@ -133,7 +138,7 @@ def quality_visualisations() -> list[dict]:
                     agg("3", "terms", "bucket", field="drift_reasons", size=10, order="desc", orderBy="1",
                         otherBucket=False, missingBucket=False, customLabel="why")],
                    query="drifting:true", pattern_id=QUALITY_PATTERN_ID)
-    return [ap, precision_recall, psi, drifting]
+    return [ap, precision_recall, card_precision, psi, drifting]
 
 
 def visualisations() -> list[dict]:
@@ -331,8 +336,9 @@ LAYOUT = [
 QUALITY_LAYOUT = [
     ("fraudflight-live-average-precision", "visualization", 0, 0, 24, 15),
     ("fraudflight-live-precision-recall", "visualization", 24, 0, 24, 15),
-    ("fraudflight-score-psi", "visualization", 0, 15, 24, 13),
-    ("fraudflight-drifting-days", "visualization", 24, 15, 24, 13),
+    ("fraudflight-live-card-precision", "visualization", 0, 15, 24, 15),
+    ("fraudflight-score-psi", "visualization", 24, 15, 24, 15),
+    ("fraudflight-drifting-days", "visualization", 0, 30, 48, 13),
 ]
 
 
@@ -341,7 +347,8 @@ def quality_dashboard(panel_version: str) -> dict:
     board["id"] = "fraudflight-model-quality-dashboard"
     board["attributes"].update(
         title="Model quality",
-        description="fraudflight: live precision, recall and AP per model version and UTC day, from labels; drift.",
+        description="fraudflight: live precision, recall, AP and card precision at k per model version and UTC "
+        "day, from labels; drift.",
         timeFrom="now-90d",
         refreshInterval={"pause": False, "value": 60000},
     )

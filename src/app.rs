@@ -595,12 +595,12 @@ impl App {
     /// the answer has the same rows in the same order. Scored rows are not
     /// stored: exchange is a pure function.
     pub fn score_exchange(&self, batch: &RecordBatch, options: &ScoreOptions) -> Result<RecordBatch, ExchangeError> {
-        let Scored { outcomes, invalid } = self.scorer.score(batch, options)?;
+        let Scored { outcomes, invalid } = self.scorer.answer(batch, options)?;
         if !invalid.is_empty() {
             return Err(InvalidRows(invalid).into());
         }
         self.metrics.exchanged(outcomes.num_rows());
-        Ok(outcome::for_exchange(&outcomes))
+        Ok(outcomes)
     }
 
     /// Scores and keeps a batch in memory (the demo's simulator). Invalid
@@ -734,7 +734,7 @@ impl App {
         let mut budget = config.max_rows_per_round;
         for (i, &day) in days.iter().enumerate() {
             loop {
-                let counted = match book.count_day(day, versions, budget.min(COUNT_CALL_ROWS)).await {
+                let counted = match book.count_day(day, versions, budget.min(COUNT_CALL_ROWS), config.card_k).await {
                     Ok(counted) => counted,
                     Err(e) => {
                         self.quality.retry(days[i..].iter().copied());
@@ -744,7 +744,8 @@ impl App {
                 self.metrics.quality_counted(counted.rows_read, counted.minutes);
                 budget = budget.saturating_sub(counted.rows_read);
                 if counted.minutes > 0 {
-                    let mut measured = crate::quality::measure_tallies(day, &counted.day, versions, config);
+                    let mut measured =
+                        crate::quality::measure_tallies(day, &counted.day, &counted.fraud_cards, versions, config);
                     self.quality.mark_complete(&mut measured);
                     let gone: Vec<String> =
                         counted.day.iter().filter(|(_, t)| t.transactions() == 0).map(|(v, _)| v.clone()).collect();

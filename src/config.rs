@@ -137,6 +137,9 @@ pub struct QualityConfig {
     /// minutes that changed (Cassandra's book); what is left waits for the
     /// next round. Bounds each round's reads and CPU whatever the volume.
     pub max_rows_per_round: u64,
+    /// Card precision's k: the cards analysts can check a day
+    /// (`fraudflight_model_card_precision`).
+    pub card_k: u32,
 }
 
 impl Default for QualityConfig {
@@ -151,6 +154,7 @@ impl Default for QualityConfig {
             max_memory_rows: 200_000,
             // About 2 s of reading on one core of this project's test machine.
             max_rows_per_round: 1_000_000,
+            card_k: 100,
         }
     }
 }
@@ -526,6 +530,7 @@ impl Config {
             ("quality.interval_ms", self.quality.interval_ms as usize),
             ("quality.days", self.quality.days),
             ("quality.max_memory_rows", self.quality.max_memory_rows),
+            ("quality.card_k", self.quality.card_k as usize),
             ("retrain.interval_ms", self.retrain.interval_ms as usize),
         ];
         for (key, value) in positive {

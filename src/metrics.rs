@@ -311,6 +311,8 @@ pub struct ModelQuality {
     pub average_precision: Option<f64>,
     pub roc_auc: Option<f64>,
     pub score_psi: Option<f64>,
+    /// Card precision and its k.
+    pub card_precision: Option<(f64, u32)>,
     pub drifting: bool,
 }
 
@@ -326,6 +328,14 @@ fn quality_families(quality: &[ModelQuality]) -> Vec<prometheus::proto::MetricFa
         (gauge("fraudflight_model_score_psi", "Population stability index of the newest day's scores against the training scores."), 4),
         (gauge("fraudflight_model_drift", "1 when the newest measured day is flagged for drift (quality.psi_limit, quality.fraud_rate_ratio_limit)."), 5),
     ];
+    let card_precision = GaugeVec::new(
+        Opts::new(
+            "fraudflight_model_card_precision",
+            "Live card precision at k on the newest measured day: of the k cards with the highest scores, the share labelled fraud (quality.card_k).",
+        ),
+        &["version", "k"],
+    )
+    .expect("valid gauge");
     for q in quality {
         let values =
             [q.precision, q.recall, q.average_precision, q.roc_auc, q.score_psi, Some(f64::from(u8::from(q.drifting)))];
@@ -334,8 +344,11 @@ fn quality_families(quality: &[ModelQuality]) -> Vec<prometheus::proto::MetricFa
                 family.with_label_values(&[q.version.as_str()]).set(v);
             }
         }
+        if let Some((value, k)) = q.card_precision {
+            card_precision.with_label_values(&[q.version.as_str(), &k.to_string()]).set(value);
+        }
     }
-    families.iter().flat_map(|(f, _)| f.collect()).collect()
+    families.iter().flat_map(|(f, _)| f.collect()).chain(card_precision.collect()).collect()
 }
 
 /// The history's gauges and counters (docs/architecture.md, "History").
@@ -511,6 +524,7 @@ mod tests {
                 average_precision: Some(0.5),
                 roc_auc: Some(0.9),
                 score_psi: Some(0.3),
+                card_precision: Some((0.42, 100)),
                 drifting: true,
             }]
         };
@@ -550,6 +564,10 @@ mod tests {
         assert_eq!(value("fraudflight_history_cards", None), Some(0.0));
         assert_eq!(value("fraudflight_model_precision", Some(("version", "gbt-v1"))), Some(0.75));
         assert_eq!(value("fraudflight_model_average_precision", Some(("version", "gbt-v1"))), Some(0.5));
+        let card =
+            parsed.samples.iter().find(|s| s.metric == "fraudflight_model_card_precision").expect("card precision");
+        assert_eq!((card.labels.get("version"), card.labels.get("k")), (Some("gbt-v1"), Some("100")));
+        assert!(matches!(card.value, prometheus_parse::Value::Gauge(v) if v == 0.42));
         assert_eq!(value("fraudflight_model_drift", Some(("version", "gbt-v1"))), Some(1.0));
         assert_eq!(value("fraudflight_model_recall", None), None, "an undefined recall is left out");
         assert_eq!(value("fraudflight_quality_book_rows", None), Some(3.0));

@@ -88,7 +88,7 @@ fn query_loads_a_shadow_promotes_and_rolls_back() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     };
     let champion = query(&["model-info"])["version"].as_str().unwrap().to_string();
-    let challenger = concat!(env!("CARGO_MANIFEST_DIR"), "/models/handbook/gbt-handbook-history-v1");
+    let challenger = &format!("{}/models/handbook/gbt-handbook-history-v1", support::manifest_dir());
     let loaded = query(&["load-model", challenger, "--shadow"]);
     assert_eq!(loaded["lineup"]["champion"], champion.as_str());
     assert_eq!(loaded["lineup"]["shadow"], "gbt-handbook-history-v1");

@@ -18,7 +18,7 @@ use support::stack::{self, Names, Serve};
 const N: usize = 2_000;
 
 fn check(index: &str, quality_index: &str) -> Output {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = &support::manifest_dir();
     Command::new(format!("{root}/.venv/bin/python"))
         .args([
             &format!("{root}/dashboards/check.py"),

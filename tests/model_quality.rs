@@ -42,8 +42,9 @@ async fn quality(serve: &Serve) -> serde_json::Value {
 }
 
 /// What one (day, version) shows: transactions, frauds, average precision
-/// and its stated error (binned counts in Cassandra's book).
-type Shown = (u64, u64, Option<f64>, f64);
+/// and its stated error (binned counts in Cassandra's book), card precision
+/// at 100.
+type Shown = (u64, u64, Option<f64>, f64, Option<f64>);
 
 /// (day, version) -> what it shows.
 fn by_day(q: &serde_json::Value) -> BTreeMap<(i64, String), Shown> {
@@ -61,6 +62,7 @@ fn by_day(q: &serde_json::Value) -> BTreeMap<(i64, String), Shown> {
                     d["frauds"].as_u64().unwrap(),
                     d["average_precision"].as_f64(),
                     error,
+                    d["card_precision"].as_f64(),
                 ),
             )
         })
@@ -83,6 +85,30 @@ fn average_precision(mut scored: Vec<(f32, bool)>) -> Option<f64> {
         ap += added / positives * tp / seen;
     }
     Some(ap)
+}
+
+/// Card precision at k as `train.py` defines it, computed here
+/// independently of the server: cards by their highest score, fraud if any
+/// of their transactions is, ties at the k-th sharing its places.
+fn card_precision(rows: &[(&str, f32, bool)], k: usize) -> Option<f64> {
+    let mut cards: HashMap<&str, (f32, bool)> = HashMap::new();
+    for &(card, score, fraud) in rows {
+        let c = cards.entry(card).or_insert((score, fraud));
+        *c = (c.0.max(score), c.1 || fraud);
+    }
+    let mut cards: Vec<(f32, bool)> = cards.into_values().collect();
+    cards.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let frauds = |c: &[(f32, bool)]| c.iter().filter(|c| c.1).count() as f64;
+    match cards.len() {
+        0 => None,
+        n if n <= k => Some(frauds(&cards) / n as f64),
+        _ => {
+            let kth = cards[k - 1].0;
+            let above = cards.iter().take_while(|c| c.0 > kth).count();
+            let tied: Vec<(f32, bool)> = cards.iter().copied().filter(|c| c.0 == kth).collect();
+            Some((frauds(&cards[..above]) + frauds(&tied) * (k - above) as f64 / tied.len() as f64) / k as f64)
+        }
+    }
 }
 
 async fn send_labels(topic: &str, frauds: &[&Transaction]) {
@@ -114,20 +140,26 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
 
     // What the numbers must be: the stored outcomes and the labels sent.
     let fraud: std::collections::HashSet<&str> = frauds.iter().map(|t| t.trans_num.as_str()).collect();
-    let stored: Vec<(String, f32, String, scylla::value::CqlTimestamp)> = stack::select(
+    let stored: Vec<(String, String, f32, String, scylla::value::CqlTimestamp)> = stack::select(
         &session,
-        format!("SELECT trans_num, fraud_score, model_version, trans_time FROM {}.transactions", names.keyspace),
+        format!(
+            "SELECT trans_num, cc_num, fraud_score, model_version, trans_time FROM {}.transactions",
+            names.keyspace
+        ),
     )
     .await;
-    let champion = stored[0].2.clone();
+    let champion = stored[0].3.clone();
     let mut expected: BTreeMap<(i64, String), Shown> = BTreeMap::new();
-    let mut per_day: HashMap<i64, Vec<(f32, bool)>> = HashMap::new();
-    for (trans_num, score, _, time) in &stored {
-        per_day.entry((time.0 / 1000).div_euclid(DAY)).or_default().push((*score, fraud.contains(trans_num.as_str())));
+    let mut per_day: HashMap<i64, Vec<(&str, f32, bool)>> = HashMap::new();
+    for (trans_num, card, score, _, time) in &stored {
+        let is_fraud = fraud.contains(trans_num.as_str());
+        per_day.entry((time.0 / 1000).div_euclid(DAY)).or_default().push((card, *score, is_fraud));
     }
     for (day, rows) in per_day {
-        let frauds = rows.iter().filter(|r| r.1).count() as u64;
-        expected.insert((day, champion.clone()), (rows.len() as u64, frauds, average_precision(rows), 0.0));
+        let frauds = rows.iter().filter(|r| r.2).count() as u64;
+        let ap = average_precision(rows.iter().map(|r| (r.1, r.2)).collect());
+        let shown = (rows.len() as u64, frauds, ap, 0.0, card_precision(&rows, 100));
+        expected.insert((day, champion.clone()), shown);
     }
 
     // Both instances, each with half the partitions, show the whole book.
@@ -154,6 +186,9 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     if let (Some(g), Some(e)) = (gauge, newest_ap) {
         assert!((g - e).abs() <= error + 1e-9, "gauge {g} vs {e} (+- {error})");
     }
+    let card_gauge = metrics.value("fraudflight_model_card_precision", &[("version", &champion), ("k", "100")]);
+    let newest_cards = expected[&(newest, champion.clone())].4.expect("cards on the newest day");
+    assert!(card_gauge.is_some_and(|g| (g - newest_cards).abs() < 1e-9), "{card_gauge:?} vs {newest_cards}");
     let (status, summary) = b.http_get("/api/summary");
     assert_eq!(status, 200);
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
@@ -168,7 +203,7 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     .await;
 
     // A shadow: stored beside the champion, measured on the same labels.
-    let challenger = concat!(env!("CARGO_MANIFEST_DIR"), "/models/handbook/gbt-handbook-history-v1");
+    let challenger = &format!("{}/models/handbook/gbt-handbook-history-v1", support::manifest_dir());
     let mut client = c.client().await;
     let body = serde_json::json!({ "path": challenger, "mode": "shadow" }).to_string();
     let action = arrow_flight::Action { r#type: "load-model".into(), body: body.into() };
@@ -265,17 +300,16 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     assert!(c.terminate().success());
 }
 
-/// Same keys, same counts, AP within 1e-9.
+/// Same keys, same counts, AP within its error, card precision within 1e-9.
 fn close(a: &BTreeMap<(i64, String), Shown>, b: &BTreeMap<(i64, String), Shown>) -> bool {
-    b.iter().all(|(k, (n, f, ap, error))| {
-        a.get(k).is_some_and(|(n2, f2, ap2, error2)| {
-            n == n2
-                && f == f2
-                && match (ap, ap2) {
-                    (Some(x), Some(y)) => (x - y).abs() <= error + error2 + 1e-9,
-                    (None, None) => true,
-                    _ => false,
-                }
+    b.iter().all(|(k, (n, f, ap, error, cards))| {
+        a.get(k).is_some_and(|(n2, f2, ap2, error2, cards2)| {
+            let near = |x: &Option<f64>, y: &Option<f64>, within: f64| match (x, y) {
+                (Some(x), Some(y)) => (x - y).abs() <= within,
+                (None, None) => true,
+                _ => false,
+            };
+            n == n2 && f == f2 && near(ap, ap2, error + error2 + 1e-9) && near(cards, cards2, 1e-9)
         })
     })
 }

@@ -21,6 +21,7 @@ use fraudflight::sink::cassandra::Cassandra;
 
 const DAY: i64 = 20_400;
 const ROWS: usize = 1_000_000;
+const CARD_K: u32 = 100;
 /// Longer than the count's clock margin: rows noted changed before a count
 /// began this long ago are not counted again.
 const SETTLE: Duration = Duration::from_secs(11);
@@ -50,6 +51,7 @@ fn day_of_rows() -> Vec<(ScoreRow, bool)> {
             let score = if rng.next() < 0.3 { (raw * 1000.0).round() / 1000.0 } else { raw } as f32;
             let row = ScoreRow {
                 trans_num: format!("t{i:07}"),
+                cc_num: format!("c{}", i % 30_000),
                 day: DAY,
                 minute: (i % 1440) as i32,
                 model_version: "champion".into(),
@@ -64,14 +66,25 @@ fn day_of_rows() -> Vec<(ScoreRow, bool)> {
 }
 
 fn label(row: &ScoreRow, is_fraud: bool, reported_at: i64) -> RowLabel {
-    RowLabel { trans_num: row.trans_num.clone(), day: row.day, minute: row.minute, is_fraud, reported_at }
+    RowLabel {
+        trans_num: row.trans_num.clone(),
+        cc_num: row.cc_num.clone(),
+        day: row.day,
+        minute: row.minute,
+        is_fraud,
+        reported_at,
+    }
 }
 
 /// Counts the day until no changed minute is left; (rows read, minutes).
 async fn count_all(sink: &Cassandra) -> (u64, usize) {
+    count_day(sink, DAY).await
+}
+
+async fn count_day(sink: &Cassandra, day: i64) -> (u64, usize) {
     let (mut rows, mut minutes) = (0, 0);
     loop {
-        let counted = sink.count_quality_day(DAY, &HashMap::new(), 200_000).await.expect("count");
+        let counted = sink.count_quality_day(day, &HashMap::new(), 200_000, CARD_K).await.expect("count");
         rows += counted.rows_read;
         minutes += counted.minutes;
         if !counted.more {
@@ -199,7 +212,7 @@ async fn a_damaged_tally_is_an_error_not_a_wrong_sum() {
         )
         .await
         .unwrap();
-    let err = sink.count_quality_day(DAY, &HashMap::new(), 1_000).await.unwrap_err().to_string();
+    let err = sink.count_quality_day(DAY, &HashMap::new(), 1_000, CARD_K).await.unwrap_err().to_string();
     assert!(err.contains("quality_tallies") && err.contains("does not decode"), "{err}");
     session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), &[]).await.unwrap();
 }
@@ -242,17 +255,17 @@ async fn upgraded_days_keep_their_numbers_and_later_revisions_win() {
     let late: Vec<ScoreRow> = rows.iter().map(|r| ScoreRow { day: DAY - 1, ..r.clone() }).collect();
     sink.write_scores(&late, &abandon).await.unwrap();
     tokio::time::sleep(SETTLE).await;
-    let counted = sink.count_quality_day(DAY - 1, &versions, 1_000).await.unwrap();
+    let counted = sink.count_quality_day(DAY - 1, &versions, 1_000, CARD_K).await.unwrap();
     assert!(counted.kept_earlier && counted.rows_read == 0, "{counted:?}");
     assert_eq!(saved(&keyspace, earlier).await["champion"], r#"{"earlier": 1}"#);
-    assert_eq!(sink.count_quality_day(DAY - 1, &versions, 1_000).await.unwrap().rows_read, 0, "noted counted");
+    assert_eq!(sink.count_quality_day(DAY - 1, &versions, 1_000, CARD_K).await.unwrap().rows_read, 0, "noted counted");
 
     // DAY: counted, then saved out of order.
     sink.write_scores(&rows, &abandon).await.unwrap();
     tokio::time::sleep(SETTLE).await;
-    let first = sink.count_quality_day(DAY, &versions, 1_000).await.unwrap();
+    let first = sink.count_quality_day(DAY, &versions, 1_000, CARD_K).await.unwrap();
     assert_eq!((first.minutes, first.rows_read), (200, 200));
-    let measured = fraudflight::quality::measure_tallies(DAY, &first.day, &versions, &config);
+    let measured = fraudflight::quality::measure_tallies(DAY, &first.day, &first.fraud_cards, &versions, &config);
     sink.save_counted(&measured, &[], DAY, first.revision).await.unwrap();
     let mut older = measured.clone();
     older[0].measures.transactions = 1;
@@ -264,15 +277,149 @@ async fn upgraded_days_keep_their_numbers_and_later_revisions_win() {
     let rescored: Vec<ScoreRow> = rows.iter().map(|r| ScoreRow { model_version: "next".into(), ..r.clone() }).collect();
     sink.write_scores(&rescored, &abandon).await.unwrap();
     tokio::time::sleep(SETTLE).await;
-    let second = sink.count_quality_day(DAY, &versions, 1_000).await.unwrap();
+    let second = sink.count_quality_day(DAY, &versions, 1_000, CARD_K).await.unwrap();
     assert!(second.revision > first.revision);
     assert_eq!(second.day["champion"].transactions(), 0);
     assert_eq!(second.day["next"].transactions(), 200);
     let gone: Vec<String> = second.day.iter().filter(|(_, t)| t.transactions() == 0).map(|(v, _)| v.clone()).collect();
-    let measured = fraudflight::quality::measure_tallies(DAY, &second.day, &versions, &config);
+    let measured = fraudflight::quality::measure_tallies(DAY, &second.day, &second.fraud_cards, &versions, &config);
     sink.save_counted(&measured, &gone, DAY, second.revision).await.unwrap();
     let shown = saved(&keyspace, "2025-11-08").await;
     assert_eq!(shown.keys().collect::<Vec<_>>(), ["next"], "{shown:?}");
+
+    session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), &[]).await.unwrap();
+}
+
+/// The day's card precision from Cassandra's tallies, and by definition
+/// from every row (the memory book's way), per version.
+async fn card_precisions(sink: &Cassandra, day: i64, rows: &[ScoreRow]) -> Vec<(String, Option<f64>, Option<f64>)> {
+    let config = fraudflight::config::QualityConfig { card_k: CARD_K, ..Default::default() };
+    let tallies = sink.day_tallies(day).await.unwrap();
+    let fraud = sink.fraud_cards(day, &tallies).await.unwrap();
+    let live = fraudflight::quality::measure_tallies(day, &tallies, &fraud, &HashMap::new(), &config);
+    let exact = fraudflight::quality::measure_day(day, rows, &HashMap::new(), &config);
+    assert_eq!(live.len(), exact.len(), "the same versions");
+    live.iter()
+        .zip(&exact)
+        .map(|(l, e)| {
+            assert_eq!(l.version, e.version);
+            (l.version.clone(), l.measures.card_precision, e.measures.card_precision)
+        })
+        .collect()
+}
+
+fn assert_same(got: &[(String, Option<f64>, Option<f64>)], what: &str) {
+    for (version, live, exact) in got {
+        let (live, exact) = (live.expect("live card precision"), exact.expect("exact card precision"));
+        assert!((live - exact).abs() < 1e-12, "{what}: {version} live {live} vs by definition {exact}");
+    }
+}
+
+/// Card precision at k from the minutes' tops is the day's by definition:
+/// after labels (a fraud corrected to genuine too), after the day's top
+/// card is scored again lower (the day's top is merged again from every
+/// minute), and after a minute is scored by another version. A day with a
+/// row an earlier release stored (no card) shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Cassandra: scripts/services.sh up cassandra (make test-services runs it)"]
+async fn card_precision_is_the_days_by_definition_through_labels_rescoring_and_an_upgrade() {
+    let keyspace = support::unique("qcards").to_lowercase();
+    let sink = connect(&keyspace).await;
+    let abandon = tokio_util::sync::CancellationToken::new();
+    // 60,000 rows of 3,000 cards (each about 20 times a day, in many minutes).
+    let mut rows: Vec<ScoreRow> = day_of_rows()
+        .into_iter()
+        .take(60_000)
+        .map(|(r, fraud)| ScoreRow {
+            cc_num: format!("c{}", r.trans_num[1..].parse::<u64>().unwrap() % 3_000),
+            label: fraud.then_some((true, 100)),
+            ..r
+        })
+        .collect();
+    sink.write_scores(&rows, &abandon).await.unwrap();
+    let labels: Vec<RowLabel> = rows.iter().filter(|r| r.label.is_some()).map(|r| label(r, true, 100)).collect();
+    sink.write_score_labels(&labels, &abandon).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    count_all(&sink).await;
+    let first = card_precisions(&sink, DAY, &rows).await;
+    assert_same(&first, "counted");
+    let value = first[0].1.unwrap();
+    assert!(value > 0.0 && value < 1.0, "a day to tell apart: {value}");
+
+    // The frauds of a top card corrected to genuine.
+    let tallies = sink.day_tallies(DAY).await.unwrap();
+    let top = match &tallies["champion"].cards {
+        fraudflight::quality::tally::Cards::Kept(top) => top.clone(),
+        other => panic!("the day's cards are kept: {other:?}"),
+    };
+    let fraud_top =
+        top.entries().iter().find(|(c, _)| rows.iter().any(|r| &r.cc_num == c && r.label.is_some())).unwrap().0.clone();
+    let mut corrections = Vec::new();
+    for r in rows.iter_mut().filter(|r| r.cc_num == fraud_top && r.label.is_some()) {
+        r.label = Some((false, 200));
+        corrections.push(label(r, false, 200));
+    }
+    sink.write_score_labels(&corrections, &abandon).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    count_all(&sink).await;
+    let relabelled = card_precisions(&sink, DAY, &rows).await;
+    assert_same(&relabelled, "relabelled");
+    assert_ne!(relabelled[0].1, first[0].1, "the labels moved it");
+
+    // The day's highest card scored again lower, in every minute it had.
+    let highest = top.entries()[0].0.clone();
+    let lowered: Vec<ScoreRow> = rows
+        .iter_mut()
+        .filter(|r| r.cc_num == highest)
+        .map(|r| {
+            r.fraud_score = 0.0001;
+            r.predicted = false;
+            r.clone()
+        })
+        .collect();
+    sink.write_scores(&lowered, &abandon).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    count_all(&sink).await;
+    assert_same(&card_precisions(&sink, DAY, &rows).await, "a top card lowered");
+    match &sink.day_tallies(DAY).await.unwrap()["champion"].cards {
+        fraudflight::quality::tally::Cards::Kept(top) => assert_ne!(top.entries()[0].0, highest),
+        other => panic!("{other:?}"),
+    }
+
+    // A minute's rows scored by another version.
+    let moved: Vec<ScoreRow> = rows
+        .iter_mut()
+        .filter(|r| r.minute == 17)
+        .map(|r| {
+            r.model_version = "next".into();
+            r.clone()
+        })
+        .collect();
+    sink.write_scores(&moved, &abandon).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    count_all(&sink).await;
+    let versions = card_precisions(&sink, DAY, &rows).await;
+    assert_eq!(versions.len(), 2);
+    assert_same(&versions, "two versions");
+
+    // A row an earlier release stored without its card, on the next day.
+    let session = support::stack::cassandra().await;
+    sink.write_scores(&[ScoreRow { day: DAY + 1, ..rows[0].clone() }], &abandon).await.unwrap();
+    session
+        .query_unpaged(
+            format!("INSERT INTO {keyspace}.quality_rows (day, minute, trans_num, model_version, fraud_score, predicted) VALUES ('2025-11-09', 0, 'old', 'champion', 0.5, true)"),
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(SETTLE).await;
+    count_day(&sink, DAY + 1).await;
+    let tallies = sink.day_tallies(DAY + 1).await.unwrap();
+    assert_eq!(tallies["champion"].cards, fraudflight::quality::tally::Cards::Unknown);
+    let fraud = sink.fraud_cards(DAY + 1, &tallies).await.unwrap();
+    let config = fraudflight::config::QualityConfig::default();
+    let measured = fraudflight::quality::measure_tallies(DAY + 1, &tallies, &fraud, &HashMap::new(), &config);
+    assert_eq!((measured[0].measures.transactions, measured[0].measures.card_precision), (2, None));
 
     session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), &[]).await.unwrap();
 }

@@ -12,7 +12,7 @@
 mod support;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ const MARKER: &str = "<!-- tests/readme_serve.rs runs this block as written -->"
 
 /// The shell lines of the README block after [`MARKER`].
 fn readme_block() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(format!("{}/README.md", support::manifest_dir())).unwrap();
     let after = readme.split_once(MARKER).expect("README keeps the marked serve block").1;
     let body = after.split_once("```sh\n").unwrap().1.split_once("```").unwrap().0;
     body.lines().map(String::from).collect()
@@ -28,7 +28,7 @@ fn readme_block() -> Vec<String> {
 
 /// A directory shaped like a checkout, whose release binary is this build's.
 fn checkout() -> tempfile::TempDir {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(support::manifest_dir());
     let dir = tempfile::tempdir().unwrap();
     for name in ["scripts", ".services", ".venv", "models", "fraudflight.toml"] {
         std::os::unix::fs::symlink(root.join(name), dir.path().join(name)).unwrap();
@@ -61,7 +61,7 @@ async fn the_readme_serve_commands_work_as_written() {
     let script = lines[1..].join("\n");
     assert!(script.contains("scripts/services.sh up") && script.contains("fraudflight serve"), "{script}");
     let dir = checkout();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(support::manifest_dir());
     let log = dir.path().join("serve.log");
     let mut shell = Command::new("bash")
         // Its own process group, so whatever happens the guard below stops

@@ -197,7 +197,7 @@ async fn elasticsearch_template_bulk_recent_and_refusals() {
 }
 
 fn services(action: &str, name: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
+    let script = &format!("{}/scripts/services.sh", support::manifest_dir());
     assert!(Command::new(script).args([action, name]).status().unwrap().success(), "services.sh {action} {name}");
 }
 
@@ -236,7 +236,7 @@ async fn the_kibana_saved_objects_fit_what_the_sink_writes_to_elasticsearch() {
     let config = fraudflight::config::QualityConfig::default();
     let measured = fraudflight::quality::measure_day(rows[0].day, &rows, &Default::default(), &config);
     search.save_quality(&measured, &abandon).await.unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = &support::manifest_dir();
     let quality_index = format!("{prefix}quality");
     let checked = Command::new(format!("{root}/.venv/bin/python"))
         .args([

@@ -120,7 +120,7 @@ async fn action(client: &mut Client, kind: &str, body: &[u8]) -> Result<serde_js
 }
 
 fn shipped_model() -> String {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let models = Path::new(&support::manifest_dir()).join("models");
     let newest = fraudflight::score::registry::newest_model_dir(&models).expect("a shipped model");
     newest.display().to_string()
 }

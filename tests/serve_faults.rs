@@ -18,7 +18,7 @@ use support::stack::{self, Names, Serve};
 const N: usize = 100_000;
 
 fn services(action: &str, name: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
+    let script = &format!("{}/scripts/services.sh", support::manifest_dir());
     let status = Command::new(script).args([action, name]).status().expect("services.sh runs");
     assert!(status.success(), "scripts/services.sh {action} {name} failed");
 }

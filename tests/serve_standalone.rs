@@ -37,7 +37,7 @@ fn check_config_names_the_unknown_key_and_suggests_the_right_one() {
     assert!(err.contains("batch_max_recrods") && err.contains("did you mean `batch_max_records`?"), "{err}");
 
     let good = Command::new(support::fraudflight_bin())
-        .args(["serve", "--check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/fraudflight.toml")])
+        .args(["serve", "--check-config", "--config", &format!("{}/fraudflight.toml", support::manifest_dir())])
         .env("FRAUDFLIGHT_KAFKA_TOPIC", "from-env")
         .output()
         .unwrap();

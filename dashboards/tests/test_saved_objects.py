@@ -103,6 +103,7 @@ def test_the_quality_dashboard_charts_each_version_per_day(product: str) -> None
     p = panels(product, "fraudflight-model-quality-dashboard")
     for vis_id, measures in (("fraudflight-live-average-precision", {"average_precision"}),
                              ("fraudflight-live-precision-recall", {"precision", "recall"}),
+                             ("fraudflight-live-card-precision", {"card_precision"}),
                              ("fraudflight-score-psi", {"score_psi"})):
         used = {(a["type"], a["params"].get("field")) for a in aggs(p[vis_id])}
         assert {("max", m) for m in measures} | {("date_histogram", "@timestamp"), ("terms", "version")} <= used

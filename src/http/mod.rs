@@ -154,6 +154,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
             average_precision: d.measures.average_precision,
             roc_auc: d.measures.roc_auc,
             score_psi: d.measures.score_psi,
+            card_precision: d.measures.card_precision.zip(d.measures.card_precision_k),
             drifting: drifting.contains(&d.version),
             version: d.version,
         })

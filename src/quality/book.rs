@@ -109,6 +109,7 @@ mod tests {
     fn row(trans: &str, day: i64) -> ScoreRow {
         ScoreRow {
             trans_num: trans.into(),
+            cc_num: format!("card-{trans}"),
             day,
             minute: 0,
             model_version: "v".into(),
@@ -123,8 +124,22 @@ mod tests {
     fn rows_count_once_and_the_newest_label_wins() {
         let book = MemoryBook::new(30, 100);
         book.record(vec![row("a", 1), row("b", 1)]);
-        book.label(&[RowLabel { trans_num: "a".into(), day: 1, minute: 0, is_fraud: true, reported_at: 10 }]);
-        book.label(&[RowLabel { trans_num: "a".into(), day: 1, minute: 0, is_fraud: false, reported_at: 5 }]);
+        book.label(&[RowLabel {
+            trans_num: "a".into(),
+            cc_num: "card-a".into(),
+            day: 1,
+            minute: 0,
+            is_fraud: true,
+            reported_at: 10,
+        }]);
+        book.label(&[RowLabel {
+            trans_num: "a".into(),
+            cc_num: "card-a".into(),
+            day: 1,
+            minute: 0,
+            is_fraud: false,
+            reported_at: 5,
+        }]);
         // Redelivered: counted once, label kept.
         book.record(vec![row("a", 1)]);
         let rows = book.rows(1);

@@ -96,6 +96,27 @@ pub struct Measures {
     /// Population stability index of the day's scores against the
     /// training scores; None without a reference.
     pub score_psi: Option<f64>,
+    /// Card precision at `card_precision_k` ([`super::cards`]): of the k
+    /// cards with the highest scores, the share fraudulent. None without
+    /// cards, or for a day partly stored by an earlier release (no cards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_precision: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_precision_k: Option<u32>,
+    /// More cards tied at the k-th place than a top keeps: the share the
+    /// tied ones get is estimated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub card_precision_estimated: bool,
+}
+
+impl Measures {
+    /// Sets the card precision.
+    pub fn with_cards(mut self, cards: Option<super::cards::CardPrecision>) -> Self {
+        self.card_precision = cards.map(|c| c.value);
+        self.card_precision_k = cards.map(|c| c.k);
+        self.card_precision_estimated = cards.is_some_and(|c| c.estimated);
+        self
+    }
 }
 
 /// Measures a day's transactions.
@@ -125,6 +146,9 @@ pub fn measure(rows: &[Judged], reference: Option<&Reference>) -> Measures {
         roc_auc_error: None,
         fraud_rate: ratio(frauds, rows.len() as u64).unwrap_or(0.0),
         score_psi: reference.filter(|_| !rows.is_empty()).map(|r| psi(rows, r)),
+        card_precision: None,
+        card_precision_k: None,
+        card_precision_estimated: false,
     }
 }
 

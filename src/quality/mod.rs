@@ -18,10 +18,11 @@
 
 pub mod bins;
 pub mod book;
+pub mod cards;
 pub mod measure;
 pub mod tally;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, RwLock};
 
@@ -44,6 +45,7 @@ pub const SWEEP_EVERY: u64 = 10;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreRow {
     pub trans_num: String,
+    pub cc_num: String,
     /// Unix day of the transaction (UTC).
     pub day: i64,
     /// Minute of that day (0-1439): the part of the day Cassandra's book
@@ -61,6 +63,9 @@ pub struct ScoreRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowLabel {
     pub trans_num: String,
+    /// The transaction's card: card precision finds a card's frauds of a
+    /// day by it.
+    pub cc_num: String,
     pub day: i64,
     /// Minute of the day of the transaction (as [`ScoreRow::minute`]).
     pub minute: i32,
@@ -74,6 +79,7 @@ pub fn row_labels(current: &[crate::history::Settled]) -> Vec<RowLabel> {
         .iter()
         .map(|c| RowLabel {
             trans_num: c.label.trans_num.clone(),
+            cc_num: c.label.cc_num.clone(),
             day: c.unix_time.div_euclid(86_400),
             minute: day_and_minute(c.unix_time).1,
             is_fraud: c.label.is_fraud,
@@ -86,8 +92,8 @@ pub fn row_labels(current: &[crate::history::Settled]) -> Vec<RowLabel> {
 /// (a label that arrived before its transaction).
 pub fn rows_of(outcomes: &RecordBatch) -> (Vec<ScoreRow>, Vec<RowLabel>) {
     let text = |name: &str| outcomes.column_by_name(name).expect("outcome column").as_string::<i32>().clone();
-    let (trans_num, version, shadow_version) =
-        (text(column::trans_num), text(outcome::MODEL_VERSION), text(outcome::SHADOW_VERSION));
+    let (trans_num, cc_num, version, shadow_version) =
+        (text(column::trans_num), text(column::cc_num), text(outcome::MODEL_VERSION), text(outcome::SHADOW_VERSION));
     let int = |name: &str| outcomes.column_by_name(name).expect("outcome column").as_primitive::<Int64Type>().clone();
     let (unix_time, is_fraud, reported) =
         (int(column::unix_time), int(column::is_fraud), int(outcome::LABEL_REPORTED_AT));
@@ -103,6 +109,7 @@ pub fn rows_of(outcomes: &RecordBatch) -> (Vec<ScoreRow>, Vec<RowLabel>) {
         if let Some((fraud, at)) = label {
             labels.push(RowLabel {
                 trans_num: trans_num.value(i).into(),
+                cc_num: cc_num.value(i).into(),
                 day,
                 minute,
                 is_fraud: fraud,
@@ -111,6 +118,7 @@ pub fn rows_of(outcomes: &RecordBatch) -> (Vec<ScoreRow>, Vec<RowLabel>) {
         }
         rows.push(ScoreRow {
             trans_num: trans_num.value(i).into(),
+            cc_num: cc_num.value(i).into(),
             day,
             minute,
             model_version: version.value(i).into(),
@@ -208,34 +216,45 @@ pub fn measure_day(
     config: &QualityConfig,
 ) -> Vec<DayQuality> {
     let mut judged: BTreeMap<&str, Vec<Judged>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.day == day) {
+    let mut highest: HashMap<&str, HashMap<String, f32>> = HashMap::new();
+    let day_rows = || rows.iter().filter(|r| r.day == day);
+    for r in day_rows() {
         let fraud = r.label.is_some_and(|(f, _)| f);
         judged.entry(&r.model_version).or_default().push(Judged {
             score: r.fraud_score,
             predicted: r.predicted,
             fraud,
         });
+        cards::note_highest(highest.entry(&r.model_version).or_default(), &r.cc_num, r.fraud_score);
         if let Some((version, score)) = &r.shadow {
             let threshold = versions.get(version).map_or(0.5, |v| v.threshold);
             let predicted = f64::from(*score) >= threshold;
             judged.entry(version).or_default().push(Judged { score: *score, predicted, fraud });
+            cards::note_highest(highest.entry(version).or_default(), &r.cc_num, *score);
         }
     }
+    // A card is fraudulent on the day when any of its transactions is, whichever version scored it.
+    let fraud_cards: HashSet<&str> =
+        day_rows().filter(|r| r.label.is_some_and(|(f, _)| f)).map(|r| r.cc_num.as_str()).collect();
     judged
         .into_iter()
         .map(|(version, rows)| {
             let reference = versions.get(version).and_then(|v| v.reference.as_ref());
-            day_quality(day, version, measure::measure(&rows, reference), reference, config)
+            let top = cards::Top::of(config.card_k, highest.remove(version).unwrap_or_default());
+            let measures = measure::measure(&rows, reference).with_cards(top.precision(|c| fraud_cards.contains(c)));
+            day_quality(day, version, measures, reference, config)
         })
         .collect()
 }
 
 /// Measures a day from its tallies per version (Cassandra's book): the
 /// same numbers as [`measure_day`], AP and ROC AUC within their stated
-/// error. Versions with nothing counted are left out.
+/// error; `fraud_cards`: the cards of the tallies' tops with a transaction
+/// of the day labelled fraud. Versions with nothing counted are left out.
 pub fn measure_tallies(
     day: i64,
     tallies: &BTreeMap<String, tally::Tally>,
+    fraud_cards: &HashSet<String>,
     versions: &HashMap<String, VersionInfo>,
     config: &QualityConfig,
 ) -> Vec<DayQuality> {
@@ -244,7 +263,11 @@ pub fn measure_tallies(
         .filter(|(_, t)| t.transactions() > 0)
         .map(|(version, t)| {
             let reference = versions.get(version).and_then(|v| v.reference.as_ref());
-            day_quality(day, version, t.measures(reference), reference, config)
+            let cards = match &t.cards {
+                tally::Cards::Kept(top) => top.precision(|c| fraud_cards.contains(c)),
+                tally::Cards::NotKept | tally::Cards::Unknown => None,
+            };
+            day_quality(day, version, t.measures(reference).with_cards(cards), reference, config)
         })
         .collect()
 }
@@ -512,6 +535,7 @@ mod tests {
     fn row(trans: &str, day: i64, version: &str, score: f32, label: Option<bool>) -> ScoreRow {
         ScoreRow {
             trans_num: trans.into(),
+            cc_num: format!("card-{trans}"),
             day,
             minute: 0,
             model_version: version.into(),
@@ -591,7 +615,14 @@ mod tests {
         assert_eq!(summary.latest.len(), 2, "the champion and the shadow");
         assert!(summary.latest.iter().all(|d| d.day == 100));
         // A label reaches its row and marks its day for measuring.
-        quality.labelled(&[RowLabel { trans_num: "c".into(), day: 92, minute: 0, is_fraud: true, reported_at: 5 }]);
+        quality.labelled(&[RowLabel {
+            trans_num: "c".into(),
+            cc_num: "card-c".into(),
+            day: 92,
+            minute: 0,
+            is_fraud: true,
+            reported_at: 5,
+        }]);
         assert_eq!(quality.take_touched(), vec![92]);
         assert!(measure(92).iter().all(|d| d.measures.frauds == 1));
     }
@@ -616,6 +647,7 @@ mod tests {
             labels,
             vec![RowLabel {
                 trans_num: rows[1].trans_num.clone(),
+                cc_num: rows[1].cc_num.clone(),
                 day: rows[1].day,
                 minute: rows[1].minute,
                 is_fraud: true,

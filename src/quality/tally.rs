@@ -3,12 +3,15 @@
 //! frauds and genuine transactions per fine score bin ([`super::bins`]).
 //! Tallies add and subtract exactly, so a day's tally is kept as the sum of
 //! its minutes' and a minute counted again replaces what it added
-//! (docs/architecture.md, "Model quality"). Stored as a protobuf message
-//! (prost): about 11 bytes a bin in use.
+//! (docs/architecture.md, "Model quality"). A tally also carries the top
+//! cards of its transactions ([`super::cards`]), which merge but do not
+//! subtract: the book keeps the day's apart. Stored as a protobuf message
+//! (prost): about 11 bytes a bin in use, 25 a card.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::bins::Histogram;
+use super::cards::{self, Top};
 use super::measure::{psi_of_counts, Confusion, Measures, Reference};
 use super::VersionInfo;
 
@@ -17,6 +20,21 @@ use super::VersionInfo;
 pub struct Tally {
     pub histogram: Histogram,
     pub confusion: Confusion,
+    /// The cards with the highest scores; not touched by [`Tally::merge`]
+    /// and [`Tally::subtract`].
+    pub cards: Cards,
+}
+
+/// What a tally knows of its transactions' cards.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Cards {
+    /// Not recorded: a tally an earlier release wrote, or an empty one.
+    #[default]
+    NotKept,
+    /// Some of its transactions were stored without their card (by an
+    /// earlier release): no card precision.
+    Unknown,
+    Kept(Top),
 }
 
 /// A tally as stored: bins in ascending order, their keys as steps from
@@ -41,6 +59,17 @@ struct Stored {
     tn: u64,
     #[prost(uint64, tag = "9")]
     fn_: u64,
+    /// The cards' k; 0 when none are kept ([`Cards::NotKept`]).
+    #[prost(uint32, tag = "10")]
+    card_k: u32,
+    #[prost(bool, tag = "11")]
+    cards_cut: bool,
+    #[prost(string, repeated, tag = "12")]
+    cards: Vec<String>,
+    #[prost(float, repeated, tag = "13")]
+    card_scores: Vec<f32>,
+    #[prost(bool, tag = "14")]
+    cards_unknown: bool,
 }
 
 impl Tally {
@@ -105,6 +134,9 @@ impl Tally {
             roc_auc_error: auc.map(|e| e.error),
             fraud_rate: ratio(frauds, transactions).unwrap_or(0.0),
             score_psi,
+            card_precision: None,
+            card_precision_k: None,
+            card_precision_estimated: false,
         }
     }
 
@@ -117,6 +149,13 @@ impl Tally {
             fn_: self.confusion.fn_,
             ..Stored::default()
         };
+        match &self.cards {
+            Cards::NotKept => {}
+            Cards::Unknown => stored.cards_unknown = true,
+            Cards::Kept(top) => {
+                (stored.card_k, stored.cards_cut, stored.cards, stored.card_scores) = top.to_parts();
+            }
+        }
         let mut previous = 0;
         for (key, frauds, genuine, low, high) in self.histogram.bins() {
             stored.key_steps.push(key - previous);
@@ -143,15 +182,26 @@ impl Tally {
             key = key.checked_add(s.key_steps[i]).ok_or("a stored quality tally's bins overflow")?;
             bins.push((key, s.frauds[i], s.genuine[i], s.low[i], s.high[i]));
         }
+        let cards = match (s.cards_unknown, s.card_k) {
+            (true, _) => Cards::Unknown,
+            (false, 0) => Cards::NotKept,
+            (false, k) => Cards::Kept(
+                Top::from_parts(k, s.cards_cut, s.cards, s.card_scores)
+                    .map_err(|e| format!("a stored quality tally: {e}"))?,
+            ),
+        };
         Ok(Self {
             histogram: Histogram::from_bins(bins),
             confusion: Confusion { tp: s.tp, fp: s.fp, tn: s.tn, fn_: s.fn_ },
+            cards,
         })
     }
 }
 
 /// One stored score row as a tally counts it.
 pub struct Scored<'a> {
+    /// None for a row an earlier release stored.
+    pub card: Option<&'a str>,
     pub model_version: &'a str,
     pub fraud_score: f32,
     pub predicted: bool,
@@ -159,18 +209,116 @@ pub struct Scored<'a> {
     pub fraud: bool,
 }
 
-/// Counts a row into the tallies of its champion and its shadow (whose
-/// verdict is its score at its own threshold, 0.5 for a version unknown).
-pub fn count(tallies: &mut BTreeMap<String, Tally>, row: Scored<'_>, versions: &HashMap<String, VersionInfo>) {
-    let mut add = |version: &str, score: f32, predicted: bool| match tallies.get_mut(version) {
-        Some(t) => t.add(score, predicted, row.fraud),
-        None => tallies.entry(version.to_string()).or_default().add(score, predicted, row.fraud),
-    };
-    add(row.model_version, row.fraud_score, row.predicted);
-    if let Some((version, score)) = row.shadow {
-        let threshold = versions.get(version).map_or(0.5, |v| v.threshold);
-        add(version, score, f64::from(score) >= threshold);
+/// Counts rows into the tallies of their champions and shadows, with
+/// each version's top cards.
+#[derive(Default)]
+pub struct Counter {
+    tallies: BTreeMap<String, Tally>,
+    highest: HashMap<String, HashMap<String, f32>>,
+    /// Versions that scored a row stored without its card.
+    unknown: std::collections::BTreeSet<String>,
+}
+
+impl Counter {
+    /// Counts a row into the tallies of its champion and its shadow (whose
+    /// verdict is its score at its own threshold, 0.5 for a version unknown).
+    pub fn count(&mut self, row: Scored<'_>, versions: &HashMap<String, VersionInfo>) {
+        self.add(row.model_version, row.card, row.fraud_score, row.predicted, row.fraud);
+        if let Some((version, score)) = row.shadow {
+            let threshold = versions.get(version).map_or(0.5, |v| v.threshold);
+            self.add(version, row.card, score, f64::from(score) >= threshold, row.fraud);
+        }
     }
+
+    fn add(&mut self, version: &str, card: Option<&str>, score: f32, predicted: bool, fraud: bool) {
+        match self.tallies.get_mut(version) {
+            Some(t) => t.add(score, predicted, fraud),
+            None => self.tallies.entry(version.to_string()).or_default().add(score, predicted, fraud),
+        }
+        match card {
+            Some(card) => match self.highest.get_mut(version) {
+                Some(h) => cards::note_highest(h, card, score),
+                None => cards::note_highest(self.highest.entry(version.to_string()).or_default(), card, score),
+            },
+            None => {
+                self.unknown.insert(version.to_string());
+            }
+        }
+    }
+
+    /// The tallies, each with its top `card_k` cards.
+    pub fn finish(mut self, card_k: u32) -> BTreeMap<String, Tally> {
+        for (version, t) in &mut self.tallies {
+            t.cards = if self.unknown.contains(version) {
+                Cards::Unknown
+            } else {
+                Cards::Kept(Top::of(card_k, self.highest.remove(version).unwrap_or_default()))
+            };
+        }
+        self.tallies
+    }
+}
+
+/// Follows a minute counted again (`old` its tally before, `new` after;
+/// None: the version had none) in the day's cards, whose tally counted
+/// `day_before` transactions before. Returns true when they cannot follow
+/// in place and must be merged again from every minute's tally
+/// ([`merge_minutes`]): a card's score may have gone down, or the day's
+/// cards were never kept.
+pub fn follow_cards(day: &mut Cards, day_before: u64, old: Option<&Tally>, new: Option<&Tally>) -> bool {
+    let empty = Top::default();
+    let (old, new) = (minute_cards(old, &empty), minute_cards(new, &empty));
+    if matches!(day, Cards::NotKept) {
+        if day_before > 0 {
+            return true;
+        }
+        *day = Cards::Kept(Top::default());
+    }
+    match (day, old, new) {
+        // A minute without cards (an earlier release's rows) stays so: the day too.
+        (day @ Cards::Unknown, _, Some(None)) => {
+            *day = Cards::Unknown;
+            false
+        }
+        (Cards::Unknown, Some(Some(_)), _) => false,
+        (Cards::Unknown, _, _) => true,
+        (day @ Cards::Kept(_), _, Some(None)) => {
+            *day = Cards::Unknown;
+            false
+        }
+        (Cards::Kept(top), Some(Some(old)), Some(Some(new))) => {
+            if top.loses(old, new) {
+                return true;
+            }
+            top.merge(new);
+            false
+        }
+        _ => true,
+    }
+}
+
+/// A minute's top as [`follow_cards`] sees it: Some(Some) kept (empty if
+/// nothing was counted), Some(None) unknown, None not kept.
+fn minute_cards<'a>(t: Option<&'a Tally>, empty: &'a Top) -> Option<Option<&'a Top>> {
+    match t {
+        None => Some(Some(empty)),
+        Some(t) if t.transactions() == 0 => Some(Some(empty)),
+        Some(Tally { cards: Cards::Kept(top), .. }) => Some(Some(top)),
+        Some(Tally { cards: Cards::Unknown, .. }) => Some(None),
+        Some(Tally { cards: Cards::NotKept, .. }) => None,
+    }
+}
+
+/// The day's cards of one version from every minute's tally.
+pub fn merge_minutes<'a>(minutes: impl IntoIterator<Item = &'a Tally>) -> Cards {
+    let mut top = Top::default();
+    for t in minutes.into_iter().filter(|t| t.transactions() > 0) {
+        match &t.cards {
+            Cards::Kept(minute) => top.merge(minute),
+            Cards::Unknown | Cards::NotKept => return Cards::Unknown,
+        }
+    }
+    Cards::Kept(top)
 }
 
 #[cfg(test)]
@@ -193,6 +341,60 @@ mod tests {
         assert_eq!(Tally::decode(&bytes).unwrap(), t);
         assert_eq!(Tally::decode(&Tally::default().encode()).unwrap(), Tally::default());
         assert!(Tally::decode(&[0xff, 0xff, 0xff]).unwrap_err().contains("does not decode"));
+    }
+
+    /// A minute's tally of (card, score) rows, counted as the book does.
+    fn minute(rows: &[(&str, f32)]) -> Tally {
+        let mut counter = Counter::default();
+        for &(card, score) in rows {
+            let row = Scored {
+                card: Some(card),
+                model_version: "v",
+                fraud_score: score,
+                predicted: false,
+                shadow: None,
+                fraud: false,
+            };
+            counter.count(row, &HashMap::new());
+        }
+        counter.finish(2).remove("v").unwrap()
+    }
+
+    #[test]
+    fn cards_are_stored_with_the_tally_and_an_earlier_releases_have_none() {
+        let t = minute(&[("a", 0.9), ("b", 0.4), ("c", 0.4), ("d", 0.1)]);
+        assert!(matches!(&t.cards, Cards::Kept(top) if top.entries().len() == 3), "{:?}", t.cards);
+        assert_eq!(Tally::decode(&t.encode()).unwrap(), t);
+        let unknown = Tally { cards: Cards::Unknown, ..t.clone() };
+        assert_eq!(Tally::decode(&unknown.encode()).unwrap(), unknown);
+        let earlier = Tally { cards: Cards::NotKept, ..t };
+        assert_eq!(Tally::decode(&earlier.encode()).unwrap().cards, Cards::NotKept);
+    }
+
+    #[test]
+    fn the_days_cards_follow_minutes_counted_again_or_say_they_cannot() {
+        let minutes = [minute(&[("a", 0.9), ("b", 0.5)]), minute(&[("a", 0.4), ("c", 0.8), ("d", 0.7)])];
+        let (mut day, mut sum) = (Cards::NotKept, 0);
+        for m in &minutes {
+            assert!(!follow_cards(&mut day, sum, None, Some(m)));
+            sum += m.transactions();
+        }
+        assert_eq!(day, merge_minutes(&minutes));
+        // The same scores again (a label came): followed in place.
+        assert!(!follow_cards(&mut day, sum, Some(&minutes[1]), Some(&minutes[1].clone())));
+        assert_eq!(day, merge_minutes(&minutes));
+        // a scored lower where its highest was: merged again.
+        let lowered = minute(&[("a", 0.1), ("b", 0.5)]);
+        assert!(follow_cards(&mut day.clone(), sum, Some(&minutes[0]), Some(&lowered)));
+        // A day whose cards an earlier release did not keep: merged again.
+        assert!(follow_cards(&mut Cards::NotKept, 5, None, Some(&minutes[0])));
+        // A minute of rows without cards makes the day's unknown, and it stays so.
+        let unknown = Tally { cards: Cards::Unknown, ..minutes[0].clone() };
+        assert!(!follow_cards(&mut day, sum, Some(&minutes[0]), Some(&unknown)));
+        assert_eq!(day, Cards::Unknown);
+        assert!(!follow_cards(&mut day, sum, Some(&minutes[1]), Some(&minutes[1].clone())));
+        assert_eq!(day, Cards::Unknown);
+        assert_eq!(merge_minutes([&unknown, &minutes[1]]), Cards::Unknown);
     }
 
     #[test]

@@ -53,6 +53,15 @@ pub struct ScoreOptions {
     pub threshold: Option<f64>,
 }
 
+/// What a scoring answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Every [`outcome::schema`] column.
+    Outcomes,
+    /// The [`outcome::exchange_schema`] columns.
+    Exchange,
+}
+
 /// A scored batch: outcomes of the valid rows, and the invalid rows.
 #[derive(Debug)]
 pub struct Scored {
@@ -105,7 +114,15 @@ impl Scorer {
 
     /// Scores a batch; the history is read, never changed (what-if scoring).
     pub fn score(&self, batch: &RecordBatch, options: &ScoreOptions) -> Result<Scored, ScoreError> {
-        self.score_in(batch, options, Use::Read, None)
+        self.score_in(batch, options, Use::Read, None, Answer::Outcomes)
+    }
+
+    /// Scores a batch as [`Scorer::score`] does, answering only the
+    /// [`outcome::exchange_schema`] columns (DoExchange): the whole outcome
+    /// would cost a dozen columns of nulls per batch (about 10 MB zeroed
+    /// for 65,536 rows), built to be dropped.
+    pub fn answer(&self, batch: &RecordBatch, options: &ScoreOptions) -> Result<Scored, ScoreError> {
+        self.score_in(batch, options, Use::Read, None, Answer::Exchange)
     }
 
     /// Scores a batch on its way to storage: each valid row's features are
@@ -117,7 +134,7 @@ impl Scorer {
         options: &ScoreOptions,
         turn: Option<&Turn>,
     ) -> Result<Scored, ScoreError> {
-        self.score_in(batch, options, Use::Update, turn)
+        self.score_in(batch, options, Use::Update, turn, Answer::Outcomes)
     }
 
     fn score_in(
@@ -126,6 +143,7 @@ impl Scorer {
         options: &ScoreOptions,
         mode: Use,
         turn: Option<&Turn>,
+        answer: Answer,
     ) -> Result<Scored, ScoreError> {
         let lineup = self.registry.lineup();
         let model: Arc<Model> = match &options.model_version {
@@ -174,6 +192,10 @@ impl Scorer {
             }
         }
         let scores = model.predict(&batch, &features)?;
+        if answer == Answer::Exchange {
+            let outcomes = outcome::exchange(&batch, &scores, threshold, model.version());
+            return Ok(Scored { outcomes, invalid });
+        }
         let outcomes = outcome::build(&batch, &features, &scores, threshold, model.version());
         let mut outcomes = outcome::with_labels(&outcomes, &labels);
         // Alerts on their way to storage say why they scored high.

@@ -115,12 +115,17 @@ pub fn build(batch: &RecordBatch, features: &Features, scores: &[f32], threshold
     RecordBatch::try_new(schema(), columns).expect("outcome columns follow the outcome schema")
 }
 
-/// Projects outcomes onto the DoExchange answer columns.
-pub fn for_exchange(outcomes: &RecordBatch) -> RecordBatch {
-    let full = schema();
-    let indices: Vec<usize> =
-        exchange_schema().fields().iter().map(|f| full.index_of(f.name()).expect("outcome column")).collect();
-    outcomes.project(&indices).expect("projection of own schema")
+/// The DoExchange answer of a valid, conformed batch: the columns
+/// [`build`] would give [`exchange_schema`]'s names, and nothing else.
+pub fn exchange(batch: &RecordBatch, scores: &[f32], threshold: f64, version: &str) -> RecordBatch {
+    let rows = batch.num_rows();
+    let columns: Vec<ArrayRef> = vec![
+        batch.column_by_name(record::column::trans_num).expect("record column").clone(),
+        Arc::new(Float32Array::from(scores.to_vec())),
+        Arc::new(scores.iter().map(|&s| Some(s as f64 >= threshold)).collect::<BooleanArray>()),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(version, rows))),
+    ];
+    RecordBatch::try_new(exchange_schema(), columns).expect("exchange columns follow the exchange schema")
 }
 
 /// Sets where each outcome came from in Kafka (one entry per row).

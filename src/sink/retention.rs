@@ -30,6 +30,7 @@ pub fn tables(retention: &RetentionConfig) -> Vec<(&'static str, u32)> {
         ("quality_rows", retention.scores_days),
         ("quality_changes", retention.scores_days),
         ("quality_tallies", retention.scores_days),
+        ("quality_card_labels", retention.scores_days),
         ("model_quality", retention.quality_days),
         ("model_decisions", retention.quality_days),
     ]

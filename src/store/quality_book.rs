@@ -17,6 +17,9 @@ pub struct Counted {
     /// The day's tally per version after the count (empty if nothing was
     /// counted here).
     pub day: std::collections::BTreeMap<String, Tally>,
+    /// The cards of the day's tops (`Tally::cards`) with a transaction of
+    /// the day labelled fraud.
+    pub fraud_cards: std::collections::HashSet<String>,
     /// Minutes counted again.
     pub minutes: usize,
     /// Score rows read.
@@ -34,12 +37,13 @@ pub struct Counted {
 #[async_trait::async_trait]
 pub trait QualityBook: Send + Sync {
     /// Counts again the changed minutes of `day`, reading at most
-    /// `budget_rows` score rows.
+    /// `budget_rows` score rows, keeping each version's top `card_k` cards.
     async fn count_day(
         &self,
         day: i64,
         versions: &HashMap<String, VersionInfo>,
         budget_rows: u64,
+        card_k: u32,
     ) -> Result<Counted, ReadError>;
 
     /// Saves what `day` measures per version from tallies of `revision`;

@@ -127,6 +127,8 @@ function renderQuality(q, model) {
     [pct(d.recall), 'num'],
     [dec(d.average_precision), 'num'],
     [dec(d.roc_auc), 'num'],
+    [d.card_precision == null ? '–' : pct(d.card_precision) + ' at ' + d.card_precision_k
+      + (d.card_precision_estimated ? ' (ties estimated)' : ''), 'num'],
     [dec(d.score_psi), 'num'],
     driftCell(d.drift),
   ])));

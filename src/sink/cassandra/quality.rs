@@ -10,16 +10,22 @@
 //!   [`Tally`] of the minute's rows, and per version the day's (minute -1),
 //!   their sum, all changed together by one lightweight transaction on the
 //!   day's `revision`;
+//! - `quality_card_labels`, a partition per day, a row per (card,
+//!   transaction) labelled: the label, newest report winning as in
+//!   `quality_rows`; card precision asks it which of the day's top cards
+//!   are fraudulent;
 //! - `model_quality`, the measured days, a row per version.
 //!
 //! A round counts again only the minutes changed since they were counted
 //! (reading their rows), replaces their old tallies in the day's, and
 //! measures the day from the day's tallies: a minute is read when its rows
-//! or labels changed, never a whole day. Any instance may count any minute;
+//! or labels changed, never a whole day. The day's top cards are merged
+//! from the minutes' tops; only when a card's score went down are they
+//! merged again from every minute's tally (`quality::cards`). Any instance may count any minute;
 //! the transaction keeps the sum exact, and a count older than the one
 //! stored is dropped, so instances agree.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use scylla::statement::prepared::PreparedStatement;
@@ -47,7 +53,10 @@ const CONTENDED_TRIES: usize = 20;
 pub fn create_statements(ks: &str) -> Vec<String> {
     vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.quality_rows (\n  day date,\n  minute int,\n  trans_num text,\n  model_version text,\n  fraud_score float,\n  predicted boolean,\n  shadow_version text,\n  shadow_score float,\n  label boolean,\n  label_reported_at bigint,\n  PRIMARY KEY ((day, minute), trans_num)\n)"
+            "CREATE TABLE IF NOT EXISTS {ks}.quality_rows (\n  day date,\n  minute int,\n  trans_num text,\n  cc_num text,\n  model_version text,\n  fraud_score float,\n  predicted boolean,\n  shadow_version text,\n  shadow_score float,\n  label boolean,\n  label_reported_at bigint,\n  PRIMARY KEY ((day, minute), trans_num)\n)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.quality_card_labels (\n  day date,\n  cc_num text,\n  trans_num text,\n  label boolean,\n  PRIMARY KEY ((day), cc_num, trans_num)\n)"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.quality_changes (\n  day date,\n  minute int,\n  changed_at bigint,\n  counted_at bigint,\n  PRIMARY KEY ((day), minute)\n)"
@@ -72,6 +81,8 @@ pub struct Statements {
     insert_score: PreparedStatement,
     insert_shadowed_score: PreparedStatement,
     label_score: PreparedStatement,
+    label_card: PreparedStatement,
+    select_card_labels: PreparedStatement,
     mark_changed: PreparedStatement,
     mark_counted: PreparedStatement,
     select_changes: PreparedStatement,
@@ -79,6 +90,7 @@ pub struct Statements {
     create_day: PreparedStatement,
     select_revision: PreparedStatement,
     select_tallies: PreparedStatement,
+    select_all_tallies: PreparedStatement,
     bump_revision: PreparedStatement,
     insert_tally: PreparedStatement,
     insert_counted_quality: PreparedStatement,
@@ -96,15 +108,23 @@ impl Statements {
             // Without the shadow columns when there is no shadow: a null
             // would be a tombstone per row.
             insert_score: prepare(format!(
-                "INSERT INTO {ks}.quality_rows (day, minute, trans_num, model_version, fraud_score, predicted) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO {ks}.quality_rows (day, minute, trans_num, cc_num, model_version, fraud_score, predicted) VALUES (?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             insert_shadowed_score: prepare(format!(
-                "INSERT INTO {ks}.quality_rows (day, minute, trans_num, model_version, fraud_score, predicted, shadow_version, shadow_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO {ks}.quality_rows (day, minute, trans_num, cc_num, model_version, fraud_score, predicted, shadow_version, shadow_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .await?,
             label_score: prepare(format!(
                 "UPDATE {ks}.quality_rows USING TIMESTAMP ? SET label = ?, label_reported_at = ? WHERE day = ? AND minute = ? AND trans_num = ?"
+            ))
+            .await?,
+            label_card: prepare(format!(
+                "INSERT INTO {ks}.quality_card_labels (day, cc_num, trans_num, label) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            select_card_labels: prepare(format!(
+                "SELECT cc_num, label FROM {ks}.quality_card_labels WHERE day = ? AND cc_num IN ?"
             ))
             .await?,
             mark_changed: prepare(format!(
@@ -120,7 +140,7 @@ impl Statements {
             ))
             .await?,
             select_minute: prepare(format!(
-                "SELECT model_version, fraud_score, predicted, shadow_version, shadow_score, label FROM {ks}.quality_rows WHERE day = ? AND minute = ?"
+                "SELECT cc_num, model_version, fraud_score, predicted, shadow_version, shadow_score, label FROM {ks}.quality_rows WHERE day = ? AND minute = ?"
             ))
             .await?,
             create_day: prepare(format!("INSERT INTO {ks}.quality_tallies (day, revision) VALUES (?, 0) IF NOT EXISTS"))
@@ -128,6 +148,10 @@ impl Statements {
             select_revision: prepare(format!("SELECT revision FROM {ks}.quality_tallies WHERE day = ? LIMIT 1")).await?,
             select_tallies: prepare(format!(
                 "SELECT minute, version, tally, as_of FROM {ks}.quality_tallies WHERE day = ? AND minute IN ?"
+            ))
+            .await?,
+            select_all_tallies: prepare(format!(
+                "SELECT minute, version, tally, as_of FROM {ks}.quality_tallies WHERE day = ?"
             ))
             .await?,
             bump_revision: prepare(format!(
@@ -174,8 +198,9 @@ impl crate::store::quality_book::QualityBook for Cassandra {
         day: i64,
         versions: &HashMap<String, VersionInfo>,
         budget_rows: u64,
+        card_k: u32,
     ) -> Result<Counted, ReadError> {
-        self.count_quality_day(day, versions, budget_rows).await.map_err(read)
+        self.count_quality_day(day, versions, budget_rows, card_k).await.map_err(read)
     }
 
     async fn save_counted(
@@ -202,7 +227,8 @@ fn read(e: CassandraError) -> ReadError {
 }
 
 type TallyColumns = (i32, String, Option<Vec<u8>>, Option<i64>);
-type MinuteColumns = (Option<String>, Option<f32>, Option<bool>, Option<String>, Option<f32>, Option<bool>);
+type MinuteColumns =
+    (Option<String>, Option<String>, Option<f32>, Option<bool>, Option<String>, Option<f32>, Option<bool>);
 
 impl Cassandra {
     /// Writes the score rows of stored outcomes, a few unlogged batches per
@@ -212,6 +238,7 @@ impl Cassandra {
         let mut partitions: HashMap<(i64, i32, bool), Vec<rows::Values>> = HashMap::new();
         for r in scores {
             let mut values: rows::Values = key(r.day, r.minute, &r.trans_num).into();
+            values.push(Some(CqlValue::Text(r.cc_num.clone())));
             values.push(Some(CqlValue::Text(r.model_version.clone())));
             values.push(Some(CqlValue::Float(r.fraud_score)));
             values.push(Some(CqlValue::Boolean(r.predicted)));
@@ -241,9 +268,29 @@ impl Cassandra {
         self.mark_changed(minutes, abandon).await
     }
 
-    /// Sets the labels of score rows (the newest report wins), then notes
-    /// their minutes changed.
+    /// Sets the labels of score rows and of their cards' days (the newest
+    /// report wins), then notes their minutes changed.
     pub async fn write_score_labels(&self, labels: &[RowLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
+        let mut per_day: BTreeMap<i64, Vec<rows::Values>> = BTreeMap::new();
+        for l in labels {
+            per_day.entry(l.day).or_default().push(vec![
+                Some(CqlValue::Date(date(l.day))),
+                Some(CqlValue::Text(l.cc_num.clone())),
+                Some(CqlValue::Text(l.trans_num.clone())),
+                Some(CqlValue::Boolean(l.is_fraud)),
+                Some(CqlValue::BigInt(crate::history::card::version(l.reported_at, l.is_fraud, None))),
+            ]);
+        }
+        let chunks: Vec<Vec<rows::Values>> = per_day
+            .into_values()
+            .flat_map(|rows| rows.chunks(BATCH_ROWS).map(<[_]>::to_vec).collect::<Vec<_>>())
+            .collect();
+        let mut card_writes = futures::stream::iter(chunks)
+            .map(|chunk| self.execute_batch(&self.quality.label_card, chunk, abandon))
+            .buffer_unordered(self.concurrency);
+        while let Some(result) = card_writes.next().await {
+            result?;
+        }
         // Collected first: a lazy map would tie the stream to a borrowed closure.
         let statements: Vec<rows::Values> = labels
             .iter()
@@ -299,6 +346,7 @@ impl Cassandra {
         day: i64,
         versions: &HashMap<String, crate::quality::VersionInfo>,
         budget_rows: u64,
+        card_k: u32,
     ) -> Result<Counted, CassandraError> {
         let changed = self.changed_minutes(day).await?;
         if changed.is_empty() {
@@ -319,14 +367,58 @@ impl Cassandra {
             if rows_read >= budget_rows && !counted.is_empty() {
                 break;
             }
-            let (tallies, n) = self.tally_minute(day, minute, versions).await?;
+            let (tallies, n) = self.tally_minute(day, minute, versions, card_k).await?;
             counted.insert(minute, tallies);
             rows_read += n;
         }
         let more = counted.len() < changed.len();
         let (day_tallies, replaced, revision) = self.replace_tallies(day, &counted, as_of).await?;
         self.mark_counted(day, &replaced, as_of).await?;
-        Ok(Counted { day: day_tallies, minutes: replaced.len(), rows_read, more, revision, kept_earlier: false })
+        let fraud_cards =
+            if replaced.is_empty() { HashSet::new() } else { self.fraud_cards(day, &day_tallies).await? };
+        Ok(Counted {
+            day: day_tallies,
+            fraud_cards,
+            minutes: replaced.len(),
+            rows_read,
+            more,
+            revision,
+            kept_earlier: false,
+        })
+    }
+
+    /// The cards of the day's tops with a transaction of the day labelled
+    /// fraud (their newest label).
+    pub async fn fraud_cards(
+        &self,
+        day: i64,
+        tallies: &BTreeMap<String, Tally>,
+    ) -> Result<HashSet<String>, CassandraError> {
+        let cards: BTreeSet<&str> = tallies
+            .values()
+            .filter_map(|t| match &t.cards {
+                tally::Cards::Kept(top) => Some(top.entries().iter().map(|(card, _)| card.as_str())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let cards: Vec<&str> = cards.into_iter().collect();
+        let mut fraud = HashSet::new();
+        for chunk in cards.chunks(BATCH_ROWS) {
+            let mut rows = self
+                .session
+                .execute_iter(self.quality.select_card_labels.clone(), (date(day), chunk.to_vec()))
+                .await
+                .map_err(request("quality_card_labels"))?
+                .rows_stream::<(String, Option<bool>)>()
+                .map_err(request("quality_card_labels"))?;
+            while let Some((card, label)) = rows.try_next().await.map_err(request("quality_card_labels"))? {
+                if label == Some(true) {
+                    fraud.insert(card);
+                }
+            }
+        }
+        Ok(fraud)
     }
 
     /// Notes minutes counted up to `as_of`; a later note of another instance
@@ -392,6 +484,7 @@ impl Cassandra {
         day: i64,
         minute: i32,
         versions: &HashMap<String, VersionInfo>,
+        card_k: u32,
     ) -> Result<(BTreeMap<String, Tally>, u64), CassandraError> {
         let mut rows = self
             .session
@@ -400,24 +493,26 @@ impl Cassandra {
             .map_err(request("quality_rows"))?
             .rows_stream::<MinuteColumns>()
             .map_err(request("quality_rows"))?;
-        let (mut tallies, mut n) = (BTreeMap::new(), 0u64);
+        let (mut counter, mut n) = (tally::Counter::default(), 0u64);
         while let Some(row) = rows.try_next().await.map_err(request("quality_rows"))? {
             n += 1;
             // A label that came before its outcome leaves a row without a score.
-            let (Some(version), Some(score), Some(predicted), shadow_version, shadow_score, label) = row else {
+            let (cc_num, Some(version), Some(score), Some(predicted), shadow_version, shadow_score, label) = row else {
                 continue;
             };
             let shadow = shadow_version.as_deref().zip(shadow_score);
             let scored = tally::Scored {
+                // None: stored by an earlier release, without its card.
+                card: cc_num.as_deref(),
                 model_version: &version,
                 fraud_score: score,
                 predicted,
                 shadow,
                 fraud: label == Some(true),
             };
-            tally::count(&mut tallies, scored, versions);
+            counter.count(scored, versions);
         }
-        Ok((tallies, n))
+        Ok((counter.finish(card_k), n))
     }
 
     /// Puts the minutes' new tallies in place of their old ones, in the
@@ -468,19 +563,27 @@ impl Cassandra {
             batch.append_statement(q.bump_revision.clone());
             values.push(vec![CqlValue::BigInt(next), CqlValue::Date(date(day)), CqlValue::BigInt(revision)]);
             let mut replaced = Vec::new();
+            // Versions whose day's cards must be merged again from every minute's.
+            let mut remerge: BTreeSet<String> = BTreeSet::new();
             for (&minute, new) in counted {
                 let (old_as_of, old_tallies) = old.remove(&minute).unwrap_or((i64::MIN, BTreeMap::new()));
                 if old_as_of >= as_of {
                     continue;
                 }
                 replaced.push(minute);
-                for (version, t) in &old_tallies {
-                    if let Some(sum) = day_tallies.get_mut(version) {
+                let here: BTreeSet<&String> = old_tallies.keys().chain(new.keys()).collect();
+                for version in here {
+                    let sum = day_tallies.entry(version.clone()).or_default();
+                    let before = sum.transactions();
+                    if let Some(t) = old_tallies.get(version) {
                         sum.subtract(t);
                     }
-                }
-                for (version, t) in new {
-                    day_tallies.entry(version.clone()).or_default().merge(t);
+                    if let Some(t) = new.get(version) {
+                        sum.merge(t);
+                    }
+                    if tally::follow_cards(&mut sum.cards, before, old_tallies.get(version), new.get(version)) {
+                        remerge.insert(version.clone());
+                    }
                 }
                 // A version gone from the minute keeps an empty row: no tombstone.
                 let empty = Tally::default();
@@ -492,6 +595,9 @@ impl Cassandra {
             }
             if replaced.is_empty() {
                 return Ok((day_tallies, replaced, revision));
+            }
+            if !remerge.is_empty() {
+                self.merge_day_cards(day, &mut day_tallies, &remerge, counted, &replaced).await?;
             }
             for (version, t) in &day_tallies {
                 batch.append_statement(q.insert_tally.clone());
@@ -505,6 +611,63 @@ impl Cassandra {
         Err(CassandraError::Contended { what: "quality_tallies", tries: CONTENDED_TRIES })
     }
 
+    /// Merges the day's cards of `versions` again from every minute's tally:
+    /// the stored ones, and for the minutes `replaced`, the ones `counted`.
+    async fn merge_day_cards(
+        &self,
+        day: i64,
+        day_tallies: &mut BTreeMap<String, Tally>,
+        versions: &BTreeSet<String>,
+        counted: &BTreeMap<i32, BTreeMap<String, Tally>>,
+        replaced: &[i32],
+    ) -> Result<(), CassandraError> {
+        let mut minutes: BTreeMap<&String, Vec<Tally>> = BTreeMap::new();
+        for (minute, version, t, _) in self.all_tallies(day).await? {
+            if minute != WHOLE_DAY && !replaced.contains(&minute) {
+                if let Some(v) = versions.get(&version) {
+                    minutes.entry(v).or_default().push(t);
+                }
+            }
+        }
+        for minute in replaced {
+            for (version, t) in counted.get(minute).into_iter().flatten() {
+                if let Some(v) = versions.get(version) {
+                    minutes.entry(v).or_default().push(t.clone());
+                }
+            }
+        }
+        for version in versions {
+            let cards = tally::merge_minutes(minutes.get(version).into_iter().flatten());
+            day_tallies.entry(version.clone()).or_default().cards = cards;
+        }
+        Ok(())
+    }
+
+    /// Every stored tally of a day.
+    async fn all_tallies(&self, day: i64) -> Result<Vec<(i32, String, Tally, i64)>, CassandraError> {
+        decode_tallies(self.tally_rows(&self.quality.select_all_tallies, (date(day),)).await?)
+    }
+
+    /// Every row `statement` reads from `quality_tallies`.
+    async fn tally_rows<T>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<T>, CassandraError>
+    where
+        T: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata> + 'static,
+    {
+        self.session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(request("quality_tallies"))?
+            .rows_stream::<T>()
+            .map_err(request("quality_tallies"))?
+            .try_collect()
+            .await
+            .map_err(request("quality_tallies"))
+    }
+
     /// The day's stored tallies per version (what the last count left).
     pub async fn day_tallies(&self, day: i64) -> Result<BTreeMap<String, Tally>, CassandraError> {
         let stored = self.stored_tallies(day, vec![WHOLE_DAY]).await?;
@@ -512,16 +675,7 @@ impl Cassandra {
     }
 
     async fn day_revision(&self, day: i64) -> Result<Option<i64>, CassandraError> {
-        let rows: Vec<(Option<i64>,)> = self
-            .session
-            .execute_iter(self.quality.select_revision.clone(), (date(day),))
-            .await
-            .map_err(request("quality_tallies"))?
-            .rows_stream::<(Option<i64>,)>()
-            .map_err(request("quality_tallies"))?
-            .try_collect()
-            .await
-            .map_err(request("quality_tallies"))?;
+        let rows: Vec<(Option<i64>,)> = self.tally_rows(&self.quality.select_revision, (date(day),)).await?;
         Ok(rows.into_iter().next().and_then(|(r,)| r))
     }
 
@@ -533,23 +687,7 @@ impl Cassandra {
         day: i64,
         minutes: Vec<i32>,
     ) -> Result<Vec<(i32, String, Tally, i64)>, CassandraError> {
-        let rows: Vec<TallyColumns> = self
-            .session
-            .execute_iter(self.quality.select_tallies.clone(), (date(day), minutes))
-            .await
-            .map_err(request("quality_tallies"))?
-            .rows_stream::<TallyColumns>()
-            .map_err(request("quality_tallies"))?
-            .try_collect()
-            .await
-            .map_err(request("quality_tallies"))?;
-        rows.into_iter()
-            .map(|(minute, version, bytes, as_of)| {
-                let t = Tally::decode(bytes.as_deref().unwrap_or_default())
-                    .map_err(|reason| CassandraError::Corrupt { what: "quality_tallies", reason })?;
-                Ok((minute, version, t, as_of.unwrap_or(i64::MIN)))
-            })
-            .collect()
+        decode_tallies(self.tally_rows(&self.quality.select_tallies, (date(day), minutes)).await?)
     }
 
     /// Saves a day measured from its tallies of `revision` (one row per
@@ -660,6 +798,18 @@ impl Cassandra {
             })
             .collect())
     }
+}
+
+/// Stored tally rows as (minute, version, tally, as of). A tally that does
+/// not decode is an error: summing around it would be wrong for ever.
+fn decode_tallies(rows: Vec<TallyColumns>) -> Result<Vec<(i32, String, Tally, i64)>, CassandraError> {
+    rows.into_iter()
+        .map(|(minute, version, bytes, as_of)| {
+            let t = Tally::decode(bytes.as_deref().unwrap_or_default())
+                .map_err(|reason| CassandraError::Corrupt { what: "quality_tallies", reason })?;
+            Ok((minute, version, t, as_of.unwrap_or(i64::MIN)))
+        })
+        .collect()
 }
 
 fn tally_values(day: i64, minute: i32, version: &str, t: &Tally, as_of: i64) -> Vec<CqlValue> {
