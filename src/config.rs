@@ -117,6 +117,10 @@ impl Default for HistoryConfig {
     }
 }
 
+/// The largest `quality.card_k`: every minute's tally keeps up to ten times
+/// k cards.
+pub const MAX_CARD_K: u32 = 10_000;
+
 /// Live model quality from labels (docs/architecture.md, "Model quality").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -537,6 +541,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Invalid { key, message: "must be at least 1".into() });
             }
+        }
+        if self.quality.card_k > MAX_CARD_K {
+            return Err(ConfigError::Invalid {
+                key: "quality.card_k",
+                message: format!("must be at most {MAX_CARD_K} (the cards analysts can check a day)"),
+            });
         }
         if self.quality.psi_limit.is_nan() || self.quality.psi_limit <= 0.0 {
             return Err(ConfigError::Invalid { key: "quality.psi_limit", message: "must be above 0".into() });

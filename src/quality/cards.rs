@@ -29,9 +29,9 @@ pub const TIES_KEPT: usize = 10;
 pub struct Top {
     k: u32,
     entries: Vec<(String, f32)>,
-    /// Cards tied at the k-th score were cut ([`TIES_KEPT`]): the share
-    /// given to the tied ones is then an estimate.
-    cut: bool,
+    /// The score of cards cut ([`TIES_KEPT`]), while it is at or above the
+    /// k-th: the share given to the tied ones is then an estimate.
+    cut_at: Option<f32>,
 }
 
 /// A day's card precision.
@@ -46,7 +46,7 @@ pub struct CardPrecision {
 impl Top {
     /// The top `k` of cards' highest scores.
     pub fn of(k: u32, highest: HashMap<String, f32>) -> Self {
-        let mut top = Self { k: k.max(1), entries: highest.into_iter().collect(), cut: false };
+        let mut top = Self { k: k.max(1), entries: highest.into_iter().collect(), cut_at: None };
         top.trim();
         top
     }
@@ -70,12 +70,16 @@ impl Top {
     }
 
     pub fn is_cut(&self) -> bool {
-        self.cut
+        self.cut_at.is_some()
     }
 
     /// A card's highest score here, if the top holds it.
     pub fn score_of(&self, card: &str) -> Option<f32> {
         self.entries.iter().find(|(c, _)| c == card).map(|&(_, s)| s)
+    }
+
+    fn scores(&self) -> HashMap<&str, f32> {
+        self.entries.iter().map(|(c, s)| (c.as_str(), *s)).collect()
     }
 
     /// Merges another top in (of other transactions of the same version):
@@ -90,7 +94,10 @@ impl Top {
             note_highest(&mut highest, card, *score);
         }
         self.entries = highest.into_iter().collect();
-        self.cut |= other.cut;
+        self.cut_at = match (self.cut_at, other.cut_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         self.trim();
     }
 
@@ -99,9 +106,10 @@ impl Top {
     /// come from it has a lower one, or none, in `new`. Then this top must be
     /// merged again from every minute's.
     pub fn loses(&self, old: &Top, new: &Top) -> bool {
+        let (here, new) = (self.scores(), new.scores());
         old.entries.iter().any(|(card, score)| {
-            let kept = new.score_of(card).is_some_and(|s| s >= *score);
-            !kept && self.score_of(card).is_some_and(|here| here <= *score)
+            let kept = new.get(card.as_str()).is_some_and(|s| s >= score);
+            !kept && here.get(card.as_str()).is_some_and(|here| here <= score)
         })
     }
 
@@ -122,7 +130,7 @@ impl Top {
             let places = (k - above) as f64;
             (frauds(&self.entries[..above]) + frauds(tied) * places / tied.len() as f64) / k as f64
         };
-        Some(CardPrecision { value, k: self.k, estimated: self.cut })
+        Some(CardPrecision { value, k: self.k, estimated: self.cut_at.is_some() })
     }
 
     fn trim(&mut self) {
@@ -136,32 +144,50 @@ impl Top {
         let most = k * TIES_KEPT;
         if self.entries.len() > most {
             self.entries.truncate(most);
-            self.cut = true;
+            // Every card past k ties with the k-th: those cut scored this.
+            self.cut_at = Some(self.entries[most - 1].1);
+        }
+        // Cards cut below the k-th score would not be in the top anyway.
+        if self.entries.len() >= k && self.cut_at.is_some_and(|at| at < self.entries[k - 1].1) {
+            self.cut_at = None;
         }
     }
 
-    /// As stored with a tally: the k, whether cut, the cards and scores.
-    pub fn to_parts(&self) -> (u32, bool, Vec<String>, Vec<f32>) {
+    /// As stored with a tally: the k, the score cards were cut at, the
+    /// cards and scores.
+    pub fn to_parts(&self) -> (u32, Option<f32>, Vec<String>, Vec<f32>) {
         let (cards, scores) = self.entries.iter().cloned().unzip();
-        (self.k, self.cut, cards, scores)
+        (self.k, self.cut_at, cards, scores)
     }
 
     /// From stored parts; an error names what is wrong.
-    pub fn from_parts(k: u32, cut: bool, cards: Vec<String>, scores: Vec<f32>) -> Result<Self, String> {
+    pub fn from_parts(k: u32, cut_at: Option<f32>, cards: Vec<String>, scores: Vec<f32>) -> Result<Self, String> {
         if cards.len() != scores.len() {
             return Err("a stored card top has columns of different lengths".into());
         }
         if k == 0 {
             return Err("a stored card top has k = 0".into());
         }
-        let mut top = Self { k, entries: cards.into_iter().zip(scores).collect(), cut };
+        let scores = scores.into_iter().map(not_nan);
+        let mut top = Self { k, entries: cards.into_iter().zip(scores).collect(), cut_at };
         top.trim();
         Ok(top)
     }
 }
 
+/// A score as a top ranks it: NaN (which no model should give) as 0, as
+/// the score bins count it (`super::bins`), so that it cannot unsort a top.
+fn not_nan(score: f32) -> f32 {
+    if score.is_nan() {
+        0.0
+    } else {
+        score
+    }
+}
+
 /// Notes a card's score, keeping its highest.
 pub fn note_highest(highest: &mut HashMap<String, f32>, card: &str, score: f32) {
+    let score = not_nan(score);
     match highest.get_mut(card) {
         Some(s) => *s = s.max(score),
         None => {
@@ -290,8 +316,15 @@ mod tests {
         assert_eq!(top.entries().len(), 2 * TIES_KEPT);
         let p = top.precision(|c| c == "c00").unwrap();
         assert!(p.estimated);
+        // Two cards above the cut ones: the cut no longer matters.
+        let mut merged = top.clone();
+        merged.merge(&Top::of_rows(2, [("x", 0.9), ("y", 0.8)]));
+        assert!(!merged.is_cut() && !merged.precision(|_| false).unwrap().estimated, "{merged:?}");
+        // A NaN score neither panics nor unsorts the top.
+        let odd = Top::of_rows(1, [("n", f32::NAN), ("a", 0.95), ("b", 0.9)]);
+        assert_eq!(odd.entries(), &[("a".to_string(), 0.95)]);
         let (k, cut, cards, scores) = top.to_parts();
         assert_eq!(Top::from_parts(k, cut, cards, scores).unwrap(), top);
-        assert!(Top::from_parts(2, false, vec!["a".into()], vec![]).is_err());
+        assert!(Top::from_parts(2, None, vec!["a".into()], vec![]).is_err());
     }
 }

@@ -62,8 +62,9 @@ struct Stored {
     /// The cards' k; 0 when none are kept ([`Cards::NotKept`]).
     #[prost(uint32, tag = "10")]
     card_k: u32,
-    #[prost(bool, tag = "11")]
-    cards_cut: bool,
+    /// The score of cards cut from the top (`cards::TIES_KEPT`).
+    #[prost(float, optional, tag = "11")]
+    cards_cut_at: Option<f32>,
     #[prost(string, repeated, tag = "12")]
     cards: Vec<String>,
     #[prost(float, repeated, tag = "13")]
@@ -153,7 +154,7 @@ impl Tally {
             Cards::NotKept => {}
             Cards::Unknown => stored.cards_unknown = true,
             Cards::Kept(top) => {
-                (stored.card_k, stored.cards_cut, stored.cards, stored.card_scores) = top.to_parts();
+                (stored.card_k, stored.cards_cut_at, stored.cards, stored.card_scores) = top.to_parts();
             }
         }
         let mut previous = 0;
@@ -186,7 +187,7 @@ impl Tally {
             (true, _) => Cards::Unknown,
             (false, 0) => Cards::NotKept,
             (false, k) => Cards::Kept(
-                Top::from_parts(k, s.cards_cut, s.cards, s.card_scores)
+                Top::from_parts(k, s.cards_cut_at, s.cards, s.card_scores)
                     .map_err(|e| format!("a stored quality tally: {e}"))?,
             ),
         };

@@ -10,8 +10,8 @@
 //!   [`Tally`] of the minute's rows, and per version the day's (minute -1),
 //!   their sum, all changed together by one lightweight transaction on the
 //!   day's `revision`;
-//! - `quality_card_labels`, a partition per day, a row per (card,
-//!   transaction) labelled: the label, newest report winning as in
+//! - `quality_card_labels`, a partition per (day, card), a row per
+//!   transaction labelled: the label, newest report winning as in
 //!   `quality_rows`; card precision asks it which of the day's top cards
 //!   are fraudulent;
 //! - `model_quality`, the measured days, a row per version.
@@ -45,6 +45,11 @@ const WHOLE_DAY: i32 = -1;
 /// A count is dated this much before its reads began, so that a change
 /// stamped by an instance whose clock is behind by less is counted again.
 const CLOCK_MARGIN_MICROS: i64 = 10_000_000;
+/// Minute tallies one transaction writes at most, in bytes (then the rest
+/// of the changed minutes wait for the next call): with the day's sums
+/// beside them, well under Cassandra's largest mutation (half a commit log
+/// segment, 16 MiB by default), whatever the cards and bins of a minute.
+const TRANSACTION_BYTES: usize = 4 << 20;
 /// Times a day's transaction is tried again when another instance changed
 /// the day in between.
 const CONTENDED_TRIES: usize = 20;
@@ -56,7 +61,7 @@ pub fn create_statements(ks: &str) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {ks}.quality_rows (\n  day date,\n  minute int,\n  trans_num text,\n  cc_num text,\n  model_version text,\n  fraud_score float,\n  predicted boolean,\n  shadow_version text,\n  shadow_score float,\n  label boolean,\n  label_reported_at bigint,\n  PRIMARY KEY ((day, minute), trans_num)\n)"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.quality_card_labels (\n  day date,\n  cc_num text,\n  trans_num text,\n  label boolean,\n  PRIMARY KEY ((day), cc_num, trans_num)\n)"
+            "CREATE TABLE IF NOT EXISTS {ks}.quality_card_labels (\n  day date,\n  cc_num text,\n  trans_num text,\n  label boolean,\n  PRIMARY KEY ((day, cc_num), trans_num)\n)"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.quality_changes (\n  day date,\n  minute int,\n  changed_at bigint,\n  counted_at bigint,\n  PRIMARY KEY ((day), minute)\n)"
@@ -271,22 +276,21 @@ impl Cassandra {
     /// Sets the labels of score rows and of their cards' days (the newest
     /// report wins), then notes their minutes changed.
     pub async fn write_score_labels(&self, labels: &[RowLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
-        let mut per_day: BTreeMap<i64, Vec<rows::Values>> = BTreeMap::new();
-        for l in labels {
-            per_day.entry(l.day).or_default().push(vec![
-                Some(CqlValue::Date(date(l.day))),
-                Some(CqlValue::Text(l.cc_num.clone())),
-                Some(CqlValue::Text(l.trans_num.clone())),
-                Some(CqlValue::Boolean(l.is_fraud)),
-                Some(CqlValue::BigInt(crate::history::card::version(l.reported_at, l.is_fraud, None))),
-            ]);
-        }
-        let chunks: Vec<Vec<rows::Values>> = per_day
-            .into_values()
-            .flat_map(|rows| rows.chunks(BATCH_ROWS).map(<[_]>::to_vec).collect::<Vec<_>>())
+        // One write each: a card's day is its own partition.
+        let card_rows: Vec<rows::Values> = labels
+            .iter()
+            .map(|l| {
+                vec![
+                    Some(CqlValue::Date(date(l.day))),
+                    Some(CqlValue::Text(l.cc_num.clone())),
+                    Some(CqlValue::Text(l.trans_num.clone())),
+                    Some(CqlValue::Boolean(l.is_fraud)),
+                    Some(CqlValue::BigInt(crate::history::card::version(l.reported_at, l.is_fraud, None))),
+                ]
+            })
             .collect();
-        let mut card_writes = futures::stream::iter(chunks)
-            .map(|chunk| self.execute_batch(&self.quality.label_card, chunk, abandon))
+        let mut card_writes = futures::stream::iter(card_rows)
+            .map(|values| self.execute(&self.quality.label_card, values, abandon))
             .buffer_unordered(self.concurrency);
         while let Some(result) = card_writes.next().await {
             result?;
@@ -362,12 +366,13 @@ impl Cassandra {
         // Rows written before this (by a clock up to the margin behind) are read below.
         let as_of = now_micros() - CLOCK_MARGIN_MICROS;
         let mut counted: BTreeMap<i32, BTreeMap<String, Tally>> = BTreeMap::new();
-        let mut rows_read = 0;
+        let (mut rows_read, mut bytes) = (0, 0);
         for &minute in &changed {
-            if rows_read >= budget_rows && !counted.is_empty() {
+            if (rows_read >= budget_rows || bytes >= TRANSACTION_BYTES) && !counted.is_empty() {
                 break;
             }
             let (tallies, n) = self.tally_minute(day, minute, versions, card_k).await?;
+            bytes += tallies.values().map(|t| t.encode().len()).sum::<usize>();
             counted.insert(minute, tallies);
             rows_read += n;
         }

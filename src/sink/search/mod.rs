@@ -318,6 +318,7 @@ impl Search {
                     "precision": m.precision, "recall": m.recall, "average_precision": m.average_precision,
                     "roc_auc": m.roc_auc, "fraud_rate": m.fraud_rate, "score_psi": m.score_psi,
                     "card_precision": m.card_precision, "card_precision_k": m.card_precision_k,
+                    "card_precision_estimated": m.card_precision_estimated,
                     "fraud_rate_ratio": d.drift.fraud_rate_ratio, "drifting": !d.drift.flagged.is_empty(),
                     "drift_reasons": d.drift.flagged, "computed_at": d.computed_at_ms,
                 });
