@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,8 @@ import pyarrow.parquet as pq
 from fraudflight_spark import server
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "target" / "release" / "fraudflight"
+# FRAUDFLIGHT_BIN: another build to measure (an A/B of two commits).
+BIN = Path(os.environ.get("FRAUDFLIGHT_BIN", ROOT / "target" / "release" / "fraudflight"))
 
 
 def start(command: list[str]) -> tuple[subprocess.Popen, str]:

@@ -21,7 +21,8 @@ labels applied, whether the labels stream is stalled, and live quality's
 rows read and minutes counted. At the end it checks, independently of the
 service (Spark reading Cassandra, scikit-learn computing AP and ROC AUC):
 every transaction stored once; every (day, version) live quality shows
-within its stated error of the exact values from `quality_rows`; every
+within its stated error of the exact values from `quality_rows`, and
+its card precision at 100 equal to the one computed from them; every
 hostile label that can never be stored in the DLQ, and only those.
 Writes target/bench/soak.json.
 
@@ -222,11 +223,16 @@ def services(action: str, name: str) -> None:
 
 def independent_quality(keyspace: str) -> tuple[int, list[dict]]:
     """Transactions stored, and per (day, version) the exact AP and ROC AUC
-    from `quality_rows` (Spark + scikit-learn), next to what the service saved."""
+    from `quality_rows` (Spark + scikit-learn) and card precision at 100
+    (`evaluation.card_precision_at_k`, a card fraudulent on a day when any
+    of its transactions that day is, whichever version scored it), next to
+    what the service saved."""
+    import numpy as np
     from pyspark.sql import functions as F
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from fraudflight_spark import data
+    from fraudflight_spark.evaluation import card_precision_at_k
     from fraudflight_spark.session import spark_session
 
     source = f"cassandra://127.0.0.1:9042/{keyspace}"
@@ -235,7 +241,8 @@ def independent_quality(keyspace: str) -> tuple[int, list[dict]]:
     rows = (
         data.cassandra_table(spark, keyspace, "quality_rows")
         .where(F.col("fraud_score").isNotNull())
-        .select(F.col("day").cast("string").alias("date"), "model_version", "fraud_score", F.coalesce(F.col("label"), F.lit(False)).alias("fraud"))
+        .select(F.col("day").cast("string").alias("date"), "cc_num", "model_version", "fraud_score",
+                F.coalesce(F.col("label"), F.lit(False)).alias("fraud"))
         .toPandas()
     )
     saved = data.cassandra_table(spark, keyspace, "model_quality").select("measures").toPandas()
@@ -248,6 +255,7 @@ def independent_quality(keyspace: str) -> tuple[int, list[dict]]:
     # are no longer counted again when their late labels come.
     newest = max(rows["date"])
     oldest = str(dt.date.fromisoformat(newest) - dt.timedelta(days=29))
+    fraud_cards = set(zip(rows.loc[rows["fraud"], "date"], rows.loc[rows["fraud"], "cc_num"], strict=True))
     out = []
     for (date, version), day in rows[rows["date"] >= oldest].groupby(["date", "model_version"]):
         d = served.get((date, version))
@@ -255,10 +263,14 @@ def independent_quality(keyspace: str) -> tuple[int, list[dict]]:
         if day["fraud"].any() and not day["fraud"].all():
             entry["ap"] = float(average_precision_score(day["fraud"], day["fraud_score"].astype("float32")))
             entry["auc"] = float(roc_auc_score(day["fraud"], day["fraud_score"].astype("float32")))
+        card_fraud = np.array([(date, c) in fraud_cards for c in day["cc_num"]], dtype=np.float64)
+        entry["card_precision"] = card_precision_at_k(np.zeros(len(day), dtype=np.int64), day["cc_num"].to_numpy(),
+                                                      day["fraud_score"].to_numpy(np.float32), card_fraud, 100)["mean"]
         if d is not None:
             entry["served_transactions"], entry["served_frauds"] = d["transactions"], d["frauds"]
             entry["served_ap"], entry["ap_error"] = d.get("average_precision"), d.get("average_precision_error", 0.0)
             entry["served_auc"], entry["auc_error"] = d.get("roc_auc"), d.get("roc_auc_error", 0.0)
+            entry["served_card_precision"] = d.get("card_precision")
         out.append(entry)
     return stored, out
 
@@ -372,6 +384,8 @@ def main() -> None:
     judged = [q for q in quality if "ap" in q and q["served"] and q.get("served_ap") is not None]
     outside = [q for q in judged if abs(q["served_ap"] - q["ap"]) > q["ap_error"] + 1e-9 or abs(q["served_auc"] - q["auc"]) > q["auc_error"] + 1e-9]
     miscounted = [q for q in quality if q["served"] and (q["served_transactions"], q["served_frauds"]) != (q["transactions"], q["frauds"])]
+    cards_off = [q for q in quality if q["served"] and (q["served_card_precision"] is None
+                                                       or abs(q["served_card_precision"] - q["card_precision"]) > 1e-9)]
     rss = {name: [s[name]["rss_mb"] for s in samples if s.get(name)] for name in ("a", "b")}
     # Flat or growing: the median RSS of each quarter of the run.
     quarters = {n: [statistics.median(v[len(v) * q // 4:max(len(v) * (q + 1) // 4, len(v) * q // 4 + 1)]) for q in range(4)]
@@ -387,6 +401,8 @@ def main() -> None:
         "labels_stalled_samples": sum(1 for s in samples for n in ("a", "b") if s.get(n) and s[n]["labels_stalled"]),
         "quality_days_versions": len(quality), "quality_judged": len(judged), "quality_outside_error": outside[:5],
         "quality_miscounted": miscounted[:5], "quality_miscounted_count": len(miscounted),
+        "card_precision_checked": sum(1 for q in quality if q["served"]), "card_precision_off": cards_off[:5],
+        "card_precision_off_count": len(cards_off),
         "quality_rows_read_per_round": round(rows_read / rounds), "quality_rounds": rounds,
         "hostile": args.hostile, "hostile_bad": bad, "dlq": dlq, "dlq_distinct_sources": dlq_sources,
         "rss_mb": {n: {"first": v[0], "max": max(v), "last": v[-1]} for n, v in rss.items() if v},
@@ -397,7 +413,7 @@ def main() -> None:
     (BENCH / "soak.json").write_text(json.dumps(result | {"samples": samples}, indent=1))
     print(json.dumps(result, indent=1))
     retrained = not args.retrain_every or any(run["finished"] for run in retrains)
-    ok = result["lost"] == 0 and not outside and not miscounted and dlq_sources == bad and retrained
+    ok = result["lost"] == 0 and not outside and not miscounted and not cards_off and dlq_sources == bad and retrained
     sys.exit(0 if ok else 1)
 
 
