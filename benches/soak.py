@@ -47,6 +47,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Card precision's k: the service's default (quality.card_k).
+CARD_K = 100
 # FRAUDFLIGHT_BIN runs a copy, so the tree can be rebuilt while a soak runs.
 BIN = Path(os.environ.get("FRAUDFLIGHT_BIN", ROOT / "target" / "release" / "fraudflight"))
 BENCH = ROOT / "target" / "bench"
@@ -265,12 +267,13 @@ def independent_quality(keyspace: str) -> tuple[int, list[dict]]:
             entry["auc"] = float(roc_auc_score(day["fraud"], day["fraud_score"].astype("float32")))
         card_fraud = np.array([(date, c) in fraud_cards for c in day["cc_num"]], dtype=np.float64)
         entry["card_precision"] = card_precision_at_k(np.zeros(len(day), dtype=np.int64), day["cc_num"].to_numpy(),
-                                                      day["fraud_score"].to_numpy(np.float32), card_fraud, 100)["mean"]
+                                                      day["fraud_score"].to_numpy(np.float32), card_fraud, CARD_K)["mean"]
         if d is not None:
             entry["served_transactions"], entry["served_frauds"] = d["transactions"], d["frauds"]
             entry["served_ap"], entry["ap_error"] = d.get("average_precision"), d.get("average_precision_error", 0.0)
             entry["served_auc"], entry["auc_error"] = d.get("roc_auc"), d.get("roc_auc_error", 0.0)
             entry["served_card_precision"] = d.get("card_precision")
+            entry["served_card_k"] = d.get("card_precision_k")
         out.append(entry)
     return stored, out
 
@@ -384,7 +387,7 @@ def main() -> None:
     judged = [q for q in quality if "ap" in q and q["served"] and q.get("served_ap") is not None]
     outside = [q for q in judged if abs(q["served_ap"] - q["ap"]) > q["ap_error"] + 1e-9 or abs(q["served_auc"] - q["auc"]) > q["auc_error"] + 1e-9]
     miscounted = [q for q in quality if q["served"] and (q["served_transactions"], q["served_frauds"]) != (q["transactions"], q["frauds"])]
-    cards_off = [q for q in quality if q["served"] and (q["served_card_precision"] is None
+    cards_off = [q for q in quality if q["served"] and (q["served_card_precision"] is None or q["served_card_k"] != CARD_K
                                                        or abs(q["served_card_precision"] - q["card_precision"]) > 1e-9)]
     rss = {name: [s[name]["rss_mb"] for s in samples if s.get(name)] for name in ("a", "b")}
     # Flat or growing: the median RSS of each quarter of the run.

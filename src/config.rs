@@ -545,7 +545,7 @@ impl Config {
         if self.quality.card_k > MAX_CARD_K {
             return Err(ConfigError::Invalid {
                 key: "quality.card_k",
-                message: format!("must be at most {MAX_CARD_K} (the cards analysts can check a day)"),
+                message: format!("must be at most {MAX_CARD_K}: every minute's tally keeps up to ten times k cards"),
             });
         }
         if self.quality.psi_limit.is_nan() || self.quality.psi_limit <= 0.0 {
@@ -889,6 +889,13 @@ mod tests {
         let env = |name: &str| (name == "FRAUDFLIGHT_KAFKA_BATCH_MAX_RECORDS").then(|| "0".to_string());
         let err = Config::load(None, env).unwrap_err().to_string();
         assert!(err.contains("kafka.batch_max_records"), "{err}");
+        for (k, fine) in [("0", false), ("1", true), ("10000", true), ("10001", false)] {
+            let env = |name: &str| (name == "FRAUDFLIGHT_QUALITY_CARD_K").then(|| k.to_string());
+            match Config::load(None, env) {
+                Ok(config) => assert!(fine && config.quality.card_k.to_string() == k, "card_k {k} accepted"),
+                Err(e) => assert!(!fine && e.to_string().contains("quality.card_k"), "card_k {k}: {e}"),
+            }
+        }
         assert!(Config::load(None, no_env).is_ok());
     }
 

@@ -6,6 +6,8 @@
 //! finds a good share of them (the demo's records carry the simulator's
 //! truth in `is_fraud`, which the live view compares with the alerts).
 
+mod support;
+
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use fraudflight::store::Query;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_model_catches_handbook_fraud_in_the_demo() {
-    let model_dir = Path::new(&manifest_dir()).join("models/handbook/gbt-handbook-history-v1");
+    let model_dir = Path::new(&support::manifest_dir()).join("models/handbook/gbt-handbook-history-v1");
     let running = demo::start(DemoConfig {
         model_dir,
         flight_addr: "127.0.0.1:0".parse().unwrap(),
@@ -57,11 +59,4 @@ async fn the_history_model_catches_handbook_fraud_in_the_demo() {
     assert!(precision > 0.5, "alert precision {precision:.3}: {l:?}");
     assert!(recall > 0.3, "recall {recall:.3}: {l:?}");
     running.stop().await;
-}
-
-/// This clone's directory, read when the test runs (cargo sets it): a test
-/// binary another clone built into the shared target must not read that
-/// clone's files.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -16,6 +16,8 @@
 //! dashboard commands are what `spark-job/tests`, `tests/model_quality.rs`
 //! and `dashboards/` run).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -37,7 +39,7 @@ impl Command {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(manifest_dir())
+    PathBuf::from(support::manifest_dir())
 }
 
 fn pages() -> Vec<PathBuf> {
@@ -298,11 +300,4 @@ fn the_checks_refuse_what_does_not_exist() {
     assert!(accepted(command(&["fraudflight", "query", "recent", "--limit", "5"], "")));
     assert!(accepted(command(&["../.venv/bin/python", "train.py", "--input", "x", "--output", "y"], "spark-job")));
     assert!(check(&command(&["docker", "compose", "up"], ""), &targets).is_none(), "not one it checks");
-}
-
-/// This clone's directory, read when the test runs (cargo sets it): a test
-/// binary another clone built into the shared target must not read that
-/// clone's files.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -5,6 +5,8 @@
 //! Unit tests at the end of a file (`#[cfg(test)] mod tests`) may use any
 //! module, as a dev-dependency would.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -107,7 +109,7 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn every_module_uses_only_the_layers_below_it() {
-    let src = Path::new(&manifest_dir()).join("src");
+    let src = Path::new(&support::manifest_dir()).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut wrong: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -145,11 +147,4 @@ fn the_scanner_sees_grouped_and_plain_uses() {
     let text =
         "use crate::{app::{App, B}, sink};\nfn f() { crate::score::x(); }\n#[cfg(test)]\nmod tests { use crate::cli; }";
     assert_eq!(crate_uses(production_code(text)), ["app", "sink", "score"]);
-}
-
-/// This clone's directory, read when the test runs (cargo sets it): a test
-/// binary another clone built into the shared target must not read that
-/// clone's files.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

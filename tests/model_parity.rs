@@ -4,13 +4,15 @@
 //! 1e-5 of Spark's, scored by the native evaluator (which the loader checked
 //! against ONNX Runtime) as well as by ONNX Runtime itself.
 
+mod support;
+
 use std::path::Path;
 
 use fraudflight::score::model::{Model, PARITY_TOLERANCE};
 
 #[test]
 fn every_shipped_model_matches_spark_on_its_parity_vectors() {
-    let root = Path::new(&manifest_dir()).join("models");
+    let root = Path::new(&support::manifest_dir()).join("models");
     let mut checked = 0;
     // models/NAME and one level of grouping (models/handbook/NAME).
     let mut dirs = Vec::new();
@@ -68,38 +70,4 @@ fn path_contributions_add_up_to_the_served_score() {
     assert!(worst < 1e-6, "sigmoid(bias + contributions) differs from the score by {worst}");
     // Not all zero: the inputs do move the scores.
     assert!(explained.iter().any(|e| e.contributions.iter().any(|(_, c)| c.abs() > 0.1)));
-}
-
-/// DoExchange's answer (`Scorer::answer`, built without the rest of the
-/// outcome) holds the same values as the stored outcome's columns of those
-/// names, invalid rows left out alike, at the model's threshold and another.
-#[test]
-fn the_exchange_answer_is_the_outcomes_columns_of_its_names() {
-    use fraudflight::score::{outcome, registry::Registry, ScoreOptions, Scorer};
-    use fraudflight::simulate::{SimConfig, Simulator};
-    let dir = Path::new(&manifest_dir()).join("models/gbt-sim-v1");
-    let scorer = Scorer::new(std::sync::Arc::new(Registry::open(&dir, 1).expect("the shipped model loads")));
-    let mut txns: Vec<_> = Simulator::new(SimConfig { seed: 5, ..SimConfig::default() }).take(3_000).collect();
-    txns[7].amt = -1.0;
-    let batch = fraudflight::record::to_batch(&txns);
-    for threshold in [None, Some(0.01)] {
-        let options = ScoreOptions { threshold, ..ScoreOptions::default() };
-        let full = scorer.score(&batch, &options).unwrap();
-        let answer = scorer.answer(&batch, &options).unwrap();
-        assert_eq!(answer.invalid.len(), 1, "the negative amount");
-        assert_eq!(full.invalid.len(), answer.invalid.len());
-        assert_eq!(answer.outcomes.schema(), outcome::exchange_schema());
-        assert_eq!(answer.outcomes.num_rows(), 2_999);
-        for field in outcome::exchange_schema().fields() {
-            let name = field.name();
-            assert_eq!(answer.outcomes.column_by_name(name), full.outcomes.column_by_name(name), "{name}");
-        }
-    }
-}
-
-/// This clone's directory, read when the test runs (cargo sets it): a test
-/// binary another clone built into the shared target must not read that
-/// clone's files.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

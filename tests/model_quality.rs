@@ -87,30 +87,6 @@ fn average_precision(mut scored: Vec<(f32, bool)>) -> Option<f64> {
     Some(ap)
 }
 
-/// Card precision at k as `train.py` defines it, computed here
-/// independently of the server: cards by their highest score, fraud if any
-/// of their transactions is, ties at the k-th sharing its places.
-fn card_precision(rows: &[(&str, f32, bool)], k: usize) -> Option<f64> {
-    let mut cards: HashMap<&str, (f32, bool)> = HashMap::new();
-    for &(card, score, fraud) in rows {
-        let c = cards.entry(card).or_insert((score, fraud));
-        *c = (c.0.max(score), c.1 || fraud);
-    }
-    let mut cards: Vec<(f32, bool)> = cards.into_values().collect();
-    cards.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let frauds = |c: &[(f32, bool)]| c.iter().filter(|c| c.1).count() as f64;
-    match cards.len() {
-        0 => None,
-        n if n <= k => Some(frauds(&cards) / n as f64),
-        _ => {
-            let kth = cards[k - 1].0;
-            let above = cards.iter().take_while(|c| c.0 > kth).count();
-            let tied: Vec<(f32, bool)> = cards.iter().copied().filter(|c| c.0 == kth).collect();
-            Some((frauds(&cards[..above]) + frauds(&tied) * (k - above) as f64 / tied.len() as f64) / k as f64)
-        }
-    }
-}
-
 async fn send_labels(topic: &str, frauds: &[&Transaction]) {
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", support::kafka_brokers()).create().unwrap();
@@ -158,7 +134,7 @@ async fn instances_agree_on_live_quality_it_survives_restarts_and_a_shadow_is_me
     for (day, rows) in per_day {
         let frauds = rows.iter().filter(|r| r.2).count() as u64;
         let ap = average_precision(rows.iter().map(|r| (r.1, r.2)).collect());
-        let shown = (rows.len() as u64, frauds, ap, 0.0, card_precision(&rows, 100));
+        let shown = (rows.len() as u64, frauds, ap, 0.0, support::card_precision(&rows, 100));
         expected.insert((day, champion.clone()), shown);
     }
 

@@ -37,9 +37,12 @@ pub struct Top {
 /// A day's card precision.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CardPrecision {
+    /// The share of fraudulent cards among the k highest.
     pub value: f64,
+    /// The k it was measured at (the smallest of the tops merged).
     pub k: u32,
-    /// Ties at the k-th place were more than a top keeps ([`Top::cut`]).
+    /// Cards tied at the k-th place were cut ([`TIES_KEPT`]): the share
+    /// given to the tied ones is estimated.
     pub estimated: bool,
 }
 
@@ -61,14 +64,17 @@ impl Top {
         Self::of(k, highest)
     }
 
+    /// The k this top keeps (0: an empty top never given one).
     pub fn k(&self) -> u32 {
         self.k
     }
 
+    /// (card, its highest score), highest first, then by card.
     pub fn entries(&self) -> &[(String, f32)] {
         &self.entries
     }
 
+    /// Whether cards that could be among the k highest were cut.
     pub fn is_cut(&self) -> bool {
         self.cut_at.is_some()
     }
@@ -103,13 +109,18 @@ impl Top {
 
     /// Whether taking `old` out for `new` (a minute counted again) may lower
     /// a card this top holds: some card of `old` whose score here may have
-    /// come from it has a lower one, or none, in `new`. Then this top must be
+    /// come from it has a lower one, or none, in `new`, and is not below k
+    /// cards of `new` (pushed out by them, it cannot be among the day's k
+    /// highest: they are above it for the day too). Then this top must be
     /// merged again from every minute's.
     pub fn loses(&self, old: &Top, new: &Top) -> bool {
+        // An empty top (a minute with nothing left) has k = 0 and no floor.
+        let floor = (new.k as usize).checked_sub(1).and_then(|at| new.entries.get(at)).map(|&(_, s)| s);
         let (here, new) = (self.scores(), new.scores());
         old.entries.iter().any(|(card, score)| {
             let kept = new.get(card.as_str()).is_some_and(|s| s >= score);
-            !kept && here.get(card.as_str()).is_some_and(|here| here <= score)
+            let pushed_out = floor.is_some_and(|kth| kth > *score);
+            !kept && !pushed_out && here.get(card.as_str()).is_some_and(|here| here <= score)
         })
     }
 
@@ -305,6 +316,16 @@ mod tests {
         assert!(!day.loses(&m2, &minute(&[("c", 0.8)])));
         // m1 scored again lower for a: the day must be merged again.
         assert!(day.loses(&m1, &minute(&[("a", 0.3), ("b", 0.5)])));
+        // a pushed out of m1 by two cards above it: not among the day's two highest.
+        let pushed = minute(&[("x", 0.95), ("y", 0.93), ("a", 0.1)]);
+        assert!(!day.loses(&m1, &pushed));
+        let mut followed = day.clone();
+        followed.merge(&pushed);
+        let mut merged = pushed.clone();
+        merged.merge(&m2);
+        assert_eq!(followed.entries(), merged.entries());
+        // A minute with nothing left (an empty top, k = 0) loses what it held.
+        assert!(day.loses(&m1, &Top::default()));
         // A card outside the day's top going down changes nothing.
         assert!(!day.loses(&m1, &minute(&[("a", 0.9), ("b", 0.1)])));
     }

@@ -2,15 +2,18 @@
 //! were, day by day, judged by the labels that came back
 //! (docs/architecture.md, "Model quality").
 //!
-//! Every stored outcome leaves a [`ScoreRow`] (its day, the champion's
-//! version, score and verdict, the shadow's score, and later its label) in
-//! a book: Cassandra `scores` with `serve`, [`book::MemoryBook`] in the
-//! demo. A row is keyed by `trans_num`, so a redelivery changes nothing
-//! and every instance adds to the same book. Periodically the days that
-//! changed are measured again from the whole book ([`measure`]), per
-//! version, and the results ([`DayQuality`]) are saved (Cassandra
-//! `model_quality`) for `/api/summary`, `/metrics`, the dashboards and
-//! `model-quality`; any instance shows the same numbers.
+//! Every stored outcome leaves a [`ScoreRow`] (its day and minute, its
+//! card, the champion's version, score and verdict, the shadow's score,
+//! and later its label) in a book: Cassandra `quality_rows` with `serve`,
+//! [`book::MemoryBook`] in the demo. A row is keyed by `trans_num`, so a
+//! redelivery changes nothing and every instance adds to the same book.
+//! Periodically the days that changed are measured again, per version: the
+//! memory book from its rows ([`measure`], [`cards`]), Cassandra's from the
+//! tallies of the minutes that changed ([`tally`], counted by the store);
+//! the results ([`DayQuality`]: confusion, precision, recall, AP, ROC AUC,
+//! card precision at k, drift) are saved (Cassandra `model_quality`) for
+//! `/api/summary`, `/metrics`, the dashboards and `model-quality`; any
+//! instance shows the same numbers.
 //!
 //! A transaction counts as fraud when a fraud label came for it and as
 //! genuine otherwise, as in training; a day's numbers are `complete` once

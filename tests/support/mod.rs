@@ -72,3 +72,27 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
 pub mod stack;
+
+/// Card precision at k as `train.py` defines it, computed here
+/// independently of the server: cards by their highest score, fraud if any
+/// of their transactions is, ties at the k-th sharing its places.
+pub fn card_precision(rows: &[(&str, f32, bool)], k: usize) -> Option<f64> {
+    let mut cards: std::collections::HashMap<&str, (f32, bool)> = std::collections::HashMap::new();
+    for &(card, score, fraud) in rows {
+        let c = cards.entry(card).or_insert((score, fraud));
+        *c = (c.0.max(score), c.1 || fraud);
+    }
+    let mut cards: Vec<(f32, bool)> = cards.into_values().collect();
+    cards.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let frauds = |c: &[(f32, bool)]| c.iter().filter(|c| c.1).count() as f64;
+    match cards.len() {
+        0 => None,
+        n if n <= k => Some(frauds(&cards) / n as f64),
+        _ => {
+            let kth = cards[k - 1].0;
+            let above = cards.iter().take_while(|c| c.0 > kth).count();
+            let tied: Vec<(f32, bool)> = cards.iter().copied().filter(|c| c.0 == kth).collect();
+            Some((frauds(&cards[..above]) + frauds(&tied) * (k - above) as f64 / tied.len() as f64) / k as f64)
+        }
+    }
+}
