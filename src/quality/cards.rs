@@ -79,11 +79,6 @@ impl Top {
         self.cut_at.is_some()
     }
 
-    /// A card's highest score here, if the top holds it.
-    pub fn score_of(&self, card: &str) -> Option<f32> {
-        self.entries.iter().find(|(c, _)| c == card).map(|&(_, s)| s)
-    }
-
     fn scores(&self) -> HashMap<&str, f32> {
         self.entries.iter().map(|(c, s)| (c.as_str(), *s)).collect()
     }

@@ -21,7 +21,8 @@
 //! measures the day from the day's tallies: a minute is read when its rows
 //! or labels changed, never a whole day. The day's top cards are merged
 //! from the minutes' tops; only when a card's score went down are they
-//! merged again from every minute's tally (`quality::cards`). Any instance may count any minute;
+//! merged again from every minute's tally (`quality::cards`). Any instance
+//! may count any minute;
 //! the transaction keeps the sum exact, and a count older than the one
 //! stored is dropped, so instances agree.
 
@@ -276,41 +277,31 @@ impl Cassandra {
     /// Sets the labels of score rows and of their cards' days (the newest
     /// report wins), then notes their minutes changed.
     pub async fn write_score_labels(&self, labels: &[RowLabel], abandon: &CancellationToken) -> Result<(), Abandoned> {
-        // One write each: a card's day is its own partition.
-        let card_rows: Vec<rows::Values> = labels
-            .iter()
-            .map(|l| {
-                vec![
-                    Some(CqlValue::Date(date(l.day))),
-                    Some(CqlValue::Text(l.cc_num.clone())),
-                    Some(CqlValue::Text(l.trans_num.clone())),
-                    Some(CqlValue::Boolean(l.is_fraud)),
-                    Some(CqlValue::BigInt(crate::history::card::version(l.reported_at, l.is_fraud, None))),
-                ]
-            })
-            .collect();
-        let mut card_writes = futures::stream::iter(card_rows)
-            .map(|values| self.execute(&self.quality.label_card, values, abandon))
-            .buffer_unordered(self.concurrency);
-        while let Some(result) = card_writes.next().await {
-            result?;
+        let q = &self.quality;
+        // One write each (a card's day is its own partition), both tables'
+        // at once; collected first: a lazy map would tie the stream to a
+        // borrowed closure.
+        // (the card's row?, values): a statement borrowed in the stream's
+        // items would not be Send for every lifetime the trait asks.
+        let mut writes: Vec<(bool, rows::Values)> = Vec::with_capacity(2 * labels.len());
+        for l in labels {
+            // Only the flag is kept here: the same winner as the labels'.
+            let version = Some(CqlValue::BigInt(crate::history::card::version(l.reported_at, l.is_fraud, None)));
+            let mut score: rows::Values =
+                vec![version.clone(), Some(CqlValue::Boolean(l.is_fraud)), Some(CqlValue::BigInt(l.reported_at))];
+            score.extend(key(l.day, l.minute, &l.trans_num));
+            writes.push((false, score));
+            let card = vec![
+                Some(CqlValue::Date(date(l.day))),
+                Some(CqlValue::Text(l.cc_num.clone())),
+                Some(CqlValue::Text(l.trans_num.clone())),
+                Some(CqlValue::Boolean(l.is_fraud)),
+                version,
+            ];
+            writes.push((true, card));
         }
-        // Collected first: a lazy map would tie the stream to a borrowed closure.
-        let statements: Vec<rows::Values> = labels
-            .iter()
-            .map(|l| {
-                let mut values: rows::Values = vec![
-                    // Only the flag is kept here: the same winner as the labels'.
-                    Some(CqlValue::BigInt(crate::history::card::version(l.reported_at, l.is_fraud, None))),
-                    Some(CqlValue::Boolean(l.is_fraud)),
-                    Some(CqlValue::BigInt(l.reported_at)),
-                ];
-                values.extend(key(l.day, l.minute, &l.trans_num));
-                values
-            })
-            .collect();
-        let mut writes = futures::stream::iter(statements)
-            .map(|values| self.execute(&self.quality.label_score, values, abandon))
+        let mut writes = futures::stream::iter(writes)
+            .map(|(card, values)| self.execute(if card { &q.label_card } else { &q.label_score }, values, abandon))
             .buffer_unordered(self.concurrency);
         while let Some(result) = writes.next().await {
             result?;
